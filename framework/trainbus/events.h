@@ -1,0 +1,149 @@
+// trainbus/events.h — what the training loop tells plugins, one struct per hook.
+//
+// A run is a sequence of lifecycle events published on the bus:
+//
+//   TrainBegin
+//     EpochBegin
+//       IterationBegin  IterationEnd      (once per batch: forward, loss,
+//       IterationBegin  IterationEnd       backward, one optimizer step)
+//       ...
+//       ValidationEnd                     (every epoch, or every N iterations)
+//     EpochEnd
+//     ...
+//   Abort                                 (only when the run fails)
+//   TrainEnd                              (always, even after Abort)
+//
+// Vocabulary:
+//   - `step` is the global iteration count, starting at 0 for the first
+//     iteration of the run and never reset between epochs. It is the x-axis of
+//     every TensorBoard curve. In IterationEnd it is the step that just ran.
+//   - `epoch` counts passes over the training set, starting at 0.
+//   - `batch_index` is the iteration's position inside its epoch.
+//
+// Events are plain structs passed by const reference; they are valid only for
+// the duration of the hook call. Copy what you need to keep. Spans point into
+// the trainer's own storage and must not be retained.
+#ifndef TRAINBUS_EVENTS_H_
+#define TRAINBUS_EVENTS_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/types/span.h"
+
+namespace trainbus {
+
+// A named value such as {"val/accuracy", 0.93}.
+struct Metric {
+  std::string name;
+  double value = 0.0;
+};
+using Metrics = std::vector<Metric>;
+
+// Returns the value of the metric called `name`, if present.
+inline std::optional<double> FindMetric(absl::Span<const Metric> metrics,
+                                        std::string_view name) {
+  for (const Metric& m : metrics) {
+    if (m.name == name) return m.value;
+  }
+  return std::nullopt;
+}
+
+// Facts about the whole run, known before the first iteration.
+struct RunInfo {
+  std::string run_name;            // e.g. "shapes-cnn"
+  std::string log_dir;             // directory for this run's files, e.g. "runs/shapes-cnn"
+  int64_t train_samples = 0;       // dataset size N (0 when unknown, e.g. embedded loops)
+  int64_t batch_size = 0;
+  int64_t epochs = 0;
+  int64_t iterations_per_epoch = 0;  // ceil(N / batch) or floor with drop_last
+  int64_t total_iterations = 0;      // per epoch x epochs, or max_iterations
+  int64_t start_step = 0;            // > 0 when the run resumes from a checkpoint
+  int64_t start_epoch = 0;
+  uint64_t seed = 0;
+  // Hyperparameters of the run as text, for hparams and logs ({"lr", "0.01"}).
+  std::vector<std::pair<std::string, std::string>> hparams;
+};
+
+struct TrainBeginEvent {
+  const RunInfo* run = nullptr;
+};
+
+struct EpochBeginEvent {
+  int64_t epoch = 0;
+  int64_t step = 0;  // global step of the epoch's first iteration
+  int64_t iterations = 0;  // iterations this epoch will run
+};
+
+struct IterationBeginEvent {
+  int64_t step = 0;
+  int64_t epoch = 0;
+  int64_t batch_index = 0;
+  int64_t batch_size = 0;
+};
+
+struct IterationEndEvent {
+  int64_t step = 0;
+  int64_t epoch = 0;
+  int64_t batch_index = 0;
+  int64_t batch_size = 0;
+  double loss = 0.0;
+  // Learning rate of each optimizer param group, as used by this iteration's step.
+  absl::Span<const double> learning_rates;
+  double duration_seconds = 0.0;  // wall time of forward+backward+step
+  // Extra per-iteration metrics (e.g. "train/accuracy"); may be empty.
+  absl::Span<const Metric> metrics;
+};
+
+struct ValidationEndEvent {
+  int64_t step = 0;   // global step after which validation ran
+  int64_t epoch = 0;
+  absl::Span<const Metric> metrics;  // e.g. "val/loss", "val/accuracy"
+  double duration_seconds = 0.0;
+};
+
+struct EpochEndEvent {
+  int64_t epoch = 0;
+  int64_t step = 0;  // global step of the epoch's last iteration
+  int64_t iterations = 0;  // iterations the epoch actually ran
+  double mean_loss = 0.0;
+  double duration_seconds = 0.0;
+  absl::Span<const Metric> metrics;  // last validation metrics, if any
+};
+
+// Why a run ended.
+enum class EndReason {
+  kCompleted,       // ran all planned iterations
+  kStopRequested,   // a plugin or the user asked to stop
+  kFailed,          // an error (see AbortEvent)
+};
+
+inline const char* EndReasonName(EndReason r) {
+  switch (r) {
+    case EndReason::kCompleted: return "completed";
+    case EndReason::kStopRequested: return "stopped";
+    case EndReason::kFailed: return "failed";
+  }
+  return "unknown";
+}
+
+struct AbortEvent {
+  int64_t step = 0;
+  std::string message;  // names what failed, e.g. "plugin 'x' threw in OnIterationEnd at step 7: ..."
+};
+
+struct TrainEndEvent {
+  int64_t step = 0;            // last step that ran (-1 if none)
+  int64_t iterations_run = 0;  // iterations run by this process (excludes resumed ones)
+  EndReason reason = EndReason::kCompleted;
+  std::string stop_reason;     // the reason given with the stop request, if any
+  double duration_seconds = 0.0;
+  absl::Span<const Metric> final_metrics;  // last validation metrics and final train loss
+};
+
+}  // namespace trainbus
+
+#endif  // TRAINBUS_EVENTS_H_
