@@ -32,6 +32,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 
 namespace trainbus {
@@ -45,7 +46,7 @@ using Metrics = std::vector<Metric>;
 
 // Returns the value of the metric called `name`, if present.
 inline std::optional<double> FindMetric(absl::Span<const Metric> metrics,
-                                        std::string_view name) {
+                                        absl::string_view name) {
   for (const Metric& m : metrics) {
     if (m.name == name) return m.value;
   }

@@ -1,0 +1,117 @@
+// The `trainbus` program: train from a config, list plugins, plan iterations,
+// inspect TensorBoard event files. `trainbus --help` explains each command.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "cli/commands.h"
+
+ABSL_FLAG(std::string, config, "", "train: the run config file (JSON or protobuf text format)");
+ABSL_FLAG(bool, json, false, "inspect, plugins: print JSON for scripts");
+ABSL_FLAG(int64_t, samples, 0, "plan: number of training samples");
+ABSL_FLAG(int64_t, batch_size, 0, "plan: samples per iteration");
+ABSL_FLAG(int64_t, epochs, 1, "plan: passes over the training set");
+ABSL_FLAG(bool, drop_last, false, "plan: skip each epoch's last, smaller batch");
+ABSL_FLAG(int64_t, max_iterations, 0, "plan: cap on the total iterations (0: none)");
+
+namespace {
+
+constexpr const char* kUsage = R"(trainbus — a LibTorch training loop with a plugin bus
+
+Usage:
+  trainbus train --config FILE [--set key=value ...]
+      Train as the run config describes and write TensorBoard event files to
+      <log_root>/<name> (default runs/<name>). --set overrides a config field,
+      e.g. --set trainer.epochs=3 --set optimizer.lr=0.1
+           --set plugins.tensorboard.options.flush_secs=5
+  trainbus plugins [--json]
+      List every plugin found: name, version, library, hooks, and its options
+      with types and defaults. Folders searched: the built-in plugin folder,
+      then $TRAINBUS_PLUGIN_PATH (':'-separated).
+  trainbus plan --samples N --batch_size B [--epochs E] [--drop_last] [--max_iterations M]
+      Print iterations per epoch, total iterations and samples seen.
+  trainbus inspect LOGDIR [--json]
+      Read every event file under LOGDIR, check its checksums, and list runs
+      and tags; exits 1 when a file is corrupt.
+
+Examples:
+  trainbus train --config examples/shapes/config.json
+  tensorboard --logdir runs
+)";
+
+bool WantsHelp(int argc, char** argv) {
+  if (argc < 2) return true;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h" || a == "help" || a == "--helpfull") return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (WantsHelp(argc, argv)) {
+    std::cout << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  // --set may repeat; absl flags keep only the last value, so take them here.
+  std::vector<std::string> overrides;
+  std::vector<char*> rest;
+  for (int i = 0; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--set" || a == "-set") {
+      if (i + 1 >= argc) {
+        std::cerr << "trainbus: --set needs key=value\n";
+        return 2;
+      }
+      overrides.push_back(argv[++i]);
+    } else if (absl::StartsWith(a, "--set=")) {
+      overrides.push_back(a.substr(6));
+    } else {
+      rest.push_back(argv[i]);
+    }
+  }
+  absl::SetProgramUsageMessage("see `trainbus --help`");
+  std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(rest.size()), rest.data());
+  if (positional.size() < 2) {
+    std::cerr << kUsage;
+    return 2;
+  }
+  const std::string command = positional[1];
+  std::vector<std::string> args(positional.begin() + 2, positional.end());
+  if (command == "train") {
+    if (!args.empty()) {
+      std::cerr << "trainbus train: unexpected argument '" << args[0] << "'\n";
+      return 2;
+    }
+    return trainbus::cli::Train(absl::GetFlag(FLAGS_config), overrides);
+  }
+  if (!overrides.empty()) {
+    std::cerr << "trainbus " << command << ": --set is only for `trainbus train`\n";
+    return 2;
+  }
+  if (command == "plugins") return trainbus::cli::ListPlugins(absl::GetFlag(FLAGS_json));
+  if (command == "plan") {
+    return trainbus::cli::Plan(absl::GetFlag(FLAGS_samples), absl::GetFlag(FLAGS_batch_size),
+                               absl::GetFlag(FLAGS_epochs), absl::GetFlag(FLAGS_drop_last),
+                               absl::GetFlag(FLAGS_max_iterations));
+  }
+  if (command == "inspect") {
+    if (args.size() != 1) {
+      std::cerr << "trainbus inspect: give one LOGDIR, e.g. trainbus inspect runs\n";
+      return 2;
+    }
+    return trainbus::cli::Inspect(args[0], absl::GetFlag(FLAGS_json));
+  }
+  std::cerr << "trainbus: unknown command '" << command << "'\n\n" << kUsage;
+  return 2;
+}

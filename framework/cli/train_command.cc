@@ -1,0 +1,90 @@
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "cli/commands.h"
+#include "trainbus/config.h"
+#include "trainbus/iteration_plan.h"
+#include "trainbus/trainer.h"
+
+namespace trainbus::cli {
+
+int Train(const std::string& config_path, const std::vector<std::string>& overrides) {
+  if (config_path.empty()) {
+    std::cerr << "trainbus train: give a run config with --config FILE, e.g.\n"
+                 "  trainbus train --config examples/shapes/config.json\n";
+    return 2;
+  }
+  auto config = LoadRunConfig(config_path);
+  if (!config.ok()) {
+    std::cerr << "trainbus: " << config.status().message() << "\n";
+    return 2;
+  }
+  for (const std::string& o : overrides) {
+    if (absl::Status s = ApplyOverride(&*config, o); !s.ok()) {
+      std::cerr << "trainbus: " << s.message() << "\n";
+      return 2;
+    }
+  }
+  if (absl::Status s = FinalizeRunConfig(&*config, config_path); !s.ok()) {
+    std::cerr << "trainbus: " << s.message() << "\n";
+    return 2;
+  }
+  auto trainer = Trainer::Create(*config);
+  if (!trainer.ok()) {
+    std::cerr << "trainbus: " << trainer.status().message() << "\n";
+    return 1;
+  }
+  const std::string run_dir = (std::filesystem::path(config->log_root()) / config->name()).string();
+  std::cout << "run " << config->name() << ": " << (*trainer)->plan().ToString() << "\n";
+  std::cout << "plugins: ";
+  for (const auto& p : (*trainer)->session().plugins()) std::cout << p.name << " ";
+  std::cout << "\n" << std::flush;
+
+  auto result = (*trainer)->Run();
+  if (!result.ok()) {
+    std::cerr << "trainbus: the run failed: " << result.status().message() << "\n";
+    return 1;
+  }
+  std::cout << "finished: " << result->iterations_run << " iterations in "
+            << absl::StrCat(static_cast<int64_t>(result->seconds * 10) / 10.0) << " s ("
+            << EndReasonName(result->reason);
+  if (!result->stop_reason.empty()) std::cout << ": " << result->stop_reason;
+  std::cout << ")";
+  for (const Metric& m : result->final_metrics) std::cout << ", " << m.name << " " << m.value;
+  std::cout << "\n";
+  std::error_code ec;
+  if (std::filesystem::exists(run_dir, ec)) {
+    std::cout << "\nTensorBoard event files are in " << run_dir << "\n"
+              << "View them with:   tensorboard --logdir " << config->log_root() << "\n"
+              << "Check them with:  trainbus inspect " << config->log_root() << "\n";
+  }
+  return 0;
+}
+
+int Plan(int64_t samples, int64_t batch_size, int64_t epochs, bool drop_last,
+         int64_t max_iterations) {
+  auto plan = PlanIterations(samples, batch_size, epochs, drop_last,
+                             max_iterations > 0 ? std::optional<int64_t>(max_iterations)
+                                                : std::nullopt);
+  if (!plan.ok()) {
+    std::cerr << "trainbus plan: " << plan.status().message()
+              << " (use --samples N --batch_size B --epochs E)\n";
+    return 2;
+  }
+  std::cout << "samples:              " << plan->samples << "\n"
+            << "batch size:           " << plan->batch_size << (plan->drop_last ? " (drop_last)" : "")
+            << "\n"
+            << "iterations per epoch: " << plan->iterations_per_epoch
+            << (plan->last_batch_size != plan->batch_size
+                    ? absl::StrCat(" (last batch ", plan->last_batch_size, ")")
+                    : std::string())
+            << "\n"
+            << "epochs:               " << plan->epochs << "\n"
+            << "total iterations:     " << plan->total_iterations << "\n"
+            << "samples seen:         " << plan->samples_seen << "\n";
+  return 0;
+}
+
+}  // namespace trainbus::cli

@@ -1,0 +1,266 @@
+#include "trainbus/bus.h"
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <exception>
+#include <iostream>
+
+#include <torch/optim/optimizer.h>
+
+#include "absl/strings/string_view.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace trainbus {
+namespace {
+
+constexpr const char* kHookNames[kNumHooks] = {
+    "OnTrainBegin", "OnEpochBegin", "OnIterationBegin", "OnIterationEnd", "OnValidationEnd",
+    "OnEpochEnd",   "OnTrainEnd",   "OnAbort",          "OnRecord"};
+
+// Records published from inside OnRecord are delivered too, up to this depth;
+// deeper nesting is a plugin loop (A publishes on B's record and vice versa).
+constexpr int kMaxPublishDepth = 8;
+
+double NowSeconds() {
+  using namespace std::chrono;
+  return duration<double>(system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+const char* HookName(int hook_index) {
+  return hook_index >= 0 && hook_index < kNumHooks ? kHookNames[hook_index] : "?";
+}
+
+std::string HookMaskToString(uint32_t mask) {
+  std::vector<std::string> names;
+  for (int i = 0; i < kNumHooks; ++i) {
+    if (mask & (1u << i)) names.emplace_back(kHookNames[i]);
+  }
+  return names.empty() ? "(none)" : absl::StrJoin(names, ", ");
+}
+
+// The Control a plugin sees: the bus's shared state, with requests and log
+// lines attributed to the plugin.
+class Bus::PluginControl final : public Control {
+ public:
+  PluginControl(Bus* bus, const std::string* name) : bus_(bus), name_(name) {}
+
+  void RequestStop(absl::string_view reason) override { bus_->RequestStop(*name_, reason); }
+  bool stop_requested() const override { return bus_->stop_requested_; }
+  const std::string& stop_reason() const override { return bus_->stop_reason_; }
+
+  int num_param_groups() const override {
+    return bus_->optimizer_ ? static_cast<int>(bus_->optimizer_->param_groups().size()) : 0;
+  }
+  double learning_rate(int group) const override {
+    if (group < 0 || group >= num_param_groups()) return 0.0;
+    return bus_->optimizer_->param_groups()[group].options().get_lr();
+  }
+  absl::Status SetLearningRate(int group, double lr) override {
+    if (bus_->optimizer_ == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "plugin '", *name_, "': SetLearningRate: no optimizer is bound to the session; call "
+          "Session::Bind(model, optimizer) first"));
+    }
+    if (group < 0 || group >= num_param_groups()) {
+      return absl::InvalidArgumentError(absl::StrCat("plugin '", *name_,
+                                                     "': SetLearningRate: param group ", group,
+                                                     " does not exist (the optimizer has ",
+                                                     num_param_groups(), ")"));
+    }
+    if (!std::isfinite(lr) || lr < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "plugin '", *name_, "': SetLearningRate: lr must be finite and >= 0, got ", lr));
+    }
+    bus_->optimizer_->param_groups()[group].options().set_lr(lr);
+    return absl::OkStatus();
+  }
+
+  void RequestCheckpoint(absl::string_view reason) override {
+    if (!bus_->checkpoint_requested_) {
+      bus_->checkpoint_requested_ = true;
+      bus_->checkpoint_reason_ = absl::StrCat(*name_, ": ", reason);
+    }
+  }
+  bool checkpoint_requested() const override { return bus_->checkpoint_requested_; }
+
+  torch::nn::Module* model() const override { return bus_->model_; }
+  torch::optim::Optimizer* optimizer() const override { return bus_->optimizer_; }
+  const RunInfo& run() const override {
+    static const RunInfo kEmpty;
+    return bus_->run_ ? *bus_->run_ : kEmpty;
+  }
+  int64_t step() const override { return bus_->step_; }
+  int64_t epoch() const override { return bus_->epoch_; }
+
+  void Publish(Record record) override { bus_->Publish(std::move(record)); }
+  void Log(absl::string_view message) override { bus_->Log(*name_, message); }
+
+ private:
+  Bus* bus_;
+  const std::string* name_;
+};
+
+struct Bus::Entry {
+  Plugin* plugin = nullptr;
+  std::string name;
+  int priority = 0;
+  size_t order = 0;
+  bool disabled = false;
+  std::unique_ptr<PluginControl> control;
+};
+
+Bus::Bus(HookErrorPolicy policy) : policy_(policy) {}
+Bus::~Bus() = default;
+
+absl::Status Bus::Add(Plugin* plugin, std::string name, int priority) {
+  if (plugin == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("Bus::Add: plugin '", name, "' is null"));
+  }
+  for (const auto& e : entries_) {
+    if (e->name == name) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "two plugins are named '", name,
+          "'; each plugin may appear once in a run (remove the duplicate entry)"));
+    }
+  }
+  auto entry = std::make_unique<Entry>();
+  entry->plugin = plugin;
+  entry->name = std::move(name);
+  entry->priority = priority;
+  entry->order = entries_.size();
+  entry->control = std::make_unique<PluginControl>(this, &entry->name);
+  entries_.push_back(std::move(entry));
+  Sort();
+  return absl::OkStatus();
+}
+
+void Bus::Sort() {
+  std::stable_sort(entries_.begin(), entries_.end(), [](const auto& a, const auto& b) {
+    return a->priority != b->priority ? a->priority < b->priority : a->order < b->order;
+  });
+  for (int h = 0; h < kNumHooks; ++h) {
+    subscribers_[h].clear();
+    for (auto& e : entries_) {
+      if (e->plugin->hooks() & (1u << h)) subscribers_[h].push_back(e.get());
+    }
+  }
+}
+
+template <class Event>
+void Bus::Dispatch(int hook_index, void (Plugin::*fn)(const Event&, Control&), const Event& e) {
+  // Only subscribers of this hook are visited: an unused hook costs nothing.
+  for (Entry* subscriber : subscribers_[hook_index]) {
+    Entry& entry = *subscriber;
+    if (entry.disabled) continue;
+    try {
+      (entry.plugin->*fn)(e, *entry.control);
+    } catch (const std::exception& ex) {
+      HandleFailure(entry, hook_index, ex.what());
+    } catch (...) {
+      HandleFailure(entry, hook_index, "unknown exception (not derived from std::exception)");
+    }
+  }
+}
+
+void Bus::HandleFailure(Entry& entry, int hook_index, absl::string_view what) {
+  std::string message = absl::StrCat("plugin '", entry.name, "' threw in ", HookName(hook_index),
+                                     " at step ", step_, ": ", what);
+  if (policy_ == HookErrorPolicy::kDisablePlugin) {
+    entry.disabled = true;
+    Log("trainbus", absl::StrCat(message, "; plugin disabled, training continues"));
+  } else {
+    Log("trainbus", absl::StrCat(message, "; stopping the run"));
+    if (!stop_requested_) {
+      stop_requested_ = true;
+      stop_reason_ = message;
+    }
+  }
+  if (status_.ok()) status_ = absl::InternalError(message);
+}
+
+void Bus::TrainBegin(const TrainBeginEvent& e) { Dispatch(0, &Plugin::OnTrainBegin, e); }
+void Bus::EpochBegin(const EpochBeginEvent& e) { Dispatch(1, &Plugin::OnEpochBegin, e); }
+void Bus::IterationBegin(const IterationBeginEvent& e) {
+  Dispatch(2, &Plugin::OnIterationBegin, e);
+}
+void Bus::IterationEnd(const IterationEndEvent& e) { Dispatch(3, &Plugin::OnIterationEnd, e); }
+void Bus::ValidationEnd(const ValidationEndEvent& e) {
+  Dispatch(4, &Plugin::OnValidationEnd, e);
+}
+void Bus::EpochEnd(const EpochEndEvent& e) { Dispatch(5, &Plugin::OnEpochEnd, e); }
+void Bus::TrainEnd(const TrainEndEvent& e) { Dispatch(6, &Plugin::OnTrainEnd, e); }
+void Bus::Abort(const AbortEvent& e) { Dispatch(7, &Plugin::OnAbort, e); }
+
+void Bus::Publish(Record record) {
+  if (record.wall_time == 0.0) record.wall_time = NowSeconds();
+  if (publish_depth_ >= kMaxPublishDepth) {
+    Log("trainbus", absl::StrCat("record '", record.tag, "' dropped: records published from ",
+                                 "OnRecord nest deeper than ", kMaxPublishDepth,
+                                 " (two plugins answering each other's records?)"));
+    return;
+  }
+  ++publish_depth_;
+  Dispatch(8, &Plugin::OnRecord, record);
+  --publish_depth_;
+}
+
+absl::Status Bus::CloseAll() {
+  absl::Status first;
+  for (auto& entry : entries_) {
+    absl::Status s;
+    try {
+      s = entry->plugin->Close();
+    } catch (const std::exception& ex) {
+      s = absl::InternalError(absl::StrCat("threw: ", ex.what()));
+    }
+    if (!s.ok()) {
+      std::string message = absl::StrCat("plugin '", entry->name, "' failed to close: ", s.message());
+      Log("trainbus", message);
+      if (first.ok()) first = absl::Status(s.code(), message);
+    }
+  }
+  return first;
+}
+
+void Bus::RequestStop(absl::string_view requester, absl::string_view reason) {
+  if (stop_requested_) return;
+  stop_requested_ = true;
+  stop_reason_ = absl::StrCat(requester, ": ", reason);
+}
+
+std::vector<std::string> Bus::disabled_plugins() const {
+  std::vector<std::string> out;
+  for (const auto& e : entries_) {
+    if (e->disabled) out.push_back(e->name);
+  }
+  return out;
+}
+
+std::vector<std::string> Bus::plugin_names() const {
+  std::vector<std::string> out;
+  for (const auto& e : entries_) out.push_back(e->name);
+  return out;
+}
+
+std::vector<double> Bus::LearningRates() const {
+  std::vector<double> out;
+  if (optimizer_ == nullptr) return out;
+  for (auto& group : optimizer_->param_groups()) out.push_back(group.options().get_lr());
+  return out;
+}
+
+void Bus::Log(absl::string_view requester, absl::string_view message) {
+  std::string line = absl::StrCat("[", requester, "] ", message);
+  if (log_sink_) {
+    log_sink_(line);
+  } else {
+    std::cerr << line << std::endl;
+  }
+}
+
+}  // namespace trainbus

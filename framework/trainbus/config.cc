@@ -1,0 +1,408 @@
+#include "trainbus/config.h"
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace trainbus {
+namespace {
+
+namespace pb = google::protobuf;
+
+class TextErrors : public pb::io::ErrorCollector {
+ public:
+  void AddError(int line, pb::io::ColumnNumber column, const std::string& message) override {
+    errors.push_back(absl::StrCat("line ", line + 1, ", column ", column + 1, ": ", message));
+  }
+  std::vector<std::string> errors;
+};
+
+std::string FormatFromPath(const std::string& path, absl::string_view text) {
+  for (const char* ext : {".txtpb", ".textproto", ".pbtxt", ".cfg", ".txt"}) {
+    if (absl::EndsWith(path, ext)) return "text";
+  }
+  if (absl::EndsWith(path, ".json")) return "json";
+  absl::string_view t = absl::StripLeadingAsciiWhitespace(text);
+  return !t.empty() && t.front() == '{' ? "json" : "text";
+}
+
+absl::Status SetScalar(pb::Message* msg, const pb::FieldDescriptor* f, absl::string_view value,
+                       absl::string_view path) {
+  const pb::Reflection* r = msg->GetReflection();
+  auto bad = [&](absl::string_view expects) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " expects ", expects, ", got \"", value, "\""));
+  };
+  switch (f->cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_INT32: {
+      int32_t v;
+      if (!absl::SimpleAtoi(value, &v)) return bad("an integer");
+      r->SetInt32(msg, f, v);
+      break;
+    }
+    case pb::FieldDescriptor::CPPTYPE_INT64: {
+      int64_t v;
+      if (!absl::SimpleAtoi(value, &v)) return bad("an integer");
+      r->SetInt64(msg, f, v);
+      break;
+    }
+    case pb::FieldDescriptor::CPPTYPE_UINT32: {
+      uint32_t v;
+      if (!absl::SimpleAtoi(value, &v)) return bad("a non-negative integer");
+      r->SetUInt32(msg, f, v);
+      break;
+    }
+    case pb::FieldDescriptor::CPPTYPE_UINT64: {
+      uint64_t v;
+      if (!absl::SimpleAtoi(value, &v)) return bad("a non-negative integer");
+      r->SetUInt64(msg, f, v);
+      break;
+    }
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE: {
+      double v;
+      if (!absl::SimpleAtod(value, &v)) return bad("a number");
+      r->SetDouble(msg, f, v);
+      break;
+    }
+    case pb::FieldDescriptor::CPPTYPE_FLOAT: {
+      float v;
+      if (!absl::SimpleAtof(value, &v)) return bad("a number");
+      r->SetFloat(msg, f, v);
+      break;
+    }
+    case pb::FieldDescriptor::CPPTYPE_BOOL: {
+      bool v;
+      if (!absl::SimpleAtob(value, &v)) return bad("true or false");
+      r->SetBool(msg, f, v);
+      break;
+    }
+    case pb::FieldDescriptor::CPPTYPE_STRING:
+      r->SetString(msg, f, std::string(value));
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(path, " cannot be set with --set"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AddRepeatedScalars(pb::Message* msg, const pb::FieldDescriptor* f,
+                                absl::string_view value, absl::string_view path) {
+  absl::string_view list = value;
+  absl::ConsumePrefix(&list, "[");
+  absl::ConsumeSuffix(&list, "]");
+  msg->GetReflection()->ClearField(msg, f);
+  for (absl::string_view item : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
+    item = absl::StripAsciiWhitespace(item);
+    const pb::Reflection* r = msg->GetReflection();
+    std::string text(item);
+    if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING) {
+      absl::ConsumePrefix(&item, "\"");
+      absl::ConsumeSuffix(&item, "\"");
+      r->AddString(msg, f, std::string(item));
+    } else if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_INT64) {
+      int64_t v;
+      if (!absl::SimpleAtoi(item, &v)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, " expects a list of integers, got \"", value, "\""));
+      }
+      r->AddInt64(msg, f, v);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(path, " cannot be set with --set"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RangeError(absl::string_view origin, absl::string_view field, absl::string_view rule,
+                        absl::string_view got) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(origin, ": ", field, " must be ", rule, ", got ", got));
+}
+
+}  // namespace
+
+absl::StatusOr<config::RunConfig> ParseRunConfig(absl::string_view text, absl::string_view format,
+                                                 absl::string_view origin) {
+  config::RunConfig config;
+  if (format == "json") {
+    pb::util::JsonParseOptions options;
+    options.ignore_unknown_fields = false;
+    auto status = pb::util::JsonStringToMessage(std::string(text), &config, options);
+    if (!status.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          origin, ": not a valid run config (JSON): ", std::string(status.message()),
+          ". Field names are in framework/trainbus/proto/run_config.proto."));
+    }
+  } else if (format == "text") {
+    pb::TextFormat::Parser parser;
+    TextErrors errors;
+    parser.RecordErrorsTo(&errors);
+    if (!parser.ParseFromString(std::string(text), &config)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          origin, ": not a valid run config (protobuf text format): ",
+          absl::StrJoin(errors.errors, "; "),
+          ". Field names are in framework/trainbus/proto/run_config.proto."));
+    }
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ": unknown config format '", format, "' (json or text)"));
+  }
+  return config;
+}
+
+absl::StatusOr<config::RunConfig> LoadRunConfig(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("cannot read config file ", path, ": ",
+                                            std::strerror(errno)));
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  std::string text = buffer.str();
+  return ParseRunConfig(text, FormatFromPath(path, text), path);
+}
+
+absl::Status ApplyOverride(config::RunConfig* config, absl::string_view assignment) {
+  size_t eq = assignment.find('=');
+  if (eq == absl::string_view::npos || eq == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--set ", assignment, ": expected key=value, e.g. --set trainer.epochs=3"));
+  }
+  absl::string_view path = assignment.substr(0, eq);
+  absl::string_view value = assignment.substr(eq + 1);
+  std::string where = absl::StrCat("--set ", assignment);
+  std::vector<std::string> parts = absl::StrSplit(path, '.');
+
+  pb::Message* msg = config;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const pb::Descriptor* d = msg->GetDescriptor();
+    const pb::FieldDescriptor* f = d->FindFieldByName(parts[i]);
+    if (f == nullptr) {
+      std::vector<std::string> names;
+      for (int k = 0; k < d->field_count(); ++k) names.push_back(d->field(k)->name());
+      return absl::InvalidArgumentError(absl::StrCat(where, ": unknown field '", parts[i],
+                                                     "'; fields here: ", absl::StrJoin(names, ", ")));
+    }
+    const pb::Reflection* r = msg->GetReflection();
+    bool last = (i + 1 == parts.size());
+    if (f->is_repeated() && f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+      // plugins.<name>...: select the element whose `name` is the next part.
+      if (last) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": name a plugin, e.g. plugins.progress.enabled=false"));
+      }
+      const std::string& key = parts[++i];
+      pb::Message* found = nullptr;
+      for (int k = 0; k < r->FieldSize(*msg, f); ++k) {
+        pb::Message* element = r->MutableRepeatedMessage(msg, f, k);
+        const pb::FieldDescriptor* name_field = element->GetDescriptor()->FindFieldByName("name");
+        if (name_field && element->GetReflection()->GetString(*element, name_field) == key) {
+          found = element;
+        }
+      }
+      if (found == nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ": the config has no plugin '", key, "'; add it to `plugins` first"));
+      }
+      if (i + 1 == parts.size()) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": name a field of plugin '", key,
+                                                       "', e.g. plugins.", key, ".enabled=false"));
+      }
+      msg = found;
+      continue;
+    }
+    if (f->message_type() != nullptr && f->message_type()->full_name() == "google.protobuf.Struct") {
+      if (last) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": name an option, e.g. ", path,
+                                                       ".some_option=1"));
+      }
+      std::string key = absl::StrJoin(parts.begin() + i + 1, parts.end(), ".");
+      auto* s = static_cast<pb::Struct*>(r->MutableMessage(msg, f));
+      pb::Value v;
+      if (!pb::util::JsonStringToMessage(std::string(value), &v).ok()) {
+        v.set_string_value(std::string(value));  // not JSON: a plain string
+      }
+      (*s->mutable_fields())[key] = v;
+      return absl::OkStatus();
+    }
+    if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (last) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": '", path, "' is a section; set one of its fields"));
+      }
+      msg = r->MutableMessage(msg, f);
+      continue;
+    }
+    if (!last) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": '", parts[i], "' is a value, not a section"));
+    }
+    if (f->is_repeated()) return AddRepeatedScalars(msg, f, value, where);
+    return SetScalar(msg, f, value, where);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FinalizeRunConfig(config::RunConfig* c, absl::string_view origin) {
+  // Trainer.
+  auto* t = c->mutable_trainer();
+  if (!t->has_epochs()) t->set_epochs(5);
+  if (!t->has_batch_size()) t->set_batch_size(64);
+  if (!t->has_seed()) t->set_seed(42);
+  if (!t->has_validate_every_n_epochs()) t->set_validate_every_n_epochs(1);
+  if (!t->has_validate_every_n_iterations()) t->set_validate_every_n_iterations(0);
+  if (t->epochs() <= 0) return RangeError(origin, "trainer.epochs", "> 0", absl::StrCat(t->epochs()));
+  if (t->batch_size() <= 0) {
+    return RangeError(origin, "trainer.batch_size", "> 0", absl::StrCat(t->batch_size()));
+  }
+  if (t->has_max_iterations() && t->max_iterations() <= 0) {
+    return RangeError(origin, "trainer.max_iterations", "> 0 (or unset)",
+                      absl::StrCat(t->max_iterations()));
+  }
+  if (t->validate_every_n_epochs() < 0) {
+    return RangeError(origin, "trainer.validate_every_n_epochs", ">= 0",
+                      absl::StrCat(t->validate_every_n_epochs()));
+  }
+  if (t->validate_every_n_iterations() < 0) {
+    return RangeError(origin, "trainer.validate_every_n_iterations", ">= 0",
+                      absl::StrCat(t->validate_every_n_iterations()));
+  }
+  if (t->has_num_threads() && t->num_threads() <= 0) {
+    return RangeError(origin, "trainer.num_threads", "> 0 (or unset)",
+                      absl::StrCat(t->num_threads()));
+  }
+
+  // Model.
+  auto* m = c->mutable_model();
+  if (m->type().empty()) m->set_type("cnn");
+  if (m->type() != "cnn" && m->type() != "mlp") {
+    return RangeError(origin, "model.type", "one of \"cnn\", \"mlp\"", absl::StrCat("\"", m->type(), "\""));
+  }
+  if (m->hidden().empty()) {
+    if (m->type() == "cnn") {
+      m->add_hidden(8);
+      m->add_hidden(16);
+    } else {
+      m->add_hidden(128);
+    }
+  }
+  for (int i = 0; i < m->hidden_size(); ++i) {
+    if (m->hidden(i) <= 0 || m->hidden(i) > 65536) {
+      return RangeError(origin, absl::StrCat("model.hidden[", i, "]"), "in [1, 65536]",
+                        absl::StrCat(m->hidden(i)));
+    }
+  }
+  if (m->type() == "cnn" && m->hidden_size() != 2) {
+    return RangeError(origin, "model.hidden", "two conv widths for model.type \"cnn\"",
+                      absl::StrCat(m->hidden_size(), " values"));
+  }
+  if (!m->has_dropout()) m->set_dropout(0.0);
+  if (!(m->dropout() >= 0.0 && m->dropout() < 1.0)) {
+    return RangeError(origin, "model.dropout", "in [0, 1)", absl::StrCat(m->dropout()));
+  }
+
+  // Dataset.
+  auto* d = c->mutable_dataset();
+  if (d->type().empty()) d->set_type("shapes");
+  if (d->type() != "shapes" && d->type() != "mnist" && d->type() != "cifar10") {
+    return RangeError(origin, "dataset.type", "one of \"shapes\", \"mnist\", \"cifar10\"",
+                      absl::StrCat("\"", d->type(), "\""));
+  }
+  if (d->type() != "shapes" && d->dir().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        origin, ": dataset.dir is required for dataset.type \"", d->type(),
+        "\" (the folder holding its files)"));
+  }
+  if (!d->has_train_samples()) d->set_train_samples(d->type() == "shapes" ? 4000 : 0);
+  if (!d->has_val_samples()) d->set_val_samples(d->type() == "shapes" ? 1000 : 0);
+  if (!d->has_seed()) d->set_seed(7);
+  if (d->train_samples() < 0 || (d->type() == "shapes" && d->train_samples() == 0)) {
+    return RangeError(origin, "dataset.train_samples", d->type() == "shapes" ? "> 0" : ">= 0",
+                      absl::StrCat(d->train_samples()));
+  }
+  if (d->val_samples() < 0) {
+    return RangeError(origin, "dataset.val_samples", ">= 0", absl::StrCat(d->val_samples()));
+  }
+
+  // Optimizer.
+  auto* o = c->mutable_optimizer();
+  if (o->type().empty()) o->set_type("sgd");
+  if (o->type() != "sgd" && o->type() != "adam" && o->type() != "adamw") {
+    return RangeError(origin, "optimizer.type", "one of \"sgd\", \"adam\", \"adamw\"",
+                      absl::StrCat("\"", o->type(), "\""));
+  }
+  if (!o->has_lr()) o->set_lr(o->type() == "sgd" ? 0.05 : 0.001);
+  if (!o->has_weight_decay()) o->set_weight_decay(o->type() == "adamw" ? 0.01 : 0.0);
+  if (!o->has_beta1()) o->set_beta1(0.9);
+  if (!o->has_beta2()) o->set_beta2(0.999);
+  if (!o->has_eps()) o->set_eps(1e-8);
+  if (!(o->lr() > 0.0) || !std::isfinite(o->lr())) {
+    return RangeError(origin, "optimizer.lr", "a finite number > 0", absl::StrCat(o->lr()));
+  }
+  if (o->momentum() < 0.0) return RangeError(origin, "optimizer.momentum", ">= 0", absl::StrCat(o->momentum()));
+  if (o->nesterov() && o->momentum() <= 0.0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ": optimizer.nesterov needs optimizer.momentum > 0"));
+  }
+  if (o->weight_decay() < 0.0) {
+    return RangeError(origin, "optimizer.weight_decay", ">= 0", absl::StrCat(o->weight_decay()));
+  }
+  if (!(o->beta1() >= 0.0 && o->beta1() < 1.0)) {
+    return RangeError(origin, "optimizer.beta1", "in [0, 1)", absl::StrCat(o->beta1()));
+  }
+  if (!(o->beta2() >= 0.0 && o->beta2() < 1.0)) {
+    return RangeError(origin, "optimizer.beta2", "in [0, 1)", absl::StrCat(o->beta2()));
+  }
+  if (!(o->eps() > 0.0)) return RangeError(origin, "optimizer.eps", "> 0", absl::StrCat(o->eps()));
+
+  // Run.
+  if (c->log_root().empty()) c->set_log_root("runs");
+  if (c->name().empty()) c->set_name(absl::StrCat(m->type(), "-", d->type()));
+  if (c->name().find('/') != std::string::npos || c->name() == "." || c->name() == "..") {
+    return RangeError(origin, "name", "a plain folder name (no '/')", absl::StrCat("\"", c->name(), "\""));
+  }
+  if (c->on_plugin_error().empty()) c->set_on_plugin_error("stop");
+  if (c->on_plugin_error() != "stop" && c->on_plugin_error() != "disable_plugin") {
+    return RangeError(origin, "on_plugin_error", "\"stop\" or \"disable_plugin\"",
+                      absl::StrCat("\"", c->on_plugin_error(), "\""));
+  }
+  for (int i = 0; i < c->plugins_size(); ++i) {
+    const auto& p = c->plugins(i);
+    if (p.name().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(origin, ": plugins[", i, "].name is empty; every plugin needs a name"));
+    }
+    for (int k = 0; k < i; ++k) {
+      if (c->plugins(k).name() == p.name()) {
+        return absl::InvalidArgumentError(absl::StrCat(origin, ": plugin '", p.name(),
+                                                       "' is listed twice (plugins[", k,
+                                                       "] and plugins[", i, "])"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string RunConfigToJson(const config::RunConfig& config) {
+  pb::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.preserve_proto_field_names = true;
+  std::string out;
+  (void)pb::util::MessageToJsonString(config, &out, options);
+  return out;
+}
+
+}  // namespace trainbus

@@ -1,0 +1,88 @@
+// trainbus/control.h — what a plugin may ask of the run.
+//
+// Every hook receives a Control&. Through it a plugin can:
+//   - stop the run:           control.RequestStop("val/loss stopped improving");
+//     The stop takes effect at the end of the current iteration; every
+//     plugin still receives EpochEnd (if inside an epoch) and TrainEnd.
+//   - steer the optimizer:    control.SetLearningRate(group, 1e-3);
+//     The new rate is used from the next optimizer step on.
+//   - ask for a checkpoint:   control.RequestCheckpoint("best val/accuracy");
+//   - publish records:        control.Publish(Record::Scalar("x", 1.0, step));
+//     Records reach every plugin's OnRecord() before Publish() returns.
+//   - read the run:           control.model(), control.optimizer(), control.run(),
+//     control.step(), control.epoch(). The model and optimizer are the live
+//     objects: read them, do not replace their parameters' storage.
+//   - log a line:             control.Log("restored best weights");
+//     Printed as "[<plugin name>] <message>" on standard error.
+//
+// Each plugin gets its own Control, which knows the plugin's name: requests
+// and log lines are attributed to it ("stop requested by early_stopping: ...").
+// Control is valid only during the hook call that received it; it must not be
+// used from another thread.
+#ifndef TRAINBUS_CONTROL_H_
+#define TRAINBUS_CONTROL_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/strings/string_view.h"
+#include "absl/status/status.h"
+#include "trainbus/events.h"
+#include "trainbus/record.h"
+
+namespace torch {
+namespace nn {
+class Module;
+}  // namespace nn
+namespace optim {
+class Optimizer;
+}  // namespace optim
+}  // namespace torch
+
+namespace trainbus {
+
+class Control {
+ public:
+  virtual ~Control() = default;
+
+  // Asks the run to stop after the current iteration. The first reason wins;
+  // later requests are ignored. Safe to call from any hook.
+  virtual void RequestStop(absl::string_view reason) = 0;
+  virtual bool stop_requested() const = 0;
+  // "<plugin>: <reason>" of the first stop request, or empty.
+  virtual const std::string& stop_reason() const = 0;
+
+  // Number of optimizer param groups (0 when no optimizer is bound).
+  virtual int num_param_groups() const = 0;
+  // Current learning rate of param group `group`; 0 when out of range.
+  virtual double learning_rate(int group) const = 0;
+  // Sets the learning rate of param group `group` for the next step.
+  // InvalidArgument for a group out of range or a negative/non-finite lr;
+  // FailedPrecondition when no optimizer is bound.
+  virtual absl::Status SetLearningRate(int group, double lr) = 0;
+
+  // Asks the checkpoint plugin (if any) to save at the end of this iteration.
+  virtual void RequestCheckpoint(absl::string_view reason) = 0;
+  virtual bool checkpoint_requested() const = 0;
+
+  // The model and optimizer being trained; nullptr when the host did not bind them.
+  virtual torch::nn::Module* model() const = 0;
+  virtual torch::optim::Optimizer* optimizer() const = 0;
+  // Facts about the run (sizes, plan, log directory, hyperparameters).
+  virtual const RunInfo& run() const = 0;
+  // The current global step and epoch.
+  virtual int64_t step() const = 0;
+  virtual int64_t epoch() const = 0;
+
+  // Publishes a record to every plugin's OnRecord(). A record with
+  // wall_time 0 is stamped with the current time.
+  virtual void Publish(Record record) = 0;
+
+  // Writes "[<plugin>] <message>" to standard error.
+  virtual void Log(absl::string_view message) = 0;
+};
+
+}  // namespace trainbus
+
+#endif  // TRAINBUS_CONTROL_H_

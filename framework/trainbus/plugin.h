@@ -1,0 +1,237 @@
+// trainbus/plugin.h — writing a plugin.
+//
+// A plugin is a class derived from trainbus::Plugin that overrides the hooks
+// it cares about, built as a shared library with TRAINBUS_PLUGIN(Class):
+//
+//   #include "trainbus/plugin.h"
+//
+//   class LossPrinter : public trainbus::Plugin {
+//    public:
+//     static trainbus::PluginInfo Info() {
+//       return {"loss_printer", "1.0.0", "Prints the loss every N iterations",
+//               {{"every_n", trainbus::OptionType::kInt, "100", "Iterations between lines"}}};
+//     }
+//     static absl::StatusOr<std::unique_ptr<LossPrinter>> Create(
+//         const trainbus::PluginContext& ctx) {
+//       int64_t n = ctx.options.GetInt("every_n");
+//       if (n <= 0) return absl::InvalidArgumentError("option 'every_n' must be > 0");
+//       return std::make_unique<LossPrinter>(n);
+//     }
+//     explicit LossPrinter(int64_t n) : n_(n) {}
+//
+//     void OnIterationEnd(const trainbus::IterationEndEvent& e,
+//                         trainbus::Control& control) override {
+//       if (e.step % n_ == 0) control.Log(absl::StrCat("loss ", e.loss));
+//     }
+//
+//    private:
+//     int64_t n_;
+//   };
+//
+//   TRAINBUS_PLUGIN(LossPrinter)
+//
+// Hooks, in the order the trainer calls them (see trainbus/events.h):
+//   OnTrainBegin, OnEpochBegin, OnIterationBegin, OnIterationEnd,
+//   OnValidationEnd, OnEpochEnd, OnAbort, OnTrainEnd, and OnRecord for every
+//   record anyone publishes. Close() runs once after OnTrainEnd.
+//
+// Rules:
+//   - Hooks run synchronously on the training thread, in a stable order:
+//     lower `priority` first, then config order. Keep them fast; do slow work
+//     (disk, network, compression) on a thread of your own.
+//   - Only overridden hooks are called: TRAINBUS_PLUGIN detects overrides at
+//     compile time, so a plugin costs nothing for events it ignores.
+//   - A hook may throw. The bus catches it, names plugin, hook and step, and
+//     applies the run's policy: stop the run cleanly (default; every plugin
+//     still gets OnTrainEnd and Close) or disable this plugin and go on.
+//   - State: override SaveState()/LoadState() when a resumed run must continue
+//     exactly (counters, best values). The checkpoint plugin stores the bytes.
+//   - Errors that must not be lost (e.g. a failed write) are returned from
+//     Close(); the run then ends with that error.
+#ifndef TRAINBUS_PLUGIN_H_
+#define TRAINBUS_PLUGIN_H_
+
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "trainbus/control.h"
+#include "trainbus/events.h"
+#include "trainbus/options.h"
+#include "trainbus/record.h"
+#include "trainbus/version.h"
+
+namespace trainbus {
+
+// One bit per hook; a plugin's mask says which hooks it implements.
+enum Hook : uint32_t {
+  kHookTrainBegin = 1u << 0,
+  kHookEpochBegin = 1u << 1,
+  kHookIterationBegin = 1u << 2,
+  kHookIterationEnd = 1u << 3,
+  kHookValidationEnd = 1u << 4,
+  kHookEpochEnd = 1u << 5,
+  kHookTrainEnd = 1u << 6,
+  kHookAbort = 1u << 7,
+  kHookRecord = 1u << 8,
+  kAllHooks = (1u << 9) - 1,
+};
+inline constexpr int kNumHooks = 9;
+
+// "OnTrainBegin", ... for bit i of the hook mask.
+const char* HookName(int hook_index);
+// Comma-separated hook names of a mask, e.g. "OnIterationEnd, OnTrainEnd".
+std::string HookMaskToString(uint32_t mask);
+
+// What a plugin tells about itself; shown by `trainbus plugins`.
+struct PluginInfo {
+  std::string name;         // unique; the name used in run configs
+  std::string version;      // the plugin's own version, e.g. "1.2.0"
+  std::string description;  // one line
+  std::vector<OptionSpec> options;
+};
+
+// Everything a plugin's Create() gets.
+struct PluginContext {
+  std::string name;        // the plugin's name as configured
+  PluginOptions options;   // validated, defaults filled in
+  std::string log_dir;     // the run's directory for files (may not exist yet)
+  std::string library_path;  // where the plugin was loaded from ("" if built in)
+};
+
+class Plugin {
+ public:
+  virtual ~Plugin() = default;
+
+  virtual void OnTrainBegin(const TrainBeginEvent&, Control&) {}
+  virtual void OnEpochBegin(const EpochBeginEvent&, Control&) {}
+  virtual void OnIterationBegin(const IterationBeginEvent&, Control&) {}
+  virtual void OnIterationEnd(const IterationEndEvent&, Control&) {}
+  virtual void OnValidationEnd(const ValidationEndEvent&, Control&) {}
+  virtual void OnEpochEnd(const EpochEndEvent&, Control&) {}
+  virtual void OnTrainEnd(const TrainEndEvent&, Control&) {}
+  virtual void OnAbort(const AbortEvent&, Control&) {}
+  virtual void OnRecord(const Record&, Control&) {}
+
+  // Called once after OnTrainEnd: flush and close files, join threads.
+  // A non-OK status makes the run end with that error.
+  virtual absl::Status Close() { return absl::OkStatus(); }
+
+  // State for exact resume. An empty string means "nothing to save".
+  virtual absl::StatusOr<std::string> SaveState() { return std::string(); }
+  virtual absl::Status LoadState(absl::string_view /*state*/) { return absl::OkStatus(); }
+
+  // Which hooks this plugin implements (set by TRAINBUS_PLUGIN / MakePlugin).
+  uint32_t hooks() const { return hooks_; }
+  void set_hooks(uint32_t mask) { hooks_ = mask; }
+
+ private:
+  uint32_t hooks_ = kAllHooks;
+};
+
+// The hooks `T` overrides, found at compile time: `&T::OnX` has type
+// `void (Plugin::*)(...)` unless T (or a base between) declares OnX.
+template <class T>
+constexpr uint32_t HooksOf() {
+  static_assert(std::is_base_of_v<Plugin, T>, "T must derive from trainbus::Plugin");
+  uint32_t m = 0;
+#define TRAINBUS_HOOK_BIT_(fn, bit) \
+  if (!std::is_same_v<decltype(&T::fn), decltype(&Plugin::fn)>) m |= bit;
+  TRAINBUS_HOOK_BIT_(OnTrainBegin, kHookTrainBegin)
+  TRAINBUS_HOOK_BIT_(OnEpochBegin, kHookEpochBegin)
+  TRAINBUS_HOOK_BIT_(OnIterationBegin, kHookIterationBegin)
+  TRAINBUS_HOOK_BIT_(OnIterationEnd, kHookIterationEnd)
+  TRAINBUS_HOOK_BIT_(OnValidationEnd, kHookValidationEnd)
+  TRAINBUS_HOOK_BIT_(OnEpochEnd, kHookEpochEnd)
+  TRAINBUS_HOOK_BIT_(OnTrainEnd, kHookTrainEnd)
+  TRAINBUS_HOOK_BIT_(OnAbort, kHookAbort)
+  TRAINBUS_HOOK_BIT_(OnRecord, kHookRecord)
+#undef TRAINBUS_HOOK_BIT_
+  return m;
+}
+
+// Creates a plugin object in-process (no shared library) with its hook mask
+// set, e.g. for a Session in a user's own program or in tests.
+template <class T, class... Args>
+std::unique_ptr<T> MakePlugin(Args&&... args) {
+  auto p = std::make_unique<T>(std::forward<Args>(args)...);
+  p->set_hooks(HooksOf<T>());
+  return p;
+}
+
+}  // namespace trainbus
+
+// ---------------------------------------------------------------------------
+// The shared-library boundary.
+//
+// Each plugin library exports one C function, `trainbus_plugin_descriptor`,
+// returning a descriptor whose leading fields are plain C so that the loader
+// can check compatibility before any C++ object crosses. The loader rejects a
+// library whose api_version, descriptor_size, LibTorch version or
+// _GLIBCXX_USE_CXX11_ABI differ from its own, naming the file and both values.
+extern "C" {
+struct TrainbusPluginDescriptor {
+  uint32_t descriptor_size;  // sizeof(TrainbusPluginDescriptor) the plugin was built with
+  uint32_t api_version;      // TRAINBUS_PLUGIN_API_VERSION
+  const char* name;
+  const char* version;
+  const char* torch_version;  // "major.minor" of the LibTorch headers
+  int32_t cxx11_abi;          // _GLIBCXX_USE_CXX11_ABI
+  const char* compiler_id;    // e.g. "GCC 12.2.0"
+  uint32_t hooks;             // mask of trainbus::Hook bits the plugin implements
+  // Valid only once the fields above matched the host:
+  const trainbus::PluginInfo* (*info)();
+  absl::StatusOr<std::unique_ptr<trainbus::Plugin>> (*create)(const trainbus::PluginContext&);
+};
+typedef const TrainbusPluginDescriptor* (*TrainbusPluginEntryFn)();
+}
+
+#define TRAINBUS_PLUGIN_ENTRY_SYMBOL "trainbus_plugin_descriptor"
+
+namespace trainbus::internal {
+
+template <class T>
+const TrainbusPluginDescriptor* DescriptorFor() {
+  static const PluginInfo info = T::Info();
+  static const TrainbusPluginDescriptor descriptor = {
+      sizeof(TrainbusPluginDescriptor),
+      TRAINBUS_PLUGIN_API_VERSION,
+      info.name.c_str(),
+      info.version.c_str(),
+      TRAINBUS_TORCH_VERSION,
+      TRAINBUS_CXX11_ABI,
+      TRAINBUS_COMPILER_ID,
+      HooksOf<T>(),
+      []() -> const PluginInfo* { return &info; },
+      [](const PluginContext& ctx) -> absl::StatusOr<std::unique_ptr<Plugin>> {
+        auto made = T::Create(ctx);
+        if (!made.ok()) return made.status();
+        std::unique_ptr<Plugin> plugin = std::move(made).value();
+        if (plugin == nullptr) return absl::InternalError("Create() returned null");
+        plugin->set_hooks(HooksOf<T>());
+        return plugin;
+      },
+  };
+  return &descriptor;
+}
+
+}  // namespace trainbus::internal
+
+// Makes the enclosing shared library a trainbus plugin for class `Class`,
+// which must provide `static trainbus::PluginInfo Info()` and
+// `static absl::StatusOr<std::unique_ptr<Class>> Create(const trainbus::PluginContext&)`.
+// Use once per library.
+#define TRAINBUS_PLUGIN(Class)                                                    \
+  extern "C" __attribute__((visibility("default"))) const TrainbusPluginDescriptor* \
+  trainbus_plugin_descriptor() {                                                  \
+    return ::trainbus::internal::DescriptorFor<Class>();                          \
+  }
+
+#endif  // TRAINBUS_PLUGIN_H_

@@ -1,0 +1,264 @@
+#include "trainbus/session.h"
+
+#include <unistd.h>
+
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "trainbus/config.h"
+#include "trainbus/plugin_loader.h"
+
+namespace trainbus {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// PyTorch's default run name: "Nov28_20-41-07_hostname".
+std::string DefaultRunName() {
+  std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&now, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof(buf), "%b%d_%H-%M-%S", &tm);
+  char host[256] = "host";
+  gethostname(host, sizeof(host) - 1);
+  return absl::StrCat(buf, "_", host);
+}
+
+HookErrorPolicy PolicyFromConfig(const config::RunConfig& c) {
+  return c.on_plugin_error() == "disable_plugin" ? HookErrorPolicy::kDisablePlugin
+                                                 : HookErrorPolicy::kStopRun;
+}
+
+}  // namespace
+
+Session::Session(HookErrorPolicy policy) : bus_(policy) { bus_.set_run_info(&run_); }
+
+Session::~Session() {
+  if (begun_ && !ended_) {
+    absl::Status s = End();
+    if (!s.ok()) std::cerr << "[trainbus] session ended with an error: " << s.message() << "\n";
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Session>> Session::Create(const config::RunConfig& config) {
+  if (config.on_plugin_error() != "" && config.on_plugin_error() != "stop" &&
+      config.on_plugin_error() != "disable_plugin") {
+    return absl::InvalidArgumentError(absl::StrCat("on_plugin_error must be \"stop\" or ",
+                                                   "\"disable_plugin\", got \"",
+                                                   config.on_plugin_error(), "\""));
+  }
+  auto session = std::make_unique<Session>(PolicyFromConfig(config));
+  std::string root = config.log_root().empty() ? "runs" : config.log_root();
+  std::string name = config.name().empty() ? DefaultRunName() : config.name();
+  session->log_dir_ = (std::filesystem::path(root) / name).string();
+  session->run_.run_name = name;
+  session->run_.log_dir = session->log_dir_;
+  std::vector<std::string> dirs(config.plugin_paths().begin(), config.plugin_paths().end());
+  for (const config::PluginConfig& p : config.plugins()) {
+    if (p.has_enabled() && !p.enabled()) continue;
+    if (absl::Status s = session->LoadPlugin(p, dirs); !s.ok()) return s;
+  }
+  return session;
+}
+
+absl::StatusOr<std::unique_ptr<Session>> Session::FromConfigFile(const std::string& path) {
+  auto config = LoadRunConfig(path);
+  if (!config.ok()) return config.status();
+  return Create(*config);
+}
+
+absl::Status Session::AddPlugin(std::unique_ptr<Plugin> plugin, std::string name, int priority) {
+  if (begun_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot add plugin '", name, "' after Begin(); add every plugin first"));
+  }
+  if (absl::Status s = bus_.Add(plugin.get(), name, priority); !s.ok()) return s;
+  plugins_.emplace_back(std::move(name), std::move(plugin));
+  return absl::OkStatus();
+}
+
+absl::Status Session::LoadPlugin(const config::PluginConfig& p,
+                                 const std::vector<std::string>& extra_dirs) {
+  for (const auto& [name, plugin] : plugins_) {
+    if (name == p.name()) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("plugin '", p.name(), "' is loaded twice; list it once"));
+    }
+  }
+  PluginLoader loader(extra_dirs);
+  auto plugin = loader.Create(p.name(), p.library(), p.options(), log_dir_);
+  if (!plugin.ok()) return plugin.status();
+  return AddPlugin(std::move(plugin).value(), p.name(), p.priority());
+}
+
+void Session::Bind(torch::nn::Module* model, torch::optim::Optimizer* optimizer) {
+  bus_.set_model(model);
+  bus_.set_optimizer(optimizer);
+}
+
+std::vector<Session::NamedPlugin> Session::plugins() const {
+  std::vector<NamedPlugin> out;
+  for (const std::string& name : bus_.plugin_names()) {
+    for (const auto& [n, p] : plugins_) {
+      if (n == name) out.push_back({n, p.get()});
+    }
+  }
+  return out;
+}
+
+std::vector<double> Session::CurrentLearningRates() const { return bus_.LearningRates(); }
+
+void Session::Begin(RunInfo run) {
+  if (begun_) return;
+  begun_ = true;
+  if (run.log_dir.empty()) run.log_dir = log_dir_.empty() ? "runs/run" : log_dir_;
+  if (run.run_name.empty()) run.run_name = run_.run_name;
+  run_ = std::move(run);
+  next_step_ = run_.start_step;
+  epoch_ = run_.start_epoch - 1;
+  begin_time_ = Clock::now();
+  bus_.set_position(next_step_, std::max<int64_t>(epoch_, 0));
+  bus_.TrainBegin(TrainBeginEvent{&run_});
+}
+
+void Session::BeginEpoch() {
+  EpochBeginEvent e;
+  e.epoch = epoch_ + 1;
+  e.step = next_step_;
+  e.iterations = run_.iterations_per_epoch;
+  BeginEpoch(e);
+}
+
+void Session::BeginEpoch(const EpochBeginEvent& e) {
+  epoch_ = e.epoch;
+  next_step_ = e.step;
+  batch_index_ = 0;
+  epoch_iterations_ = 0;
+  epoch_loss_sum_ = 0.0;
+  in_epoch_ = true;
+  epoch_time_ = iteration_time_ = Clock::now();
+  bus_.set_position(next_step_, epoch_);
+  bus_.EpochBegin(e);
+}
+
+void Session::BeginIteration(int64_t batch_size) {
+  iteration_time_ = Clock::now();
+  IterationBeginEvent e{next_step_, std::max<int64_t>(epoch_, 0), batch_index_, batch_size};
+  bus_.set_position(next_step_, e.epoch);
+  bus_.IterationBegin(e);
+}
+
+void Session::EndIteration(double loss, int64_t batch_size, absl::Span<const Metric> metrics) {
+  lrs_ = CurrentLearningRates();
+  IterationEndEvent e;
+  e.step = next_step_;
+  e.epoch = std::max<int64_t>(epoch_, 0);
+  e.batch_index = batch_index_;
+  e.batch_size = batch_size;
+  e.loss = loss;
+  e.learning_rates = lrs_;
+  e.duration_seconds = SecondsSince(iteration_time_);
+  e.metrics = metrics;
+  EndIteration(e);
+}
+
+void Session::EndIteration(const IterationEndEvent& e) {
+  bus_.set_position(e.step, e.epoch);
+  bus_.IterationEnd(e);
+  last_loss_ = e.loss;
+  epoch_loss_sum_ += e.loss;
+  ++epoch_iterations_;
+  ++iterations_run_;
+  next_step_ = e.step + 1;
+  batch_index_ = e.batch_index + 1;
+  iteration_time_ = Clock::now();
+}
+
+void Session::EndValidation(const Metrics& metrics) {
+  last_metrics_ = metrics;
+  ValidationEndEvent e;
+  e.step = next_step_ - 1;
+  e.epoch = std::max<int64_t>(epoch_, 0);
+  e.metrics = last_metrics_;
+  EndValidation(e);
+}
+
+void Session::EndValidation(const ValidationEndEvent& e) {
+  if (e.metrics.data() != last_metrics_.data()) {
+    last_metrics_.assign(e.metrics.begin(), e.metrics.end());
+  }
+  bus_.ValidationEnd(e);
+}
+
+void Session::EndEpoch() {
+  EpochEndEvent e;
+  e.epoch = std::max<int64_t>(epoch_, 0);
+  e.step = next_step_ - 1;
+  e.iterations = epoch_iterations_;
+  e.mean_loss = epoch_iterations_ > 0 ? epoch_loss_sum_ / epoch_iterations_ : 0.0;
+  e.duration_seconds = SecondsSince(epoch_time_);
+  e.metrics = last_metrics_;
+  EndEpoch(e);
+}
+
+void Session::EndEpoch(const EpochEndEvent& e) {
+  in_epoch_ = false;
+  bus_.EpochEnd(e);
+}
+
+void Session::Abort(std::string message) {
+  if (aborted_) return;
+  aborted_ = true;
+  bus_.RequestStop("trainbus", message);
+  bus_.Abort(AbortEvent{next_step_ - 1, std::move(message)});
+}
+
+absl::Status Session::End() {
+  TrainEndEvent e;
+  e.step = next_step_ - 1;
+  e.iterations_run = iterations_run_;
+  e.duration_seconds = SecondsSince(begin_time_);
+  if (!bus_.status().ok() && bus_.policy() == HookErrorPolicy::kStopRun) {
+    e.reason = EndReason::kFailed;
+  } else if (aborted_) {
+    e.reason = EndReason::kFailed;
+  } else if (bus_.stop_requested()) {
+    e.reason = EndReason::kStopRequested;
+  }
+  e.stop_reason = bus_.stop_reason();
+  return End(e);
+}
+
+absl::Status Session::End(const TrainEndEvent& event) {
+  if (ended_) return end_status_;
+  ended_ = true;
+  if (!begun_) Begin(run_);
+  // A hook failure under the stop policy ends the run: plugins hear why.
+  if (!bus_.status().ok() && bus_.policy() == HookErrorPolicy::kStopRun && !aborted_) {
+    aborted_ = true;
+    bus_.Abort(AbortEvent{event.step, std::string(bus_.status().message())});
+  }
+  if (in_epoch_) EndEpoch();
+  Metrics final_metrics = last_metrics_;
+  final_metrics.push_back({"train/loss", last_loss_});
+  TrainEndEvent e = event;
+  e.final_metrics = final_metrics;
+  bus_.set_position(e.step, std::max<int64_t>(epoch_, 0));
+  bus_.TrainEnd(e);
+  absl::Status closed = bus_.CloseAll();
+  if (bus_.policy() == HookErrorPolicy::kStopRun && !bus_.status().ok()) {
+    end_status_ = bus_.status();
+  } else {
+    end_status_ = closed;
+  }
+  return end_status_;
+}
+
+}  // namespace trainbus

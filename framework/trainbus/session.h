@@ -1,0 +1,140 @@
+// trainbus/session.h — the plugin bus for your own training loop.
+//
+// A Session is the bus plus its loaded plugins. The trainbus Trainer drives
+// one; a LibTorch program that already has a loop drives one itself:
+//
+//   auto session = trainbus::Session::FromConfigFile("plugins.json");  // or Create(...)
+//   if (!session.ok()) { std::cerr << session.status().message() << "\n"; return 1; }
+//   (*session)->Bind(model.ptr().get(), &optimizer);   // enables lr control, weights access
+//   trainbus::RunInfo run;  run.epochs = 10;  run.batch_size = 64;
+//   (*session)->Begin(run);
+//   for (int epoch = 0; epoch < 10 && !(*session)->ShouldStop(); ++epoch) {
+//     (*session)->BeginEpoch();
+//     for (auto& batch : *loader) {
+//       ... forward, loss, backward, optimizer.step() ...
+//       (*session)->EndIteration(loss.item<double>(), batch.data.size(0));
+//       if ((*session)->ShouldStop()) break;
+//     }
+//     (*session)->EndValidation({{"val/loss", val_loss}, {"val/accuracy", acc}});
+//     (*session)->EndEpoch();
+//   }
+//   absl::Status s = (*session)->End();   // TrainEnd, then Close() every plugin
+//
+// The session counts steps, epochs and batch indexes itself and reads the
+// learning rates from the bound optimizer; overloads taking a full event let
+// a host supply them instead. Everything runs on the calling thread; a
+// Session is not thread-safe. Publish() sends a record to every sink.
+//
+// End() returns the run's error, if any: a hook that threw (under the stop
+// policy) or a plugin whose Close() failed (e.g. a TensorBoard file that could
+// not be written). It is called by the destructor if you forget.
+#ifndef TRAINBUS_SESSION_H_
+#define TRAINBUS_SESSION_H_
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "trainbus/bus.h"
+#include "trainbus/events.h"
+#include "trainbus/plugin.h"
+#include "trainbus/proto/run_config.pb.h"
+
+namespace trainbus {
+
+class Session {
+ public:
+  // An empty session; add plugins with AddPlugin()/LoadPlugin().
+  explicit Session(HookErrorPolicy policy = HookErrorPolicy::kStopRun);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // A session with the enabled plugins of `config` loaded (log directory
+  // <log_root>/<name>). Fails on the first plugin that cannot be loaded.
+  static absl::StatusOr<std::unique_ptr<Session>> Create(const config::RunConfig& config);
+  // Reads a run config file (only `name`, `log_root`, `plugins`,
+  // `plugin_paths` and `on_plugin_error` matter here) and calls Create().
+  static absl::StatusOr<std::unique_ptr<Session>> FromConfigFile(const std::string& path);
+
+  // Adds an in-process plugin. Use MakePlugin<T>() so only its hooks are called.
+  absl::Status AddPlugin(std::unique_ptr<Plugin> plugin, std::string name, int priority = 0);
+  // Loads plugin `name` from its library (see PluginLoader) and adds it.
+  absl::Status LoadPlugin(const config::PluginConfig& plugin,
+                          const std::vector<std::string>& extra_dirs = {});
+
+  // Makes the model and optimizer visible to plugins (may be null).
+  void Bind(torch::nn::Module* model, torch::optim::Optimizer* optimizer);
+
+  // --- the lifecycle, in this order ---------------------------------------
+  void Begin(RunInfo run);
+  void BeginEpoch();                         // epoch = previous + 1 (0 first)
+  void BeginEpoch(const EpochBeginEvent& e);
+  void BeginIteration(int64_t batch_size);   // optional
+  // One iteration finished. Step, epoch and batch index are counted here.
+  void EndIteration(double loss, int64_t batch_size, absl::Span<const Metric> metrics = {});
+  void EndIteration(const IterationEndEvent& e);
+  void EndValidation(const Metrics& metrics);
+  void EndValidation(const ValidationEndEvent& e);
+  void EndEpoch();
+  void EndEpoch(const EpochEndEvent& e);
+  // Announces a failure of the host's own loop (before End()).
+  void Abort(std::string message);
+  // TrainEnd to every plugin, then Close() on each. Idempotent.
+  absl::Status End();
+  absl::Status End(const TrainEndEvent& e);
+
+  // True once a plugin, a failing hook or RequestStop() asked the run to stop.
+  bool ShouldStop() const { return bus_.stop_requested(); }
+  const std::string& stop_reason() const { return bus_.stop_reason(); }
+  void RequestStop(absl::string_view reason) { bus_.RequestStop("user", reason); }
+
+  // Sends a record to every plugin's OnRecord().
+  void Publish(Record record) { bus_.Publish(std::move(record)); }
+
+  // The first hook failure, or OK.
+  const absl::Status& status() const { return bus_.status(); }
+  const RunInfo& run() const { return run_; }
+  int64_t step() const { return next_step_; }  // the next iteration's step
+  int64_t epoch() const { return epoch_; }
+  Bus& bus() { return bus_; }
+
+  // Plugin objects, in delivery order (for the checkpoint plugin's state).
+  struct NamedPlugin {
+    std::string name;
+    Plugin* plugin;
+  };
+  std::vector<NamedPlugin> plugins() const;
+
+ private:
+  std::vector<double> CurrentLearningRates() const;
+
+  Bus bus_;
+  std::vector<std::pair<std::string, std::unique_ptr<Plugin>>> plugins_;
+  std::string log_dir_;
+  RunInfo run_;
+  bool begun_ = false;
+  bool ended_ = false;
+  bool in_epoch_ = false;
+  bool aborted_ = false;
+  absl::Status end_status_;
+  int64_t next_step_ = 0;
+  int64_t epoch_ = -1;
+  int64_t batch_index_ = 0;
+  int64_t epoch_iterations_ = 0;
+  double epoch_loss_sum_ = 0.0;
+  int64_t iterations_run_ = 0;
+  Metrics last_metrics_;
+  double last_loss_ = 0.0;
+  std::vector<double> lrs_;  // storage behind IterationEndEvent::learning_rates
+  std::chrono::steady_clock::time_point begin_time_, epoch_time_, iteration_time_;
+};
+
+}  // namespace trainbus
+
+#endif  // TRAINBUS_SESSION_H_

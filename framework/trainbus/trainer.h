@@ -1,0 +1,69 @@
+// trainbus/trainer.h — the built-in LibTorch training loop.
+//
+// A Trainer turns a run config into a training run:
+//   dataset -> reshuffled every epoch (seeded) -> batches (drop_last option)
+//   -> forward, cross-entropy loss, backward, optimizer step = one iteration,
+// publishing every step on its Session's bus. Validation (loss and accuracy)
+// runs every `validate_every_n_epochs` epochs and/or every
+// `validate_every_n_iterations` iterations. A stop request takes effect at the
+// end of the current iteration. The same config and seed give the same losses.
+//
+//   auto config = trainbus::LoadRunConfig(path);           // trainbus/config.h
+//   trainbus::FinalizeRunConfig(&*config, path);
+//   auto trainer = trainbus::Trainer::Create(*config);     // loads the plugins too
+//   auto result = (*trainer)->Run();
+//
+// Optimizers: "sgd" (momentum, nesterov, weight_decay), "adam", "adamw".
+// Models and datasets: trainbus/models/models.h, trainbus/data/datasets.h.
+#ifndef TRAINBUS_TRAINER_H_
+#define TRAINBUS_TRAINER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "trainbus/events.h"
+#include "trainbus/iteration_plan.h"
+#include "trainbus/proto/run_config.pb.h"
+#include "trainbus/session.h"
+
+namespace trainbus {
+
+struct TrainResult {
+  EndReason reason = EndReason::kCompleted;
+  std::string stop_reason;
+  int64_t iterations_run = 0;
+  int64_t last_step = -1;
+  std::vector<double> losses;   // train loss of every iteration run
+  Metrics final_metrics;        // last validation metrics
+  double seconds = 0.0;
+};
+
+class Trainer {
+ public:
+  // `config` must have been through FinalizeRunConfig(). Loads the dataset,
+  // builds model and optimizer, and loads the config's plugins.
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const config::RunConfig& config);
+  // Same, with a session the caller prepared (e.g. with in-process plugins);
+  // the config's plugins are added to it.
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const config::RunConfig& config,
+                                                         std::unique_ptr<Session> session);
+  ~Trainer();
+
+  // Trains. Returns the run's error if the loop, a plugin hook (under the
+  // stop policy) or a plugin's Close() failed; the result otherwise.
+  absl::StatusOr<TrainResult> Run();
+
+  const IterationPlan& plan() const;
+  Session& session();
+
+ private:
+  struct Impl;
+  explicit Trainer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace trainbus
+
+#endif  // TRAINBUS_TRAINER_H_
