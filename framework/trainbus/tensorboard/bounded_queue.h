@@ -1,0 +1,112 @@
+// trainbus/tensorboard/bounded_queue.h — internal: the writer's ring buffer.
+//
+// A bounded multi-producer, single-consumer queue after Dmitry Vyukov's
+// bounded MPMC design: every cell carries a sequence number, a producer
+// claims a slot with one CAS on the enqueue position and publishes it with a
+// release store; the single consumer reads cells in order without any
+// read-modify-write. No locks, no allocation after construction.
+//
+// Extras over the classic design:
+//   - Close() sets a bit in the enqueue position with one atomic OR. Every
+//     push that claimed a slot before it is in [0, returned position), every
+//     later push fails with kClosed: the consumer knows exactly what to
+//     drain, and nothing accepted is ever left behind.
+//   - The consumer works in place: Front() / Pop(), no copy out.
+//
+// Cells are one cache line each (T must fit in 56 bytes).
+#ifndef TRAINBUS_TENSORBOARD_BOUNDED_QUEUE_H_
+#define TRAINBUS_TENSORBOARD_BOUNDED_QUEUE_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace trainbus::tensorboard::internal {
+
+template <typename T>
+class BoundedQueue {
+ public:
+  enum class PushResult { kOk, kFull, kClosed };
+
+  // `capacity` is rounded up to a power of two, at least 2.
+  explicit BoundedQueue(size_t capacity) {
+    size_t cap = 2;
+    while (cap < capacity) cap <<= 1;
+    mask_ = cap - 1;
+    cells_.reset(new Cell[cap]);
+    for (size_t i = 0; i < cap; ++i) cells_[i].seq.store(i, std::memory_order_relaxed);
+  }
+  BoundedQueue(const BoundedQueue&) = delete;
+  BoundedQueue& operator=(const BoundedQueue&) = delete;
+
+  size_t capacity() const { return mask_ + 1; }
+
+  // Claims a slot, calls fill(T&) on it and publishes it. On kOk, *position
+  // is the slot's position in the queue's total order.
+  template <typename Fill>
+  PushResult TryPush(Fill&& fill, uint64_t* position) {
+    uint64_t pos = enqueue_pos_.load(std::memory_order_relaxed);
+    for (;;) {
+      if (pos & kClosedBit) return PushResult::kClosed;
+      Cell& cell = cells_[pos & mask_];
+      const uint64_t seq = cell.seq.load(std::memory_order_acquire);
+      const int64_t diff = static_cast<int64_t>(seq - pos);
+      if (diff == 0) {
+        if (enqueue_pos_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
+          fill(cell.data);
+          cell.seq.store(pos + 1, std::memory_order_release);
+          *position = pos;
+          return PushResult::kOk;
+        }
+      } else if (diff < 0) {
+        return PushResult::kFull;
+      } else {
+        pos = enqueue_pos_.load(std::memory_order_relaxed);
+      }
+    }
+  }
+
+  // Consumer only: the next published item, or nullptr.
+  T* Front() {
+    Cell& cell = cells_[dequeue_pos_ & mask_];
+    if (cell.seq.load(std::memory_order_acquire) != dequeue_pos_ + 1) return nullptr;
+    return &cell.data;
+  }
+  // Consumer only: releases the item Front() returned.
+  void Pop() {
+    Cell& cell = cells_[dequeue_pos_ & mask_];
+    cell.seq.store(dequeue_pos_ + mask_ + 1, std::memory_order_release);
+    ++dequeue_pos_;
+  }
+  // Consumer only: how many items were popped so far.
+  uint64_t consumer_position() const { return dequeue_pos_; }
+
+  // How many slots were claimed so far (published or about to be).
+  uint64_t producer_position() const {
+    return enqueue_pos_.load(std::memory_order_acquire) & ~kClosedBit;
+  }
+
+  // Refuses all later pushes; returns the number of slots ever claimed.
+  uint64_t Close() {
+    return enqueue_pos_.fetch_or(kClosedBit, std::memory_order_acq_rel) & ~kClosedBit;
+  }
+  bool closed() const { return enqueue_pos_.load(std::memory_order_acquire) & kClosedBit; }
+
+ private:
+  static constexpr uint64_t kClosedBit = uint64_t{1} << 63;
+  struct alignas(64) Cell {
+    std::atomic<uint64_t> seq;
+    T data;
+  };
+  static_assert(sizeof(T) <= 56, "queue items must fit a cache line with their sequence");
+
+  std::unique_ptr<Cell[]> cells_;
+  uint64_t mask_ = 0;
+  alignas(64) std::atomic<uint64_t> enqueue_pos_{0};
+  alignas(64) uint64_t dequeue_pos_ = 0;
+};
+
+}  // namespace trainbus::tensorboard::internal
+
+#endif  // TRAINBUS_TENSORBOARD_BOUNDED_QUEUE_H_

@@ -1,0 +1,51 @@
+// trainbus/tensorboard/crc32c.h — CRC-32C (Castagnoli) checksums.
+//
+// TFRecord framing, and so every TensorBoard event file, protects each record
+// with a *masked* CRC-32C. This header gives the checksum and the mask.
+//
+//   uint32_t crc = crc32c::Value(data, size);   // fastest available
+//   uint32_t on_disk = crc32c::Mask(crc);        // what the file stores
+//   assert(crc32c::Unmask(on_disk) == crc);
+//
+// Value() picks the SSE4.2 `crc32` instruction when the CPU has it (checked
+// once at run time) and a portable slicing-by-8 table otherwise. Both paths
+// are exposed so tests can compare them; they always agree.
+//
+// Extend() continues a checksum over more bytes:
+//   crc32c::Extend(crc32c::Value(a, n), b, m) == crc32c::Value(ab, n + m)
+//
+// The polynomial is the reflected 0x82F63B78, initial value and final xor
+// 0xFFFFFFFF. Check value: Value("123456789", 9) == 0xE3069283.
+// All functions are thread-safe and allocation-free.
+#ifndef TRAINBUS_TENSORBOARD_CRC32C_H_
+#define TRAINBUS_TENSORBOARD_CRC32C_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace trainbus::tensorboard::crc32c {
+
+// The CRC-32C of `data[0, n)` continued from `crc` (a previous Value()).
+uint32_t Extend(uint32_t crc, const void* data, size_t n);
+
+// The CRC-32C of `data[0, n)`.
+inline uint32_t Value(const void* data, size_t n) { return Extend(0, data, n); }
+
+// The same, forcing one implementation. ValueHardware() must only be called
+// when HasHardwareSupport() is true.
+uint32_t ValuePortable(const void* data, size_t n);
+uint32_t ValueHardware(const void* data, size_t n);
+bool HasHardwareSupport();
+
+// TFRecord stores masked checksums (a checksum of data that itself holds
+// checksums is then not weak). Mask and Unmask are inverses.
+inline constexpr uint32_t kMaskDelta = 0xa282ead8u;
+inline uint32_t Mask(uint32_t crc) { return ((crc >> 15) | (crc << 17)) + kMaskDelta; }
+inline uint32_t Unmask(uint32_t masked) {
+  const uint32_t rot = masked - kMaskDelta;
+  return (rot >> 17) | (rot << 15);
+}
+
+}  // namespace trainbus::tensorboard::crc32c
+
+#endif  // TRAINBUS_TENSORBOARD_CRC32C_H_

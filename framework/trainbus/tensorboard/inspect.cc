@@ -1,0 +1,272 @@
+#include "trainbus/tensorboard/inspect.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <system_error>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "trainbus/tensorboard/event_file_reader.h"
+
+namespace trainbus::tensorboard {
+namespace fs = std::filesystem;
+namespace {
+
+std::string KindFromPlugin(const std::string& plugin) {
+  static const std::map<std::string, std::string> kKinds = {
+      {"scalars", "scalar"},   {"histograms", "histogram"},
+      {"images", "image"},     {"text", "text"},
+      {"hparams", "hparams"},  {"pr_curves", "pr_curve"},
+      {"custom_scalars", "custom_scalars"}, {"audio", "audio"}};
+  auto it = kKinds.find(plugin);
+  return it == kKinds.end() ? plugin : it->second;
+}
+
+std::string KindFromValue(const proto::Summary::Value& v) {
+  switch (v.value_case()) {
+    case proto::Summary::Value::kSimpleValue:
+      return "scalar";
+    case proto::Summary::Value::kHisto:
+      return "histogram";
+    case proto::Summary::Value::kImage:
+      return "image";
+    case proto::Summary::Value::kAudio:
+      return "audio";
+    default:
+      return "tensor";
+  }
+}
+
+std::optional<double> ScalarOf(const proto::Summary::Value& v) {
+  if (v.value_case() == proto::Summary::Value::kSimpleValue) return v.simple_value();
+  if (v.value_case() == proto::Summary::Value::kTensor) {
+    const proto::TensorProto& t = v.tensor();
+    if (t.float_val_size() > 0) return t.float_val(0);
+    if (t.double_val_size() > 0) return t.double_val(0);
+    if (t.dtype() == proto::DT_FLOAT && t.tensor_content().size() == 4) {
+      float f;
+      std::memcpy(&f, t.tensor_content().data(), 4);
+      return f;
+    }
+    if (t.dtype() == proto::DT_DOUBLE && t.tensor_content().size() == 8) {
+      double d;
+      std::memcpy(&d, t.tensor_content().data(), 8);
+      return d;
+    }
+  }
+  return std::nullopt;
+}
+
+void InspectFile(const std::string& path, InspectRun* run, std::map<std::string, InspectTag>* tags) {
+  absl::StatusOr<std::unique_ptr<EventFileReader>> reader = EventFileReader::Open(path);
+  if (!reader.ok()) {
+    run->problems.push_back(
+        {path, 0, InspectProblem::Kind::kUnreadable, std::string(reader.status().message())});
+    return;
+  }
+  proto::Event event;
+  while ((*reader)->ReadEvent(&event)) {
+    ++run->events;
+    if (!event.has_summary()) continue;
+    for (const proto::Summary::Value& v : event.summary().value()) {
+      auto [it, inserted] = tags->try_emplace(v.tag());
+      InspectTag& t = it->second;
+      if (inserted) {
+        t.tag = v.tag();
+        t.first_step = event.step();
+      }
+      if (t.kind.empty() || t.kind == "tensor") {
+        t.kind = v.has_metadata() && !v.metadata().plugin_data().plugin_name().empty()
+                     ? KindFromPlugin(v.metadata().plugin_data().plugin_name())
+                     : KindFromValue(v);
+      }
+      ++t.count;
+      t.first_step = std::min(t.first_step, event.step());
+      t.last_step = event.step();
+      if (t.kind == "scalar") t.last_value = ScalarOf(v);
+    }
+  }
+  const EventFileReader::State state = (*reader)->state();
+  if (state == EventFileReader::State::kTruncated) {
+    run->problems.push_back({path, (*reader)->offset(), InspectProblem::Kind::kTruncated,
+                             (*reader)->problem()});
+  } else if (state == EventFileReader::State::kCorrupt) {
+    run->problems.push_back({path, (*reader)->offset(), InspectProblem::Kind::kCorrupt,
+                             (*reader)->problem()});
+  } else if (state == EventFileReader::State::kIoError) {
+    run->problems.push_back({path, (*reader)->offset(), InspectProblem::Kind::kUnreadable,
+                             (*reader)->problem()});
+  }
+}
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (const unsigned char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20) {
+          out += absl::StrFormat("\\u%04x", c);
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+std::string JsonNumber(double v) {
+  if (!std::isfinite(v)) return "null";
+  return absl::StrFormat("%.9g", v);
+}
+
+}  // namespace
+
+bool InspectReport::corrupt() const {
+  for (const InspectRun& r : runs) {
+    for (const InspectProblem& p : r.problems) {
+      if (p.kind != InspectProblem::Kind::kTruncated) return true;
+    }
+  }
+  return false;
+}
+
+int64_t InspectReport::truncated() const {
+  int64_t n = 0;
+  for (const InspectRun& r : runs) {
+    for (const InspectProblem& p : r.problems) n += p.kind == InspectProblem::Kind::kTruncated;
+  }
+  return n;
+}
+
+const char* InspectProblemKindName(InspectProblem::Kind kind) {
+  switch (kind) {
+    case InspectProblem::Kind::kTruncated:
+      return "truncated";
+    case InspectProblem::Kind::kCorrupt:
+      return "corrupt";
+    case InspectProblem::Kind::kUnreadable:
+      return "unreadable";
+  }
+  return "?";
+}
+
+absl::StatusOr<InspectReport> InspectLogDir(const std::string& logdir) {
+  std::error_code ec;
+  if (!fs::is_directory(logdir, ec)) {
+    return absl::NotFoundError(absl::StrCat("log directory '", logdir,
+                                            "' does not exist or is not a directory"));
+  }
+  std::map<std::string, std::vector<std::string>> files_by_dir;
+  fs::recursive_directory_iterator it(logdir, fs::directory_options::skip_permission_denied, ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot list log directory '", logdir, "': ", ec.message()));
+  }
+  for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) break;
+    const fs::directory_entry& entry = *it;
+    if (!entry.is_regular_file(ec)) continue;
+    if (entry.path().filename().string().find("tfevents") == std::string::npos) continue;
+    files_by_dir[entry.path().parent_path().string()].push_back(entry.path().string());
+  }
+  InspectReport report;
+  report.logdir = logdir;
+  for (auto& [dir, files] : files_by_dir) {
+    std::sort(files.begin(), files.end());
+    InspectRun run;
+    run.run = fs::path(dir).lexically_relative(logdir).string();
+    if (run.run.empty()) run.run = ".";
+    run.files = files;
+    std::map<std::string, InspectTag> tags;
+    for (const std::string& f : files) InspectFile(f, &run, &tags);
+    for (auto& [name, tag] : tags) run.tags.push_back(std::move(tag));
+    report.runs.push_back(std::move(run));
+  }
+  return report;
+}
+
+void PrintInspectReport(const InspectReport& report, bool json, std::ostream& out) {
+  if (json) {
+    out << "{\"logdir\": " << JsonString(report.logdir)
+        << ", \"corrupt\": " << (report.corrupt() ? "true" : "false")
+        << ", \"truncated\": " << report.truncated() << ", \"runs\": [";
+    for (size_t r = 0; r < report.runs.size(); ++r) {
+      const InspectRun& run = report.runs[r];
+      out << (r ? ", " : "") << "{\"run\": " << JsonString(run.run) << ", \"files\": [";
+      for (size_t i = 0; i < run.files.size(); ++i) {
+        out << (i ? ", " : "") << JsonString(run.files[i]);
+      }
+      out << "], \"events\": " << run.events << ", \"tags\": [";
+      for (size_t i = 0; i < run.tags.size(); ++i) {
+        const InspectTag& t = run.tags[i];
+        out << (i ? ", " : "") << "{\"tag\": " << JsonString(t.tag)
+            << ", \"kind\": " << JsonString(t.kind) << ", \"count\": " << t.count
+            << ", \"first_step\": " << t.first_step << ", \"last_step\": " << t.last_step;
+        if (t.last_value) out << ", \"last_value\": " << JsonNumber(*t.last_value);
+        out << "}";
+      }
+      out << "], \"problems\": [";
+      for (size_t i = 0; i < run.problems.size(); ++i) {
+        const InspectProblem& p = run.problems[i];
+        out << (i ? ", " : "") << "{\"file\": " << JsonString(p.file)
+            << ", \"offset\": " << p.offset
+            << ", \"kind\": " << JsonString(InspectProblemKindName(p.kind))
+            << ", \"message\": " << JsonString(p.message) << "}";
+      }
+      out << "]}";
+    }
+    out << "]}\n";
+    return;
+  }
+  out << "Log directory: " << report.logdir << "\n";
+  if (report.runs.empty()) {
+    out << "  no event files (names containing \"tfevents\") found\n";
+  }
+  for (const InspectRun& run : report.runs) {
+    out << "\nRun " << run.run << "  (" << run.files.size() << " file"
+        << (run.files.size() == 1 ? "" : "s") << ", " << run.events << " events)\n";
+    size_t width = 3;
+    for (const InspectTag& t : run.tags) width = std::max(width, t.tag.size());
+    out << absl::StrFormat("  %-14s %-*s %10s %12s %12s  %s\n", "KIND", static_cast<int>(width),
+                           "TAG", "COUNT", "FIRST STEP", "LAST STEP", "LAST VALUE");
+    for (const InspectTag& t : run.tags) {
+      out << absl::StrFormat("  %-14s %-*s %10d %12d %12d  %s\n", t.kind,
+                             static_cast<int>(width), t.tag, t.count, t.first_step, t.last_step,
+                             t.last_value ? absl::StrFormat("%.6g", *t.last_value) : "");
+    }
+    for (const InspectProblem& p : run.problems) {
+      out << "  " << (p.kind == InspectProblem::Kind::kTruncated ? "WARNING" : "ERROR") << " "
+          << InspectProblemKindName(p.kind) << ": " << p.file << " at byte " << p.offset
+          << ": " << p.message << "\n";
+    }
+  }
+  int64_t tags = 0;
+  for (const InspectRun& run : report.runs) tags += static_cast<int64_t>(run.tags.size());
+  out << "\n"
+      << report.runs.size() << " run(s), " << tags << " tag(s), " << report.truncated()
+      << " truncated file(s), " << (report.corrupt() ? "CORRUPT data found" : "no corruption")
+      << "\n";
+}
+
+int InspectExitCode(const InspectReport& report) { return report.corrupt() ? 1 : 0; }
+
+}  // namespace trainbus::tensorboard

@@ -1,0 +1,101 @@
+// trainbus/tensorboard/summaries.h — building TensorBoard Summary protos.
+//
+// One function per kind of summary, each returning the Summary that an Event
+// carries (or an InvalidArgument error that names the tag, says what is
+// wrong with the input and what would be accepted). SummaryWriter calls
+// these; use them directly to build Events yourself or to test.
+//
+//   absl::StatusOr<proto::Summary> s = ImageSummary("input", img, "CHW");
+//   if (!s.ok()) std::cerr << s.status() << "\n";
+//
+// What each writes (TensorBoard's formats, as PyTorch writes them):
+//   ScalarSummary     Value.simple_value (float).
+//   HistogramSummary  Value.histo (HistogramProto, see histogram.h).
+//   ImageSummary      Value.image, PNG. Layouts "CHW", "HWC", "HW" (one image)
+//                     and "NCHW", "NHWC" (a batch, tiled into one grid like
+//                     torchvision's make_grid as PyTorch uses it: min(N, 8)
+//                     columns, no padding, black where the grid has no
+//                     image). 1, 3 or 4 channels (gray, RGB, RGBA). uint8 as
+//                     is, floating point as v * 255 clamped to [0, 255] and
+//                     truncated (PyTorch's conversion; NaN becomes 0), bool as
+//                     0/255.
+//   TextSummary       plugin "text", a DT_STRING scalar tensor holding the
+//                     markdown (rendered as markdown, not as a table). The tag
+//                     is used as given (PyTorch appends "/text_summary").
+//   HParamsSummary    plugin "hparams": the experiment (an HParamInfo per
+//                     hparam with its type, a MetricInfo per metric), the
+//                     session start info (the values) and a session end info
+//                     (STATUS_SUCCESS), each under its _hparams_/ tag.
+//   PrCurveSummary    plugin "pr_curves": a DT_FLOAT [6, num_thresholds]
+//                     tensor, rows TP, FP, TN, FN, precision, recall, computed
+//                     as torch.utils.tensorboard / TensorBoard do (see
+//                     ComputePrCurve).
+//   CustomScalarsSummary  plugin "custom_scalars", tag custom_scalars__config__,
+//                     a DT_STRING scalar holding the serialized Layout.
+//   AudioSummary      Value.audio, 16-bit PCM WAV ("audio/wav"); samples in
+//                     [-1, 1] (clamped), shape [frames] or [frames, channels].
+//
+// Tensors may live on any device and have any strides; they are read, never
+// modified. All functions are thread-safe.
+#ifndef TRAINBUS_TENSORBOARD_SUMMARIES_H_
+#define TRAINBUS_TENSORBOARD_SUMMARIES_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "trainbus/record.h"
+#include "trainbus/tensorboard/proto/summary.pb.h"
+
+namespace trainbus::tensorboard {
+
+inline constexpr char kCustomScalarsTag[] = "custom_scalars__config__";
+inline constexpr char kHParamsExperimentTag[] = "_hparams_/experiment";
+inline constexpr char kHParamsSessionStartTag[] = "_hparams_/session_start_info";
+inline constexpr char kHParamsSessionEndTag[] = "_hparams_/session_end_info";
+
+absl::StatusOr<proto::Summary> ScalarSummary(std::string_view tag, double value);
+
+absl::StatusOr<proto::Summary> HistogramSummary(std::string_view tag,
+                                                absl::Span<const double> values);
+// Any shape; floating, integer or bool dtype.
+absl::StatusOr<proto::Summary> HistogramSummary(std::string_view tag, const at::Tensor& values);
+
+absl::StatusOr<proto::Summary> ImageSummary(std::string_view tag, const at::Tensor& image,
+                                            std::string_view layout = "CHW");
+
+absl::StatusOr<proto::Summary> TextSummary(std::string_view tag, std::string_view markdown);
+
+struct HParamsSummaries {
+  proto::Summary experiment;
+  proto::Summary session_start;
+  proto::Summary session_end;
+};
+absl::StatusOr<HParamsSummaries> HParamsSummary(const HParams& hparams,
+                                                const std::map<std::string, double>& metrics);
+
+// The [6, num_thresholds] PR-curve table, row-major: TP, FP, TN, FN,
+// precision, recall. Prediction p falls in bucket floor(p * (n - 1)); counts
+// are reverse-cumulated so column i counts predictions >= i / (n - 1);
+// precision = TP / max(TP + FP, 1e-7), recall = TP / max(TP + FN, 1e-7).
+// labels: 0/1 (or bool; values in [0, 1] act as weights); predictions in
+// [0, 1]; the same number of elements (any shapes); num_thresholds >= 2.
+absl::StatusOr<std::vector<float>> ComputePrCurve(const at::Tensor& labels,
+                                                  const at::Tensor& predictions,
+                                                  int32_t num_thresholds);
+absl::StatusOr<proto::Summary> PrCurveSummary(std::string_view tag, const at::Tensor& labels,
+                                              const at::Tensor& predictions,
+                                              int32_t num_thresholds = 127);
+
+absl::StatusOr<proto::Summary> CustomScalarsSummary(const CustomScalarLayout& layout);
+
+absl::StatusOr<proto::Summary> AudioSummary(std::string_view tag, const at::Tensor& samples,
+                                            double sample_rate);
+
+}  // namespace trainbus::tensorboard
+
+#endif  // TRAINBUS_TENSORBOARD_SUMMARIES_H_
