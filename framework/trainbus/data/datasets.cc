@@ -1,12 +1,12 @@
 #include "trainbus/data/datasets.h"
 
+#include <ATen/ATen.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
-
-#include <torch/data/datasets/mnist.h>
 
 #include "absl/strings/string_view.h"
 #include "absl/strings/str_cat.h"
@@ -115,6 +115,43 @@ absl::Status RequireFiles(const std::string& dir, const std::vector<std::string>
   return absl::OkStatus();
 }
 
+// Reads a whole file; DataLoss naming it when it cannot.
+absl::StatusOr<std::vector<uint8_t>> ReadFile(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return absl::DataLossError(absl::StrCat("cannot read ", file.string()));
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+uint32_t BigEndian32(const uint8_t* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
+}
+
+// An IDX file (MNIST's format): magic 0x0000 08 <rank>, big-endian sizes,
+// then unsigned bytes. LibTorch's MNIST reader insists on exactly 60000 and
+// 10000 samples; this one takes any count (subsets, tests) and says which
+// file is wrong and how.
+absl::StatusOr<at::Tensor> ReadIdx(const fs::path& file, int rank) {
+  auto bytes = ReadFile(file);
+  if (!bytes.ok()) return bytes.status();
+  const std::vector<uint8_t>& b = *bytes;
+  const size_t header = 4 + 4 * static_cast<size_t>(rank);
+  if (b.size() < header || b[0] != 0 || b[1] != 0 || b[2] != 0x08 || b[3] != rank) {
+    return absl::DataLossError(absl::StrCat(file.string(), " is not an IDX file of unsigned bytes with ",
+                                            rank, " dimensions (bad magic number)"));
+  }
+  std::vector<int64_t> sizes;
+  size_t count = 1;
+  for (int i = 0; i < rank; ++i) {
+    sizes.push_back(BigEndian32(&b[4 + 4 * i]));
+    count *= static_cast<size_t>(sizes.back());
+  }
+  if (b.size() != header + count) {
+    return absl::DataLossError(absl::StrCat(file.string(), ": the header promises ", count,
+                                            " bytes of data, the file holds ", b.size() - header));
+  }
+  return at::from_blob(const_cast<uint8_t*>(b.data() + header), sizes, at::kByte).clone();
+}
+
 // One CIFAR-10 binary batch: records of 1 label byte + 3x32x32 pixel bytes.
 absl::Status ReadCifarBatch(const fs::path& file, std::vector<uint8_t>* images,
                             std::vector<int64_t>* labels) {
@@ -183,17 +220,24 @@ absl::StatusOr<DatasetSplits> LoadMnist(const std::string& dir, int64_t train_ca
   }
   DatasetSplits s;
   s.name = "mnist";
-  try {
-    using torch::data::datasets::MNIST;
-    MNIST train(dir, MNIST::Mode::kTrain), test(dir, MNIST::Mode::kTest);
-    for (auto [split, set] : {std::pair{&s.train, &train}, std::pair{&s.val, &test}}) {
-      split->inputs = set->images();
-      split->targets = set->targets().to(at::kLong);
-      split->num_classes = 10;
-      for (int i = 0; i < 10; ++i) split->class_names.push_back(std::to_string(i));
+  for (auto [split, prefix] : {std::pair{&s.train, "train"}, std::pair{&s.val, "t10k"}}) {
+    auto images = ReadIdx(fs::path(dir) / absl::StrCat(prefix, "-images-idx3-ubyte"), 3);
+    if (!images.ok()) return images.status();
+    auto labels = ReadIdx(fs::path(dir) / absl::StrCat(prefix, "-labels-idx1-ubyte"), 1);
+    if (!labels.ok()) return labels.status();
+    if (images->size(0) != labels->size(0)) {
+      return absl::DataLossError(absl::StrCat("MNIST in ", dir, ": ", prefix, " has ",
+                                              images->size(0), " images but ", labels->size(0),
+                                              " labels"));
     }
-  } catch (const std::exception& e) {
-    return absl::DataLossError(absl::StrCat("MNIST in ", dir, ": ", e.what()));
+    if (labels->numel() > 0 && labels->max().item<int>() > 9) {
+      return absl::DataLossError(absl::StrCat("MNIST in ", dir, ": ", prefix,
+                                              " labels must be 0..9"));
+    }
+    split->inputs = images->unsqueeze(1).to(at::kFloat).div_(255.0);
+    split->targets = labels->to(at::kLong);
+    split->num_classes = 10;
+    for (int i = 0; i < 10; ++i) split->class_names.push_back(std::to_string(i));
   }
   s.train = Cap(std::move(s.train), train_cap);
   s.val = Cap(std::move(s.val), val_cap);

@@ -8,8 +8,8 @@
 //     six shapes (disk, ring, square, triangle, plus, cross) at random
 //     positions, sizes and brightness, with noise. Deterministic for a seed.
 //   - "mnist": the IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte,
-//     t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte) in a folder, read with
-//     LibTorch's own torch::data::datasets::MNIST.
+//     t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte) in a folder, any count
+//     of samples (LibTorch's own MNIST reader accepts only the full 60000/10000).
 //   - "cifar10": the binary batches (data_batch_1.bin ... data_batch_5.bin,
 //     test_batch.bin) in a folder.
 // Errors name the folder and the missing or malformed file.

@@ -1,0 +1,717 @@
+// Framework suites without LibTorch math: iteration arithmetic, options,
+// config, bus, loader, session, progress format, and the CLI's error paths.
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <sys/wait.h>
+
+#include <optional>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/json_util.h"
+#include "progress_format.h"
+#include "trainbus/bus.h"
+#include "trainbus/config.h"
+#include "trainbus/iteration_plan.h"
+#include "trainbus/options.h"
+#include "trainbus/plugin.h"
+#include "trainbus/plugin_loader.h"
+#include "trainbus/session.h"
+
+namespace trainbus {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::AllOf;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+std::string Msg(const absl::Status& s) { return std::string(s.message()); }
+
+// A fresh temporary directory per test, removed afterwards.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "trainbus_test_XXXXXX").string();
+    path_ = mkdtemp(tmpl.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::string path() const { return path_; }
+  std::string Write(const std::string& name, const std::string& text) const {
+    std::string p = (fs::path(path_) / name).string();
+    std::ofstream(p) << text;
+    return p;
+  }
+
+ private:
+  std::string path_;
+};
+
+// ---------------------------------------------------------------- plan ----
+
+TEST(IterationPlanTest, TextbookExamples) {
+  auto a = PlanIterations(10000, 100, 1, false);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->iterations_per_epoch, 100);
+  auto b = PlanIterations(10000, 200, 10, false);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->iterations_per_epoch, 50);
+  EXPECT_EQ(b->total_iterations, 500);
+  auto c = PlanIterations(50000, 100, 20, false);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->total_iterations, 10000);
+  EXPECT_EQ(c->samples_seen, 1000000);
+}
+
+TEST(IterationPlanTest, NonDivisibleWithAndWithoutDropLast) {
+  auto keep = PlanIterations(1000, 300, 2, false);
+  ASSERT_TRUE(keep.ok());
+  EXPECT_EQ(keep->iterations_per_epoch, 4);
+  EXPECT_EQ(keep->last_batch_size, 100);
+  EXPECT_EQ(keep->total_iterations, 8);
+  EXPECT_EQ(keep->samples_seen, 2000);
+  auto drop = PlanIterations(1000, 300, 2, true);
+  ASSERT_TRUE(drop.ok());
+  EXPECT_EQ(drop->iterations_per_epoch, 3);
+  EXPECT_EQ(drop->last_batch_size, 300);
+  EXPECT_EQ(drop->total_iterations, 6);
+  EXPECT_EQ(drop->samples_seen, 1800);
+}
+
+TEST(IterationPlanTest, MaxIterationsCapsTheRun) {
+  auto p = PlanIterations(1000, 100, 10, false, 25);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->total_iterations, 25);
+  EXPECT_EQ(p->epochs, 3);
+  EXPECT_EQ(p->samples_seen, 2500);
+  auto larger = PlanIterations(1000, 100, 2, false, 1000);
+  ASSERT_TRUE(larger.ok());
+  EXPECT_EQ(larger->total_iterations, 20);
+}
+
+TEST(IterationPlanTest, BadInputIsAClearError) {
+  EXPECT_THAT(Msg(PlanIterations(100, 0, 1, false).status()), HasSubstr("batch_size must be > 0"));
+  EXPECT_THAT(Msg(PlanIterations(0, 10, 1, false).status()), HasSubstr("training set is empty"));
+  EXPECT_THAT(Msg(PlanIterations(100, 256, 1, true).status()),
+              AllOf(HasSubstr("batch_size 256 is larger than the 100"), HasSubstr("drop_last")));
+  EXPECT_THAT(Msg(PlanIterations(100, 10, 1, false, 0).status()),
+              HasSubstr("max_iterations must be > 0"));
+}
+
+// ------------------------------------------------------------- options ----
+
+google::protobuf::Struct StructFromJson(const std::string& json) {
+  google::protobuf::Struct s;
+  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(json, &s).ok()) << json;
+  return s;
+}
+
+const std::vector<OptionSpec> kSpecs = {
+    {"every_n", OptionType::kInt, "10", "n"},
+    {"rate", OptionType::kDouble, "0.5", "r"},
+    {"name", OptionType::kString, "\"a\"", "s"},
+    {"on", OptionType::kBool, "true", "b"},
+    {"milestones", OptionType::kIntList, "[]", "m"},
+    {"tags", OptionType::kStringList, "[\"x\"]", "t"},
+    {"nested", OptionType::kObject, "", "o"},
+};
+
+TEST(PluginOptionsTest, DefaultsAndGivenValues) {
+  auto o = PluginOptions::Create(kSpecs, StructFromJson(R"({"every_n": 3, "milestones": [1, 5]})"),
+                                 "plugin 'p'");
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->GetInt("every_n"), 3);
+  EXPECT_TRUE(o->IsSet("every_n"));
+  EXPECT_DOUBLE_EQ(o->GetDouble("rate"), 0.5);
+  EXPECT_FALSE(o->IsSet("rate"));
+  EXPECT_EQ(o->GetString("name"), "a");
+  EXPECT_TRUE(o->GetBool("on"));
+  EXPECT_THAT(o->GetIntList("milestones"), ElementsAre(1, 5));
+  EXPECT_THAT(o->GetStringList("tags"), ElementsAre("x"));
+  EXPECT_FALSE(o->Has("nested"));
+  EXPECT_THROW(o->GetDouble("every_n"), std::logic_error);
+  EXPECT_THROW(o->GetInt("undeclared"), std::logic_error);
+}
+
+TEST(PluginOptionsTest, UnknownKeyNamesPluginKeyAndKnownKeys) {
+  auto o = PluginOptions::Create(kSpecs, StructFromJson(R"({"evry_n": 3})"), "plugin 'p'");
+  EXPECT_THAT(Msg(o.status()), AllOf(HasSubstr("plugin 'p': unknown option 'evry_n'"),
+                                     HasSubstr("known options: every_n, rate")));
+}
+
+TEST(PluginOptionsTest, WrongTypesAreNamed) {
+  EXPECT_THAT(Msg(PluginOptions::Create(kSpecs, StructFromJson(R"({"every_n": "ten"})"), "plugin 'p'")
+                      .status()),
+              HasSubstr("plugin 'p': option 'every_n': expected int, got string \"ten\""));
+  EXPECT_THAT(Msg(PluginOptions::Create(kSpecs, StructFromJson(R"({"every_n": 1.5})"), "plugin 'p'")
+                      .status()),
+              HasSubstr("expected int, got number 1.5"));
+  EXPECT_THAT(
+      Msg(PluginOptions::Create(kSpecs, StructFromJson(R"({"milestones": [1, "x"]})"), "plugin 'p'")
+              .status()),
+      HasSubstr("expected list<int>, element 1 is string"));
+  EXPECT_THAT(Msg(PluginOptions::Create(kSpecs, StructFromJson(R"({"on": 1})"), "plugin 'p'").status()),
+              HasSubstr("expected bool, got number"));
+}
+
+TEST(PluginOptionsTest, MalformedDefaultIsABugInThePlugin) {
+  std::vector<OptionSpec> specs = {{"n", OptionType::kInt, "\"zero\"", ""}};
+  EXPECT_THAT(Msg(PluginOptions::Create(specs, {}, "plugin 'p'").status()),
+              HasSubstr("is not a valid int; this is a bug in the plugin"));
+}
+
+// -------------------------------------------------------------- config ----
+
+TEST(RunConfigTest, ParsesJsonAndFillsDefaults) {
+  TempDir dir;
+  std::string path = dir.Write("run.json", R"({"trainer": {"epochs": 2},
+      "plugins": [{"name": "progress", "options": {"bar_width": 10}}]})");
+  auto c = LoadRunConfig(path);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(FinalizeRunConfig(&*c, path).ok());
+  EXPECT_EQ(c->trainer().epochs(), 2);
+  EXPECT_EQ(c->trainer().batch_size(), 64);
+  EXPECT_EQ(c->model().type(), "cnn");
+  EXPECT_EQ(c->optimizer().type(), "sgd");
+  EXPECT_DOUBLE_EQ(c->optimizer().lr(), 0.05);
+  EXPECT_EQ(c->name(), "cnn-shapes");
+  EXPECT_EQ(c->log_root(), "runs");
+  EXPECT_EQ(c->plugins(0).options().fields().at("bar_width").number_value(), 10);
+}
+
+TEST(RunConfigTest, ParsesTextFormat) {
+  TempDir dir;
+  std::string path = dir.Write("run.txtpb", "trainer { epochs: 3 batch_size: 10 }\nname: \"t\"\n");
+  auto c = LoadRunConfig(path);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->trainer().epochs(), 3);
+  EXPECT_EQ(c->name(), "t");
+}
+
+TEST(RunConfigTest, UnknownFieldNamesFileAndField) {
+  TempDir dir;
+  std::string path = dir.Write("bad.json", R"({"trainer": {"epochz": 2}})");
+  EXPECT_THAT(Msg(LoadRunConfig(path).status()), AllOf(HasSubstr(path), HasSubstr("epochz")));
+  std::string tpath = dir.Write("bad.txtpb", "trainer {\n  epochz: 2\n}\n");
+  EXPECT_THAT(Msg(LoadRunConfig(tpath).status()),
+              AllOf(HasSubstr(tpath), HasSubstr("line 2"), HasSubstr("epochz")));
+}
+
+TEST(RunConfigTest, WrongTypeNamesFileAndField) {
+  TempDir dir;
+  std::string path = dir.Write("bad.json", R"({"trainer": {"epochs": "many"}})");
+  EXPECT_THAT(Msg(LoadRunConfig(path).status()), AllOf(HasSubstr(path), HasSubstr("epochs")));
+  std::string p2 = dir.Write("bad2.json", R"({"trainer": {"drop_last": 3}})");
+  EXPECT_THAT(Msg(LoadRunConfig(p2).status()), AllOf(HasSubstr(p2), HasSubstr("drop_last")));
+}
+
+TEST(RunConfigTest, OutOfRangeNamesFileAndField) {
+  struct Case {
+    std::string json, expected;
+  };
+  const std::vector<Case> cases = {
+      {R"({"trainer": {"batch_size": 0}})", "trainer.batch_size must be > 0, got 0"},
+      {R"({"trainer": {"epochs": -1}})", "trainer.epochs must be > 0, got -1"},
+      {R"({"optimizer": {"lr": -0.1}})", "optimizer.lr must be a finite number > 0"},
+      {R"({"optimizer": {"type": "rmsprop"}})", "optimizer.type must be one of"},
+      {R"({"optimizer": {"nesterov": true}})", "optimizer.nesterov needs optimizer.momentum > 0"},
+      {R"({"model": {"type": "resnet"}})", "model.type must be one of \"cnn\", \"mlp\""},
+      {R"({"model": {"dropout": 1.5}})", "model.dropout must be in [0, 1)"},
+      {R"({"dataset": {"type": "mnist"}})", "dataset.dir is required"},
+      {R"({"on_plugin_error": "ignore"})", "on_plugin_error must be \"stop\" or \"disable_plugin\""},
+      {R"({"plugins": [{"name": "a"}, {"name": "a"}]})", "plugin 'a' is listed twice"},
+      {R"({"name": "a/b"})", "name must be a plain folder name"},
+  };
+  for (const Case& c : cases) {
+    auto config = ParseRunConfig(c.json, "json", "cfg.json");
+    ASSERT_TRUE(config.ok()) << c.json;
+    absl::Status s = FinalizeRunConfig(&*config, "cfg.json");
+    EXPECT_THAT(Msg(s), AllOf(HasSubstr("cfg.json: "), HasSubstr(c.expected))) << c.json;
+  }
+}
+
+TEST(RunConfigTest, OverridesSetFieldsPluginsAndOptions) {
+  auto c = ParseRunConfig(R"({"plugins": [{"name": "progress"}]})", "json", "x");
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(ApplyOverride(&*c, "trainer.epochs=7").ok());
+  ASSERT_TRUE(ApplyOverride(&*c, "optimizer.lr=0.25").ok());
+  ASSERT_TRUE(ApplyOverride(&*c, "trainer.drop_last=true").ok());
+  ASSERT_TRUE(ApplyOverride(&*c, "model.hidden=[4, 6]").ok());
+  ASSERT_TRUE(ApplyOverride(&*c, "plugins.progress.priority=5").ok());
+  ASSERT_TRUE(ApplyOverride(&*c, "plugins.progress.options.bar_width=12").ok());
+  ASSERT_TRUE(ApplyOverride(&*c, "plugins.progress.options.mode=lines").ok());
+  EXPECT_EQ(c->trainer().epochs(), 7);
+  EXPECT_DOUBLE_EQ(c->optimizer().lr(), 0.25);
+  EXPECT_TRUE(c->trainer().drop_last());
+  EXPECT_THAT(c->model().hidden(), ElementsAre(4, 6));
+  EXPECT_EQ(c->plugins(0).priority(), 5);
+  EXPECT_EQ(c->plugins(0).options().fields().at("bar_width").number_value(), 12);
+  EXPECT_EQ(c->plugins(0).options().fields().at("mode").string_value(), "lines");
+}
+
+TEST(RunConfigTest, BadOverridesAreClear) {
+  auto c = ParseRunConfig("{}", "json", "x");
+  ASSERT_TRUE(c.ok());
+  EXPECT_THAT(Msg(ApplyOverride(&*c, "trainer.epochs")), HasSubstr("expected key=value"));
+  EXPECT_THAT(Msg(ApplyOverride(&*c, "trainer.epoch=3")),
+              AllOf(HasSubstr("unknown field 'epoch'"), HasSubstr("epochs")));
+  EXPECT_THAT(Msg(ApplyOverride(&*c, "trainer.epochs=three")),
+              HasSubstr("trainer.epochs=three expects an integer, got \"three\""));
+  EXPECT_THAT(Msg(ApplyOverride(&*c, "plugins.tensorboard.options.x=1")),
+              HasSubstr("the config has no plugin 'tensorboard'"));
+  EXPECT_THAT(Msg(ApplyOverride(&*c, "trainer=1")), HasSubstr("is a section"));
+}
+
+// ----------------------------------------------------------------- bus ----
+
+// Records what it sees into a shared log.
+class Recorder : public Plugin {
+ public:
+  Recorder(std::string name, std::vector<std::string>* log) : name_(std::move(name)), log_(log) {}
+  void OnTrainBegin(const TrainBeginEvent&, Control&) override { Add("TrainBegin"); }
+  void OnIterationEnd(const IterationEndEvent& e, Control&) override {
+    Add(absl::StrCat("IterationEnd ", e.step));
+  }
+  void OnTrainEnd(const TrainEndEvent& e, Control&) override {
+    Add(absl::StrCat("TrainEnd ", EndReasonName(e.reason)));
+  }
+  void OnAbort(const AbortEvent&, Control&) override { Add("Abort"); }
+  void OnRecord(const Record& r, Control&) override {
+    Add(absl::StrCat("Record ", r.tag, " ", r.wall_time > 0 ? "stamped" : "unstamped"));
+  }
+
+ private:
+  void Add(const std::string& what) { log_->push_back(absl::StrCat(name_, ":", what)); }
+  std::string name_;
+  std::vector<std::string>* log_;
+};
+
+// Implements one hook only.
+class IterationOnly : public Plugin {
+ public:
+  void OnIterationEnd(const IterationEndEvent&, Control&) override { ++calls; }
+  int calls = 0;
+};
+
+TEST(BusTest, HookMaskIsDetectedAtCompileTime) {
+  EXPECT_EQ(HooksOf<IterationOnly>(), kHookIterationEnd);
+  EXPECT_EQ(HooksOf<Recorder>(),
+            kHookTrainBegin | kHookIterationEnd | kHookTrainEnd | kHookAbort | kHookRecord);
+  EXPECT_EQ(HookMaskToString(kHookIterationEnd | kHookTrainEnd), "OnIterationEnd, OnTrainEnd");
+}
+
+TEST(BusTest, DeliversByPriorityThenInsertionOrder) {
+  std::vector<std::string> log;
+  Recorder a("a", &log), b("b", &log), c("c", &log);
+  Bus bus;
+  ASSERT_TRUE(bus.Add(&a, "a", 10).ok());
+  ASSERT_TRUE(bus.Add(&b, "b", 0).ok());
+  ASSERT_TRUE(bus.Add(&c, "c", 10).ok());
+  bus.IterationEnd(IterationEndEvent{});
+  EXPECT_THAT(log, ElementsAre("b:IterationEnd 0", "a:IterationEnd 0", "c:IterationEnd 0"));
+  EXPECT_THAT(bus.plugin_names(), ElementsAre("b", "a", "c"));
+}
+
+TEST(BusTest, DuplicateNameIsRejected) {
+  IterationOnly a, b;
+  Bus bus;
+  ASSERT_TRUE(bus.Add(&a, "x").ok());
+  EXPECT_THAT(Msg(bus.Add(&b, "x")), HasSubstr("two plugins are named 'x'"));
+}
+
+TEST(BusTest, PluginsOnlyGetTheirHooks) {
+  auto only = MakePlugin<IterationOnly>();
+  Bus bus;
+  ASSERT_TRUE(bus.Add(only.get(), "only").ok());
+  RunInfo run;
+  bus.TrainBegin(TrainBeginEvent{&run});
+  bus.IterationEnd(IterationEndEvent{});
+  bus.Publish(Record::Scalar("x", 1, 0));
+  EXPECT_EQ(only->calls, 1);
+}
+
+class Requester : public Plugin {
+ public:
+  void OnIterationEnd(const IterationEndEvent& e, Control& c) override {
+    if (e.step == 2) c.RequestStop("enough");
+    if (e.step == 1) c.RequestCheckpoint("best so far");
+    c.Publish(Record::Scalar("req/step", static_cast<double>(e.step), e.step));
+    lr_status = c.SetLearningRate(0, 0.1);
+    c.Log("hello");
+  }
+  absl::Status lr_status;
+};
+
+TEST(BusTest, ControlRequestsAreAttributedToThePlugin) {
+  std::vector<std::string> log, lines;
+  Requester req;
+  Recorder sink("sink", &log);
+  Bus bus;
+  bus.set_log_sink([&](absl::string_view l) { lines.emplace_back(l); });
+  ASSERT_TRUE(bus.Add(&req, "req").ok());
+  ASSERT_TRUE(bus.Add(&sink, "sink").ok());
+  for (int64_t s = 0; s < 3; ++s) {
+    IterationEndEvent e;
+    e.step = s;
+    bus.IterationEnd(e);
+    if (s == 1) {
+      EXPECT_TRUE(bus.checkpoint_requested());
+      EXPECT_EQ(bus.checkpoint_reason(), "req: best so far");
+    }
+  }
+  EXPECT_TRUE(bus.stop_requested());
+  EXPECT_EQ(bus.stop_reason(), "req: enough");
+  EXPECT_THAT(log, ::testing::Contains("sink:Record req/step stamped"));
+  EXPECT_THAT(Msg(req.lr_status), HasSubstr("no optimizer is bound"));
+  EXPECT_THAT(lines, ::testing::Contains("[req] hello"));
+}
+
+class Thrower : public Plugin {
+ public:
+  void OnIterationEnd(const IterationEndEvent& e, Control&) override {
+    ++calls;
+    if (e.step == 1) throw std::runtime_error("disk on fire");
+  }
+  void OnTrainEnd(const TrainEndEvent&, Control&) override { got_train_end = true; }
+  int calls = 0;
+  bool got_train_end = false;
+};
+
+TEST(BusTest, ThrowingHookStopsTheRunCleanlyByDefault) {
+  std::vector<std::string> log, lines;
+  auto session = std::make_unique<Session>(HookErrorPolicy::kStopRun);
+  session->bus().set_log_sink([&](absl::string_view l) { lines.emplace_back(l); });
+  auto thrower = MakePlugin<Thrower>();
+  Thrower* t = thrower.get();
+  ASSERT_TRUE(session->AddPlugin(std::move(thrower), "boom").ok());
+  ASSERT_TRUE(session->AddPlugin(std::make_unique<Recorder>("rec", &log), "rec").ok());
+  session->Begin(RunInfo{});
+  session->BeginEpoch();
+  int iterations = 0;
+  for (; iterations < 10 && !session->ShouldStop(); ++iterations) session->EndIteration(1.0, 4);
+  EXPECT_EQ(iterations, 2);  // the stop took effect at the end of step 1
+  absl::Status end = session->End();
+  EXPECT_THAT(Msg(end), HasSubstr("plugin 'boom' threw in OnIterationEnd at step 1: disk on fire"));
+  EXPECT_TRUE(t->got_train_end);
+  EXPECT_THAT(log, ::testing::Contains("rec:Abort"));
+  EXPECT_THAT(log, ::testing::Contains("rec:TrainEnd failed"));
+  EXPECT_THAT(lines, ::testing::Contains(HasSubstr("stopping the run")));
+}
+
+TEST(BusTest, ThrowingHookCanDisableThePluginInstead) {
+  std::vector<std::string> log, lines;
+  Session session(HookErrorPolicy::kDisablePlugin);
+  session.bus().set_log_sink([&](absl::string_view l) { lines.emplace_back(l); });
+  auto thrower = MakePlugin<Thrower>();
+  Thrower* t = thrower.get();
+  ASSERT_TRUE(session.AddPlugin(std::move(thrower), "boom").ok());
+  ASSERT_TRUE(session.AddPlugin(std::make_unique<Recorder>("rec", &log), "rec").ok());
+  session.Begin(RunInfo{});
+  session.BeginEpoch();
+  for (int i = 0; i < 5; ++i) session.EndIteration(1.0, 4);
+  EXPECT_FALSE(session.ShouldStop());
+  EXPECT_EQ(t->calls, 2);  // no hooks after the failure
+  EXPECT_FALSE(t->got_train_end);
+  EXPECT_THAT(session.bus().disabled_plugins(), ElementsAre("boom"));
+  EXPECT_THAT(Msg(session.status()), HasSubstr("plugin 'boom' threw in OnIterationEnd at step 1"));
+  EXPECT_TRUE(session.End().ok());
+  EXPECT_THAT(log, ::testing::Contains("rec:IterationEnd 4"));
+  EXPECT_THAT(log, ::testing::Contains("rec:TrainEnd completed"));
+  EXPECT_THAT(lines, ::testing::Contains(HasSubstr("plugin disabled, training continues")));
+}
+
+class FailsToClose : public Plugin {
+ public:
+  absl::Status Close() override { return absl::DataLossError("3 records lost writing x.tfevents"); }
+};
+
+TEST(BusTest, CloseErrorsEndTheRunWithThatError) {
+  Session session;
+  session.bus().set_log_sink([](absl::string_view) {});
+  ASSERT_TRUE(session.AddPlugin(MakePlugin<FailsToClose>(), "writer").ok());
+  session.Begin(RunInfo{});
+  absl::Status s = session.End();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(Msg(s), HasSubstr("plugin 'writer' failed to close: 3 records lost"));
+}
+
+class Echo : public Plugin {
+ public:
+  void OnRecord(const Record& r, Control& c) override {
+    ++seen;
+    c.Publish(Record::Scalar(r.tag + "'", 0, 0));  // answers every record: a loop
+  }
+  int seen = 0;
+};
+
+TEST(BusTest, RecordLoopsAreCut) {
+  std::vector<std::string> lines;
+  Echo echo;
+  echo.set_hooks(HooksOf<Echo>());
+  Bus bus;
+  bus.set_log_sink([&](absl::string_view l) { lines.emplace_back(l); });
+  ASSERT_TRUE(bus.Add(&echo, "echo").ok());
+  bus.Publish(Record::Scalar("x", 1, 0));
+  EXPECT_EQ(echo.seen, 8);
+  EXPECT_THAT(lines, ::testing::Contains(HasSubstr("nest deeper than 8")));
+}
+
+// -------------------------------------------------------------- session ----
+
+TEST(SessionTest, EmbeddedLoopCountsStepsEpochsAndStops) {
+  std::vector<std::string> log;
+  Session session;
+  ASSERT_TRUE(session.AddPlugin(std::make_unique<Recorder>("rec", &log), "rec").ok());
+  auto only = MakePlugin<IterationOnly>();
+  IterationOnly* counter = only.get();
+  ASSERT_TRUE(session.AddPlugin(std::move(only), "count").ok());
+  RunInfo run;
+  run.epochs = 3;
+  session.Begin(run);
+  for (int epoch = 0; epoch < 3; ++epoch) {
+    session.BeginEpoch();
+    for (int b = 0; b < 4; ++b) session.EndIteration(0.5, 8);
+    session.EndValidation({{"val/loss", 0.25}});
+    session.EndEpoch();
+  }
+  EXPECT_EQ(session.step(), 12);
+  EXPECT_EQ(session.epoch(), 2);
+  EXPECT_EQ(counter->calls, 12);
+  EXPECT_TRUE(session.End().ok());
+  EXPECT_EQ(log.front(), "rec:TrainBegin");
+  EXPECT_EQ(log.back(), "rec:TrainEnd completed");
+  EXPECT_THAT(Msg(session.AddPlugin(MakePlugin<IterationOnly>(), "late")), HasSubstr("after Begin()"));
+}
+
+// --------------------------------------------------------------- loader ----
+
+std::string PluginDir(const std::string& kind) { return absl::StrCat(TEST_PLUGIN_ROOT, "/", kind); }
+
+std::string LibIn(const std::string& kind, const std::string& file) {
+  return absl::StrCat(PluginDir(kind), "/", file);
+}
+
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (old_) {
+      setenv(name_, old_->c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+TEST(PluginLoaderTest, GoodPluginLoadsFromTrainbusPluginPath) {
+  ScopedEnv env("TRAINBUS_PLUGIN_PATH", PluginDir("good"));
+  PluginLoader loader;
+  EXPECT_THAT(loader.search_dirs(), ::testing::Contains(fs::canonical(PluginDir("good")).string()));
+  auto lib = loader.Find("test_good");
+  ASSERT_TRUE(lib.ok()) << lib.status();
+  EXPECT_EQ(lib->info().version, "2.3.4");
+  EXPECT_EQ(lib->descriptor->hooks, kHookIterationEnd);
+  google::protobuf::Struct options = StructFromJson(R"({"stop_at": 1})");
+  auto plugin = loader.Create("test_good", "", options, "/tmp/x");
+  ASSERT_TRUE(plugin.ok()) << plugin.status();
+  EXPECT_EQ((*plugin)->hooks(), kHookIterationEnd);
+
+  // It works on the bus like any other plugin.
+  std::vector<std::string> log;
+  Session session;
+  ASSERT_TRUE(session.AddPlugin(std::move(plugin).value(), "test_good").ok());
+  ASSERT_TRUE(session.AddPlugin(std::make_unique<Recorder>("rec", &log), "rec").ok());
+  session.Begin(RunInfo{});
+  session.BeginEpoch();
+  while (!session.ShouldStop()) session.EndIteration(1, 1);
+  EXPECT_EQ(session.step(), 2);
+  EXPECT_EQ(session.stop_reason(), "test_good: asked to stop at 1");
+  EXPECT_THAT(log, ::testing::Contains("rec:Record test/iterations stamped"));
+  EXPECT_TRUE(session.End().ok());
+}
+
+TEST(PluginLoaderTest, SessionLoadsPluginsFromAConfig) {
+  auto config = ParseRunConfig(
+      absl::StrCat(R"({"plugin_paths": [")", PluginDir("good"),
+                   R"("], "plugins": [{"name": "test_good", "options": {"label": "y"}}]})"),
+      "json", "cfg");
+  ASSERT_TRUE(config.ok());
+  auto session = Session::Create(*config);
+  ASSERT_TRUE(session.ok()) << session.status();
+  ASSERT_EQ((*session)->plugins().size(), 1u);
+  EXPECT_EQ((*session)->plugins()[0].name, "test_good");
+}
+
+TEST(PluginLoaderTest, EachBrokenLibraryGivesItsError) {
+  struct Case {
+    std::string kind, file;
+    absl::StatusCode code;
+    std::vector<std::string> expected;
+  };
+  const std::vector<Case> cases = {
+      {"no_entry", "libtrainbus_test_no_entry.so", absl::StatusCode::kInvalidArgument,
+       {"is not a trainbus plugin", "trainbus_plugin_descriptor", "TRAINBUS_PLUGIN("}},
+      {"wrong_api", "libtrainbus_test_wrong_api.so", absl::StatusCode::kFailedPrecondition,
+       {"plugin API version mismatch", "API 999", "this trainbus has API 1", "Rebuild"}},
+      {"wrong_abi", "libtrainbus_test_wrong_abi.so", absl::StatusCode::kFailedPrecondition,
+       {"C++ ABI mismatch", absl::StrCat("_GLIBCXX_USE_CXX11_ABI=", 1 - TRAINBUS_CXX11_ABI),
+        absl::StrCat("this trainbus has _GLIBCXX_USE_CXX11_ABI=", TRAINBUS_CXX11_ABI)}},
+      {"wrong_torch", "libtrainbus_test_wrong_torch.so", absl::StatusCode::kFailedPrecondition,
+       {"LibTorch version mismatch", "LibTorch 0.1", TRAINBUS_TORCH_VERSION}},
+  };
+  for (const Case& c : cases) {
+    std::string path = LibIn(c.kind, c.file);
+    auto lib = PluginLoader::Open(path);
+    EXPECT_EQ(lib.status().code(), c.code) << c.kind << ": " << lib.status();
+    EXPECT_THAT(Msg(lib.status()), HasSubstr(path)) << c.kind;
+    for (const std::string& e : c.expected) EXPECT_THAT(Msg(lib.status()), HasSubstr(e)) << c.kind;
+  }
+}
+
+TEST(PluginLoaderTest, ThrowingFactoryIsReported) {
+  PluginLoader loader({PluginDir("throws")});
+  auto p = loader.Create("test_good", LibIn("throws", "libtrainbus_test_throws.so"), {}, "");
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(Msg(p.status()), AllOf(HasSubstr("plugin 'test_good'"),
+                                     HasSubstr("creating the plugin threw: factory exploded")));
+}
+
+TEST(PluginLoaderTest, FactoryErrorsAndBadOptionsNameThePlugin) {
+  PluginLoader loader({PluginDir("good")});
+  auto bad_value = loader.Create("test_good", "", StructFromJson(R"({"label": "bad"})"), "");
+  EXPECT_THAT(Msg(bad_value.status()),
+              AllOf(HasSubstr("plugin 'test_good'"), HasSubstr("option 'label' must not be")));
+  auto unknown = loader.Create("test_good", "", StructFromJson(R"({"lable": "x"})"), "");
+  EXPECT_THAT(Msg(unknown.status()),
+              HasSubstr("plugin 'test_good': unknown option 'lable'; known options: stop_at, label"));
+}
+
+TEST(PluginLoaderTest, TwoPluginsWithOneNameAreAnError) {
+  PluginLoader loader({PluginDir("good"), PluginDir("dup")});
+  auto lib = loader.Find("test_good");
+  EXPECT_EQ(lib.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(Msg(lib.status()), AllOf(HasSubstr("two plugins are named 'test_good'"),
+                                       HasSubstr("libtrainbus_test_good.so"),
+                                       HasSubstr("libtrainbus_test_good_copy.so")));
+}
+
+TEST(PluginLoaderTest, MissingPluginListsWhereItLooked) {
+  PluginLoader loader({PluginDir("good")});
+  auto lib = loader.Find("nope");
+  EXPECT_EQ(lib.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(Msg(lib.status()), AllOf(HasSubstr("no plugin named 'nope'"),
+                                       HasSubstr("libtrainbus_nope.so"),
+                                       HasSubstr(fs::canonical(PluginDir("good")).string()),
+                                       HasSubstr("TRAINBUS_PLUGIN_PATH")));
+  auto missing_file = loader.Create("x", "/no/such/libx.so", {}, "");
+  EXPECT_THAT(Msg(missing_file.status()), HasSubstr("library /no/such/libx.so does not exist"));
+  auto config = ParseRunConfig(R"({"plugins": [{"name": "nope"}]})", "json", "cfg");
+  EXPECT_THAT(Msg(Session::Create(*config).status()), HasSubstr("no plugin named 'nope'"));
+}
+
+TEST(PluginLoaderTest, DiscoverReportsBrokenLibrariesWithoutFailing) {
+  PluginLoader loader({PluginDir("good"), PluginDir("wrong_api")});
+  std::vector<std::string> problems;
+  auto libs = loader.Discover(&problems);
+  bool found_good = false;
+  for (const auto& l : libs) found_good |= (l.info().name == "test_good");
+  EXPECT_TRUE(found_good);
+  EXPECT_THAT(problems, ::testing::Contains(HasSubstr("plugin API version mismatch")));
+}
+
+// ------------------------------------------------------------- progress ----
+
+TEST(ProgressFormatTest, LineMatchesTheDocumentedShape) {
+  progress::ProgressLine p;
+  p.epoch = 2;
+  p.epochs = 10;
+  p.done = 120;
+  p.total = 250;
+  p.its_per_second = 410;
+  p.loss = 0.4123;
+  p.lr = 1e-3;
+  p.eta_seconds = 12.2;
+  EXPECT_EQ(progress::FormatProgress(p, 10),
+            "epoch 3/10 [====>     ] 120/250 it 410 it/s loss 0.412 lr 1.0e-03 ETA 00:12");
+  p.done = 250;
+  EXPECT_EQ(progress::FormatProgress(p, 4).substr(0, 18), "epoch 3/10 [====] ");
+  EXPECT_EQ(progress::FormatDuration(3723), "01:02:03");
+  EXPECT_EQ(progress::FormatDuration(-1), "--:--");
+  std::vector<Metric> m = {{"val/accuracy", 0.9125}};
+  EXPECT_EQ(progress::FormatEpochSummary(2, 10, 250, 4.21, 0.41234, m),
+            "epoch 3/10 done: 250 it in 4.2 s, loss 0.4123, val/accuracy 0.9125");
+}
+
+// ------------------------------------------------------------------ CLI ----
+
+struct CommandResult {
+  int exit_code;
+  std::string output;
+};
+
+CommandResult RunCommand(const std::string& args) {
+  std::string cmd = absl::StrCat(TRAINBUS_BIN, " ", args, " 2>&1");
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
+  int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+TEST(CliTest, PluginsListsTheBuiltInPluginsWithOptions) {
+  CommandResult r = RunCommand("plugins");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, AllOf(HasSubstr("progress 1.0.0"), HasSubstr("bar_width (int, default 30)"),
+                              HasSubstr("hooks:   OnTrainBegin, OnEpochBegin, OnIterationEnd")));
+}
+
+TEST(CliTest, PlanPrintsTheArithmetic) {
+  CommandResult r = RunCommand("plan --samples 50000 --batch_size 100 --epochs 20");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, AllOf(HasSubstr("iterations per epoch: 500"),
+                              HasSubstr("total iterations:     10000")));
+}
+
+TEST(CliTest, BadConfigAndFlagsExitWithAClearMessage) {
+  TempDir dir;
+  std::string path = dir.Write("bad.json", R"({"trainer": {"batch_size": -4}})");
+  CommandResult r = RunCommand(absl::StrCat("train --config ", path));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr(absl::StrCat(path, ": trainer.batch_size must be > 0, got -4")));
+  r = RunCommand(absl::StrCat("train --config ", path, " --set trainer.batch_size=zero"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("expects an integer"));
+  r = RunCommand("train");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("--config FILE"));
+  r = RunCommand("frobnicate");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("unknown command 'frobnicate'"));
+  r = RunCommand("--help");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("trainbus train --config FILE"));
+}
+
+}  // namespace
+}  // namespace trainbus

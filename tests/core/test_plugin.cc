@@ -1,0 +1,62 @@
+// Plugins for the loader tests, one library per TEST_PLUGIN_KIND:
+//   good           a working plugin named "test_good" (counts iterations, takes options)
+//   no_entry       exports no trainbus_plugin_descriptor
+//   wrong_api      claims plugin API version 999
+//   wrong_abi      claims the other _GLIBCXX_USE_CXX11_ABI
+//   wrong_torch    claims LibTorch 0.1
+//   throws         its Create() throws
+//   dup            a second library that is also named "test_good"
+#include <stdexcept>
+
+#include "absl/strings/str_cat.h"
+#include "trainbus/plugin.h"
+
+namespace {
+
+class TestPlugin : public trainbus::Plugin {
+ public:
+  static trainbus::PluginInfo Info() {
+    return {"test_good", "2.3.4", "Loader test plugin",
+            {{"stop_at", trainbus::OptionType::kInt, "-1", "Request a stop at this step"},
+             {"label", trainbus::OptionType::kString, "\"x\"", "Any text"}}};
+  }
+  static absl::StatusOr<std::unique_ptr<TestPlugin>> Create(const trainbus::PluginContext& ctx) {
+#if defined(TEST_PLUGIN_THROWS)
+    throw std::runtime_error("factory exploded on purpose");
+#endif
+    if (ctx.options.GetString("label") == "bad") {
+      return absl::InvalidArgumentError("option 'label' must not be \"bad\"");
+    }
+    return std::make_unique<TestPlugin>(ctx.options.GetInt("stop_at"));
+  }
+  explicit TestPlugin(int64_t stop_at) : stop_at_(stop_at) {}
+
+  void OnIterationEnd(const trainbus::IterationEndEvent& e, trainbus::Control& c) override {
+    if (e.step == stop_at_) c.RequestStop(absl::StrCat("asked to stop at ", stop_at_));
+    c.Publish(trainbus::Record::Scalar("test/iterations", static_cast<double>(e.step + 1), e.step));
+  }
+
+ private:
+  int64_t stop_at_;
+};
+
+}  // namespace
+
+#if defined(TEST_PLUGIN_NO_ENTRY)
+extern "C" __attribute__((visibility("default"))) int not_a_plugin() { return 1; }
+#elif defined(TEST_PLUGIN_WRONG_API) || defined(TEST_PLUGIN_WRONG_ABI) || defined(TEST_PLUGIN_WRONG_TORCH)
+extern "C" __attribute__((visibility("default"))) const TrainbusPluginDescriptor*
+trainbus_plugin_descriptor() {
+  static TrainbusPluginDescriptor d = *trainbus::internal::DescriptorFor<TestPlugin>();
+#if defined(TEST_PLUGIN_WRONG_API)
+  d.api_version = 999;
+#elif defined(TEST_PLUGIN_WRONG_ABI)
+  d.cxx11_abi = TRAINBUS_CXX11_ABI == 1 ? 0 : 1;
+#else
+  d.torch_version = "0.1";
+#endif
+  return &d;
+}
+#else
+TRAINBUS_PLUGIN(TestPlugin)
+#endif
