@@ -1,0 +1,1157 @@
+// Tests of trainbus::tensorboard: checksums, framing, the hand encoder, every
+// summary kind round-tripped through our reader, faults, concurrency, inspect.
+#include <ATen/ATen.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <png.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "trainbus/record.h"
+#include "trainbus/tensorboard/crc32c.h"
+#include "trainbus/tensorboard/event_file_name.h"
+#include "trainbus/tensorboard/event_file_reader.h"
+#include "trainbus/tensorboard/event_file_writer.h"
+#include "trainbus/tensorboard/histogram.h"
+#include "trainbus/tensorboard/inspect.h"
+#include "trainbus/tensorboard/proto/event.pb.h"
+#include "trainbus/tensorboard/proto/hparams.pb.h"
+#include "trainbus/tensorboard/proto/plugins.pb.h"
+#include "trainbus/tensorboard/record_framing.h"
+#include "trainbus/tensorboard/scalar_event.h"
+#include "trainbus/tensorboard/summaries.h"
+#include "trainbus/tensorboard/summary_writer.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace tb = trainbus::tensorboard;
+using tb::proto::Event;
+using ::testing::HasSubstr;
+
+// ---- helpers ------------------------------------------------------------------
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/tb_test_XXXXXX";
+    const char* p = ::mkdtemp(tmpl);
+    EXPECT_NE(p, nullptr);
+    path_ = p ? p : "/tmp";
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  std::string Sub(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+std::vector<std::string> EventFiles(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.is_regular_file() && e.path().filename().string().find("tfevents") != std::string::npos) {
+      out.push_back(e.path().string());
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// All events of the only event file in `dir`; the file must end cleanly.
+std::vector<Event> ReadRun(const std::string& dir) {
+  const std::vector<std::string> files = EventFiles(dir);
+  EXPECT_EQ(files.size(), 1u) << dir;
+  if (files.empty()) return {};
+  absl::StatusOr<tb::EventFileContents> c = tb::ReadEventFile(files[0]);
+  EXPECT_TRUE(c.ok()) << c.status();
+  if (!c.ok()) return {};
+  EXPECT_EQ(c->end, tb::EventFileReader::State::kEnd) << c->problem;
+  return c->events;
+}
+
+std::unique_ptr<tb::SummaryWriter> MakeWriter(const std::string& dir,
+                                              tb::SummaryWriterOptions opt = {}) {
+  opt.log_dir = dir;
+  absl::StatusOr<std::unique_ptr<tb::SummaryWriter>> w = tb::SummaryWriter::Create(opt);
+  EXPECT_TRUE(w.ok()) << w.status();
+  return w.ok() ? std::move(*w) : nullptr;
+}
+
+// The summary values of every event with a summary, in order.
+std::vector<std::pair<int64_t, tb::proto::Summary::Value>> Values(const std::vector<Event>& ev) {
+  std::vector<std::pair<int64_t, tb::proto::Summary::Value>> out;
+  for (const Event& e : ev) {
+    for (const auto& v : e.summary().value()) out.emplace_back(e.step(), v);
+  }
+  return out;
+}
+
+// Bitwise reference CRC-32C, independent of the library.
+uint32_t ReferenceCrc32c(const std::string& s) {
+  uint32_t c = 0xFFFFFFFFu;
+  for (unsigned char b : s) {
+    c ^= b;
+    for (int i = 0; i < 8; ++i) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+  }
+  return ~c;
+}
+uint32_t ReferenceMask(uint32_t c) { return ((c >> 15) | (c << 17)) + 0xa282ead8u; }
+
+std::string LE(uint64_t v, int bytes) {
+  std::string s;
+  for (int i = 0; i < bytes; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+  return s;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void WriteFile(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << data;
+}
+
+struct DecodedPng {
+  int width = 0, height = 0, channels = 0;
+  std::vector<uint8_t> pixels;
+  bool ok = false;
+};
+
+DecodedPng DecodePng(const std::string& data) {
+  DecodedPng out;
+  png_image image;
+  std::memset(&image, 0, sizeof image);
+  image.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_memory(&image, data.data(), data.size())) return out;
+  out.width = static_cast<int>(image.width);
+  out.height = static_cast<int>(image.height);
+  const bool color = image.format & PNG_FORMAT_FLAG_COLOR;
+  const bool alpha = image.format & PNG_FORMAT_FLAG_ALPHA;
+  out.channels = (color ? 3 : 1) + (alpha ? 1 : 0);
+  // Keep the file's own format.
+  out.pixels.resize(PNG_IMAGE_SIZE(image));
+  out.ok = png_image_finish_read(&image, nullptr, out.pixels.data(), 0, nullptr) != 0;
+  return out;
+}
+
+// ---- CRC-32C --------------------------------------------------------------------
+
+TEST(Crc32c, CheckValue) {
+  const char* s = "123456789";
+  EXPECT_EQ(tb::crc32c::Value(s, 9), 0xE3069283u);
+  EXPECT_EQ(tb::crc32c::ValuePortable(s, 9), 0xE3069283u);
+  if (tb::crc32c::HasHardwareSupport()) {
+    EXPECT_EQ(tb::crc32c::ValueHardware(s, 9), 0xE3069283u);
+  }
+  EXPECT_EQ(tb::crc32c::Value("", 0), 0u);
+}
+
+TEST(Crc32c, MaskCheckValue) {
+  const std::string data("\x1a\x11" "CRC test, one two", 19);
+  ASSERT_EQ(data.size(), 19u);
+  EXPECT_EQ(tb::crc32c::Mask(tb::crc32c::Value(data.data(), data.size())), 0x5794d08au);
+  for (uint32_t v : {0u, 1u, 0xE3069283u, 0xFFFFFFFFu, 0x12345678u}) {
+    EXPECT_EQ(tb::crc32c::Unmask(tb::crc32c::Mask(v)), v);
+    EXPECT_EQ(tb::crc32c::Mask(v), ReferenceMask(v));
+  }
+}
+
+TEST(Crc32c, HardwareEqualsPortableAllLengthsAndAlignments) {
+  std::mt19937 rng(1234);
+  std::vector<uint8_t> buf(300 + 16);
+  for (auto& b : buf) b = static_cast<uint8_t>(rng());
+  for (size_t offset = 0; offset < 8; ++offset) {
+    for (size_t len = 0; len <= 300; ++len) {
+      const uint8_t* p = buf.data() + offset;
+      const uint32_t portable = tb::crc32c::ValuePortable(p, len);
+      ASSERT_EQ(portable, ReferenceCrc32c(std::string(reinterpret_cast<const char*>(p), len)))
+          << "len " << len << " offset " << offset;
+      if (tb::crc32c::HasHardwareSupport()) {
+        ASSERT_EQ(tb::crc32c::ValueHardware(p, len), portable)
+            << "len " << len << " offset " << offset;
+      }
+      ASSERT_EQ(tb::crc32c::Value(p, len), portable);
+      if (len > 0) {
+        const size_t cut = len / 3;
+        ASSERT_EQ(tb::crc32c::Extend(tb::crc32c::Value(p, cut), p + cut, len - cut), portable);
+      }
+    }
+  }
+}
+
+// ---- framing and the hand encoder ---------------------------------------------------
+
+TEST(Framing, KnownEventIsByteExact) {
+  // Event{wall_time: 1.5, file_version: "brain.Event:2"} built by hand.
+  double wt = 1.5;
+  uint64_t wt_bits;
+  std::memcpy(&wt_bits, &wt, 8);
+  const std::string data = std::string("\x09", 1) + LE(wt_bits, 8) + "\x1a\x0d" + "brain.Event:2";
+  const std::string len = LE(data.size(), 8);
+  const std::string expected = len + LE(ReferenceMask(ReferenceCrc32c(len)), 4) + data +
+                               LE(ReferenceMask(ReferenceCrc32c(data)), 4);
+  Event e;
+  e.set_wall_time(1.5);
+  e.set_file_version("brain.Event:2");
+  ASSERT_EQ(e.SerializeAsString(), data);
+  std::string framed;
+  tb::AppendRecord(e.SerializeAsString(), &framed);
+  EXPECT_EQ(framed, expected);
+  uint64_t length = 0;
+  ASSERT_TRUE(tb::DecodeRecordHeader(framed.data(), &length));
+  EXPECT_EQ(length, data.size());
+  EXPECT_TRUE(tb::CheckRecordFooter(framed.data() + 12, length, framed.data() + 12 + length));
+}
+
+TEST(ScalarEvent, HandEncodingEqualsProtobuf) {
+  const std::vector<std::string> tags = {"",           "a",  "loss/train", std::string(30, 'x'),
+                                         std::string(31, 'y'), std::string(127, 't'),
+                                         std::string(128, 'u'), std::string(300, 'v'),
+                                         "\xc3\xa9t\xc3\xa9/\xe2\x82\xac"};
+  const std::vector<int64_t> steps = {0,   1,     -1,   127, 128, 16383, 16384, 1 << 30,
+                                      std::numeric_limits<int64_t>::max(),
+                                      std::numeric_limits<int64_t>::min()};
+  const std::vector<double> times = {0.0, -0.0, 1.5, 1712345678.123456, -3.25};
+  const std::vector<float> values = {0.0f, -0.0f, 1.5f, -2.75e-30f, 3.4e38f,
+                                     std::numeric_limits<float>::infinity()};
+  int checked = 0;
+  for (const auto& tag : tags) {
+    for (int64_t step : steps) {
+      for (double wt : times) {
+        for (float v : values) {
+          Event e;
+          e.set_wall_time(wt);
+          e.set_step(step);
+          auto* value = e.mutable_summary()->add_value();
+          value->set_tag(tag);
+          value->set_simple_value(v);
+          const std::string want = e.SerializeAsString();
+          ASSERT_EQ(tb::ScalarEventSize(wt, step, tag), want.size());
+          std::string got(want.size(), '\0');
+          ASSERT_EQ(tb::EncodeScalarEvent(wt, step, tag, v, got.data()), want.size());
+          ASSERT_EQ(got, want) << "tag size " << tag.size() << " step " << step << " wt " << wt;
+          std::string framed_want;
+          tb::AppendRecord(want, &framed_want);
+          std::string framed(tb::MaxScalarRecordSize(tag.size()), '\0');
+          framed.resize(tb::EncodeScalarRecord(wt, step, tag, v, framed.data()));
+          ASSERT_EQ(framed, framed_want);
+          ++checked;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(checked, 9 * 10 * 5 * 6);
+}
+
+TEST(EventFileName, MatchesPyTorchPattern) {
+  EXPECT_EQ(tb::EventFileName(1700000000, "host", 42, 3, ".sfx"),
+            "events.out.tfevents.1700000000.host.42.3.sfx");
+  EXPECT_EQ(tb::EventFileName(5, "h", 1, 0, ""), "events.out.tfevents.0000000005.h.1.0");
+  EXPECT_NE(tb::NewEventFileName(""), tb::NewEventFileName(""));
+  const std::string d = tb::DefaultLogDir("_c");
+  EXPECT_EQ(d.rfind("runs/", 0), 0u);
+  EXPECT_NE(d.find(tb::HostName() + "_c"), std::string::npos);
+}
+
+// ---- histogram bucketing ------------------------------------------------------------
+
+TEST(Histogram, FastBucketIndexEqualsBinarySearch) {
+  const std::vector<double>& limits = tb::DefaultHistogramBucketLimits();
+  ASSERT_EQ(limits.size(), 1551u);  // 774 powers of 1.1 and DBL_MAX per side, and 0
+  EXPECT_EQ(limits.front(), -std::numeric_limits<double>::max());
+  EXPECT_EQ(limits.back(), std::numeric_limits<double>::max());
+  EXPECT_EQ(limits[limits.size() / 2], 0.0);
+  EXPECT_EQ(limits[limits.size() / 2 + 1], 1e-12);
+  auto reference = [&](double v) {
+    return static_cast<size_t>(std::lower_bound(limits.begin(), limits.end(), v) -
+                               limits.begin());
+  };
+  std::vector<double> probes = {0.0, -0.0, 1e-300, -1e-300, 5e-324, 1e300, -1e300,
+                                std::numeric_limits<double>::max(),
+                                -std::numeric_limits<double>::max()};
+  for (double l : limits) {
+    probes.push_back(l);
+    probes.push_back(std::nextafter(l, 0.0));
+    probes.push_back(std::nextafter(l, l > 0 ? 1e308 : -1e308));
+  }
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<double> exp10(-15, 22);
+  for (int i = 0; i < 200000; ++i) {
+    const double mag = std::pow(10.0, exp10(rng));
+    probes.push_back(i % 2 ? mag : -mag);
+  }
+  for (double v : probes) {
+    if (!std::isfinite(v)) continue;
+    ASSERT_EQ(tb::DefaultHistogramBucketIndex(v), reference(v)) << v;
+  }
+}
+
+TEST(Histogram, RejectsEmptyAndNonFinite) {
+  tb::proto::HistogramProto h;
+  std::vector<double> none;
+  EXPECT_THAT(std::string(tb::BuildHistogram(none, &h).message()), HasSubstr("no values"));
+  std::vector<double> bad = {1.0, std::nan(""), 2.0, INFINITY};
+  absl::Status s = tb::BuildHistogram(bad, &h);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("2 non-finite value(s)"));
+}
+
+// ---- writer round trips -------------------------------------------------------------
+
+TEST(Writer, FirstRecordIsFileVersionAndScalarsRoundTrip) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  ASSERT_TRUE(w);
+  // The first record is on disk before anything else happens.
+  {
+    absl::StatusOr<tb::EventFileContents> c = tb::ReadEventFile(w->file_path());
+    ASSERT_TRUE(c.ok());
+    ASSERT_EQ(c->events.size(), 1u);
+    EXPECT_EQ(c->events[0].file_version(), "brain.Event:2");
+    EXPECT_GT(c->events[0].wall_time(), 1.6e9);
+  }
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_TRUE(w->add_scalar(i % 2 ? "loss/train" : "a_rather_long_tag_name_over_thirty_bytes/x",
+                              i * 0.5, i - 10, 1700000000.25 + i));
+  }
+  ASSERT_TRUE(w->flush().ok());
+  EXPECT_EQ(w->counters().records_written, 1001u);
+  ASSERT_TRUE(w->close().ok());
+  EXPECT_FALSE(w->add_scalar("late", 1, 1));
+
+  const std::string name = fs::path(w->file_path()).filename().string();
+  EXPECT_EQ(name.rfind("events.out.tfevents.", 0), 0u);
+  const std::vector<Event> ev = ReadRun(dir.path());
+  ASSERT_EQ(ev.size(), 1001u);
+  for (int i = 0; i < 1000; ++i) {
+    const Event& e = ev[i + 1];
+    ASSERT_EQ(e.step(), i - 10);
+    ASSERT_DOUBLE_EQ(e.wall_time(), 1700000000.25 + i);
+    ASSERT_EQ(e.summary().value_size(), 1);
+    EXPECT_EQ(e.summary().value(0).tag(),
+              i % 2 ? "loss/train" : "a_rather_long_tag_name_over_thirty_bytes/x");
+    EXPECT_FLOAT_EQ(e.summary().value(0).simple_value(), i * 0.5f);
+  }
+}
+
+TEST(Writer, WallTimeDefaultsToNowWithSubSecondPrecision) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  const double before = tb::NowSeconds();
+  w->add_scalar("x", 1, 0);
+  const double after = tb::NowSeconds();
+  ASSERT_TRUE(w->close().ok());
+  const auto ev = ReadRun(dir.path());
+  ASSERT_EQ(ev.size(), 2u);
+  EXPECT_GE(ev[1].wall_time(), before);
+  EXPECT_LE(ev[1].wall_time(), after);
+  EXPECT_NE(ev[1].wall_time(), std::floor(ev[1].wall_time()));
+}
+
+TEST(Writer, AddScalarsWritesOneSubRunPerSeries) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  for (int step = 0; step < 5; ++step) {
+    ASSERT_TRUE(w->add_scalars("loss/all", {{"train", 1.0 * step}, {"val", 2.0 * step}}, step));
+  }
+  ASSERT_TRUE(w->close().ok());
+  EXPECT_EQ(ReadRun(dir.path()).size(), 1u);  // only file_version in the run itself
+  for (const auto& [series, factor] : std::vector<std::pair<std::string, double>>{
+           {"train", 1.0}, {"val", 2.0}}) {
+    const auto ev = ReadRun(dir.Sub("loss_all_" + series));
+    ASSERT_EQ(ev.size(), 6u) << series;
+    for (int step = 0; step < 5; ++step) {
+      EXPECT_EQ(ev[step + 1].step(), step);
+      EXPECT_EQ(ev[step + 1].summary().value(0).tag(), "loss/all");
+      EXPECT_FLOAT_EQ(ev[step + 1].summary().value(0).simple_value(), factor * step);
+    }
+  }
+  EXPECT_EQ(w->counters().records_written, 1u + 2u * 6u);
+}
+
+void CheckHistogram(const tb::proto::HistogramProto& h, const std::vector<double>& values) {
+  ASSERT_FALSE(values.empty());
+  EXPECT_EQ(h.min(), *std::min_element(values.begin(), values.end()));
+  EXPECT_EQ(h.max(), *std::max_element(values.begin(), values.end()));
+  EXPECT_EQ(h.num(), static_cast<double>(values.size()));
+  double sum = 0, sq = 0;
+  for (double v : values) {
+    sum += v;
+    sq += v * v;
+  }
+  EXPECT_NEAR(h.sum(), sum, 1e-9 * std::max(1.0, std::fabs(sum)));
+  EXPECT_NEAR(h.sum_squares(), sq, 1e-9 * sq);
+  ASSERT_EQ(h.bucket_limit_size(), h.bucket_size());
+  ASSERT_GT(h.bucket_size(), 0);
+  // Each emitted bucket must hold exactly the values in (previous limit, limit].
+  double total = 0;
+  for (int i = 0; i < h.bucket_size(); ++i) {
+    const double lo = i == 0 ? -std::numeric_limits<double>::infinity() : h.bucket_limit(i - 1);
+    const double hi = h.bucket_limit(i);
+    ASSERT_LT(lo, hi);
+    const auto direct = std::count_if(values.begin(), values.end(),
+                                      [&](double v) { return v > lo && v <= hi; });
+    ASSERT_EQ(h.bucket(i), static_cast<double>(direct)) << "bucket " << i << " (" << lo << ", "
+                                                        << hi << "]";
+    total += h.bucket(i);
+  }
+  EXPECT_EQ(total, static_cast<double>(values.size()));
+  // Only the non-empty stretch: first and last buckets are non-empty.
+  EXPECT_GT(h.bucket(0), 0);
+  EXPECT_GT(h.bucket(h.bucket_size() - 1), 0);
+}
+
+TEST(Writer, HistogramRoundTrip) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  std::mt19937 rng(42);
+  std::normal_distribution<double> normal(0.5, 2.0);
+  std::vector<double> values(5000);
+  for (double& v : values) v = normal(rng);
+  values[0] = 0.0;
+  values[1] = 1e-12;  // exactly a limit
+  ASSERT_TRUE(w->add_histogram("weights", values, 7));
+  at::Tensor t = at::arange(-50, 50, at::kFloat).reshape({10, 10}) * 0.25;
+  ASSERT_TRUE(w->add_histogram("tensor", t, 8));
+  at::Tensor ints = at::tensor({3, 3, 3, 1000}, at::kLong);
+  ASSERT_TRUE(w->add_histogram("ints", ints, 9));
+  ASSERT_TRUE(w->close().ok());
+  const auto vals = Values(ReadRun(dir.path()));
+  ASSERT_EQ(vals.size(), 3u);
+  EXPECT_EQ(vals[0].first, 7);
+  EXPECT_EQ(vals[0].second.tag(), "weights");
+  ASSERT_TRUE(vals[0].second.has_histo());
+  CheckHistogram(vals[0].second.histo(), values);
+  std::vector<double> tv;
+  for (int i = -50; i < 50; ++i) tv.push_back(i * 0.25);
+  CheckHistogram(vals[1].second.histo(), tv);
+  CheckHistogram(vals[2].second.histo(), {3, 3, 3, 1000});
+}
+
+TEST(Writer, ImageRoundTripDecodesWithLibpng) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  // CHW float [3, 8, 5]: channel c, row y, column x = (c*40 + y*5 + x) / 119.
+  at::Tensor chw = at::arange(0, 120, at::kFloat).reshape({3, 8, 5}) / 119.0;
+  ASSERT_TRUE(w->add_image("chw", chw, 1));
+  // HWC uint8 RGBA [4, 6, 4].
+  at::Tensor hwc = at::arange(0, 96, at::kLong).reshape({4, 6, 4}).to(at::kByte);
+  ASSERT_TRUE(w->add_image("hwc", hwc, 2, "HWC"));
+  ASSERT_TRUE(w->close().ok());
+  const auto vals = Values(ReadRun(dir.path()));
+  ASSERT_EQ(vals.size(), 2u);
+
+  const auto& img = vals[0].second.image();
+  EXPECT_EQ(img.width(), 5);
+  EXPECT_EQ(img.height(), 8);
+  EXPECT_EQ(img.colorspace(), 3);
+  const std::string& png = img.encoded_image_string();
+  ASSERT_GT(png.size(), 33u);
+  EXPECT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  EXPECT_EQ(png.substr(12, 4), "IHDR");
+  EXPECT_EQ(static_cast<uint8_t>(png[24]), 8);  // bit depth
+  EXPECT_EQ(static_cast<uint8_t>(png[25]), 2);  // colour type RGB
+  const DecodedPng d = DecodePng(png);
+  ASSERT_TRUE(d.ok);
+  ASSERT_EQ(d.width, 5);
+  ASSERT_EQ(d.height, 8);
+  ASSERT_EQ(d.channels, 3);
+  for (int y = 0; y < 8; ++y) {
+    for (int x = 0; x < 5; ++x) {
+      for (int c = 0; c < 3; ++c) {
+        const float v = static_cast<float>(c * 40 + y * 5 + x) / 119.0f;
+        const int want = static_cast<int>(std::min(255.0f, std::max(0.0f, v * 255.0f)));
+        ASSERT_EQ(d.pixels[(y * 5 + x) * 3 + c], want) << y << "," << x << "," << c;
+      }
+    }
+  }
+  const auto& rgba = vals[1].second.image();
+  EXPECT_EQ(rgba.colorspace(), 4);
+  const DecodedPng d2 = DecodePng(rgba.encoded_image_string());
+  ASSERT_TRUE(d2.ok);
+  ASSERT_EQ(d2.channels, 4);
+  ASSERT_EQ(d2.width, 6);
+  ASSERT_EQ(d2.height, 4);
+  for (int i = 0; i < 96; ++i) ASSERT_EQ(d2.pixels[i], i);
+}
+
+TEST(Writer, ImagesAreTiledIntoAGrid) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  // 10 gray 4x6 images; image i is filled with 10 * (i + 1).
+  at::Tensor batch = at::empty({10, 1, 4, 6}, at::kByte);
+  for (int i = 0; i < 10; ++i) batch[i].fill_(10 * (i + 1));
+  ASSERT_TRUE(w->add_images("grid", batch, 3));
+  ASSERT_TRUE(w->close().ok());
+  const auto vals = Values(ReadRun(dir.path()));
+  ASSERT_EQ(vals.size(), 1u);
+  const auto& img = vals[0].second.image();
+  EXPECT_EQ(img.width(), 8 * 6);
+  EXPECT_EQ(img.height(), 2 * 4);
+  EXPECT_EQ(img.colorspace(), 1);
+  const DecodedPng d = DecodePng(img.encoded_image_string());
+  ASSERT_TRUE(d.ok);
+  ASSERT_EQ(d.channels, 1);
+  auto at_px = [&](int y, int x) { return d.pixels[y * 48 + x]; };
+  for (int i = 0; i < 16; ++i) {
+    const int row = i / 8, col = i % 8;
+    const int want = i < 10 ? 10 * (i + 1) : 0;  // black where no image
+    EXPECT_EQ(at_px(row * 4 + 1, col * 6 + 2), want) << "cell " << i;
+  }
+}
+
+TEST(Writer, TextRoundTrip) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  ASSERT_TRUE(w->add_text("notes", "**bold** and `code`", 4));
+  ASSERT_TRUE(w->close().ok());
+  const auto vals = Values(ReadRun(dir.path()));
+  ASSERT_EQ(vals.size(), 1u);
+  const auto& v = vals[0].second;
+  EXPECT_EQ(v.tag(), "notes");
+  EXPECT_EQ(v.metadata().plugin_data().plugin_name(), "text");
+  EXPECT_EQ(v.metadata().data_class(), tb::proto::DATA_CLASS_TENSOR);
+  EXPECT_EQ(v.tensor().dtype(), tb::proto::DT_STRING);
+  EXPECT_EQ(v.tensor().tensor_shape().dim_size(), 0);
+  ASSERT_EQ(v.tensor().string_val_size(), 1);
+  EXPECT_EQ(v.tensor().string_val(0), "**bold** and `code`");
+}
+
+TEST(Writer, HParamsInTheRunItself) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  ASSERT_TRUE(w->add_scalar("loss/val", 0.9, 10));
+  trainbus::HParams hp = {{"lr", 0.01}, {"nesterov", true}, {"optimizer", std::string("sgd")}};
+  ASSERT_TRUE(w->add_hparams(hp, {{"loss/val", 0.5}, {"acc", 0.875}}, 99));
+  ASSERT_TRUE(w->close().ok());
+  const auto vals = Values(ReadRun(dir.path()));
+  ASSERT_EQ(vals.size(), 6u);
+  namespace hpb = tb::proto::hparams;
+  auto plugin = [&](size_t i) {
+    hpb::HParamsPluginData d;
+    EXPECT_EQ(vals[i].second.metadata().plugin_data().plugin_name(), "hparams");
+    EXPECT_TRUE(d.ParseFromString(vals[i].second.metadata().plugin_data().content()));
+    EXPECT_EQ(d.version(), 0);
+    return d;
+  };
+  EXPECT_EQ(vals[1].second.tag(), "_hparams_/experiment");
+  const hpb::Experiment exp = plugin(1).experiment();
+  ASSERT_EQ(exp.hparam_infos_size(), 3);
+  EXPECT_EQ(exp.hparam_infos(0).name(), "lr");
+  EXPECT_EQ(exp.hparam_infos(0).type(), hpb::DATA_TYPE_FLOAT64);
+  EXPECT_EQ(exp.hparam_infos(1).name(), "nesterov");
+  EXPECT_EQ(exp.hparam_infos(1).type(), hpb::DATA_TYPE_BOOL);
+  EXPECT_EQ(exp.hparam_infos(2).type(), hpb::DATA_TYPE_STRING);
+  ASSERT_EQ(exp.metric_infos_size(), 2);
+  EXPECT_EQ(exp.metric_infos(0).name().tag(), "acc");
+  EXPECT_EQ(exp.metric_infos(1).name().tag(), "loss/val");
+
+  EXPECT_EQ(vals[2].second.tag(), "_hparams_/session_start_info");
+  const hpb::SessionStartInfo start = plugin(2).session_start_info();
+  EXPECT_DOUBLE_EQ(start.hparams().at("lr").number_value(), 0.01);
+  EXPECT_TRUE(start.hparams().at("nesterov").bool_value());
+  EXPECT_EQ(start.hparams().at("optimizer").string_value(), "sgd");
+  EXPECT_GT(start.start_time_secs(), 1.6e9);
+
+  EXPECT_EQ(vals[3].second.tag(), "_hparams_/session_end_info");
+  EXPECT_EQ(plugin(3).session_end_info().status(), hpb::STATUS_SUCCESS);
+
+  EXPECT_EQ(vals[4].second.tag(), "acc");
+  EXPECT_FLOAT_EQ(vals[4].second.simple_value(), 0.875f);
+  EXPECT_EQ(vals[4].first, 99);
+  EXPECT_EQ(vals[5].second.tag(), "loss/val");
+  EXPECT_FLOAT_EQ(vals[5].second.simple_value(), 0.5f);
+}
+
+TEST(Writer, HParamsWithRunNameGoToASubRun) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  ASSERT_TRUE(w->add_hparams({{"lr", 0.1}}, {{"m", 1.0}}, 0, "trial1"));
+  ASSERT_TRUE(w->close().ok());
+  EXPECT_EQ(ReadRun(dir.path()).size(), 1u);
+  EXPECT_EQ(Values(ReadRun(dir.Sub("trial1"))).size(), 4u);
+}
+
+TEST(Summaries, PrCurveMatchesDirectComputation) {
+  const std::vector<float> labels = {1, 0, 1, 1, 0, 0, 1};
+  const std::vector<float> preds = {0.1f, 0.4f, 0.35f, 0.8f, 0.9f, 0.05f, 0.6f};
+  const int n = 5;
+  at::Tensor l = at::tensor(labels);
+  at::Tensor p = at::tensor(preds).reshape({7, 1});  // shapes may differ
+  absl::StatusOr<std::vector<float>> table = tb::ComputePrCurve(l.to(at::kBool), p, n);
+  ASSERT_TRUE(table.ok()) << table.status();
+  ASSERT_EQ(table->size(), 6u * n);
+  const float positives = 4, negatives = 3;
+  for (int i = 0; i < n; ++i) {
+    const float thr = static_cast<float>(i) / (n - 1);
+    float tp = 0, fp = 0;
+    for (size_t k = 0; k < labels.size(); ++k) {
+      if (preds[k] >= thr) (labels[k] > 0 ? tp : fp) += 1;
+    }
+    const float tn = negatives - fp, fn = positives - tp;
+    EXPECT_EQ((*table)[0 * n + i], tp) << i;
+    EXPECT_EQ((*table)[1 * n + i], fp) << i;
+    EXPECT_EQ((*table)[2 * n + i], tn) << i;
+    EXPECT_EQ((*table)[3 * n + i], fn) << i;
+    EXPECT_FLOAT_EQ((*table)[4 * n + i], tp / std::max(1e-7f, tp + fp)) << i;
+    EXPECT_FLOAT_EQ((*table)[5 * n + i], tp / std::max(1e-7f, tp + fn)) << i;
+  }
+
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  ASSERT_TRUE(w->add_pr_curve("pr", l, p, 12, n));
+  ASSERT_TRUE(w->close().ok());
+  const auto vals = Values(ReadRun(dir.path()));
+  ASSERT_EQ(vals.size(), 1u);
+  const auto& v = vals[0].second;
+  EXPECT_EQ(v.metadata().plugin_data().plugin_name(), "pr_curves");
+  tb::proto::PrCurvePluginData pd;
+  ASSERT_TRUE(pd.ParseFromString(v.metadata().plugin_data().content()));
+  EXPECT_EQ(pd.num_thresholds(), static_cast<uint32_t>(n));
+  EXPECT_EQ(v.tensor().dtype(), tb::proto::DT_FLOAT);
+  ASSERT_EQ(v.tensor().tensor_shape().dim_size(), 2);
+  EXPECT_EQ(v.tensor().tensor_shape().dim(0).size(), 6);
+  EXPECT_EQ(v.tensor().tensor_shape().dim(1).size(), n);
+  ASSERT_EQ(v.tensor().float_val_size(), 6 * n);
+  for (int i = 0; i < 6 * n; ++i) EXPECT_EQ(v.tensor().float_val(i), (*table)[i]);
+}
+
+TEST(Writer, CustomScalarsLayout) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  trainbus::CustomScalarLayout layout = {
+      {"Losses", {{"train vs val", {"loss/train", "loss/val"}, {}}}, false},
+      {"Bounds", {{"acc", {}, {{"acc/mean", "acc/lo", "acc/hi"}}}}, true}};
+  ASSERT_TRUE(w->add_custom_scalars(layout));
+  ASSERT_TRUE(w->close().ok());
+  const auto vals = Values(ReadRun(dir.path()));
+  ASSERT_EQ(vals.size(), 1u);
+  EXPECT_EQ(vals[0].first, 0);
+  const auto& v = vals[0].second;
+  EXPECT_EQ(v.tag(), "custom_scalars__config__");
+  EXPECT_EQ(v.metadata().plugin_data().plugin_name(), "custom_scalars");
+  ASSERT_EQ(v.tensor().string_val_size(), 1);
+  tb::proto::Layout pb;
+  ASSERT_TRUE(pb.ParseFromString(v.tensor().string_val(0)));
+  ASSERT_EQ(pb.category_size(), 2);
+  EXPECT_EQ(pb.category(0).title(), "Losses");
+  EXPECT_FALSE(pb.category(0).closed());
+  ASSERT_EQ(pb.category(0).chart(0).multiline().tag_size(), 2);
+  EXPECT_EQ(pb.category(0).chart(0).multiline().tag(1), "loss/val");
+  EXPECT_TRUE(pb.category(1).closed());
+  ASSERT_TRUE(pb.category(1).chart(0).has_margin());
+  EXPECT_EQ(pb.category(1).chart(0).margin().series(0).upper(), "acc/hi");
+}
+
+uint32_t U32At(const std::string& s, size_t at) {
+  uint32_t v;
+  std::memcpy(&v, s.data() + at, 4);
+  return v;
+}
+uint16_t U16At(const std::string& s, size_t at) {
+  uint16_t v;
+  std::memcpy(&v, s.data() + at, 2);
+  return v;
+}
+
+TEST(Writer, AudioIsPcmWav) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  at::Tensor mono = at::sin(at::arange(0, 100, at::kFloat) * 0.1);
+  mono[0] = 2.0;  // clamped to 1
+  ASSERT_TRUE(w->add_audio("mono", mono, 5, 16000));
+  ASSERT_TRUE(w->add_audio("stereo", at::zeros({50, 2}), 6, 8000));
+  ASSERT_TRUE(w->close().ok());
+  const auto vals = Values(ReadRun(dir.path()));
+  ASSERT_EQ(vals.size(), 2u);
+  const auto& a = vals[0].second.audio();
+  EXPECT_EQ(a.sample_rate(), 16000.0f);
+  EXPECT_EQ(a.num_channels(), 1);
+  EXPECT_EQ(a.length_frames(), 100);
+  EXPECT_EQ(a.content_type(), "audio/wav");
+  const std::string& wav = a.encoded_audio_string();
+  ASSERT_EQ(wav.size(), 44u + 200u);
+  EXPECT_EQ(wav.substr(0, 4), "RIFF");
+  EXPECT_EQ(U32At(wav, 4), 36u + 200u);
+  EXPECT_EQ(wav.substr(8, 8), "WAVEfmt ");
+  EXPECT_EQ(U16At(wav, 20), 1);  // PCM
+  EXPECT_EQ(U16At(wav, 22), 1);  // channels
+  EXPECT_EQ(U32At(wav, 24), 16000u);
+  EXPECT_EQ(U32At(wav, 28), 32000u);
+  EXPECT_EQ(U16At(wav, 34), 16);
+  EXPECT_EQ(wav.substr(36, 4), "data");
+  EXPECT_EQ(U32At(wav, 40), 200u);
+  EXPECT_EQ(static_cast<int16_t>(U16At(wav, 44)), 32767);
+  EXPECT_EQ(static_cast<int16_t>(U16At(wav, 46)), static_cast<int16_t>(std::sin(0.1f) * 32767));
+  const auto& s = vals[1].second.audio();
+  EXPECT_EQ(s.num_channels(), 2);
+  EXPECT_EQ(U16At(s.encoded_audio_string(), 22), 2);
+  EXPECT_EQ(s.encoded_audio_string().size(), 44u + 200u);
+}
+
+TEST(Writer, AddRecordDispatchesEveryKind) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  using trainbus::Record;
+  std::vector<Record> records = {
+      Record::Scalar("s", 1.5, 1),
+      Record::Histogram("h", at::randn({100}), 2),
+      Record::Image("i", at::rand({3, 4, 4}), 3),
+      Record::Text("t", "hi", 4),
+      Record{"", 5, 0.0, trainbus::HParamsValue{{{"lr", 0.1}}, {{"s", 1.5}}}},
+      Record{"pr", 6, 1700000000.5,
+             trainbus::PrCurveValue{at::tensor({1, 0}), at::tensor({0.7, 0.2}), 11}},
+      Record{"", 0, 0.0, trainbus::CustomScalarsValue{{{"c", {{"x", {"s"}, {}}}, false}}}},
+      Record{"a", 8, 0.0, trainbus::AudioValue{at::zeros({10}), 8000}},
+  };
+  for (const Record& r : records) ASSERT_TRUE(w->add_record(r)) << r.tag;
+  ASSERT_TRUE(w->close().ok());
+  absl::StatusOr<tb::InspectReport> report = tb::InspectLogDir(dir.path());
+  ASSERT_TRUE(report.ok());
+  ASSERT_EQ(report->runs.size(), 1u);
+  std::map<std::string, std::string> kinds;
+  for (const auto& t : report->runs[0].tags) kinds[t.tag] = t.kind;
+  EXPECT_EQ(kinds["s"], "scalar");
+  EXPECT_EQ(kinds["h"], "histogram");
+  EXPECT_EQ(kinds["i"], "image");
+  EXPECT_EQ(kinds["t"], "text");
+  EXPECT_EQ(kinds["_hparams_/experiment"], "hparams");
+  EXPECT_EQ(kinds["pr"], "pr_curve");
+  EXPECT_EQ(kinds["custom_scalars__config__"], "custom_scalars");
+  EXPECT_EQ(kinds["a"], "audio");
+  const auto vals = Values(ReadRun(dir.path()));
+  for (const auto& [step, v] : vals) {
+    if (v.tag() == "pr") EXPECT_EQ(step, 6);
+  }
+}
+
+TEST(Writer, TwoWritersInOneDirectory) {
+  TempDir dir;
+  auto a = MakeWriter(dir.path());
+  auto b = MakeWriter(dir.path());
+  ASSERT_NE(a->file_path(), b->file_path());
+  a->add_scalar("a", 1, 1);
+  b->add_scalar("b", 2, 1);
+  ASSERT_TRUE(a->close().ok());
+  ASSERT_TRUE(b->close().ok());
+  const auto files = EventFiles(dir.path());
+  ASSERT_EQ(files.size(), 2u);
+  for (const auto& f : files) {
+    auto c = tb::ReadEventFile(f);
+    ASSERT_TRUE(c.ok());
+    EXPECT_EQ(c->end, tb::EventFileReader::State::kEnd);
+    ASSERT_EQ(c->events.size(), 2u);
+    EXPECT_EQ(c->events[1].summary().value(0).tag(), f == a->file_path() ? "a" : "b");
+  }
+}
+
+TEST(Writer, PurgeStepWritesFileVersionAndSessionStart) {
+  TempDir dir;
+  tb::SummaryWriterOptions opt;
+  opt.purge_step = 500;
+  opt.filename_suffix = ".resumed";
+  auto w = MakeWriter(dir.path(), opt);
+  EXPECT_NE(w->file_path().find(".resumed"), std::string::npos);
+  w->add_scalar("x", 1, 500);
+  ASSERT_TRUE(w->close().ok());
+  const auto ev = ReadRun(dir.path());
+  ASSERT_EQ(ev.size(), 4u);
+  EXPECT_EQ(ev[0].file_version(), "brain.Event:2");
+  EXPECT_EQ(ev[1].step(), 500);
+  EXPECT_EQ(ev[1].file_version(), "brain.Event:2");
+  EXPECT_EQ(ev[2].step(), 500);
+  EXPECT_EQ(ev[2].session_log().status(), tb::proto::SessionLog::START);
+  EXPECT_EQ(ev[3].summary().value(0).tag(), "x");
+}
+
+TEST(Writer, BadInputIsRejectedWithAClearMessage) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  EXPECT_FALSE(w->add_image("img", at::zeros({2, 8, 8}), 0));  // 2 channels, CHW
+  EXPECT_THAT(std::string(w->last_rejection().message()),
+              HasSubstr("image 'img': 2 channel(s) in layout CHW (shape [2, 8, 8])"));
+  EXPECT_FALSE(w->add_image("img", at::zeros({8, 8}), 0, "CHW"));
+  EXPECT_THAT(std::string(w->last_rejection().message()), HasSubstr("needs a 3-D tensor"));
+  EXPECT_FALSE(w->add_pr_curve("pr", at::ones({5}), at::ones({4}) * 0.5, 0));
+  EXPECT_THAT(std::string(w->last_rejection().message()),
+              HasSubstr("labels has 5 element(s) (shape [5]) but predictions has 4"));
+  EXPECT_FALSE(w->add_pr_curve("pr", at::ones({2}), at::ones({2}) * 0.5, 0, 1));
+  EXPECT_THAT(std::string(w->last_rejection().message()),
+              HasSubstr("num_thresholds must be at least 2 (got 1)"));
+  EXPECT_FALSE(w->add_pr_curve("pr", at::ones({2}), at::ones({2}) * 1.5, 0));
+  EXPECT_THAT(std::string(w->last_rejection().message()), HasSubstr("in [0, 1]"));
+  EXPECT_FALSE(w->add_histogram("h", at::tensor({1.0, NAN}), 0));
+  EXPECT_THAT(std::string(w->last_rejection().message()), HasSubstr("non-finite"));
+  EXPECT_FALSE(w->add_audio("a", at::zeros({2, 2, 2}), 0));
+  EXPECT_THAT(std::string(w->last_rejection().message()), HasSubstr("[frames, channels]"));
+  EXPECT_EQ(w->counters().records_rejected, 7u);
+  // Rejections are not I/O errors: the writer keeps working.
+  EXPECT_TRUE(w->status().ok());
+  EXPECT_TRUE(w->add_scalar("ok", 1, 1));
+  ASSERT_TRUE(w->close().ok());
+  EXPECT_EQ(ReadRun(dir.path()).size(), 2u);
+}
+
+// ---- faults -----------------------------------------------------------------------
+
+TEST(Faults, UncreatableDirectoryGivesAClearError) {
+  TempDir dir;
+  WriteFile(dir.Sub("afile"), "x");
+  const std::string bad = dir.Sub("afile/run1");
+  tb::SummaryWriterOptions opt;
+  opt.log_dir = bad;
+  absl::StatusOr<std::unique_ptr<tb::SummaryWriter>> w = tb::SummaryWriter::Create(opt);
+  ASSERT_FALSE(w.ok());
+  const std::string msg(w.status().message());
+  EXPECT_THAT(msg, HasSubstr("cannot create TensorBoard log directory '" + bad + "'"));
+  EXPECT_THAT(msg, HasSubstr("Not a directory"));
+  EXPECT_THAT(msg, HasSubstr("Choose a log_dir"));
+
+  opt.log_dir = "/proc/trainbus_cannot_exist/run";
+  w = tb::SummaryWriter::Create(opt);
+  ASSERT_FALSE(w.ok());
+  EXPECT_THAT(std::string(w.status().message()), HasSubstr("/proc/trainbus_cannot_exist"));
+}
+
+// Runs `body` in a forked child; returns its exit status. The child must only
+// use the writer (no ATen ops: the parent's thread pools do not survive fork).
+int RunInChild(const std::function<int()>& body) {
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(body());
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return status;
+}
+
+TEST(Faults, DiskFullIsStickyAndNamesFileAndLostRecords) {
+  TempDir dir;
+  const std::string report = dir.Sub("report.txt");
+  const std::string run = dir.Sub("run");
+  const int status = RunInChild([&]() -> int {
+    ::signal(SIGXFSZ, SIG_IGN);
+    struct rlimit lim = {64 * 1024, 64 * 1024};
+    if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) return 10;
+    tb::SummaryWriterOptions opt;
+    opt.log_dir = run;
+    auto w = tb::SummaryWriter::Create(opt);
+    if (!w.ok()) return 11;
+    for (int i = 0; i < 100; ++i) (*w)->add_scalar("early", i, i);
+    if (!(*w)->flush().ok()) return 12;  // fits in 64 KiB
+    for (int i = 0; i < 20000; ++i) (*w)->add_scalar("loss", i, i);
+    absl::Status s = (*w)->flush();
+    const bool later_refused = !(*w)->add_scalar("after", 1, 1);
+    absl::Status again = (*w)->flush();
+    absl::Status closed = (*w)->close();
+    const tb::WriterCounters c = (*w)->counters();
+    std::ofstream out(report);
+    out << s.ok() << "\n"
+        << again.ok() << "\n"
+        << closed.ok() << "\n"
+        << later_refused << "\n"
+        << c.records_written << "\n"
+        << c.records_lost << "\n"
+        << (*w)->file_path() << "\n"
+        << s.message() << "\n";
+    return 0;
+  });
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  std::ifstream in(report);
+  int flush_ok, again_ok, close_ok, refused;
+  uint64_t written, lost;
+  std::string path, message;
+  in >> flush_ok >> again_ok >> close_ok >> refused >> written >> lost;
+  std::getline(in, path);
+  std::getline(in, path);
+  std::getline(in, message);
+  EXPECT_FALSE(flush_ok);
+  EXPECT_FALSE(again_ok);
+  EXPECT_FALSE(close_ok);
+  EXPECT_TRUE(refused);
+  EXPECT_GT(lost, 0u);
+  EXPECT_EQ(written + lost, 1u + 100u + 20000u + 1u);  // "after" counts as lost too
+  EXPECT_THAT(message, HasSubstr(path));
+  EXPECT_THAT(message, HasSubstr("File too large"));
+  EXPECT_THAT(message, HasSubstr("record(s) lost"));
+  EXPECT_THAT(message, HasSubstr("ulimit -f"));
+  // Everything reported written reads back; the file ends on a record boundary.
+  auto c = tb::ReadEventFile(path);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->end, tb::EventFileReader::State::kEnd) << c->problem;
+  EXPECT_EQ(c->events.size(), written);
+  for (size_t i = 1; i < c->events.size(); ++i) {
+    const int64_t want = i <= 100 ? static_cast<int64_t>(i - 1) : static_cast<int64_t>(i - 101);
+    ASSERT_EQ(c->events[i].step(), want);
+  }
+}
+
+TEST(Faults, SigkillKeepsEverythingFlushed) {
+  TempDir dir;
+  const std::string run = dir.Sub("run");
+  int pipefd[2];
+  ASSERT_EQ(::pipe(pipefd), 0);
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(pipefd[0]);
+    tb::SummaryWriterOptions opt;
+    opt.log_dir = run;
+    auto w = tb::SummaryWriter::Create(opt);
+    if (!w.ok()) ::_exit(1);
+    for (int i = 0; i < 1000; ++i) (*w)->add_scalar("x", i, i);
+    if (!(*w)->flush().ok()) ::_exit(2);
+    for (int i = 1000; i < 1500; ++i) (*w)->add_scalar("x", i, i);  // not flushed
+    char c = 'k';
+    (void)!::write(pipefd[1], &c, 1);
+    for (;;) ::pause();
+  }
+  ::close(pipefd[1]);
+  char c;
+  ASSERT_EQ(::read(pipefd[0], &c, 1), 1);
+  ::close(pipefd[0]);
+  ::kill(pid, SIGKILL);
+  int status;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  const auto files = EventFiles(run);
+  ASSERT_EQ(files.size(), 1u);
+  auto contents = tb::ReadEventFile(files[0]);
+  ASSERT_TRUE(contents.ok());
+  EXPECT_NE(contents->end, tb::EventFileReader::State::kCorrupt) << contents->problem;
+  ASSERT_GE(contents->events.size(), 1001u);
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(contents->events[i + 1].step(), i);
+}
+
+TEST(Faults, LeakedWriterIsFlushedAtExit) {
+  TempDir dir;
+  const std::string run = dir.Sub("run");
+  const int status = RunInChild([&]() -> int {
+    tb::SummaryWriterOptions opt;
+    opt.log_dir = run;
+    auto w = tb::SummaryWriter::Create(opt);
+    if (!w.ok()) return 1;
+    tb::SummaryWriter* leaked = w->release();
+    for (int i = 0; i < 300; ++i) leaked->add_scalar("x", i, i);
+    std::exit(0);  // runs atexit handlers, never destroys the writer
+  });
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  const auto ev = ReadRun(run);
+  EXPECT_EQ(ev.size(), 301u);
+}
+
+std::string WriteSmallRun(const std::string& dir, int n) {
+  auto w = MakeWriter(dir);
+  for (int i = 0; i < n; ++i) w->add_scalar("x", i, i);
+  EXPECT_TRUE(w->close().ok());
+  return w->file_path();
+}
+
+TEST(Reader, TruncatedTailIsToleratedAndReported) {
+  TempDir dir;
+  const std::string path = WriteSmallRun(dir.path(), 10);
+  const std::string data = ReadFile(path);
+  const size_t last_start = data.size() - tb::ScalarEventSize(1.0, 9, "x") - 16;
+  WriteFile(path, data.substr(0, data.size() - 5));
+  auto c = tb::ReadEventFile(path);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->end, tb::EventFileReader::State::kTruncated);
+  EXPECT_EQ(c->events.size(), 10u);  // file_version + 9 whole scalars
+  EXPECT_EQ(c->problem_offset, last_start);
+  EXPECT_THAT(c->problem, HasSubstr(path));
+  EXPECT_THAT(c->problem, HasSubstr("truncated"));
+  // Header cut short too.
+  WriteFile(path, data.substr(0, last_start + 7));
+  c = tb::ReadEventFile(path);
+  EXPECT_EQ(c->end, tb::EventFileReader::State::kTruncated);
+  EXPECT_EQ(c->problem_offset, last_start);
+}
+
+TEST(Reader, CorruptionIsReportedWithOffset) {
+  TempDir dir;
+  const std::string path = WriteSmallRun(dir.path(), 10);
+  const std::string data = ReadFile(path);
+  const size_t first = data.size() - 10 * (tb::ScalarEventSize(1.0, 9, "x") + 16);
+  const size_t rec = tb::ScalarEventSize(1.0, 9, "x") + 16;
+  std::string bad = data;
+  bad[first + 3 * rec + 20] ^= 0x40;  // data byte of the 4th scalar
+  WriteFile(path, bad);
+  auto c = tb::ReadEventFile(path);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->end, tb::EventFileReader::State::kCorrupt);
+  EXPECT_EQ(c->problem_offset, first + 3 * rec);
+  EXPECT_THAT(c->problem, HasSubstr("bad data checksum"));
+  EXPECT_EQ(c->events.size(), 4u);
+  bad = data;
+  bad[first + 2 * rec + 1] ^= 0x01;  // length of the 3rd scalar
+  WriteFile(path, bad);
+  c = tb::ReadEventFile(path);
+  EXPECT_EQ(c->end, tb::EventFileReader::State::kCorrupt);
+  EXPECT_EQ(c->problem_offset, first + 2 * rec);
+  EXPECT_THAT(c->problem, HasSubstr("bad length checksum"));
+}
+
+// ---- concurrency and queue policies ----------------------------------------------------
+
+TEST(Concurrency, EightThreadsLoseAndDuplicateNothing) {
+  TempDir dir;
+  tb::SummaryWriterOptions opt;
+  opt.max_queue = 1024;  // small: producers will find it full and wait
+  auto w = MakeWriter(dir.path(), opt);
+  constexpr int kThreads = 8, kPerThread = 25000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const std::string tag = "thread" + std::to_string(t);
+      for (int i = 0; i < kPerThread; ++i) {
+        ASSERT_TRUE(w->add_scalar(tag, static_cast<double>(i), i));
+        if (i % 5000 == 0) ASSERT_TRUE(w->flush().ok());
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_TRUE(w->close().ok());
+  const tb::WriterCounters c = w->counters();
+  EXPECT_EQ(c.records_written, 1u + kThreads * kPerThread);
+  EXPECT_EQ(c.records_lost, 0u);
+  EXPECT_EQ(c.records_dropped, 0u);
+  const auto ev = ReadRun(dir.path());
+  ASSERT_EQ(ev.size(), 1u + kThreads * kPerThread);
+  std::vector<std::vector<int>> seen(kThreads, std::vector<int>(kPerThread, 0));
+  std::vector<int64_t> last(kThreads, -1);
+  for (size_t k = 1; k < ev.size(); ++k) {
+    const auto& v = ev[k].summary().value(0);
+    const int t = std::stoi(v.tag().substr(6));
+    const int64_t i = ev[k].step();
+    ASSERT_EQ(v.simple_value(), static_cast<float>(i));
+    ++seen[t][i];
+    EXPECT_GT(i, last[t]);  // each thread's records stay in order
+    last[t] = i;
+  }
+  for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < kPerThread; ++i) ASSERT_EQ(seen[t][i], 1) << t << "," << i;
+  }
+}
+
+TEST(Concurrency, DropPolicyCountsEveryDrop) {
+  TempDir dir;
+  tb::SummaryWriterOptions opt;
+  opt.max_queue = 16;
+  opt.on_full = tb::SummaryWriterOptions::QueueFullPolicy::kDrop;
+  auto w = MakeWriter(dir.path(), opt);
+  uint64_t accepted = 0;
+  for (int i = 0; i < 200000; ++i) accepted += w->add_scalar("x", i, i);
+  ASSERT_TRUE(w->close().ok());
+  const tb::WriterCounters c = w->counters();
+  EXPECT_EQ(accepted + c.records_dropped, 200000u);
+  EXPECT_EQ(c.records_written, 1u + accepted);
+  EXPECT_EQ(ReadRun(dir.path()).size(), 1u + accepted);
+}
+
+TEST(Writer, LargeRecordsBypassTheBufferInOrder) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  std::vector<double> big(200000);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<double>(i);
+  w->add_scalar("before", 1, 1);
+  ASSERT_TRUE(w->add_text("big", std::string(300000, 'z'), 2));
+  w->add_scalar("after", 2, 3);
+  ASSERT_TRUE(w->close().ok());
+  const auto vals = Values(ReadRun(dir.path()));
+  ASSERT_EQ(vals.size(), 3u);
+  EXPECT_EQ(vals[0].second.tag(), "before");
+  EXPECT_EQ(vals[1].second.tensor().string_val(0).size(), 300000u);
+  EXPECT_EQ(vals[2].second.tag(), "after");
+}
+
+// ---- inspect -----------------------------------------------------------------------
+
+TEST(Inspect, ReportsRunsTagsAndCorruption) {
+  TempDir dir;
+  {
+    auto w = MakeWriter(dir.Sub("exp/train"));
+    for (int i = 0; i < 20; ++i) w->add_scalar("loss", 1.0 / (i + 1), i + 5);
+    w->add_histogram("w", std::vector<double>{1, 2, 3}, 3);
+    w->add_scalars("acc", {{"a", 0.5}}, 7);
+    ASSERT_TRUE(w->close().ok());
+  }
+  absl::StatusOr<tb::InspectReport> r = tb::InspectLogDir(dir.path());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->runs.size(), 2u);
+  EXPECT_EQ(r->runs[0].run, "exp/train");
+  EXPECT_EQ(r->runs[1].run, "exp/train/acc_a");
+  const auto& tags = r->runs[0].tags;
+  ASSERT_EQ(tags.size(), 2u);
+  EXPECT_EQ(tags[0].tag, "loss");
+  EXPECT_EQ(tags[0].kind, "scalar");
+  EXPECT_EQ(tags[0].count, 20);
+  EXPECT_EQ(tags[0].first_step, 5);
+  EXPECT_EQ(tags[0].last_step, 24);
+  ASSERT_TRUE(tags[0].last_value.has_value());
+  EXPECT_FLOAT_EQ(static_cast<float>(*tags[0].last_value), 1.0f / 20);
+  EXPECT_EQ(tags[1].kind, "histogram");
+  EXPECT_FALSE(r->corrupt());
+  EXPECT_EQ(tb::InspectExitCode(*r), 0);
+  std::ostringstream human;
+  tb::PrintInspectReport(*r, false, human);
+  EXPECT_THAT(human.str(), HasSubstr("loss"));
+  EXPECT_THAT(human.str(), HasSubstr("no corruption"));
+
+  // Corrupt one byte in the middle of the train run's file.
+  const std::string file = r->runs[0].files[0];
+  std::string data = ReadFile(file);
+  data[data.size() / 2] ^= 0x20;
+  WriteFile(file, data);
+  r = tb::InspectLogDir(dir.path());
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->corrupt());
+  EXPECT_NE(tb::InspectExitCode(*r), 0);
+  ASSERT_EQ(r->runs[0].problems.size(), 1u);
+  const tb::InspectProblem& p = r->runs[0].problems[0];
+  EXPECT_EQ(p.kind, tb::InspectProblem::Kind::kCorrupt);
+  EXPECT_EQ(p.file, file);
+  EXPECT_LE(p.offset, data.size() / 2);
+  EXPECT_GT(p.offset, 0u);
+  std::ostringstream json;
+  tb::PrintInspectReport(*r, true, json);
+  const std::string j = json.str();
+  EXPECT_EQ(j.front(), '{');
+  EXPECT_THAT(j, HasSubstr("\"corrupt\": true"));
+  EXPECT_THAT(j, HasSubstr("\"kind\": \"corrupt\""));
+  EXPECT_THAT(j, HasSubstr("\"offset\": " + std::to_string(p.offset)));
+  EXPECT_THAT(j, HasSubstr("\"run\": \"exp/train/acc_a\""));
+  EXPECT_THAT(j, HasSubstr("\"last_value\": 0.5"));
+  // Balanced braces and brackets (a cheap structural check).
+  EXPECT_EQ(std::count(j.begin(), j.end(), '{'), std::count(j.begin(), j.end(), '}'));
+  EXPECT_EQ(std::count(j.begin(), j.end(), '['), std::count(j.begin(), j.end(), ']'));
+
+  EXPECT_EQ(tb::InspectLogDir(dir.Sub("missing")).status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
