@@ -32,4 +32,5 @@ function(trainbus_add_plugin name)
     "-Wl,--version-script=${PROJECT_SOURCE_DIR}/cmake/plugin.map"
     "-Wl,--no-undefined")
   install(TARGETS ${target} LIBRARY DESTINATION "${TRAINBUS_INSTALL_PLUGIN_DIR}")
+  set_property(GLOBAL APPEND PROPERTY TRAINBUS_PLUGIN_TARGETS ${target})
 endfunction()

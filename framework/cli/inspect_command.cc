@@ -1,14 +1,18 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "trainbus/tensorboard/inspect.h"
 
 namespace trainbus::cli {
 
-// Wired to the event-file reader in trainbus/tensorboard/inspect.h.
 int Inspect(const std::string& logdir, bool json) {
-  (void)json;
-  std::cerr << "trainbus inspect " << logdir << ": the event-file reader is not built yet\n";
-  return 2;
+  auto report = tensorboard::InspectLogDir(logdir);
+  if (!report.ok()) {
+    std::cerr << "trainbus inspect: " << report.status().message() << "\n";
+    return 2;
+  }
+  tensorboard::PrintInspectReport(*report, json, std::cout);
+  return tensorboard::InspectExitCode(*report);
 }
 
 }  // namespace trainbus::cli

@@ -29,8 +29,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
+
+#include <ATen/core/Tensor.h>
 
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
@@ -97,6 +98,12 @@ struct IterationEndEvent {
   double duration_seconds = 0.0;  // wall time of forward+backward+step
   // Extra per-iteration metrics (e.g. "train/accuracy"); may be empty.
   absl::Span<const Metric> metrics;
+  // The batch and the model's output, when the host provides them (the
+  // trainer does; an embedded loop may not): inputs [B, ...], targets [B],
+  // outputs [B, classes]. Read-only; null when absent.
+  const at::Tensor* inputs = nullptr;
+  const at::Tensor* targets = nullptr;
+  const at::Tensor* outputs = nullptr;
 };
 
 struct ValidationEndEvent {

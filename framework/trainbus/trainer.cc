@@ -213,6 +213,9 @@ absl::StatusOr<TrainResult> Trainer::Run() {
         e.learning_rates = lrs;
         e.duration_seconds = Since(it_start);
         e.metrics = metrics_storage;
+        e.inputs = &x;
+        e.targets = &y;
+        e.outputs = &logits;
         session.EndIteration(e);
         result.losses.push_back(loss_value);
         ++result.iterations_run;

@@ -1,0 +1,225 @@
+// tensorboard: writes the run as TensorBoard event files in the run's folder.
+//
+// What it writes (tags), each with an option to choose cadence or turn it off:
+//   train/loss, train/accuracy     every loss_every_n iterations
+//   lr/group<i>                    learning rate of each param group (lr_every_n)
+//   time/iteration_ms, time/samples_per_second
+//   val/loss, val/accuracy, ...    every validation (any metric on ValidationEnd)
+//   epoch/mean_loss                every epoch
+//   weights/<param>, grads/<param> histograms every histograms_every_n iterations
+//   inputs                         a grid of the first batch's images, once
+//   run/config                     the run's hyperparameters as a markdown table
+//   custom_scalars layout          loss and accuracy charts (train vs val)
+//   hparams                        the run's hyperparameters and final metrics
+//   every record any plugin publishes (records option)
+// A resumed run (RunInfo::start_step > 0) writes the purge step, so curves
+// continue without duplicate or zig-zag points.
+//
+// The training thread only enqueues; the SummaryWriter's own thread writes.
+// Write errors are not lost: Close() returns the writer's error and the run
+// ends with it.
+#include <cmath>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+
+#include "absl/strings/str_cat.h"
+#include "trainbus/plugin.h"
+#include "trainbus/tensorboard/summary_writer.h"
+
+namespace trainbus::tensorboard_plugin {
+namespace {
+
+namespace tb = trainbus::tensorboard;
+
+bool Every(int64_t n, int64_t step) { return n > 0 && step % n == 0; }
+
+class TensorBoardPlugin : public Plugin {
+ public:
+  static PluginInfo Info() {
+    return {"tensorboard",
+            "1.0.0",
+            "Writes scalars, histograms, images, text, hparams and every published record as "
+            "TensorBoard event files",
+            {{"log_dir", OptionType::kString, "\"\"",
+              "Folder for the event files (default: the run's folder, <log_root>/<name>)"},
+             {"flush_secs", OptionType::kDouble, "10", "Seconds between periodic flushes"},
+             {"max_queue", OptionType::kInt, "65536", "Records the write queue holds"},
+             {"drop_when_full", OptionType::kBool, "false",
+              "Drop records when the queue is full instead of waiting (counted, reported)"},
+             {"loss_every_n", OptionType::kInt, "1",
+              "Write train/loss and train metrics every N iterations (0: never)"},
+             {"lr_every_n", OptionType::kInt, "1", "Write lr/group<i> every N iterations (0: never)"},
+             {"timing_every_n", OptionType::kInt, "10",
+              "Write iteration time and samples/s every N iterations (0: never)"},
+             {"histograms_every_n", OptionType::kInt, "100",
+              "Weight and gradient histograms every N iterations (0: never)"},
+             {"images", OptionType::kInt, "16",
+              "Number of input images of the first batch to show as a grid (0: none)"},
+             {"validation", OptionType::kBool, "true", "Write validation metrics"},
+             {"hparams", OptionType::kBool, "true",
+              "Write the run's hyperparameters and final metrics to the HParams dashboard"},
+             {"layout", OptionType::kBool, "true",
+              "Write a Custom Scalars layout: train vs val loss and accuracy"},
+             {"records", OptionType::kBool, "true", "Write every record other plugins publish"}}};
+  }
+
+  static absl::StatusOr<std::unique_ptr<TensorBoardPlugin>> Create(const PluginContext& ctx) {
+    const PluginOptions& o = ctx.options;
+    for (const char* name : {"loss_every_n", "lr_every_n", "timing_every_n", "histograms_every_n",
+                             "images"}) {
+      if (o.GetInt(name) < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("option '", name, "' must be >= 0, got ", o.GetInt(name)));
+      }
+    }
+    if (!(o.GetDouble("flush_secs") > 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("option 'flush_secs' must be > 0, got ", o.GetDouble("flush_secs")));
+    }
+    if (o.GetInt("max_queue") < 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("option 'max_queue' must be >= 2, got ", o.GetInt("max_queue")));
+    }
+    auto p = std::make_unique<TensorBoardPlugin>();
+    p->options_ = o;
+    p->log_dir_ = o.GetString("log_dir").empty() ? ctx.log_dir : o.GetString("log_dir");
+    return p;
+  }
+
+  void OnTrainBegin(const TrainBeginEvent& e, Control& control) override {
+    const RunInfo& run = *e.run;
+    tb::SummaryWriterOptions w;
+    w.log_dir = log_dir_.empty() ? run.log_dir : log_dir_;
+    w.flush_secs = options_.GetDouble("flush_secs");
+    w.max_queue = static_cast<size_t>(options_.GetInt("max_queue"));
+    w.on_full = options_.GetBool("drop_when_full") ? tb::QueueFullPolicy::kDrop
+                                                   : tb::QueueFullPolicy::kWait;
+    if (run.start_step > 0) w.purge_step = run.start_step;
+    auto writer = tb::SummaryWriter::Create(w);
+    if (!writer.ok()) {
+      // Thrown: the bus names this plugin and hook, and the run's policy applies.
+      throw std::runtime_error(std::string(writer.status().message()));
+    }
+    writer_ = std::move(writer).value();
+    control.Log(absl::StrCat("writing event files to ", writer_->log_dir()));
+    start_step_ = run.start_step;
+    for (const auto& [k, v] : run.hparams) hparams_[k] = HParamValueFromText(v);
+
+    if (!run.hparams.empty()) {
+      std::string table = "| hyperparameter | value |\n|---|---|\n";
+      for (const auto& [k, v] : run.hparams) absl::StrAppend(&table, "| ", k, " | ", v, " |\n");
+      absl::StrAppend(&table, "\n", run.train_samples, " training samples, batch ", run.batch_size,
+                      ", ", run.iterations_per_epoch, " iterations per epoch, ",
+                      run.total_iterations, " iterations in total.\n");
+      writer_->add_text("run/config", table, run.start_step);
+    }
+    if (options_.GetBool("layout") && run.start_step == 0) {
+      CustomScalarChart loss{"loss: train vs val", {"^train/loss$", "^val/loss$"}, {}};
+      CustomScalarChart acc{"accuracy: train vs val", {"^train/accuracy$", "^val/accuracy$"}, {}};
+      CustomScalarChart lr{"learning rate", {"^lr/"}, {}};
+      writer_->add_custom_scalars({CustomScalarCategory{"training", {loss, acc, lr}, false}});
+    }
+  }
+
+  void OnIterationEnd(const IterationEndEvent& e, Control& control) override {
+    if (!writer_) return;
+    const int64_t s = e.step;
+    if (Every(options_.GetInt("loss_every_n"), s)) {
+      writer_->add_scalar("train/loss", e.loss, s);
+      for (const Metric& m : e.metrics) writer_->add_scalar(m.name, m.value, s);
+    }
+    if (Every(options_.GetInt("lr_every_n"), s)) {
+      for (size_t g = 0; g < e.learning_rates.size(); ++g) {
+        writer_->add_scalar(absl::StrCat("lr/group", g), e.learning_rates[g], s);
+      }
+    }
+    if (Every(options_.GetInt("timing_every_n"), s) && e.duration_seconds > 0) {
+      writer_->add_scalar("time/iteration_ms", e.duration_seconds * 1e3, s);
+      writer_->add_scalar("time/samples_per_second", e.batch_size / e.duration_seconds, s);
+    }
+    if (!images_written_ && options_.GetInt("images") > 0 && e.inputs != nullptr &&
+        e.inputs->dim() == 4) {
+      images_written_ = true;
+      const int64_t n = std::min<int64_t>(options_.GetInt("images"), e.inputs->size(0));
+      writer_->add_images("inputs", e.inputs->slice(0, 0, n).detach(), s, "NCHW");
+    }
+    if (Every(options_.GetInt("histograms_every_n"), s) && control.model() != nullptr) {
+      for (const auto& item : control.model()->named_parameters()) {
+        const at::Tensor& p = item.value();
+        writer_->add_histogram(absl::StrCat("weights/", item.key()), p.detach(), s);
+        if (p.grad().defined()) {
+          writer_->add_histogram(absl::StrCat("grads/", item.key()), p.grad().detach(), s);
+        }
+      }
+    }
+    last_step_ = s;
+  }
+
+  void OnValidationEnd(const ValidationEndEvent& e, Control&) override {
+    if (!writer_ || !options_.GetBool("validation")) return;
+    for (const Metric& m : e.metrics) {
+      writer_->add_scalar(m.name, m.value, e.step);
+      final_metrics_[m.name] = m.value;
+    }
+  }
+
+  void OnEpochEnd(const EpochEndEvent& e, Control&) override {
+    if (!writer_) return;
+    writer_->add_scalar("epoch/mean_loss", e.mean_loss, e.step);
+  }
+
+  void OnRecord(const Record& r, Control&) override {
+    if (writer_ && options_.GetBool("records")) writer_->add_record(r);
+  }
+
+  void OnTrainEnd(const TrainEndEvent& e, Control&) override {
+    if (!writer_) return;
+    if (options_.GetBool("hparams") && !hparams_.empty()) {
+      std::map<std::string, double> metrics = final_metrics_;
+      for (const Metric& m : e.final_metrics) {
+        if (std::isfinite(m.value)) metrics.emplace(m.name, m.value);
+      }
+      // Metrics are written at the last step so they never precede curve points.
+      writer_->add_hparams(hparams_, metrics, std::max(e.step, start_step_));
+    }
+    if (e.reason != EndReason::kCompleted) {
+      writer_->add_text("run/end", absl::StrCat("Run ", EndReasonName(e.reason), " after step ",
+                                                e.step, ": ", e.stop_reason),
+                        std::max<int64_t>(e.step, 0));
+    }
+  }
+
+  absl::Status Close() override {
+    if (!writer_) return absl::OkStatus();
+    return writer_->close();
+  }
+
+ private:
+  // "0.05" -> 0.05, "true" -> true, anything else stays text.
+  static HParamValue HParamValueFromText(const std::string& text) {
+    if (text == "true") return true;
+    if (text == "false") return false;
+    char* end = nullptr;
+    double v = std::strtod(text.c_str(), &end);
+    if (!text.empty() && end == text.c_str() + text.size()) return v;
+    return text;
+  }
+
+  PluginOptions options_;
+  std::string log_dir_;
+  std::unique_ptr<tb::SummaryWriter> writer_;
+  HParams hparams_;
+  std::map<std::string, double> final_metrics_;
+  bool images_written_ = false;
+  int64_t start_step_ = 0;
+  int64_t last_step_ = 0;
+};
+
+}  // namespace
+}  // namespace trainbus::tensorboard_plugin
+
+TRAINBUS_PLUGIN(trainbus::tensorboard_plugin::TensorBoardPlugin)

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Configures (once) and builds trainbus in ./build with Ninja.
+#   scripts/build.sh [cmake --build arguments...]   e.g. --target trainbus_runtime
+# BUILD_DIR and CMAKE_ARGS (extra configure arguments) may be set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build_dir="${BUILD_DIR:-build}"
+if [ ! -f "$build_dir/build.ninja" ]; then
+  # shellcheck disable=SC2086
+  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release ${CMAKE_ARGS:-} >/dev/null
+fi
+cmake --build "$build_dir" -j "$(nproc)" "$@"

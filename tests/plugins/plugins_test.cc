@@ -1,0 +1,161 @@
+// The bundled plugins, end to end through the `trainbus` program: a run from
+// a config in a temporary folder, then its event files read back with our
+// reader (trainbus inspect's engine) and its console output checked.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "trainbus/tensorboard/inspect.h"
+
+namespace trainbus {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "trainbus_plugins_XXXXXX").string();
+    path_ = mkdtemp(tmpl.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::string path() const { return path_; }
+  std::string Write(const std::string& name, const std::string& text) const {
+    std::string p = (fs::path(path_) / name).string();
+    std::ofstream(p) << text;
+    return p;
+  }
+
+ private:
+  std::string path_;
+};
+
+struct CommandResult {
+  int exit_code;
+  std::string output;
+};
+
+CommandResult RunTrainbus(const std::string& args) {
+  std::string cmd = absl::StrCat(TRAINBUS_BIN, " ", args, " 2>&1");
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
+  int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+// A small, fast run: 300 samples, batch 50 -> 6 iterations per epoch.
+std::string SmallConfig(const TempDir& dir, const std::string& plugins) {
+  return dir.Write("run.json", absl::StrCat(R"({
+    "name": "small", "log_root": ")", dir.path(), R"(/runs",
+    "trainer": {"epochs": 2, "batch_size": 50, "num_threads": 1},
+    "dataset": {"train_samples": 300, "val_samples": 60},
+    "plugins": [)", plugins, "]}"));
+}
+
+std::map<std::string, tensorboard::InspectTag> TagsOf(const tensorboard::InspectRun& run) {
+  std::map<std::string, tensorboard::InspectTag> out;
+  for (const auto& t : run.tags) out[t.tag] = t;
+  return out;
+}
+
+TEST(TensorBoardPluginTest, WritesEveryKindTheRunProduces) {
+  TempDir dir;
+  std::string config = SmallConfig(dir, R"({"name": "tensorboard",
+      "options": {"histograms_every_n": 5, "timing_every_n": 1, "images": 4}})");
+  CommandResult r = RunTrainbus(absl::StrCat("train --config ", config));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, AllOf(HasSubstr("TensorBoard event files are in"),
+                              HasSubstr("tensorboard --logdir")));
+
+  auto report = tensorboard::InspectLogDir(dir.path() + "/runs");
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_EQ(report->runs.size(), 1u);
+  EXPECT_FALSE(report->corrupt());
+  EXPECT_EQ(report->truncated(), 0);
+  EXPECT_EQ(report->runs[0].run, "small");
+  auto tags = TagsOf(report->runs[0]);
+  // 12 iterations, plus the final value the hparams record repeats at the last step.
+  EXPECT_EQ(tags["train/loss"].count, 13);
+  EXPECT_EQ(tags["train/loss"].first_step, 0);
+  EXPECT_EQ(tags["train/loss"].last_step, 11);
+  EXPECT_EQ(tags["train/loss"].kind, "scalar");
+  EXPECT_EQ(tags["lr/group0"].count, 12);
+  EXPECT_FLOAT_EQ(*tags["lr/group0"].last_value, 0.05f);  // TensorBoard scalars are float32
+  EXPECT_EQ(tags["time/samples_per_second"].count, 12);
+  EXPECT_EQ(tags["val/accuracy"].first_step, 5);
+  EXPECT_EQ(tags["epoch/mean_loss"].count, 2);
+  EXPECT_EQ(tags["weights/0.weight"].kind, "histogram");
+  EXPECT_EQ(tags["weights/0.weight"].count, 3);  // steps 0, 5, 10
+  EXPECT_EQ(tags["grads/0.weight"].count, 3);
+  EXPECT_EQ(tags["inputs"].kind, "image");
+  EXPECT_EQ(tags["run/config"].kind, "text");
+  EXPECT_EQ(tags["custom_scalars__config__"].kind, "custom_scalars");
+  EXPECT_EQ(tags["_hparams_/session_start_info"].kind, "hparams");
+  EXPECT_EQ(tags["_hparams_/session_end_info"].kind, "hparams");
+
+  // And `trainbus inspect` agrees, exiting 0 on a healthy log directory.
+  CommandResult inspect = RunTrainbus(absl::StrCat("inspect --json ", dir.path(), "/runs"));
+  EXPECT_EQ(inspect.exit_code, 0) << inspect.output;
+  EXPECT_THAT(inspect.output, HasSubstr("\"corrupt\": false"));
+}
+
+TEST(TensorBoardPluginTest, BadOptionsAndUnwritableFolderAreClearErrors) {
+  TempDir dir;
+  std::string config = SmallConfig(dir, R"({"name": "tensorboard", "options": {"flush_secs": 0}})");
+  CommandResult r = RunTrainbus(absl::StrCat("train --config ", config));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("plugin 'tensorboard'"));
+  EXPECT_THAT(r.output, HasSubstr("option 'flush_secs' must be > 0"));
+
+  // A log folder below a regular file cannot be created (even by root).
+  std::string blocker = dir.Write("blocker", "a file, not a folder");
+  std::string config2 = SmallConfig(
+      dir, absl::StrCat(R"({"name": "tensorboard", "options": {"log_dir": ")", blocker, R"(/x"}})"));
+  r = RunTrainbus(absl::StrCat("train --config ", config2));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, AllOf(HasSubstr("plugin 'tensorboard' threw in OnTrainBegin at step 0"),
+                              HasSubstr(blocker)));
+}
+
+TEST(ProgressPluginTest, PrintsLinesAndEpochSummariesWhenNotATerminal) {
+  TempDir dir;
+  std::string config = SmallConfig(
+      dir, R"({"name": "progress", "options": {"mode": "lines", "every_n_iterations": 3}})");
+  CommandResult r = RunTrainbus(absl::StrCat("train --config ", config));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("epoch 1/2 [===============>              ] 3/6 it "));
+  EXPECT_THAT(r.output, HasSubstr("epoch 2/2 [==============================] 6/6 it "));
+  EXPECT_THAT(r.output, HasSubstr("epoch 1/2 done: 6 it in "));
+  EXPECT_THAT(r.output, HasSubstr(", val/loss "));
+  EXPECT_THAT(r.output, HasSubstr(" lr 5.0e-02 ETA "));
+  EXPECT_THAT(r.output, Not(HasSubstr("\r")));  // no in-place redraws in a log
+}
+
+TEST(ProgressPluginTest, RedrawsInPlaceOnATerminal) {
+  TempDir dir;
+  std::string config = SmallConfig(dir, R"({"name": "progress", "options": {"mode": "tty"}})");
+  CommandResult r = RunTrainbus(absl::StrCat("train --config ", config));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("\repoch 1/2 ["));
+  EXPECT_THAT(r.output, HasSubstr("\033[K"));
+}
+
+}  // namespace
+}  // namespace trainbus
