@@ -33,6 +33,11 @@ constexpr size_t kBufferCapacity = 256 * 1024;
 // Records larger than this bypass the buffer (written with writev).
 constexpr size_t kLargeRecord = kBufferCapacity / 4;
 constexpr size_t kDrainBatch = 4096;
+// Large records (images, histograms...) wake a sleeping writer thread once
+// this many of their bytes wait in the queue...
+constexpr int64_t kWakeBytes = 1 << 20;
+// ...and count as a full queue beyond this many (backpressure on memory).
+constexpr int64_t kMaxPendingBytes = int64_t{256} << 20;
 
 std::string ErrnoText(int err) { return absl::StrCat(std::strerror(err), " (errno ", err, ")"); }
 
@@ -154,16 +159,20 @@ class EventFileWriter::Impl {
 
   // ---- producer side -------------------------------------------------------
 
+  // `bytes` > 0 marks a large record holding that many bytes of payload.
   template <typename Fill>
-  bool Push(Fill&& fill, bool large) {
+  bool Push(Fill&& fill, int64_t bytes) {
     if (failed_.load(std::memory_order_relaxed)) {
       records_lost_.fetch_add(1, std::memory_order_relaxed);
       return false;
     }
     uint64_t pos;
-    auto r = queue_.TryPush(fill, &pos);
+    auto r = Queue::PushResult::kFull;
+    if (bytes == 0 || pending_bytes_.load(std::memory_order_relaxed) < kMaxPendingBytes) {
+      r = queue_.TryPush(fill, &pos);
+    }
     if (r != Queue::PushResult::kOk) {
-      if (r == Queue::PushResult::kClosed) return false;
+      if (r == Queue::PushResult::kClosed || queue_.closed()) return false;
       if (options_.on_full == QueueFullPolicy::kDrop) {
         records_dropped_.fetch_add(1, std::memory_order_relaxed);
         return false;
@@ -178,14 +187,22 @@ class EventFileWriter::Impl {
         } else {
           std::this_thread::sleep_for(std::chrono::microseconds(50));
         }
+        if (bytes > 0 && pending_bytes_.load(std::memory_order_relaxed) >= kMaxPendingBytes) {
+          if (queue_.closed()) return false;
+          continue;
+        }
         r = queue_.TryPush(fill, &pos);
         if (r == Queue::PushResult::kOk) break;
         if (r == Queue::PushResult::kClosed) return false;
       }
     }
-    // The writer sleeps when idle; wake it every quarter of the ring, and for
-    // every large record (which holds memory until written).
-    if (large || (pos & wake_mask_) == 0) {
+    // The writer sleeps when idle; wake it every quarter of the ring, and
+    // when large records hold more than kWakeBytes.
+    bool wake = (pos & wake_mask_) == 0;
+    if (bytes > 0) {
+      wake |= pending_bytes_.fetch_add(bytes, std::memory_order_relaxed) + bytes >= kWakeBytes;
+    }
+    if (wake) {
       std::atomic_thread_fence(std::memory_order_seq_cst);
       if (sleeping_.load(std::memory_order_relaxed)) Wake();
     }
@@ -203,7 +220,7 @@ class EventFileWriter::Impl {
             it.tag_size = static_cast<uint8_t>(tag.size());
             std::memcpy(it.tag, tag.data(), tag.size());
           },
-          false);
+          0);
     }
     std::string event(ScalarEventSize(wall_time, step, tag), '\0');
     EncodeScalarEvent(wall_time, step, tag, value, event.data());
@@ -211,13 +228,14 @@ class EventFileWriter::Impl {
   }
 
   bool WriteEvent(std::string serialized) {
+    const int64_t bytes = static_cast<int64_t>(serialized.size()) + 1;
     auto* payload = new std::string(std::move(serialized));
     const bool ok = Push(
         [&](Item& it) {
           it.payload = payload;
           it.kind = kEncoded;
         },
-        true);
+        bytes);
     if (!ok) delete payload;
     return ok;
   }
@@ -431,6 +449,8 @@ class EventFileWriter::Impl {
       return;
     }
     std::unique_ptr<std::string> payload(it.payload);
+    pending_bytes_.fetch_sub(static_cast<int64_t>(payload->size()) + 1,
+                             std::memory_order_relaxed);
     const size_t need = payload->size() + kRecordOverhead;
     if (!failed_local_ && (need > kLargeRecord || buffer_size_ + need > kBufferCapacity)) {
       WriteBuffer();
@@ -532,6 +552,7 @@ class EventFileWriter::Impl {
   std::atomic<bool> sleeping_{false};
   std::atomic<bool> closing_{false};
   std::atomic<uint64_t> flush_target_{0};
+  std::atomic<int64_t> pending_bytes_{0};  // payload bytes of queued large records
   uint64_t final_pos_ = 0;  // written before closing_ is set
   mutable std::mutex mu_;
   std::condition_variable wake_cv_;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <emmintrin.h>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -59,27 +60,45 @@ class Buckets {
   const std::vector<double>& limits() const { return limits_; }
   size_t size() const { return limits_.size(); }
 
-  // First j with pos[j] >= u (lower) or pos[j] > u (upper), for u > 0.
-  inline size_t PosLower(double u) const {
-    if (u <= pos_[0]) return 0;
-    if (u > pos_[k_ - 2]) return k_ - 1;
-    const size_t j = table_[(Bits(u) >> kKeyShift) - base_key_];
-    return pos_[j] >= u ? j : j + 1;
-  }
-  inline size_t PosUpper(double u) const {
-    if (u < pos_[0]) return 0;
-    if (u >= pos_[k_ - 2]) return u >= pos_[k_ - 1] ? k_ : k_ - 1;
-    const size_t j = table_[(Bits(u) >> kKeyShift) - base_key_];
-    return pos_[j] > u ? j : j + 1;
+  // Index into limits() of the first limit >= v (v finite).
+  inline size_t Index(double v) const { return Indexer().Index(v); }
+
+  // A copy of what Index() reads, held in locals by the caller so that the
+  // count increments cannot alias it (they are uint64_t, like size_t).
+  struct Fast {
+    const double* pos;
+    const uint16_t* table;
+    const Buckets* self;
+    uint64_t base_key;
+    size_t k;
+    double pos_last_finite;
+
+    // Branch-free on the common path: the sign of v is as unpredictable as
+    // the data, so it selects arithmetically.
+    inline size_t Index(double v) const {
+      const double u = std::fabs(v);
+      if (__builtin_expect(u > pos_last_finite, 0)) return self->SlowIndex(v);
+      uint64_t key = Bits(u) >> kKeyShift;
+      key = key < base_key ? base_key : key;  // tiny values and zero: slice 0
+      const size_t j = table[key - base_key];
+      const double pj = pos[j];
+      const size_t lower = j + static_cast<size_t>(pj < u);   // first pos >= u
+      const size_t upper = j + static_cast<size_t>(pj <= u);  // first pos > u
+      // v > 0: the positive limit pos[lower]. v <= 0: the smallest -pos[i] >= v
+      // is the largest i with pos[i] <= u, i.e. upper - 1 (0 itself if none).
+      const size_t positive = k + 1 + lower;
+      const size_t negative = k - upper;
+      const size_t mask = size_t{0} - static_cast<size_t>(v > 0);
+      return (positive & mask) | (negative & ~mask);
+    }
+  };
+  Fast Indexer() const {
+    return Fast{pos_.data(), table_.data(), this, base_key_, k_, pos_[k_ - 2]};
   }
 
-  // Index into limits() of the first limit >= v (v finite).
-  inline size_t Index(double v) const {
-    if (v > 0) return k_ + 1 + PosLower(v);
-    if (v == 0) return k_;
-    // Negative: the smallest -pos[j] >= v is the largest j with pos[j] <= -v.
-    const size_t up = PosUpper(-v);
-    return up == 0 ? k_ : k_ - up;
+  size_t SlowIndex(double v) const {
+    return static_cast<size_t>(std::lower_bound(limits_.begin(), limits_.end(), v) -
+                               limits_.begin());
   }
 
  private:
@@ -95,29 +114,64 @@ const Buckets& GetBuckets() {
   return *buckets;
 }
 
+inline __m128d Load2(const double* p) { return _mm_loadu_pd(p); }
+inline __m128d Load2(const float* p) {
+  return _mm_cvtps_pd(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
 template <typename T>
 absl::Status Build(absl::Span<const T> values, proto::HistogramProto* out) {
   out->Clear();
   if (values.empty()) {
     return absl::InvalidArgumentError("histogram has no values; pass at least one value");
   }
-  const Buckets& b = GetBuckets();
-  std::vector<uint64_t> counts(b.size(), 0);
-  double mn = std::numeric_limits<double>::infinity();
-  double mx = -mn;
-  double sum = 0, sum_sq = 0;
-  size_t bad = 0;
-  for (const T tv : values) {
-    const double v = static_cast<double>(tv);
-    if (!std::isfinite(v)) {
-      ++bad;
-      continue;
+  // Pass 1: exact statistics, with independent accumulators so that the
+  // additions do not wait on each other. `probe` sums v - v: 0 while every
+  // value is finite, NaN otherwise.
+  const size_t n = values.size();
+  size_t i = 0;
+  double mn_all, mx_all, total_sum, total_sq, probe;
+  {
+    const __m128d inf = _mm_set1_pd(std::numeric_limits<double>::infinity());
+    __m128d mn0 = inf, mn1 = inf;
+    __m128d mx0 = _mm_sub_pd(_mm_setzero_pd(), inf), mx1 = mx0;
+    __m128d s0 = _mm_setzero_pd(), s1 = s0, q0 = s0, q1 = s0, p0 = s0;
+    for (; i + 4 <= n; i += 4) {
+      const __m128d a = Load2(values.data() + i);
+      const __m128d b = Load2(values.data() + i + 2);
+      mn0 = _mm_min_pd(mn0, a);
+      mn1 = _mm_min_pd(mn1, b);
+      mx0 = _mm_max_pd(mx0, a);
+      mx1 = _mm_max_pd(mx1, b);
+      s0 = _mm_add_pd(s0, a);
+      s1 = _mm_add_pd(s1, b);
+      q0 = _mm_add_pd(q0, _mm_mul_pd(a, a));
+      q1 = _mm_add_pd(q1, _mm_mul_pd(b, b));
+      p0 = _mm_add_pd(p0, _mm_add_pd(_mm_sub_pd(a, a), _mm_sub_pd(b, b)));
     }
-    mn = std::min(mn, v);
-    mx = std::max(mx, v);
-    sum += v;
-    sum_sq += v * v;
-    ++counts[b.Index(v)];
+    double lanes[2];
+    _mm_storeu_pd(lanes, _mm_min_pd(mn0, mn1));
+    mn_all = std::min(lanes[0], lanes[1]);
+    _mm_storeu_pd(lanes, _mm_max_pd(mx0, mx1));
+    mx_all = std::max(lanes[0], lanes[1]);
+    _mm_storeu_pd(lanes, _mm_add_pd(s0, s1));
+    total_sum = lanes[0] + lanes[1];
+    _mm_storeu_pd(lanes, _mm_add_pd(q0, q1));
+    total_sq = lanes[0] + lanes[1];
+    _mm_storeu_pd(lanes, p0);
+    probe = lanes[0] + lanes[1];
+  }
+  for (; i < n; ++i) {
+    const double v = static_cast<double>(values[i]);
+    mn_all = std::min(mn_all, v);
+    mx_all = std::max(mx_all, v);
+    total_sum += v;
+    total_sq += v * v;
+    probe += v - v;
+  }
+  size_t bad = 0;
+  if (probe != 0.0 || !std::isfinite(total_sum) || !std::isfinite(total_sq)) {
+    for (const T v : values) bad += !std::isfinite(static_cast<double>(v));
   }
   if (bad > 0) {
     return absl::InvalidArgumentError(
@@ -125,20 +179,36 @@ absl::Status Build(absl::Span<const T> values, proto::HistogramProto* out) {
                      values.size(), "; TensorBoard cannot draw them. Filter them out or log "
                      "their count as a scalar."));
   }
+  // Pass 2: bucket counts. Two count arrays, so that neighbouring values in
+  // the same bucket do not serialise on one memory location.
+  const Buckets& b = GetBuckets();
+  const Buckets::Fast index = b.Indexer();
+  const size_t nb = b.size();
+  std::vector<uint64_t> counts(2 * nb, 0);
+  uint64_t* c0 = counts.data();
+  uint64_t* c1 = counts.data() + nb;
+  i = 0;
+  for (; i + 2 <= n; i += 2) {
+    ++c0[index.Index(static_cast<double>(values[i]))];
+    ++c1[index.Index(static_cast<double>(values[i + 1]))];
+  }
+  if (i < n) ++c0[index.Index(static_cast<double>(values[i]))];
+  for (size_t k = 0; k < nb; ++k) c0[k] += c1[k];
+  counts.resize(nb);
   size_t lo = 0, hi = counts.size() - 1;
   while (counts[lo] == 0) ++lo;
   while (counts[hi] == 0) --hi;
-  out->set_min(mn);
-  out->set_max(mx);
+  out->set_min(mn_all);
+  out->set_max(mx_all);
   out->set_num(static_cast<double>(values.size()));
-  out->set_sum(sum);
-  out->set_sum_squares(sum_sq);
+  out->set_sum(total_sum);
+  out->set_sum_squares(total_sq);
   const std::vector<double>& limits = b.limits();
-  for (size_t i = lo; i <= hi;) {
-    double limit = limits[i];
-    const uint64_t c = counts[i++];
+  for (size_t k = lo; k <= hi;) {
+    double limit = limits[k];
+    const uint64_t c = counts[k++];
     if (c == 0) {
-      while (i <= hi && counts[i] == 0) limit = limits[i++];
+      while (k <= hi && counts[k] == 0) limit = limits[k++];
     }
     out->add_bucket_limit(limit);
     out->add_bucket(static_cast<double>(c));
