@@ -373,6 +373,23 @@ TEST(Writer, WallTimeDefaultsToNowWithSubSecondPrecision) {
   EXPECT_NE(ev[1].wall_time(), std::floor(ev[1].wall_time()));
 }
 
+TEST(Writer, PeriodicFlushWritesWithoutAnyCall) {
+  TempDir dir;
+  tb::SummaryWriterOptions opt;
+  opt.flush_secs = 0.05;
+  auto w = MakeWriter(dir.path(), opt);
+  ASSERT_TRUE(w->add_scalar("x", 1, 1));
+  // Poll (generously) until the periodic flush has written the record.
+  size_t events = 0;
+  for (int i = 0; i < 1000 && events < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    auto c = tb::ReadEventFile(w->file_path());
+    ASSERT_TRUE(c.ok());
+    events = c->events.size();
+  }
+  EXPECT_EQ(events, 2u);
+}
+
 TEST(Writer, AddScalarsWritesOneSubRunPerSeries) {
   TempDir dir;
   auto w = MakeWriter(dir.path());
