@@ -9,7 +9,8 @@
 
 namespace trainbus::cli {
 
-int Train(const std::string& config_path, const std::vector<std::string>& overrides);
+int Train(const std::string& config_path, const std::vector<std::string>& overrides,
+          const std::string& resume_path);
 int ListPlugins(bool json);
 int Plan(int64_t samples, int64_t batch_size, int64_t epochs, bool drop_last,
          int64_t max_iterations);

@@ -15,6 +15,8 @@
 #include "cli/commands.h"
 
 ABSL_FLAG(std::string, config, "", "train: the run config file (JSON or protobuf text format)");
+ABSL_FLAG(std::string, resume, "",
+          "train: continue from a checkpoint (a checkpoint folder, or runs/<name>/checkpoints)");
 ABSL_FLAG(bool, json, false, "inspect, plugins: print JSON for scripts");
 ABSL_FLAG(int64_t, samples, 0, "plan: number of training samples");
 ABSL_FLAG(int64_t, batch_size, 0, "plan: samples per iteration");
@@ -27,11 +29,13 @@ namespace {
 constexpr const char* kUsage = R"(trainbus — a LibTorch training loop with a plugin bus
 
 Usage:
-  trainbus train --config FILE [--set key=value ...]
+  trainbus train --config FILE [--set key=value ...] [--resume DIR]
       Train as the run config describes and write TensorBoard event files to
       <log_root>/<name> (default runs/<name>). --set overrides a config field,
       e.g. --set trainer.epochs=3 --set optimizer.lr=0.1
            --set plugins.tensorboard.options.flush_secs=5
+      --resume continues exactly where a checkpoint left off (model, optimizer,
+      position, RNG, plugin states), e.g. --resume runs/shapes-cnn/checkpoints
   trainbus plugins [--json]
       List every plugin found: name, version, library, hooks, and its options
       with types and defaults. Folders searched: the built-in plugin folder,
@@ -93,7 +97,7 @@ int main(int argc, char** argv) {
       std::cerr << "trainbus train: unexpected argument '" << args[0] << "'\n";
       return 2;
     }
-    return trainbus::cli::Train(absl::GetFlag(FLAGS_config), overrides);
+    return trainbus::cli::Train(absl::GetFlag(FLAGS_config), overrides, absl::GetFlag(FLAGS_resume));
   }
   if (!overrides.empty()) {
     std::cerr << "trainbus " << command << ": --set is only for `trainbus train`\n";

@@ -10,7 +10,8 @@
 
 namespace trainbus::cli {
 
-int Train(const std::string& config_path, const std::vector<std::string>& overrides) {
+int Train(const std::string& config_path, const std::vector<std::string>& overrides,
+          const std::string& resume_path) {
   if (config_path.empty()) {
     std::cerr << "trainbus train: give a run config with --config FILE, e.g.\n"
                  "  trainbus train --config examples/shapes/config.json\n";
@@ -36,8 +37,18 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
     std::cerr << "trainbus: " << trainer.status().message() << "\n";
     return 1;
   }
+  if (!resume_path.empty()) {
+    if (absl::Status s = (*trainer)->Resume(resume_path); !s.ok()) {
+      std::cerr << "trainbus: cannot resume: " << s.message() << "\n";
+      return 1;
+    }
+  }
   const std::string run_dir = (std::filesystem::path(config->log_root()) / config->name()).string();
   std::cout << "run " << config->name() << ": " << (*trainer)->plan().ToString() << "\n";
+  if (!resume_path.empty()) {
+    std::cout << "resuming at step " << (*trainer)->start_step() << " from "
+              << resume_path << "\n";
+  }
   std::cout << "plugins: ";
   for (const auto& p : (*trainer)->session().plugins()) std::cout << p.name << " ";
   std::cout << "\n" << std::flush;

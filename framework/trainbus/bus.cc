@@ -87,6 +87,16 @@ class Bus::PluginControl final : public Control {
     }
   }
   bool checkpoint_requested() const override { return bus_->checkpoint_requested_; }
+  absl::Status SaveCheckpoint(const std::string& root, const std::string& name,
+                              absl::string_view reason,
+                              std::vector<std::string> remove_after) override {
+    if (!bus_->checkpoint_saver_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "plugin '", *name_, "': SaveCheckpoint: this host cannot save checkpoints (use a "
+          "Session with a bound model)"));
+    }
+    return bus_->checkpoint_saver_(root, name, reason, std::move(remove_after));
+  }
 
   torch::nn::Module* model() const override { return bus_->model_; }
   torch::optim::Optimizer* optimizer() const override { return bus_->optimizer_; }

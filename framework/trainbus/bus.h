@@ -56,6 +56,11 @@ class Bus {
     step_ = step;
     epoch_ = epoch;
   }
+  // Performs Control::SaveCheckpoint (set by the Session).
+  using CheckpointSaver = std::function<absl::Status(
+      const std::string& root, const std::string& name, absl::string_view reason,
+      std::vector<std::string> remove_after)>;
+  void set_checkpoint_saver(CheckpointSaver saver) { checkpoint_saver_ = std::move(saver); }
   // Where Control::Log() lines go (default: standard error).
   void set_log_sink(std::function<void(absl::string_view)> sink) { log_sink_ = std::move(sink); }
 
@@ -122,6 +127,7 @@ class Bus {
   absl::Status status_;
   int publish_depth_ = 0;
   std::function<void(absl::string_view)> log_sink_;
+  CheckpointSaver checkpoint_saver_;
 };
 
 }  // namespace trainbus

@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 #include <string_view>
 
 #include "absl/strings/string_view.h"
@@ -65,6 +66,16 @@ class Control {
   // Asks the checkpoint plugin (if any) to save at the end of this iteration.
   virtual void RequestCheckpoint(absl::string_view reason) = 0;
   virtual bool checkpoint_requested() const = 0;
+  // Saves the whole run to <root>/<name> (trainbus/checkpoint.h): model,
+  // optimizer, position "after the current step", RNG state and every
+  // plugin's SaveState(). Serialises now; writes on a background thread,
+  // atomically; then deletes the folders in `remove_after`. Returns the error
+  // of an earlier save, or FailedPrecondition when the host has no model.
+  // The checkpoint plugin calls this; it runs last (priority 1000) so the
+  // states it saves include this step's decisions of every other plugin.
+  virtual absl::Status SaveCheckpoint(const std::string& root, const std::string& name,
+                                      absl::string_view reason,
+                                      std::vector<std::string> remove_after) = 0;
 
   // The model and optimizer being trained; nullptr when the host did not bind them.
   virtual torch::nn::Module* model() const = 0;

@@ -96,6 +96,8 @@ struct PluginInfo {
   std::string version;      // the plugin's own version, e.g. "1.2.0"
   std::string description;  // one line
   std::vector<OptionSpec> options;
+  // Delivery priority when the run config gives none (lower runs first).
+  int default_priority = 0;
 };
 
 // Everything a plugin's Create() gets.

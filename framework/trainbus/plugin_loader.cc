@@ -186,7 +186,8 @@ absl::StatusOr<PluginLibrary> PluginLoader::Find(const std::string& name) const 
 
 absl::StatusOr<std::unique_ptr<Plugin>> PluginLoader::Create(
     const std::string& name, const std::string& library_path,
-    const google::protobuf::Struct& options, const std::string& log_dir) const {
+    const google::protobuf::Struct& options, const std::string& log_dir,
+    int* default_priority) const {
   absl::StatusOr<PluginLibrary> lib =
       library_path.empty() ? Find(name) : Open(library_path);
   if (!lib.ok()) {
@@ -203,6 +204,7 @@ absl::StatusOr<std::unique_ptr<Plugin>> PluginLoader::Create(
                                                    "', not '", name, "'"));
   }
   std::string where = absl::StrCat("plugin '", name, "'");
+  if (default_priority != nullptr) *default_priority = lib->info().default_priority;
   PluginContext ctx;
   ctx.name = name;
   ctx.log_dir = log_dir;

@@ -65,7 +65,8 @@ class PluginLoader {
   absl::StatusOr<std::unique_ptr<Plugin>> Create(const std::string& name,
                                                  const std::string& library_path,
                                                  const google::protobuf::Struct& options,
-                                                 const std::string& log_dir) const;
+                                                 const std::string& log_dir,
+                                                 int* default_priority = nullptr) const;
 
   // The host's plugin folder (1 above).
   static std::string BuiltinPluginDir();

@@ -38,7 +38,13 @@ HookErrorPolicy PolicyFromConfig(const config::RunConfig& c) {
 
 }  // namespace
 
-Session::Session(HookErrorPolicy policy) : bus_(policy) { bus_.set_run_info(&run_); }
+Session::Session(HookErrorPolicy policy) : bus_(policy) {
+  bus_.set_run_info(&run_);
+  bus_.set_checkpoint_saver([this](const std::string& root, const std::string& name,
+                                   absl::string_view reason, std::vector<std::string> remove_after) {
+    return SaveCheckpoint(root, name, reason, std::move(remove_after));
+  });
+}
 
 Session::~Session() {
   if (begun_ && !ended_) {
@@ -93,14 +99,80 @@ absl::Status Session::LoadPlugin(const config::PluginConfig& p,
     }
   }
   PluginLoader loader(extra_dirs);
-  auto plugin = loader.Create(p.name(), p.library(), p.options(), log_dir_);
+  int default_priority = 0;
+  auto plugin = loader.Create(p.name(), p.library(), p.options(), log_dir_, &default_priority);
   if (!plugin.ok()) return plugin.status();
-  return AddPlugin(std::move(plugin).value(), p.name(), p.priority());
+  return AddPlugin(std::move(plugin).value(), p.name(),
+                   p.has_priority() ? p.priority() : default_priority);
 }
 
 void Session::Bind(torch::nn::Module* model, torch::optim::Optimizer* optimizer) {
+  model_ = model;
+  optimizer_ = optimizer;
   bus_.set_model(model);
   bus_.set_optimizer(optimizer);
+}
+
+absl::Status Session::SaveCheckpoint(const std::string& root, const std::string& name,
+                                     absl::string_view reason,
+                                     std::vector<std::string> remove_after) {
+  if (model_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "SaveCheckpoint: no model is bound to the session; call Session::Bind(model, optimizer)");
+  }
+  CheckpointState state;
+  state.next_step = next_step_;
+  state.epoch = std::max<int64_t>(epoch_, 0);
+  state.batch_index = batch_index_;
+  state.reason = std::string(reason);
+  state.host_state = host_state_;
+  for (const auto& [name_, plugin] : plugins_) {
+    absl::StatusOr<std::string> saved;
+    try {
+      saved = plugin->SaveState();
+    } catch (const std::exception& e) {
+      saved = absl::InternalError(e.what());
+    }
+    if (!saved.ok()) {
+      return absl::Status(saved.status().code(),
+                          absl::StrCat("plugin '", name_, "' could not save its state: ",
+                                       saved.status().message()));
+    }
+    if (!saved->empty()) state.plugin_states[name_] = *std::move(saved);
+  }
+  auto blob = SerializeCheckpoint(model_, optimizer_, state);
+  if (!blob.ok()) return blob.status();
+  if (checkpoint_writer_ == nullptr) checkpoint_writer_ = std::make_unique<CheckpointWriter>();
+  return checkpoint_writer_->Save(root, name, *std::move(blob), std::move(remove_after));
+}
+
+absl::StatusOr<CheckpointState> Session::Resume(const std::string& path) {
+  if (begun_) return absl::FailedPreconditionError("Resume() must come before Begin()");
+  auto state = LoadCheckpoint(path, model_, optimizer_);
+  if (!state.ok()) return state.status();
+  for (const auto& [name, plugin] : plugins_) {
+    auto it = state->plugin_states.find(name);
+    if (it == state->plugin_states.end()) continue;
+    absl::Status s;
+    try {
+      s = plugin->LoadState(it->second);
+    } catch (const std::exception& e) {
+      s = absl::InternalError(e.what());
+    }
+    if (!s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("checkpoint ", path, ": plugin '", name,
+                                                 "' could not restore its state: ", s.message()));
+    }
+  }
+  for (const auto& [name, bytes] : state->plugin_states) {
+    bool present = false;
+    for (const auto& [n, p] : plugins_) present |= (n == name);
+    if (!present) {
+      std::cerr << "[trainbus] checkpoint " << path << " holds state of plugin '" << name
+                << "', which this run does not load; it is ignored\n";
+    }
+  }
+  return state;
 }
 
 std::vector<Session::NamedPlugin> Session::plugins() const {
@@ -170,14 +242,16 @@ void Session::EndIteration(double loss, int64_t batch_size, absl::Span<const Met
 }
 
 void Session::EndIteration(const IterationEndEvent& e) {
-  bus_.set_position(e.step, e.epoch);
-  bus_.IterationEnd(e);
+  // Counters first: a checkpoint saved from a hook resumes after this step.
   last_loss_ = e.loss;
   epoch_loss_sum_ += e.loss;
   ++epoch_iterations_;
   ++iterations_run_;
   next_step_ = e.step + 1;
   batch_index_ = e.batch_index + 1;
+  bus_.set_position(e.step, e.epoch);
+  bus_.IterationEnd(e);
+  bus_.clear_checkpoint_request();  // answered (or not) by this round of hooks
   iteration_time_ = Clock::now();
 }
 
@@ -253,6 +327,13 @@ absl::Status Session::End(const TrainEndEvent& event) {
   bus_.set_position(e.step, std::max<int64_t>(epoch_, 0));
   bus_.TrainEnd(e);
   absl::Status closed = bus_.CloseAll();
+  if (checkpoint_writer_ != nullptr) {
+    absl::Status written = checkpoint_writer_->Close();
+    if (!written.ok()) {
+      std::cerr << "[trainbus] " << written.message() << "\n";
+      if (closed.ok()) closed = written;
+    }
+  }
   if (bus_.policy() == HookErrorPolicy::kStopRun && !bus_.status().ok()) {
     end_status_ = bus_.status();
   } else {

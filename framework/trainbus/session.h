@@ -41,6 +41,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "trainbus/bus.h"
+#include "trainbus/checkpoint.h"
 #include "trainbus/events.h"
 #include "trainbus/plugin.h"
 #include "trainbus/proto/run_config.pb.h"
@@ -68,6 +69,11 @@ class Session {
   absl::Status LoadPlugin(const config::PluginConfig& plugin,
                           const std::vector<std::string>& extra_dirs = {});
 
+  // The run's folder handed to plugins created after this call
+  // (Session::Create sets <log_root>/<name>).
+  void set_log_dir(std::string dir) { log_dir_ = std::move(dir); }
+  const std::string& log_dir() const { return log_dir_; }
+
   // Makes the model and optimizer visible to plugins (may be null).
   void Bind(torch::nn::Module* model, torch::optim::Optimizer* optimizer);
 
@@ -88,6 +94,18 @@ class Session {
   // TrainEnd to every plugin, then Close() on each. Idempotent.
   absl::Status End();
   absl::Status End(const TrainEndEvent& e);
+
+  // Restores a checkpoint (trainbus/checkpoint.h; a checkpoint folder or a
+  // root holding `latest`) into the bound model and optimizer, the RNG, and
+  // every plugin's LoadState(). Call after adding plugins and Bind(), before
+  // Begin(); then Begin() with run.start_step = the returned next_step.
+  absl::StatusOr<CheckpointState> Resume(const std::string& path);
+  // Saves a checkpoint now (what Control::SaveCheckpoint does for plugins).
+  absl::Status SaveCheckpoint(const std::string& root, const std::string& name,
+                              absl::string_view reason,
+                              std::vector<std::string> remove_after = {});
+  // Extra bytes stored with every checkpoint (the Trainer stores its plan).
+  void set_host_state(std::string state) { host_state_ = std::move(state); }
 
   // True once a plugin, a failing hook or RequestStop() asked the run to stop.
   bool ShouldStop() const { return bus_.stop_requested(); }
@@ -132,6 +150,10 @@ class Session {
   Metrics last_metrics_;
   double last_loss_ = 0.0;
   std::vector<double> lrs_;  // storage behind IterationEndEvent::learning_rates
+  torch::nn::Module* model_ = nullptr;
+  torch::optim::Optimizer* optimizer_ = nullptr;
+  std::string host_state_;
+  std::unique_ptr<CheckpointWriter> checkpoint_writer_;
   std::chrono::steady_clock::time_point begin_time_, epoch_time_, iteration_time_;
 };
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <exception>
+#include <filesystem>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -56,6 +57,12 @@ at::Tensor EpochPermutation(int64_t n, uint64_t seed, int64_t epoch) {
   return at::randperm(n, gen, at::TensorOptions().dtype(at::kLong));
 }
 
+// What a checkpoint must agree with to resume this run exactly.
+std::string PlanFingerprint(const IterationPlan& p, uint64_t seed) {
+  return absl::StrCat("samples=", p.samples, " batch_size=", p.batch_size,
+                      " drop_last=", p.drop_last ? 1 : 0, " seed=", seed);
+}
+
 }  // namespace
 
 struct Trainer::Impl {
@@ -66,6 +73,7 @@ struct Trainer::Impl {
   std::unique_ptr<Session> session;
   IterationPlan plan;
   RunInfo run;
+  int64_t start_batch = 0;  // first batch of the first epoch (resume mid-epoch)
 
   Metrics Validate();
 };
@@ -73,6 +81,7 @@ struct Trainer::Impl {
 Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Trainer::~Trainer() = default;
 const IterationPlan& Trainer::plan() const { return impl_->plan; }
+int64_t Trainer::start_step() const { return impl_->run.start_step; }
 Session& Trainer::session() { return *impl_->session; }
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::RunConfig& config) {
@@ -112,6 +121,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::RunConfig
 
   if (session == nullptr) session = std::make_unique<Session>();
   impl->session = std::move(session);
+  const std::string run_dir = (std::filesystem::path(config.log_root()) / config.name()).string();
+  if (impl->session->log_dir().empty()) impl->session->set_log_dir(run_dir);
   std::vector<std::string> dirs(config.plugin_paths().begin(), config.plugin_paths().end());
   for (const auto& p : config.plugins()) {
     if (p.has_enabled() && !p.enabled()) continue;
@@ -121,7 +132,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::RunConfig
 
   RunInfo& run = impl->run;
   run.run_name = config.name();
-  run.log_dir = config.log_root() + "/" + config.name();
+  run.log_dir = run_dir;
   run.train_samples = impl->plan.samples;
   run.batch_size = impl->plan.batch_size;
   run.epochs = impl->plan.epochs;
@@ -138,7 +149,29 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::RunConfig
                  {"weight_decay", absl::StrCat(o.weight_decay())},
                  {"seed", absl::StrCat(t.seed())}};
   if (o.type() == "sgd") run.hparams.push_back({"momentum", absl::StrCat(o.momentum())});
+  impl->session->set_host_state(PlanFingerprint(impl->plan, t.seed()));
   return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
+}
+
+absl::Status Trainer::Resume(const std::string& path) {
+  Impl& m = *impl_;
+  auto state = m.session->Resume(path);
+  if (!state.ok()) return state.status();
+  const std::string expected = PlanFingerprint(m.plan, m.config.trainer().seed());
+  if (state->host_state != expected) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint ", path, " was saved by a run with ", state->host_state,
+        "; this run has ", expected, ". Resume with the same dataset, batch size and seed."));
+  }
+  if (state->next_step > m.plan.total_iterations) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint ", path, " is at step ", state->next_step, ", past this run's ",
+        m.plan.total_iterations, " iterations; raise trainer.epochs or trainer.max_iterations"));
+  }
+  m.run.start_step = state->next_step;
+  m.run.start_epoch = state->next_step / m.plan.iterations_per_epoch;
+  m.start_batch = state->next_step % m.plan.iterations_per_epoch;
+  return absl::OkStatus();
 }
 
 Metrics Trainer::Impl::Validate() {
@@ -181,12 +214,15 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   try {
     for (int64_t epoch = m.run.start_epoch; epoch < m.plan.epochs && !session.ShouldStop();
          ++epoch) {
-      const int64_t iterations = std::min(m.plan.iterations_per_epoch, m.plan.total_iterations - step);
-      if (iterations <= 0) break;
-      session.BeginEpoch(EpochBeginEvent{epoch, step, iterations});
+      // Batches [first, end) of this epoch; a resumed run may start mid-epoch.
+      const int64_t first = epoch == m.run.start_epoch ? m.start_batch : 0;
+      const int64_t end = std::min(m.plan.iterations_per_epoch,
+                                   m.plan.total_iterations - epoch * m.plan.iterations_per_epoch);
+      if (end - first <= 0) break;
+      session.BeginEpoch(EpochBeginEvent{epoch, step, end - first});
       const at::Tensor order = EpochPermutation(n, t.seed(), epoch);
       int64_t validated_at = -1;
-      for (int64_t b = 0; b < iterations; ++b) {
+      for (int64_t b = first; b < end; ++b) {
         const int64_t lo = b * batch, hi = std::min(n, lo + batch);
         const at::Tensor idx = order.slice(0, lo, hi);
         const at::Tensor x = train.inputs.index_select(0, idx);

@@ -51,11 +51,20 @@ class Trainer {
                                                          std::unique_ptr<Session> session);
   ~Trainer();
 
+  // Continues a run from a checkpoint (a checkpoint folder, or a root such as
+  // runs/<name>/checkpoints holding `latest`): model, optimizer, RNG, every
+  // plugin's state and the position. Call before Run(). Fails, training
+  // nothing, on a corrupt checkpoint or one saved with another plan (dataset
+  // size, batch size, seed) or model.
+  absl::Status Resume(const std::string& path);
+
   // Trains. Returns the run's error if the loop, a plugin hook (under the
   // stop policy) or a plugin's Close() failed; the result otherwise.
   absl::StatusOr<TrainResult> Run();
 
   const IterationPlan& plan() const;
+  // Where Run() starts: 0, or the step after a resumed checkpoint.
+  int64_t start_step() const;
   Session& session();
 
  private:

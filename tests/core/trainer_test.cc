@@ -12,6 +12,13 @@
 #include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <torch/nn/modules/linear.h>
+#include <torch/optim/sgd.h>
+
+#include "trainbus/checkpoint.h"
 #include "trainbus/config.h"
 #include "trainbus/data/datasets.h"
 #include "trainbus/plugin.h"
@@ -53,7 +60,7 @@ config::RunConfig TinyConfig(const std::string& extra_json = "{}") {
   if (!t->has_batch_size()) t->set_batch_size(32);
   if (!t->has_epochs()) t->set_epochs(3);
   if (!t->has_num_threads()) t->set_num_threads(1);
-  c->set_log_root((fs::temp_directory_path() / "trainbus_trainer_runs").string());
+  if (c->log_root().empty()) c->set_log_root((fs::temp_directory_path() / "trainbus_trainer_runs").string());
   EXPECT_TRUE(FinalizeRunConfig(&*c, "test").ok());
   return *c;
 }
@@ -65,6 +72,7 @@ class Watcher : public Plugin {
   void OnEpochBegin(const EpochBeginEvent& e, Control&) override { epoch_sizes.push_back(e.iterations); }
   void OnIterationEnd(const IterationEndEvent& e, Control& c) override {
     steps.push_back(e.step);
+    losses.push_back(e.loss);
     batch_sizes.push_back(e.batch_size);
     lrs.push_back(e.learning_rates.empty() ? -1 : e.learning_rates[0]);
     if (e.step == stop_at) c.RequestStop("test stop");
@@ -82,7 +90,7 @@ class Watcher : public Plugin {
   int64_t stop_at = -1, set_lr_at = -1, throw_at = -1;
   RunInfo run;
   std::vector<int64_t> steps, batch_sizes, epoch_sizes, validation_steps;
-  std::vector<double> lrs;
+  std::vector<double> lrs, losses;
   double accuracy = -1;
   EndReason end_reason = EndReason::kCompleted;
 };
@@ -212,6 +220,183 @@ TEST(TrainerTest, UnknownPluginInConfigFailsBeforeTraining) {
   c.add_plugins()->set_name("no_such_plugin");
   auto t = Trainer::Create(c);
   EXPECT_THAT(Msg(t.status()), HasSubstr("no plugin named 'no_such_plugin'"));
+}
+
+// ------------------------------------------------------------ checkpoints ----
+
+}  // namespace
+namespace internal {
+extern void (*checkpoint_stage_hook)(const char* stage);
+}  // namespace internal
+namespace {
+
+// A tiny model and optimizer with some momentum state.
+struct Tiny {
+  torch::nn::Linear model{torch::nn::Linear(3, 2)};
+  std::unique_ptr<torch::optim::SGD> opt;
+  Tiny() {
+    opt = std::make_unique<torch::optim::SGD>(model->parameters(),
+                                              torch::optim::SGDOptions(0.1).momentum(0.9));
+    for (int i = 0; i < 2; ++i) {
+      opt->zero_grad();
+      model->forward(at::ones({4, 3})).sum().backward();
+      opt->step();
+    }
+  }
+};
+
+CheckpointState StateAt(int64_t step) {
+  CheckpointState s;
+  s.next_step = step;
+  s.plugin_states["p"] = "state-bytes";
+  s.host_state = "plan";
+  return s;
+}
+
+TEST(CheckpointTest, RoundTripRestoresModelOptimizerAndState) {
+  TempDir dir;
+  Tiny a;
+  auto blob = SerializeCheckpoint(a.model.ptr().get(), a.opt.get(), StateAt(7));
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  auto path = WriteCheckpoint(dir.path(), "step-7", *blob);
+  ASSERT_TRUE(path.ok()) << path.status();
+  Tiny b;
+  {
+    torch::NoGradGuard g;
+    b.model->weight.add_(1.0);
+  }
+  auto state = LoadCheckpoint(dir.path(), b.model.ptr().get(), b.opt.get());  // via `latest`
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(state->next_step, 7);
+  EXPECT_EQ(state->plugin_states["p"], "state-bytes");
+  EXPECT_EQ(state->host_state, "plan");
+  EXPECT_TRUE(a.model->weight.equal(b.model->weight));
+  // Momentum buffers too: one more identical step keeps them equal.
+  for (Tiny* t : {&a, &b}) {
+    t->opt->zero_grad();
+    t->model->forward(at::ones({4, 3})).sum().backward();
+    t->opt->step();
+  }
+  EXPECT_TRUE(a.model->weight.equal(b.model->weight));
+}
+
+TEST(CheckpointTest, CorruptOrIncompatibleCheckpointIsAClearError) {
+  TempDir dir;
+  Tiny a;
+  auto blob = SerializeCheckpoint(a.model.ptr().get(), a.opt.get(), StateAt(1));
+  ASSERT_TRUE(blob.ok());
+  auto path = WriteCheckpoint(dir.path(), "step-1", *blob);
+  ASSERT_TRUE(path.ok());
+  {
+    std::fstream f(*path + "/model.pt", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('\x55');
+  }
+  Tiny b;
+  auto bad = LoadCheckpoint(*path, b.model.ptr().get(), b.opt.get());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(Msg(bad.status()), AllOf(HasSubstr(*path), HasSubstr("model.pt is corrupt")));
+
+  auto path2 = WriteCheckpoint(dir.path(), "step-2", *blob);
+  ASSERT_TRUE(path2.ok());
+  torch::nn::Linear other(5, 2);
+  auto mismatch = LoadCheckpoint(*path2, other.ptr().get(), nullptr);
+  EXPECT_EQ(mismatch.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Msg(mismatch.status()), HasSubstr("does not fit this model"));
+
+  EXPECT_THAT(Msg(LoadCheckpoint(dir.path() + "/nothing", nullptr, nullptr).status()),
+              HasSubstr("does not exist"));
+}
+
+TEST(CheckpointTest, CrashDuringWriteLeavesThePreviousCheckpointLoadable) {
+  TempDir dir;
+  Tiny a;
+  auto blob = SerializeCheckpoint(a.model.ptr().get(), a.opt.get(), StateAt(10));
+  ASSERT_TRUE(WriteCheckpoint(dir.path(), "step-10", *blob).ok());
+  for (const char* stage : {"model", "optimizer", "meta"}) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      static std::string crash_at;
+      crash_at = stage;
+      internal::checkpoint_stage_hook = [](const char* s) {
+        if (crash_at == s) _exit(86);  // the process dies mid-write
+      };
+      auto later = SerializeCheckpoint(a.model.ptr().get(), a.opt.get(), StateAt(20));
+      (void)WriteCheckpoint(dir.path(), "step-20", *later);
+      _exit(0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 86) << stage;
+    Tiny b;
+    auto state = LoadCheckpoint(dir.path(), b.model.ptr().get(), b.opt.get());
+    ASSERT_TRUE(state.ok()) << stage << ": " << state.status();
+    EXPECT_EQ(state->next_step, 10) << stage;
+    EXPECT_FALSE(fs::exists(dir.path() + "/step-20")) << stage;
+  }
+  // The next good save cleans the leftovers of the crashed ones.
+  ASSERT_TRUE(WriteCheckpoint(dir.path(), "step-30", *blob).ok());
+  int leftovers = 0;
+  for (const auto& e : fs::directory_iterator(dir.path())) {
+    leftovers += e.path().filename().string().find(".tmp-") != std::string::npos;
+  }
+  EXPECT_EQ(leftovers, 0);
+}
+
+// 2N iterations straight == N iterations, then resumed for N more.
+TEST(CheckpointTest, ResumeContinuesExactly) {
+  TempDir dir;
+  const std::string json = absl::StrCat(R"({"name": "resume", "log_root": ")", dir.path(), R"(",
+      "trainer": {"epochs": 3},
+      "model": {"type": "mlp", "hidden": [16], "dropout": 0.2},
+      "optimizer": {"type": "adam", "lr": 0.01},
+      "plugins": [{"name": "checkpoint", "options": {"every_n_epochs": 0}}]})");
+  // 240 samples, batch 32 -> 8 per epoch, 24 in all; stop after 10 (mid-epoch).
+  auto straight = MakeTrainer(TinyConfig(json));
+  auto full = straight.trainer->Run();
+  ASSERT_TRUE(full.ok()) << full.status();
+  fs::remove_all(dir.path() + "/resume");
+
+  config::RunConfig first_half = TinyConfig(json);
+  first_half.mutable_trainer()->set_max_iterations(10);
+  auto a = MakeTrainer(first_half);
+  auto ra = a.trainer->Run();
+  ASSERT_TRUE(ra.ok()) << ra.status();
+  ASSERT_EQ(ra->iterations_run, 10);
+
+  auto b = MakeTrainer(TinyConfig(json));
+  ASSERT_TRUE(b.trainer->Resume(dir.path() + "/resume/checkpoints").ok());
+  EXPECT_EQ(b.trainer->start_step(), 10);
+  auto rb = b.trainer->Run();
+  ASSERT_TRUE(rb.ok()) << rb.status();
+  ASSERT_EQ(rb->iterations_run, 14);
+  std::vector<double> joined = ra->losses;
+  joined.insert(joined.end(), rb->losses.begin(), rb->losses.end());
+  EXPECT_EQ(joined, full->losses);  // bit for bit
+  EXPECT_EQ(b.watcher->steps.front(), 10);
+  std::vector<double> lrs = a.watcher->lrs;
+  lrs.insert(lrs.end(), b.watcher->lrs.begin(), b.watcher->lrs.end());
+  EXPECT_EQ(lrs, straight.watcher->lrs);
+}
+
+TEST(CheckpointTest, ResumeRefusesAnotherPlanOrACorruptCheckpoint) {
+  TempDir dir;
+  const std::string json = absl::StrCat(R"({"name": "r", "log_root": ")", dir.path(), R"(",
+      "trainer": {"epochs": 1}, "plugins": [{"name": "checkpoint"}]})");
+  ASSERT_TRUE(MakeTrainer(TinyConfig(json)).trainer->Run().ok());
+  const std::string root = dir.path() + "/r/checkpoints";
+  config::RunConfig other = TinyConfig(json);
+  other.mutable_trainer()->set_batch_size(16);
+  EXPECT_THAT(Msg(MakeTrainer(other).trainer->Resume(root)),
+              AllOf(HasSubstr("batch_size=32"), HasSubstr("batch_size=16"),
+                    HasSubstr("Resume with the same dataset, batch size and seed")));
+  auto dir_path = ResolveCheckpoint(root);
+  ASSERT_TRUE(dir_path.ok());
+  std::ofstream(*dir_path + "/optimizer.pt", std::ios::app) << "junk";
+  auto t = MakeTrainer(TinyConfig(json));
+  EXPECT_THAT(Msg(t.trainer->Resume(root)), HasSubstr("optimizer.pt is corrupt"));
+  EXPECT_TRUE(t.watcher->steps.empty());
 }
 
 // -------------------------------------------------------------- datasets ----

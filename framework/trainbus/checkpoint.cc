@@ -1,0 +1,401 @@
+#include "trainbus/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+
+#include "absl/strings/str_cat.h"
+#include "trainbus/proto/checkpoint.pb.h"
+#include "trainbus/version.h"
+
+namespace trainbus {
+namespace internal {
+// Called between the stages of WriteCheckpoint ("model", "optimizer", "meta",
+// "rename"); tests use it to crash a child process mid-write.
+void (*checkpoint_stage_hook)(const char* stage) = nullptr;
+}  // namespace internal
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kModelFile = "model.pt";
+constexpr const char* kOptimizerFile = "optimizer.pt";
+constexpr const char* kMetaFile = "meta.pb";
+constexpr const char* kLatestFile = "latest";
+
+void Stage(const char* stage) {
+  if (internal::checkpoint_stage_hook) internal::checkpoint_stage_hook(stage);
+}
+
+uint32_t Crc32(const std::string& bytes) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  // zlib takes uInt lengths: feed large buffers in pieces.
+  size_t off = 0;
+  while (off < bytes.size()) {
+    uInt n = static_cast<uInt>(std::min<size_t>(bytes.size() - off, 1u << 30));
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(bytes.data() + off), n);
+    off += n;
+  }
+  return static_cast<uint32_t>(crc);
+}
+
+absl::Status OsError(absl::string_view what, const std::string& path) {
+  return absl::UnavailableError(absl::StrCat("checkpoint: cannot ", what, " ", path, ": ",
+                                             std::strerror(errno)));
+}
+
+// Writes `bytes` to `path` and fsyncs it.
+absl::Status WriteFileDurably(const std::string& path, const std::string& bytes) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return OsError("create", path);
+  size_t off = 0;
+  while (off < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + off, bytes.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      absl::Status s = OsError("write", path);
+      ::close(fd);
+      return s;
+    }
+    off += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    absl::Status s = OsError("fsync", path);
+    ::close(fd);
+    return s;
+  }
+  if (::close(fd) != 0) return OsError("close", path);
+  return absl::OkStatus();
+}
+
+void SyncDir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("checkpoint: cannot read ", path, ": ", std::strerror(errno)));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+double NowSeconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// Module::load() silently takes tensors of another shape; compare first,
+// walking the archive the way Module::save() nested it.
+absl::Status CheckShapes(torch::nn::Module& module, torch::serialize::InputArchive& archive,
+                         const std::string& prefix) {
+  auto check = [&](const std::string& name, const at::Tensor& mine, bool is_buffer) -> absl::Status {
+    at::Tensor stored;
+    if (!archive.try_read(name, stored, is_buffer)) {
+      return absl::FailedPreconditionError(absl::StrCat("it has no tensor '", prefix, name, "'"));
+    }
+    if (stored.sizes() != mine.sizes()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "'", prefix, name, "' has shape ", c10::str(stored.sizes()), " there and ",
+          c10::str(mine.sizes()), " here"));
+    }
+    return absl::OkStatus();
+  };
+  for (const auto& p : module.named_parameters(/*recurse=*/false)) {
+    if (absl::Status s = check(p.key(), p.value(), false); !s.ok()) return s;
+  }
+  for (const auto& b : module.named_buffers(/*recurse=*/false)) {
+    if (absl::Status s = check(b.key(), b.value(), true); !s.ok()) return s;
+  }
+  for (const auto& child : module.named_children()) {
+    torch::serialize::InputArchive sub;
+    if (!archive.try_read(child.key(), sub)) {
+      return absl::FailedPreconditionError(absl::StrCat("it has no submodule '", prefix, child.key(), "'"));
+    }
+    if (absl::Status s = CheckShapes(*child.value(), sub, prefix + child.key() + "."); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<CheckpointBlob> SerializeCheckpoint(torch::nn::Module* model,
+                                                   torch::optim::Optimizer* optimizer,
+                                                   const CheckpointState& state) {
+  CheckpointBlob blob;
+  try {
+    if (model != nullptr) {
+      torch::serialize::OutputArchive archive;
+      model->save(archive);
+      std::ostringstream out;
+      archive.save_to(out);
+      blob.model = out.str();
+    }
+    if (optimizer != nullptr) {
+      torch::serialize::OutputArchive archive;
+      optimizer->save(archive);
+      std::ostringstream out;
+      archive.save_to(out);
+      blob.optimizer = out.str();
+    }
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("checkpoint: serialising the model or optimizer failed: ", e.what()));
+  }
+  checkpoint::CheckpointMeta meta;
+  meta.set_format_version(kCheckpointFormatVersion);
+  meta.set_next_step(state.next_step);
+  meta.set_epoch(state.epoch);
+  meta.set_batch_index(state.batch_index);
+  meta.set_wall_time(state.wall_time > 0 ? state.wall_time : NowSeconds());
+  meta.set_reason(state.reason);
+  {
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    at::Tensor rng = gen.get_state();
+    meta.set_rng_state(std::string(static_cast<const char*>(rng.data_ptr()), rng.numel()));
+  }
+  for (const auto& [name, bytes] : state.plugin_states) (*meta.mutable_plugin_states())[name] = bytes;
+  meta.set_host_state(state.host_state);
+  meta.set_torch_version(TRAINBUS_TORCH_VERSION);
+  meta.set_trainbus_version(TRAINBUS_VERSION_STRING);
+  for (const auto& [file, bytes] : {std::pair<const char*, const std::string*>{kModelFile, &blob.model},
+                                    {kOptimizerFile, &blob.optimizer}}) {
+    auto* d = meta.add_files();
+    d->set_name(file);
+    d->set_size(bytes->size());
+    d->set_crc32(Crc32(*bytes));
+  }
+  blob.meta = meta.SerializeAsString();
+  return blob;
+}
+
+absl::StatusOr<std::string> WriteCheckpoint(const std::string& root, const std::string& name,
+                                            const CheckpointBlob& blob) {
+  if (name.empty() || name.find('/') != std::string::npos || name[0] == '.' || name == kLatestFile) {
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint: bad checkpoint name '", name, "'"));
+  }
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  if (ec) {
+    return absl::UnavailableError(absl::StrCat("checkpoint: cannot create folder ", root, ": ",
+                                               ec.message(), ". Check the path and permissions."));
+  }
+  const std::string tmp = (fs::path(root) / absl::StrCat(".", name, ".tmp-", ::getpid())).string();
+  const std::string final_dir = (fs::path(root) / name).string();
+  fs::remove_all(tmp, ec);
+  if (!fs::create_directory(tmp, ec) || ec) {
+    return absl::UnavailableError(absl::StrCat("checkpoint: cannot create ", tmp, ": ", ec.message()));
+  }
+  auto fail = [&](absl::Status s) {
+    std::error_code ignored;
+    fs::remove_all(tmp, ignored);
+    return s;
+  };
+  if (absl::Status s = WriteFileDurably((fs::path(tmp) / kModelFile).string(), blob.model); !s.ok()) return fail(s);
+  Stage("model");
+  if (absl::Status s = WriteFileDurably((fs::path(tmp) / kOptimizerFile).string(), blob.optimizer); !s.ok()) {
+    return fail(s);
+  }
+  Stage("optimizer");
+  if (absl::Status s = WriteFileDurably((fs::path(tmp) / kMetaFile).string(), blob.meta); !s.ok()) return fail(s);
+  Stage("meta");
+  SyncDir(tmp);
+  fs::remove_all(final_dir, ec);  // an older checkpoint of the same name
+  if (::rename(tmp.c_str(), final_dir.c_str()) != 0) return fail(OsError("rename into", final_dir));
+  Stage("rename");
+  SyncDir(root);
+  // Point `latest` at it: write a temp file, then rename over the old one.
+  const std::string latest_tmp = (fs::path(root) / absl::StrCat(".latest.tmp-", ::getpid())).string();
+  if (absl::Status s = WriteFileDurably(latest_tmp, name + "\n"); !s.ok()) return s;
+  const std::string latest = (fs::path(root) / kLatestFile).string();
+  if (::rename(latest_tmp.c_str(), latest.c_str()) != 0) return OsError("rename into", latest);
+  SyncDir(root);
+  // Leftovers of crashed writes.
+  for (const auto& entry : fs::directory_iterator(root, ec)) {
+    const std::string f = entry.path().filename().string();
+    if (f.size() > 1 && f[0] == '.' && f.find(".tmp-") != std::string::npos && entry.path() != tmp) {
+      std::error_code ignored;
+      fs::remove_all(entry.path(), ignored);
+    }
+  }
+  return final_dir;
+}
+
+absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_regular_file(fs::path(path) / kMetaFile, ec)) return path;
+  const fs::path latest = fs::path(path) / kLatestFile;
+  if (fs::is_regular_file(latest, ec)) {
+    auto name = ReadFile(latest.string());
+    if (!name.ok()) return name.status();
+    std::string n = *name;
+    while (!n.empty() && (n.back() == '\n' || n.back() == '\r' || n.back() == ' ')) n.pop_back();
+    const fs::path dir = fs::path(path) / n;
+    if (n.empty() || !fs::is_regular_file(dir / kMetaFile, ec)) {
+      return absl::DataLossError(absl::StrCat("checkpoint: ", latest.string(), " names '", n,
+                                              "', which is not a complete checkpoint in ", path));
+    }
+    return dir.string();
+  }
+  if (!fs::exists(path, ec)) {
+    return absl::NotFoundError(absl::StrCat("checkpoint: ", path, " does not exist"));
+  }
+  return absl::NotFoundError(absl::StrCat(
+      "checkpoint: ", path, " is neither a checkpoint folder (no ", kMetaFile,
+      ") nor a checkpoint root (no 'latest' file). Give the run's checkpoints folder, e.g. "
+      "runs/<name>/checkpoints"));
+}
+
+absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path, torch::nn::Module* model,
+                                               torch::optim::Optimizer* optimizer) {
+  auto dir = ResolveCheckpoint(path);
+  if (!dir.ok()) return dir.status();
+  auto meta_bytes = ReadFile((fs::path(*dir) / kMetaFile).string());
+  if (!meta_bytes.ok()) return meta_bytes.status();
+  checkpoint::CheckpointMeta meta;
+  if (!meta.ParseFromString(*meta_bytes)) {
+    return absl::DataLossError(absl::StrCat("checkpoint ", *dir, ": ", kMetaFile, " is corrupt (not a CheckpointMeta)"));
+  }
+  if (meta.format_version() != kCheckpointFormatVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint ", *dir, ": format version ", meta.format_version(), ", this trainbus reads version ",
+        kCheckpointFormatVersion));
+  }
+  std::map<std::string, std::string> files;
+  for (const auto& d : meta.files()) {
+    auto bytes = ReadFile((fs::path(*dir) / d.name()).string());
+    if (!bytes.ok()) return bytes.status();
+    if (bytes->size() != d.size() || Crc32(*bytes) != d.crc32()) {
+      return absl::DataLossError(absl::StrCat("checkpoint ", *dir, ": ", d.name(), " is corrupt (",
+                                              bytes->size(), " bytes, expected ", d.size(),
+                                              ", or its CRC-32 differs). Resume from an older checkpoint."));
+    }
+    files[d.name()] = std::move(*bytes);
+  }
+  try {
+    if (model != nullptr) {
+      if (files[kModelFile].empty()) {
+        return absl::FailedPreconditionError(absl::StrCat("checkpoint ", *dir, " holds no model"));
+      }
+      torch::serialize::InputArchive archive;
+      archive.load_from(files[kModelFile].data(), files[kModelFile].size());
+      if (absl::Status s = CheckShapes(*model, archive, ""); !s.ok()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "checkpoint ", *dir, " does not fit this model (was it saved with another model "
+            "config?): ", s.message()));
+      }
+      model->load(archive);
+    }
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    what = what.substr(0, what.find('\n'));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint ", *dir, " does not fit this model (was it saved with another model config?): ", what));
+  }
+  try {
+    if (optimizer != nullptr && !files[kOptimizerFile].empty()) {
+      torch::serialize::InputArchive archive;
+      archive.load_from(files[kOptimizerFile].data(), files[kOptimizerFile].size());
+      optimizer->load(archive);
+    }
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    what = what.substr(0, what.find('\n'));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint ", *dir, " does not fit this optimizer (was it saved with another optimizer type?): ", what));
+  }
+  if (!meta.rng_state().empty()) {
+    at::Tensor state = at::empty({static_cast<int64_t>(meta.rng_state().size())}, at::kByte);
+    std::memcpy(state.data_ptr(), meta.rng_state().data(), meta.rng_state().size());
+    try {
+      at::Generator gen = at::detail::getDefaultCPUGenerator();  // shares the default
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(state);
+    } catch (const std::exception& e) {
+      return absl::DataLossError(absl::StrCat("checkpoint ", *dir, ": bad RNG state: ", e.what()));
+    }
+  }
+  CheckpointState s;
+  s.next_step = meta.next_step();
+  s.epoch = meta.epoch();
+  s.batch_index = meta.batch_index();
+  s.reason = meta.reason();
+  s.wall_time = meta.wall_time();
+  s.host_state = meta.host_state();
+  for (const auto& [name, bytes] : meta.plugin_states()) s.plugin_states[name] = bytes;
+  return s;
+}
+
+CheckpointWriter::CheckpointWriter() : thread_([this] { Loop(); }) {}
+
+CheckpointWriter::~CheckpointWriter() { Close().IgnoreError(); }
+
+absl::Status CheckpointWriter::Save(std::string root, std::string name, CheckpointBlob blob,
+                                    std::vector<std::string> remove_after) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!error_.ok()) return error_;
+  if (stop_) return absl::FailedPreconditionError("checkpoint: the writer is closed");
+  queue_.push_back(Job{std::move(root), std::move(name), std::move(blob), std::move(remove_after)});
+  cv_.notify_all();
+  return absl::OkStatus();
+}
+
+absl::Status CheckpointWriter::Wait() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [this] { return queue_.empty() && !busy_; });
+  return error_;
+}
+
+absl::Status CheckpointWriter::Close() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_ && !thread_.joinable()) return error_;
+    stop_ = true;
+    cv_.notify_all();
+  }
+  if (thread_.joinable()) thread_.join();
+  return error_;
+}
+
+void CheckpointWriter::Loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stop_ and nothing left
+    Job job = std::move(queue_.front());
+    queue_.pop_front();
+    busy_ = true;
+    lock.unlock();
+    auto written = WriteCheckpoint(job.root, job.name, job.blob);
+    if (written.ok()) {
+      for (const std::string& old : job.remove_after) {
+        std::error_code ignored;
+        if (old != *written) fs::remove_all(old, ignored);
+      }
+    }
+    lock.lock();
+    busy_ = false;
+    if (!written.ok() && error_.ok()) error_ = written.status();
+    cv_.notify_all();
+  }
+}
+
+}  // namespace trainbus
