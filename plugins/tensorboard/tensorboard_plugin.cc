@@ -170,6 +170,9 @@ class TensorBoardPlugin : public Plugin {
   void OnEpochEnd(const EpochEndEvent& e, Control&) override {
     if (!writer_) return;
     writer_->add_scalar("epoch/mean_loss", e.mean_loss, e.step);
+    // On disk at every epoch end, without making the training thread wait.
+    absl::Status s = writer_->request_flush();
+    if (!s.ok()) throw std::runtime_error(std::string(s.message()));
   }
 
   void OnRecord(const Record& r, Control&) override {

@@ -247,6 +247,21 @@ class EventFileWriter::Impl {
     }
   }
 
+  // Asks the writer thread to flush everything enqueued so far; does not wait.
+  absl::Status RequestFlush() {
+    const uint64_t target = queue_.producer_position();
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (thread_exited_ || flushed_through_ >= target) return StatusLocked();
+      if (flush_target_.load(std::memory_order_relaxed) < target) {
+        flush_target_.store(target, std::memory_order_seq_cst);
+      }
+    }
+    Wake();
+    std::unique_lock<std::mutex> lock(mu_);
+    return StatusLocked();
+  }
+
   absl::Status Flush() {
     const uint64_t target = queue_.producer_position();
     {
@@ -701,6 +716,8 @@ bool EventFileWriter::WriteScalar(std::string_view tag, float value, int64_t ste
 bool EventFileWriter::WriteEvent(std::string serialized_event) {
   return impl_->WriteEvent(std::move(serialized_event));
 }
+
+absl::Status EventFileWriter::RequestFlush() { return impl_->RequestFlush(); }
 
 absl::Status EventFileWriter::Flush() {
   if (impl_->owner_pid() != ::getpid()) return absl::OkStatus();

@@ -97,6 +97,9 @@ class EventFileWriter {
   // Returns once every record enqueued before the call is written to the
   // file (and fsync'ed if asked), or with the writer's error.
   absl::Status Flush();
+  // Asks for the same flush without waiting for it; returns the sticky error
+  // if the writer already failed.
+  absl::Status RequestFlush();
   // Flushes, stops the thread and closes the file. Later writes return false.
   absl::Status Close();
   // OK, or the sticky error (with the current lost-record count).

@@ -228,27 +228,24 @@ bool SummaryWriter::add_record(const Record& record) {
       record.value);
 }
 
-absl::Status SummaryWriter::flush() {
-  absl::Status first = main_->Flush();
+absl::Status SummaryWriter::ForEachFile(absl::Status (EventFileWriter::*op)()) {
+  absl::Status first = ((*main_).*op)();
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& [dir, w] : sub_) {
-    absl::Status s = w->Flush();
+    absl::Status s = ((*w).*op)();
     if (first.ok()) first = s;
   }
   if (first.ok()) first = sub_error_;
   return first;
 }
 
+absl::Status SummaryWriter::flush() { return ForEachFile(&EventFileWriter::Flush); }
+
+absl::Status SummaryWriter::request_flush() { return ForEachFile(&EventFileWriter::RequestFlush); }
+
 absl::Status SummaryWriter::close() {
   closed_.store(true, std::memory_order_release);
-  absl::Status first = main_->Close();
-  std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [dir, w] : sub_) {
-    absl::Status s = w->Close();
-    if (first.ok()) first = s;
-  }
-  if (first.ok()) first = sub_error_;
-  return first;
+  return ForEachFile(&EventFileWriter::Close);
 }
 
 absl::Status SummaryWriter::status() const {

@@ -174,6 +174,10 @@ class SummaryWriter {
   // Waits until everything added before the call is written (to every event
   // file of this writer, add_scalars sub-runs included), or returns the error.
   absl::Status flush();
+  // Starts a flush of everything added so far and returns at once (for a
+  // training thread that must not wait on disk, e.g. at every epoch end).
+  // Returns the sticky error, if any.
+  absl::Status request_flush();
   // Flushes and closes every event file. Idempotent.
   absl::Status close();
   // OK, or the first sticky I/O error.
@@ -191,6 +195,8 @@ class SummaryWriter {
  private:
   SummaryWriter(SummaryWriterOptions options, std::unique_ptr<EventFileWriter> main);
   bool Reject(const absl::Status& status);
+  // Applies `op` to the run's file and every sub-run's; returns the first error.
+  absl::Status ForEachFile(absl::Status (EventFileWriter::*op)());
   // The writer of a sub-run directory, created on first use; nullptr (and a
   // sticky error) if it cannot be created.
   EventFileWriter* SubWriter(const std::string& dir);
