@@ -1054,6 +1054,41 @@ TEST(ControlPluginsEndToEndTest, EarlyStoppingEndsTheRunWithItsReason) {
   EXPECT_THAT(r.output, Not(HasSubstr("[nonfinite_guard] skipped")));
 }
 
+// The plugin's state travels through the checkpoint plugin: a run cut after
+// epoch 2 and resumed stops exactly where the uninterrupted run stops, on a
+// best value (and best weights) from before the cut.
+TEST(ControlPluginsEndToEndTest, ResumedRunStopsWhereTheStraightRunStops) {
+  TempDir dir;
+  const std::string plugins = R"(
+      {"name": "early_stopping",
+       "options": {"monitor": "val/loss", "patience": 2, "min_delta": 0.04,
+                   "restore_best_weights": true}},
+      {"name": "checkpoint", "options": {"every_n_epochs": 1, "save_on_end": false}})";
+  std::string config = SmallConfig(dir, 15, plugins);
+  CommandResult straight = RunTrainbus(absl::StrCat("train --config ", config));
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  const size_t at = straight.output.find("(stopped: early_stopping: ");
+  ASSERT_NE(at, std::string::npos) << straight.output;
+  const std::string stop_line = straight.output.substr(at, straight.output.find('\n', at) - at);
+  // This seed stops at epoch 3 on a best from epoch 1 (checked below).
+  EXPECT_THAT(stop_line, HasSubstr("at step 17, epoch 3; best val/loss "));
+  EXPECT_THAT(stop_line, HasSubstr(" at step 5, epoch 1)"));
+
+  fs::remove_all(dir.path() + "/runs");
+  CommandResult first = RunTrainbus(absl::StrCat("train --config ", config, " --set trainer.epochs=2"));
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_THAT(first.output, HasSubstr("finished: 12 iterations in "));
+  CommandResult resumed = RunTrainbus(
+      absl::StrCat("train --config ", config, " --resume ", dir.path(), "/runs/small/checkpoints"));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_THAT(resumed.output, HasSubstr("resuming at step 12"));
+  EXPECT_THAT(resumed.output, HasSubstr("finished: 6 iterations in "));
+  EXPECT_THAT(resumed.output, HasSubstr(stop_line));
+  // The best weights came from the checkpoint: this process never ran step 5.
+  EXPECT_THAT(resumed.output, HasSubstr("[early_stopping] restored the best weights (val/loss "));
+  EXPECT_THAT(resumed.output, HasSubstr(" at step 5, epoch 1): 4 parameters, 0 buffers"));
+}
+
 TEST(ControlPluginsEndToEndTest, BadOptionIsAClearError) {
   TempDir dir;
   std::string config = SmallConfig(
