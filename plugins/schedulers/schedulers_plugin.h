@@ -1,0 +1,76 @@
+// schedulers_plugin.h — the `schedulers` plugin: PyTorch learning-rate
+// schedules driven by the bus (see README.md in this folder for the options).
+//
+// The class lives in the static library (not only in the .so) so that tests
+// can drive it in-process with a fake Control; plugin_entry.cc exports it.
+#ifndef TRAINBUS_PLUGINS_SCHEDULERS_SCHEDULERS_PLUGIN_H_
+#define TRAINBUS_PLUGINS_SCHEDULERS_SCHEDULERS_PLUGIN_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "schedules.h"
+#include "trainbus/plugin.h"
+
+namespace trainbus::schedulers {
+
+class SchedulersPlugin : public Plugin {
+ public:
+  static PluginInfo Info();
+  static absl::StatusOr<std::unique_ptr<SchedulersPlugin>> Create(const PluginContext& ctx);
+
+  void OnTrainBegin(const TrainBeginEvent& e, Control& control) override;
+  void OnIterationEnd(const IterationEndEvent& e, Control& control) override;
+  void OnValidationEnd(const ValidationEndEvent& e, Control& control) override;
+  void OnEpochEnd(const EpochEndEvent& e, Control& control) override;
+  void OnRecord(const Record& r, Control& control) override;
+
+  absl::StatusOr<std::string> SaveState() override;
+  // Before the run begins (the checkpoint plugin restores state then); the
+  // state is applied at OnTrainBegin, replacing the lrs read from the optimizer.
+  absl::Status LoadState(absl::string_view state) override;
+
+  // Tag of the records this plugin publishes for group `g`.
+  static std::string Tag(int g);
+
+  // Where a ReduceLROnPlateau metric comes from; the first source that
+  // delivers the monitored name is kept for the rest of the run.
+  enum class Source { kUnknown = 0, kIteration = 1, kValidation = 2, kEpoch = 3, kRecord = 4 };
+
+  // One schedule and the param groups it drives.
+  struct Unit {
+    google::protobuf::Value config;
+    std::string where;            // "schedule" or "groups[i]"
+    std::vector<int> groups;      // optimizer param groups
+    std::string monitor;          // ReduceLROnPlateau only
+    Source source = Source::kUnknown;
+    std::unique_ptr<Scheduler> scheduler;
+  };
+  const std::vector<Unit>& units() const { return units_; }
+
+ private:
+  enum class Publish { kChanges, kEveryStep, kNever };
+
+  void StepUnit(Unit& u, std::optional<double> metric, Control& control);
+  void Observe(Source source, absl::string_view name, double value, Control& control);
+  void Apply(Unit& u, Control& control, bool force_publish);
+  absl::Status LoadInto(absl::string_view state);
+
+  std::vector<Unit> units_;
+  bool per_epoch_ = false;
+  Publish publish_ = Publish::kChanges;
+  bool begun_ = false;
+  std::optional<std::string> pending_state_;
+  int64_t next_step_ = 0;          // the step that uses the lr being set
+  int64_t total_iterations_ = 0;
+  std::vector<double> published_;  // last published lr per group (NaN: none)
+  bool in_own_publish_ = false;
+  int num_configured_groups_ = 0;  // length of 'groups' (0: 'schedule')
+};
+
+}  // namespace trainbus::schedulers
+
+#endif  // TRAINBUS_PLUGINS_SCHEDULERS_SCHEDULERS_PLUGIN_H_
