@@ -13,24 +13,8 @@ function(trainbus_use_torch_pch target)
   target_precompile_headers(${target} REUSE_FROM trainbus_torch_pch)
 endfunction()
 
-# trainbus_add_plugin(<name> SOURCES <files...> [LIBRARIES <libs...>])
-#
-# Builds a plugin as a MODULE library named libtrainbus_<name>.so in the
-# build's plugin folder. Only the entry point is exported (version script):
-# the plugin's own symbols can never clash with the host's or another
-# plugin's. --no-undefined turns a missing symbol into a link error instead
-# of a dlopen failure at run time.
-function(trainbus_add_plugin name)
-  cmake_parse_arguments(ARG "" "" "SOURCES;LIBRARIES" ${ARGN})
-  set(target trainbus_plugin_${name})
-  add_library(${target} MODULE ${ARG_SOURCES})
-  target_link_libraries(${target} PRIVATE trainbus::plugin_sdk ${ARG_LIBRARIES})
-  set_target_properties(${target} PROPERTIES
-    OUTPUT_NAME trainbus_${name}
-    LIBRARY_OUTPUT_DIRECTORY "${TRAINBUS_BUILD_PLUGIN_DIR}")
-  target_link_options(${target} PRIVATE
-    "-Wl,--version-script=${PROJECT_SOURCE_DIR}/cmake/plugin.map"
-    "-Wl,--no-undefined")
-  install(TARGETS ${target} LIBRARY DESTINATION "${TRAINBUS_INSTALL_PLUGIN_DIR}")
-  set_property(GLOBAL APPEND PROPERTY TRAINBUS_PLUGIN_TARGETS ${target})
-endfunction()
+# Inside this tree, trainbus_add_plugin() puts plugins into the build's
+# plugin folder and installs them into <libdir>/trainbus/plugins.
+set(TRAINBUS_DEFAULT_PLUGIN_OUTPUT_DIR "${TRAINBUS_BUILD_PLUGIN_DIR}")
+set(TRAINBUS_DEFAULT_PLUGIN_INSTALL_DIR "${TRAINBUS_INSTALL_PLUGIN_DIR}")
+include("${CMAKE_CURRENT_LIST_DIR}/TrainbusPlugin.cmake")
