@@ -30,6 +30,7 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import warnings
 
@@ -234,8 +235,13 @@ def main():
     if not torch.__version__.startswith("1.13."):
         print("warning: goldens are meant to come from PyTorch 1.13.x, this is", torch.__version__,
               file=sys.stderr)
-    lines = ["# Golden lr sequences from torch.optim.lr_scheduler %s (torch %s)." % (
-        "1.13", torch.__version__),
+    try:  # Debian's build reports __version__ 1.13.0a0; the package says 1.13.1
+        package = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "python3-torch"],
+                                 capture_output=True, text=True).stdout.strip()
+    except OSError:
+        package = ""
+    lines = ["# Golden lr sequences from torch.optim.lr_scheduler (torch %s%s)." % (
+        torch.__version__, ", python3-torch " + package if package else ""),
              "# Made by plugins/schedulers/tools/make_goldens.py; do not edit."]
     n_rows = 0
     for name, config, lrs, steps, metrics in cases():
