@@ -137,7 +137,7 @@ void EarlyStoppingPlugin::OnTrainBegin(const TrainBeginEvent&, Control& control)
   if (c.restore_best_weights) absl::StrAppend(&extra, ", restores the best weights at the end");
   control.Log(absl::StrCat("monitoring ", c.monitor, " (mode ", ModeName(c.mode),
                            c.mode_was_auto ? " from auto" : "", "), patience ", c.patience,
-                           " checks, min_delta ", FormatValue(c.min_delta), ", check every ",
+                           c.patience == 1 ? " check" : " checks", ", min_delta ", FormatValue(c.min_delta), ", check every ",
                            c.every_n == 1 ? "" : absl::StrCat(c.every_n, " "),
                            CheckOnName(c.check_on), c.every_n == 1 ? "" : "s", extra));
   if (c.restore_best_weights && control.model() == nullptr) {
