@@ -258,7 +258,8 @@ int64_t TrainingSnapshot::bytes() const {
 PluginInfo NonFiniteGuardPlugin::Info() {
   return {"nonfinite_guard", "1.0.0",
           "Stops the run (or skips the step) when the loss or a gradient is nan or infinite",
-          OptionSpecs()};
+          OptionSpecs(),
+          /*default_priority=*/-100};  // first: later plugins see the restored step
 }
 
 absl::StatusOr<std::unique_ptr<NonFiniteGuardPlugin>> NonFiniteGuardPlugin::Create(
