@@ -13,7 +13,7 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
           const std::string& resume_path);
 int ListPlugins(bool json);
 int Plan(int64_t samples, int64_t batch_size, int64_t epochs, bool drop_last,
-         int64_t max_iterations);
+         int64_t max_iterations, const std::string& batch_schedule_json);
 int Inspect(const std::string& logdir, bool json);
 
 }  // namespace trainbus::cli

@@ -2,6 +2,7 @@
 // inspect TensorBoard event files. `trainbus --help` explains each command.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -23,6 +24,8 @@ ABSL_FLAG(int64_t, batch_size, 0, "plan: samples per iteration");
 ABSL_FLAG(int64_t, epochs, 1, "plan: passes over the training set");
 ABSL_FLAG(bool, drop_last, false, "plan: skip each epoch's last, smaller batch");
 ABSL_FLAG(int64_t, max_iterations, 0, "plan: cap on the total iterations (0: none)");
+ABSL_FLAG(std::string, batch_schedule, "",
+          "plan: a batch-size schedule as JSON (see the batch_size_schedule plugin)");
 
 namespace {
 
@@ -40,8 +43,12 @@ Usage:
       List every plugin found: name, version, library, hooks, and its options
       with types and defaults. Folders searched: the built-in plugin folder,
       then $TRAINBUS_PLUGIN_PATH (':'-separated).
-  trainbus plan --samples N --batch_size B [--epochs E] [--drop_last] [--max_iterations M]
-      Print iterations per epoch, total iterations and samples seen.
+  trainbus plan --samples N --batch-size B [--epochs E] [--drop-last]
+                [--max-iterations M] [--batch-schedule JSON]
+      Print iterations per epoch, total iterations and samples seen, epoch by
+      epoch where the batch size changes, e.g.
+      --batch-schedule '{"mode": "multiply", "factor": 2, "every": 2}'.
+      (Flags may be written with '-' or '_'.)
   trainbus inspect LOGDIR [--json]
       Read every event file under LOGDIR, check its checksums, and list runs
       and tags; exits 1 when a file is corrupt.
@@ -84,6 +91,19 @@ int main(int argc, char** argv) {
       rest.push_back(argv[i]);
     }
   }
+  // Accept --batch-size as well as --batch_size: Abseil flag names use '_'.
+  std::vector<std::string> normalized;
+  normalized.reserve(rest.size());
+  for (char* arg : rest) {
+    std::string a = arg;
+    if (absl::StartsWith(a, "--")) {
+      size_t end = std::min(a.find('='), a.size());
+      std::replace(a.begin() + 2, a.begin() + end, '-', '_');
+    }
+    normalized.push_back(std::move(a));
+  }
+  rest.clear();
+  for (std::string& a : normalized) rest.push_back(a.data());
   absl::SetProgramUsageMessage("see `trainbus --help`");
   std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(rest.size()), rest.data());
   if (positional.size() < 2) {
@@ -107,7 +127,8 @@ int main(int argc, char** argv) {
   if (command == "plan") {
     return trainbus::cli::Plan(absl::GetFlag(FLAGS_samples), absl::GetFlag(FLAGS_batch_size),
                                absl::GetFlag(FLAGS_epochs), absl::GetFlag(FLAGS_drop_last),
-                               absl::GetFlag(FLAGS_max_iterations));
+                               absl::GetFlag(FLAGS_max_iterations),
+                               absl::GetFlag(FLAGS_batch_schedule));
   }
   if (command == "inspect") {
     if (args.size() != 1) {

@@ -4,7 +4,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
+#include "google/protobuf/util/json_util.h"
 #include "trainbus/config.h"
+#include "trainbus/batch_schedule.h"
 #include "trainbus/iteration_plan.h"
 #include "trainbus/trainer.h"
 
@@ -44,7 +46,9 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
     }
   }
   const std::string run_dir = (std::filesystem::path(config->log_root()) / config->name()).string();
-  std::cout << "run " << config->name() << ": " << (*trainer)->plan().ToString() << "\n";
+  std::cout << "run " << config->name() << ": " << (*trainer)->session().plugins().size()
+            << " plugin(s), " << config->dataset().type() << " data\n"
+            << FormatSchedulePlan((*trainer)->plan());
   if (!resume_path.empty()) {
     std::cout << "resuming at step " << (*trainer)->start_step() << " from "
               << resume_path << "\n";
@@ -75,26 +79,45 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
 }
 
 int Plan(int64_t samples, int64_t batch_size, int64_t epochs, bool drop_last,
-         int64_t max_iterations) {
-  auto plan = PlanIterations(samples, batch_size, epochs, drop_last,
-                             max_iterations > 0 ? std::optional<int64_t>(max_iterations)
-                                                : std::nullopt);
+         int64_t max_iterations, const std::string& batch_schedule_json) {
+  std::optional<BatchSchedule> schedule;
+  if (!batch_schedule_json.empty()) {
+    google::protobuf::Value value;
+    if (!google::protobuf::util::JsonStringToMessage(batch_schedule_json, &value).ok()) {
+      std::cerr << "trainbus plan: --batch_schedule must be a JSON object, e.g. "
+                   "'{\"mode\": \"step\", \"milestones\": [2], \"sizes\": [256]}'\n";
+      return 2;
+    }
+    auto parsed = BatchSchedule::FromValue(value, "--batch_schedule");
+    if (!parsed.ok()) {
+      std::cerr << "trainbus plan: " << parsed.status().message() << "\n";
+      return 2;
+    }
+    schedule = *parsed;
+  }
+  auto plan = PlanWithSchedule(samples, batch_size, epochs, drop_last,
+                               max_iterations > 0 ? std::optional<int64_t>(max_iterations)
+                                                  : std::nullopt,
+                               schedule ? &*schedule : nullptr);
   if (!plan.ok()) {
     std::cerr << "trainbus plan: " << plan.status().message()
-              << " (use --samples N --batch_size B --epochs E)\n";
+              << " (use --samples N --batch-size B --epochs E)\n";
     return 2;
   }
-  std::cout << "samples:              " << plan->samples << "\n"
-            << "batch size:           " << plan->batch_size << (plan->drop_last ? " (drop_last)" : "")
-            << "\n"
-            << "iterations per epoch: " << plan->iterations_per_epoch
-            << (plan->last_batch_size != plan->batch_size
-                    ? absl::StrCat(" (last batch ", plan->last_batch_size, ")")
+  const EpochPlan& first = plan->epochs.front();
+  std::cout << "samples:              " << samples << "\n"
+            << "batch size:           " << batch_size << (drop_last ? " (drop_last)" : "")
+            << (schedule ? " at the start, then as scheduled" : "") << "\n"
+            << "iterations per epoch: " << first.iterations
+            << (first.last_batch_size < first.first_batch_size
+                    ? absl::StrCat(" (last batch ", first.last_batch_size, ")")
                     : std::string())
-            << "\n"
-            << "epochs:               " << plan->epochs << "\n"
+            << (schedule ? " in the first epoch" : "") << "\n"
+            << "epochs:               " << plan->epochs.size() << "\n"
             << "total iterations:     " << plan->total_iterations << "\n"
-            << "samples seen:         " << plan->samples_seen << "\n";
+            << "samples seen:         " << plan->samples_seen << "\n"
+            << "epoch by epoch:\n"
+            << FormatSchedulePlan(*plan);
   return 0;
 }
 

@@ -80,6 +80,19 @@ class Bus::PluginControl final : public Control {
     return absl::OkStatus();
   }
 
+  absl::Status SetBatchSize(int64_t size, bool at_next_iteration) override {
+    if (size < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("plugin '", *name_, "': SetBatchSize: size must be >= 1, got ", size));
+    }
+    if (!bus_->batch_size_setter_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "plugin '", *name_, "': SetBatchSize: this host batches its data itself (a Session in "
+          "your own loop); only the trainbus Trainer can change the batch size"));
+    }
+    return bus_->batch_size_setter_(size, at_next_iteration);
+  }
+
   void RequestCheckpoint(absl::string_view reason) override {
     if (!bus_->checkpoint_requested_) {
       bus_->checkpoint_requested_ = true;

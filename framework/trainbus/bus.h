@@ -61,6 +61,9 @@ class Bus {
       const std::string& root, const std::string& name, absl::string_view reason,
       std::vector<std::string> remove_after)>;
   void set_checkpoint_saver(CheckpointSaver saver) { checkpoint_saver_ = std::move(saver); }
+  // Performs Control::SetBatchSize (set by a host that batches, the Trainer).
+  using BatchSizeSetter = std::function<absl::Status(int64_t size, bool at_next_iteration)>;
+  void set_batch_size_setter(BatchSizeSetter setter) { batch_size_setter_ = std::move(setter); }
   // Where Control::Log() lines go (default: standard error).
   void set_log_sink(std::function<void(absl::string_view)> sink) { log_sink_ = std::move(sink); }
 
@@ -128,6 +131,7 @@ class Bus {
   int publish_depth_ = 0;
   std::function<void(absl::string_view)> log_sink_;
   CheckpointSaver checkpoint_saver_;
+  BatchSizeSetter batch_size_setter_;
 };
 
 }  // namespace trainbus

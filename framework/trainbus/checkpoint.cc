@@ -164,6 +164,11 @@ absl::StatusOr<CheckpointBlob> SerializeCheckpoint(torch::nn::Module* model,
   meta.set_next_step(state.next_step);
   meta.set_epoch(state.epoch);
   meta.set_batch_index(state.batch_index);
+  meta.set_sample_offset(state.sample_offset);
+  if (optimizer != nullptr) {
+    for (auto& group : optimizer->param_groups()) meta.add_learning_rates(group.options().get_lr());
+  }
+  meta.set_batch_size(state.batch_size);
   meta.set_wall_time(state.wall_time > 0 ? state.wall_time : NowSeconds());
   meta.set_reason(state.reason);
   {
@@ -315,6 +320,16 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path, torch::n
       torch::serialize::InputArchive archive;
       archive.load_from(files[kOptimizerFile].data(), files[kOptimizerFile].size());
       optimizer->load(archive);
+      auto& groups = optimizer->param_groups();
+      if (meta.learning_rates_size() > 0 &&
+          meta.learning_rates_size() != static_cast<int>(groups.size())) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "checkpoint ", *dir, " has ", meta.learning_rates_size(),
+            " optimizer param groups, this optimizer has ", groups.size()));
+      }
+      for (int g = 0; g < meta.learning_rates_size(); ++g) {
+        groups[g].options().set_lr(meta.learning_rates(g));
+      }
     }
   } catch (const std::exception& e) {
     std::string what = e.what();
@@ -337,6 +352,8 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path, torch::n
   s.next_step = meta.next_step();
   s.epoch = meta.epoch();
   s.batch_index = meta.batch_index();
+  s.sample_offset = meta.sample_offset();
+  s.batch_size = meta.batch_size();
   s.reason = meta.reason();
   s.wall_time = meta.wall_time();
   s.host_state = meta.host_state();

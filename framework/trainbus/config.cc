@@ -238,6 +238,14 @@ absl::Status ApplyOverride(config::RunConfig* config, absl::string_view assignme
       (*s->mutable_fields())[key] = v;
       return absl::OkStatus();
     }
+    if (last && f->message_type() != nullptr &&
+        f->message_type()->full_name() == "google.protobuf.Value") {
+      auto* v = static_cast<pb::Value*>(r->MutableMessage(msg, f));
+      if (!pb::util::JsonStringToMessage(std::string(value), v).ok()) {
+        v->set_string_value(std::string(value));  // not JSON: a plain string
+      }
+      return absl::OkStatus();
+    }
     if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
       if (last) {
         return absl::InvalidArgumentError(
@@ -260,13 +268,49 @@ absl::Status FinalizeRunConfig(config::RunConfig* c, absl::string_view origin) {
   // Trainer.
   auto* t = c->mutable_trainer();
   if (!t->has_epochs()) t->set_epochs(5);
-  if (!t->has_batch_size()) t->set_batch_size(64);
+  if (!t->has_batch_size()) t->mutable_batch_size()->set_number_value(64);
   if (!t->has_seed()) t->set_seed(42);
   if (!t->has_validate_every_n_epochs()) t->set_validate_every_n_epochs(1);
   if (!t->has_validate_every_n_iterations()) t->set_validate_every_n_iterations(0);
   if (t->epochs() <= 0) return RangeError(origin, "trainer.epochs", "> 0", absl::StrCat(t->epochs()));
-  if (t->batch_size() <= 0) {
-    return RangeError(origin, "trainer.batch_size", "> 0", absl::StrCat(t->batch_size()));
+  {
+    const pb::Value& b = t->batch_size();
+    const bool full = b.kind_case() == pb::Value::kStringValue && b.string_value() == "full";
+    const bool number = b.kind_case() == pb::Value::kNumberValue && b.number_value() >= 1 &&
+                        b.number_value() <= 9.0e15 && std::floor(b.number_value()) == b.number_value();
+    if (!full && !number) {
+      std::string got;
+      (void)pb::util::MessageToJsonString(b, &got);
+      return RangeError(origin, "trainer.batch_size", "a whole number > 0 or \"full\"", got);
+    }
+  }
+  if (t->has_validation_subset() && t->validation_subset() < 0) {
+    return RangeError(origin, "trainer.validation_subset", ">= 0 (0: all)",
+                      absl::StrCat(t->validation_subset()));
+  }
+  {
+    auto* n = t->mutable_normalize();
+    if (n->mode().empty()) n->set_mode("none");
+    if (n->mode() != "none" && n->mode() != "compute" && n->mode() != "given") {
+      return RangeError(origin, "trainer.normalize.mode", "one of \"none\", \"compute\", \"given\"",
+                        absl::StrCat("\"", n->mode(), "\""));
+    }
+    if (n->mode() == "given") {
+      if (n->mean_size() == 0 || n->mean_size() != n->std_size()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            origin, ": trainer.normalize.mode \"given\" needs mean and std with one value per "
+            "channel each, got ", n->mean_size(), " and ", n->std_size()));
+      }
+      for (int i = 0; i < n->std_size(); ++i) {
+        if (!(n->std(i) > 0)) {
+          return RangeError(origin, absl::StrCat("trainer.normalize.std[", i, "]"), "> 0",
+                            absl::StrCat(n->std(i)));
+        }
+      }
+    } else if (n->mean_size() > 0 || n->std_size() > 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          origin, ": trainer.normalize.mean/std are only used with mode \"given\""));
+    }
   }
   if (t->has_max_iterations() && t->max_iterations() <= 0) {
     return RangeError(origin, "trainer.max_iterations", "> 0 (or unset)",
@@ -394,6 +438,13 @@ absl::Status FinalizeRunConfig(config::RunConfig* c, absl::string_view origin) {
     }
   }
   return absl::OkStatus();
+}
+
+int64_t ResolveBatchSize(const config::TrainerConfig& trainer, int64_t samples) {
+  const pb::Value& b = trainer.batch_size();
+  if (b.kind_case() == pb::Value::kStringValue && b.string_value() == "full") return samples;
+  if (b.kind_case() == pb::Value::kNumberValue) return static_cast<int64_t>(b.number_value());
+  return 64;
 }
 
 std::string RunConfigToJson(const config::RunConfig& config) {

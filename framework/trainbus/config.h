@@ -49,6 +49,9 @@ absl::Status ApplyOverride(config::RunConfig* config, absl::string_view assignme
 // Fills every unset field with its default and checks every value's range.
 absl::Status FinalizeRunConfig(config::RunConfig* config, absl::string_view origin);
 
+// trainer.batch_size as a number of samples: "full" is the training set's size.
+int64_t ResolveBatchSize(const config::TrainerConfig& trainer, int64_t samples);
+
 // The config as pretty JSON (for logs and for saving next to the run).
 std::string RunConfigToJson(const config::RunConfig& config);
 

@@ -63,6 +63,12 @@ class Control {
   // FailedPrecondition when no optimizer is bound.
   virtual absl::Status SetLearningRate(int group, double lr) = 0;
 
+  // Changes the batch size: from the next epoch (at_next_iteration false), or
+  // from the next iteration (true: the rest of the epoch is cut into batches
+  // of the new size). InvalidArgument for size < 1; FailedPrecondition when
+  // the host batches the data itself (a Session in a user's own loop).
+  virtual absl::Status SetBatchSize(int64_t size, bool at_next_iteration) = 0;
+
   // Asks the checkpoint plugin (if any) to save at the end of this iteration.
   virtual void RequestCheckpoint(absl::string_view reason) = 0;
   virtual bool checkpoint_requested() const = 0;

@@ -59,7 +59,7 @@ struct RunInfo {
   std::string run_name;            // e.g. "shapes-cnn"
   std::string log_dir;             // directory for this run's files, e.g. "runs/shapes-cnn"
   int64_t train_samples = 0;       // dataset size N (0 when unknown, e.g. embedded loops)
-  int64_t batch_size = 0;
+  int64_t batch_size = 0;          // as configured (a batch-size schedule starts from it)
   int64_t epochs = 0;
   int64_t iterations_per_epoch = 0;  // ceil(N / batch) or floor with drop_last
   int64_t total_iterations = 0;      // per epoch x epochs, or max_iterations

@@ -126,6 +126,7 @@ absl::Status Session::SaveCheckpoint(const std::string& root, const std::string&
   state.batch_index = batch_index_;
   state.reason = std::string(reason);
   state.host_state = host_state_;
+  if (position_filler_) position_filler_(&state);
   for (const auto& [name_, plugin] : plugins_) {
     absl::StatusOr<std::string> saved;
     try {

@@ -33,6 +33,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -106,6 +107,11 @@ class Session {
                               std::vector<std::string> remove_after = {});
   // Extra bytes stored with every checkpoint (the Trainer stores its plan).
   void set_host_state(std::string state) { host_state_ = std::move(state); }
+  // Lets the host add its own position to every checkpoint (the Trainer's
+  // sample offset and batch size); called on the training thread.
+  void set_position_filler(std::function<void(CheckpointState*)> filler) {
+    position_filler_ = std::move(filler);
+  }
 
   // True once a plugin, a failing hook or RequestStop() asked the run to stop.
   bool ShouldStop() const { return bus_.stop_requested(); }
@@ -153,6 +159,7 @@ class Session {
   torch::nn::Module* model_ = nullptr;
   torch::optim::Optimizer* optimizer_ = nullptr;
   std::string host_state_;
+  std::function<void(CheckpointState*)> position_filler_;
   std::unique_ptr<CheckpointWriter> checkpoint_writer_;
   std::chrono::steady_clock::time_point begin_time_, epoch_time_, iteration_time_;
 };

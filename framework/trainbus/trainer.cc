@@ -14,6 +14,9 @@
 #include <torch/utils.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "trainbus/config.h"
 #include "trainbus/data/datasets.h"
 #include "trainbus/models/models.h"
 
@@ -23,6 +26,10 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// The plugin whose options describe the batch-size schedule; its schedule
+// shapes the plan printed before the run and the totals plugins see.
+constexpr const char* kBatchSchedulePlugin = "batch_size_schedule";
 
 absl::StatusOr<std::unique_ptr<torch::optim::Optimizer>> MakeOptimizer(
     const config::OptimizerConfig& c, const std::vector<at::Tensor>& params) {
@@ -58,9 +65,34 @@ at::Tensor EpochPermutation(int64_t n, uint64_t seed, int64_t epoch) {
 }
 
 // What a checkpoint must agree with to resume this run exactly.
-std::string PlanFingerprint(const IterationPlan& p, uint64_t seed) {
-  return absl::StrCat("samples=", p.samples, " batch_size=", p.batch_size,
-                      " drop_last=", p.drop_last ? 1 : 0, " seed=", seed);
+std::string PlanFingerprint(int64_t samples, int64_t batch_size, bool drop_last, uint64_t seed) {
+  return absl::StrCat("samples=", samples, " batch_size=", batch_size,
+                      " drop_last=", drop_last ? 1 : 0, " seed=", seed);
+}
+
+// The batch-size schedule of the run, if the config enables the plugin.
+absl::StatusOr<std::optional<BatchSchedule>> ScheduleFromConfig(const config::RunConfig& config) {
+  for (const auto& p : config.plugins()) {
+    if (p.name() != kBatchSchedulePlugin || (p.has_enabled() && !p.enabled())) continue;
+    auto it = p.options().fields().find("schedule");
+    if (it == p.options().fields().end()) {
+      return absl::InvalidArgumentError(
+          "plugin 'batch_size_schedule': option 'schedule' is required");
+    }
+    auto s = BatchSchedule::FromValue(it->second, "plugin 'batch_size_schedule': option 'schedule'");
+    if (!s.ok()) return s.status();
+    return std::optional<BatchSchedule>(*s);
+  }
+  return std::optional<BatchSchedule>();
+}
+
+// Per-channel mean and standard deviation over [N, C, ...].
+std::pair<std::vector<double>, std::vector<double>> ChannelStats(const at::Tensor& x) {
+  at::Tensor per_channel = x.transpose(0, 1).reshape({x.size(1), -1}).to(at::kDouble);
+  at::Tensor mean = per_channel.mean(1), std = per_channel.std(1, /*unbiased=*/false);
+  std::vector<double> m(mean.data_ptr<double>(), mean.data_ptr<double>() + mean.numel());
+  std::vector<double> s(std.data_ptr<double>(), std.data_ptr<double>() + std.numel());
+  return {m, s};
 }
 
 }  // namespace
@@ -71,29 +103,45 @@ struct Trainer::Impl {
   torch::nn::Sequential model{nullptr};
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   std::unique_ptr<Session> session;
-  IterationPlan plan;
+  std::optional<BatchSchedule> schedule;
+  SchedulePlan plan;
+  int64_t base_batch = 0;
   RunInfo run;
-  int64_t start_batch = 0;  // first batch of the first epoch (resume mid-epoch)
+  std::vector<double> norm_mean, norm_std;  // empty: no normalisation
 
+  // Position: where the next iteration starts, and its batch size.
+  int64_t epoch = 0;
+  int64_t offset = 0;       // samples of this epoch already used
+  int64_t batch = 0;        // size of the next batch
+  int64_t pending_batch = 0;  // set by a plugin; 0: none
+  bool pending_at_next_iteration = false;
+
+  absl::Status Normalize();
   Metrics Validate();
 };
 
 Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Trainer::~Trainer() = default;
-const IterationPlan& Trainer::plan() const { return impl_->plan; }
+const SchedulePlan& Trainer::plan() const { return impl_->plan; }
 int64_t Trainer::start_step() const { return impl_->run.start_step; }
 Session& Trainer::session() { return *impl_->session; }
+const std::vector<double>& Trainer::normalization_mean() const { return impl_->norm_mean; }
+const std::vector<double>& Trainer::normalization_std() const { return impl_->norm_std; }
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::RunConfig& config) {
   auto session = Session::Create(config);
   if (!session.ok()) return session.status();
-  config::RunConfig without_plugins = config;
-  without_plugins.clear_plugins();  // already loaded into the session
-  return Create(without_plugins, std::move(session).value());
+  return CreateImpl(config, std::move(session).value(), /*load_plugins=*/false);
 }
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::RunConfig& config,
                                                          std::unique_ptr<Session> session) {
+  return CreateImpl(config, std::move(session), /*load_plugins=*/true);
+}
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::CreateImpl(const config::RunConfig& config,
+                                                             std::unique_ptr<Session> session,
+                                                             bool load_plugins) {
   auto impl = std::make_unique<Impl>();
   impl->config = config;
   const auto& t = config.trainer();
@@ -102,12 +150,19 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::RunConfig
   auto data = LoadDataset(config.dataset());
   if (!data.ok()) return data.status();
   impl->data = std::move(data).value();
+  if (absl::Status s = impl->Normalize(); !s.ok()) return s;
 
-  auto plan = PlanIterations(impl->data.train.size(), t.batch_size(), t.epochs(), t.drop_last(),
-                             t.has_max_iterations() ? std::optional<int64_t>(t.max_iterations())
-                                                    : std::nullopt);
+  impl->base_batch = ResolveBatchSize(t, impl->data.train.size());
+  auto schedule = ScheduleFromConfig(config);
+  if (!schedule.ok()) return schedule.status();
+  impl->schedule = *schedule;
+  auto plan = PlanWithSchedule(impl->data.train.size(), impl->base_batch, t.epochs(), t.drop_last(),
+                               t.has_max_iterations() ? std::optional<int64_t>(t.max_iterations())
+                                                      : std::nullopt,
+                               impl->schedule ? &*impl->schedule : nullptr);
   if (!plan.ok()) return plan.status();
   impl->plan = *plan;
+  impl->batch = impl->schedule ? impl->schedule->At(0, impl->base_batch) : impl->base_batch;
 
   torch::manual_seed(t.seed());  // weight initialisation and dropout
   const at::Tensor& x = impl->data.train.inputs;
@@ -125,18 +180,33 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::RunConfig
   if (impl->session->log_dir().empty()) impl->session->set_log_dir(run_dir);
   std::vector<std::string> dirs(config.plugin_paths().begin(), config.plugin_paths().end());
   for (const auto& p : config.plugins()) {
-    if (p.has_enabled() && !p.enabled()) continue;
+    if (!load_plugins || (p.has_enabled() && !p.enabled())) continue;
     if (absl::Status s = impl->session->LoadPlugin(p, dirs); !s.ok()) return s;
   }
   impl->session->Bind(impl->model.ptr().get(), impl->optimizer.get());
 
+  Impl* m = impl.get();
+  impl->session->bus().set_batch_size_setter([m](int64_t size, bool at_next_iteration) {
+    m->pending_batch = size;
+    m->pending_at_next_iteration = at_next_iteration;
+    return absl::OkStatus();
+  });
+  impl->session->set_position_filler([m](CheckpointState* s) {
+    // Saved after the iteration's hooks: a pending change is part of the state.
+    s->epoch = m->epoch;
+    s->sample_offset = m->offset;
+    const bool pending_applies =
+        m->pending_batch > 0 && (m->pending_at_next_iteration || m->offset >= m->data.train.size());
+    s->batch_size = pending_applies ? m->pending_batch : m->batch;
+  });
+
   RunInfo& run = impl->run;
   run.run_name = config.name();
   run.log_dir = run_dir;
-  run.train_samples = impl->plan.samples;
-  run.batch_size = impl->plan.batch_size;
-  run.epochs = impl->plan.epochs;
-  run.iterations_per_epoch = impl->plan.iterations_per_epoch;
+  run.train_samples = impl->data.train.size();
+  run.batch_size = impl->base_batch;  // as configured; a schedule starts from it
+  run.epochs = static_cast<int64_t>(impl->plan.epochs.size());
+  run.iterations_per_epoch = impl->plan.epochs.front().iterations;
   run.total_iterations = impl->plan.total_iterations;
   run.seed = t.seed();
   const auto& o = config.optimizer();
@@ -144,20 +214,53 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::RunConfig
                  {"dataset", config.dataset().type()},
                  {"optimizer", o.type()},
                  {"lr", absl::StrCat(o.lr())},
-                 {"batch_size", absl::StrCat(t.batch_size())},
+                 {"batch_size", absl::StrCat(impl->base_batch)},
                  {"epochs", absl::StrCat(t.epochs())},
                  {"weight_decay", absl::StrCat(o.weight_decay())},
                  {"seed", absl::StrCat(t.seed())}};
   if (o.type() == "sgd") run.hparams.push_back({"momentum", absl::StrCat(o.momentum())});
-  impl->session->set_host_state(PlanFingerprint(impl->plan, t.seed()));
+  impl->session->set_host_state(
+      PlanFingerprint(run.train_samples, impl->base_batch, t.drop_last(), t.seed()));
   return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
+}
+
+absl::Status Trainer::Impl::Normalize() {
+  const config::NormalizeConfig& n = config.trainer().normalize();
+  if (n.mode() == "none" || n.mode().empty()) return absl::OkStatus();
+  const int64_t channels = data.train.inputs.size(1);
+  if (n.mode() == "given") {
+    if (n.mean_size() != channels) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "trainer.normalize: ", n.mean_size(), " mean/std values given for data with ", channels,
+          " channel(s)"));
+    }
+    norm_mean.assign(n.mean().begin(), n.mean().end());
+    norm_std.assign(n.std().begin(), n.std().end());
+  } else {
+    std::tie(norm_mean, norm_std) = ChannelStats(data.train.inputs);
+    for (double& s : norm_std) {
+      if (s < 1e-12) s = 1.0;  // a constant channel: only centre it
+    }
+  }
+  // Normalising the stored tensors once equals normalising every batch.
+  auto apply = [&](at::Tensor& x) {
+    if (!x.defined() || x.numel() == 0) return;
+    at::Tensor mean = at::tensor(norm_mean, at::kDouble).to(x.scalar_type()).view({1, -1, 1, 1});
+    at::Tensor std = at::tensor(norm_std, at::kDouble).to(x.scalar_type()).view({1, -1, 1, 1});
+    x = (x - mean) / std;
+  };
+  apply(data.train.inputs);
+  apply(data.val.inputs);
+  return absl::OkStatus();
 }
 
 absl::Status Trainer::Resume(const std::string& path) {
   Impl& m = *impl_;
   auto state = m.session->Resume(path);
   if (!state.ok()) return state.status();
-  const std::string expected = PlanFingerprint(m.plan, m.config.trainer().seed());
+  const auto& t = m.config.trainer();
+  const std::string expected =
+      PlanFingerprint(m.run.train_samples, m.base_batch, t.drop_last(), t.seed());
   if (state->host_state != expected) {
     return absl::FailedPreconditionError(absl::StrCat(
         "checkpoint ", path, " was saved by a run with ", state->host_state,
@@ -169,21 +272,30 @@ absl::Status Trainer::Resume(const std::string& path) {
         m.plan.total_iterations, " iterations; raise trainer.epochs or trainer.max_iterations"));
   }
   m.run.start_step = state->next_step;
-  m.run.start_epoch = state->next_step / m.plan.iterations_per_epoch;
-  m.start_batch = state->next_step % m.plan.iterations_per_epoch;
+  m.epoch = state->epoch;
+  m.offset = state->sample_offset;
+  if (state->batch_size > 0) m.batch = state->batch_size;
+  if (m.offset >= m.run.train_samples) {  // saved at an epoch's end
+    ++m.epoch;
+    m.offset = 0;
+  }
+  m.run.start_epoch = m.epoch;
   return absl::OkStatus();
 }
 
 Metrics Trainer::Impl::Validate() {
   const Dataset& val = data.val;
-  if (val.size() == 0) return {};
+  int64_t n = val.size();
+  const int64_t subset = config.trainer().validation_subset();
+  if (subset > 0) n = std::min(n, subset);
+  if (n == 0) return {};
   torch::NoGradGuard no_grad;
   model->eval();
   double loss_sum = 0.0;
   int64_t correct = 0;
   constexpr int64_t kChunk = 1024;
-  for (int64_t start = 0; start < val.size(); start += kChunk) {
-    int64_t end = std::min(val.size(), start + kChunk);
+  for (int64_t start = 0; start < n; start += kChunk) {
+    int64_t end = std::min(n, start + kChunk);
     at::Tensor logits = model->forward(val.inputs.slice(0, start, end));
     at::Tensor y = val.targets.slice(0, start, end);
     loss_sum += torch::nn::functional::cross_entropy(
@@ -192,8 +304,7 @@ Metrics Trainer::Impl::Validate() {
     correct += logits.argmax(1).eq(y).sum().item<int64_t>();
   }
   model->train();
-  return {{"val/loss", loss_sum / val.size()},
-          {"val/accuracy", static_cast<double>(correct) / val.size()}};
+  return {{"val/loss", loss_sum / n}, {"val/accuracy", static_cast<double>(correct) / n}};
 }
 
 absl::StatusOr<TrainResult> Trainer::Run() {
@@ -202,28 +313,50 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   const auto& t = m.config.trainer();
   const Dataset& train = m.data.train;
   const int64_t n = train.size();
-  const int64_t batch = m.plan.batch_size;
+  const int64_t total = m.plan.total_iterations;
   TrainResult result;
-  result.losses.reserve(static_cast<size_t>(m.plan.total_iterations));
+  result.losses.reserve(static_cast<size_t>(total));
   const auto start = Clock::now();
 
   session.Begin(m.run);
+  if (!m.norm_mean.empty()) {
+    session.Publish(Record::Text(
+        "data/normalization",
+        absl::StrCat("Inputs normalised per channel (", t.normalize().mode(), "): mean [",
+                     absl::StrJoin(m.norm_mean, ", ", [](std::string* out, double v) {
+                       absl::StrAppend(out, absl::StrFormat("%.6g", v));
+                     }),
+                     "], std [",
+                     absl::StrJoin(m.norm_std, ", ", [](std::string* out, double v) {
+                       absl::StrAppend(out, absl::StrFormat("%.6g", v));
+                     }),
+                     "]"),
+        m.run.start_step));
+  }
   int64_t step = m.run.start_step;
   Metrics metrics_storage;
   std::vector<double> lrs;
+  auto epoch_first_step = [&](int64_t epoch) {
+    return epoch < static_cast<int64_t>(m.plan.epochs.size()) ? m.plan.epochs[epoch].first_step : step;
+  };
   try {
-    for (int64_t epoch = m.run.start_epoch; epoch < m.plan.epochs && !session.ShouldStop();
-         ++epoch) {
-      // Batches [first, end) of this epoch; a resumed run may start mid-epoch.
-      const int64_t first = epoch == m.run.start_epoch ? m.start_batch : 0;
-      const int64_t end = std::min(m.plan.iterations_per_epoch,
-                                   m.plan.total_iterations - epoch * m.plan.iterations_per_epoch);
-      if (end - first <= 0) break;
-      session.BeginEpoch(EpochBeginEvent{epoch, step, end - first});
+    while (m.epoch < t.epochs() && step < total && !session.ShouldStop()) {
+      const int64_t epoch = m.epoch;
+      const int64_t planned = epoch < static_cast<int64_t>(m.plan.epochs.size())
+                                  ? m.plan.epochs[epoch].first_step + m.plan.epochs[epoch].iterations - step
+                                  : 0;
+      session.BeginEpoch(EpochBeginEvent{epoch, step, std::max<int64_t>(planned, 0)});
       const at::Tensor order = EpochPermutation(n, t.seed(), epoch);
       int64_t validated_at = -1;
-      for (int64_t b = first; b < end; ++b) {
-        const int64_t lo = b * batch, hi = std::min(n, lo + batch);
+      bool epoch_done = true;
+      while (m.offset < n) {
+        if (step >= total || session.ShouldStop()) {
+          epoch_done = false;
+          break;
+        }
+        const int64_t remaining = n - m.offset;
+        if (t.drop_last() && remaining < m.batch) break;  // the partial last batch
+        const int64_t lo = m.offset, hi = lo + std::min(m.batch, remaining);
         const at::Tensor idx = order.slice(0, lo, hi);
         const at::Tensor x = train.inputs.index_select(0, idx);
         const at::Tensor y = train.targets.index_select(0, idx);
@@ -240,10 +373,11 @@ absl::StatusOr<TrainResult> Trainer::Run() {
         const double loss_value = loss.item<double>();
         metrics_storage.assign(
             {{"train/accuracy", logits.argmax(1).eq(y).to(at::kDouble).mean().item<double>()}});
+        m.offset = hi;
         IterationEndEvent e;
         e.step = step;
         e.epoch = epoch;
-        e.batch_index = b;
+        e.batch_index = step - epoch_first_step(epoch);
         e.batch_size = bs;
         e.loss = loss_value;
         e.learning_rates = lrs;
@@ -257,22 +391,36 @@ absl::StatusOr<TrainResult> Trainer::Run() {
         ++result.iterations_run;
         result.last_step = step;
         ++step;
+        if (m.pending_batch > 0 && m.pending_at_next_iteration) {
+          m.batch = m.pending_batch;
+          m.pending_batch = 0;
+        }
         if (t.validate_every_n_iterations() > 0 && step % t.validate_every_n_iterations() == 0) {
           const auto v_start = Clock::now();
           result.final_metrics = m.Validate();
           session.EndValidation(ValidationEndEvent{step - 1, epoch, result.final_metrics, Since(v_start)});
           validated_at = step;
         }
-        if (session.ShouldStop()) break;
       }
-      const bool epoch_complete = !session.ShouldStop();
-      if (epoch_complete && t.validate_every_n_epochs() > 0 &&
+      if (epoch_done && t.validate_every_n_epochs() > 0 &&
           (epoch + 1) % t.validate_every_n_epochs() == 0 && validated_at != step) {
         const auto v_start = Clock::now();
         result.final_metrics = m.Validate();
         session.EndValidation(ValidationEndEvent{step - 1, epoch, result.final_metrics, Since(v_start)});
       }
+      if (epoch_done) {
+        // The next position is the next epoch's start (a checkpoint saved at
+        // this epoch's end resumes there).
+        m.offset = n;
+      }
       session.EndEpoch();
+      if (!epoch_done) break;
+      ++m.epoch;
+      m.offset = 0;
+      if (m.pending_batch > 0) {
+        m.batch = m.pending_batch;
+        m.pending_batch = 0;
+      }
     }
   } catch (const std::exception& ex) {
     std::string message = absl::StrCat("training failed at step ", step, ": ", ex.what());

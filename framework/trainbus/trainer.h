@@ -1,7 +1,9 @@
 // trainbus/trainer.h — the built-in LibTorch training loop.
 //
 // A Trainer turns a run config into a training run:
-//   dataset -> reshuffled every epoch (seeded) -> batches (drop_last option)
+//   dataset (optionally normalised per channel)
+//   -> reshuffled every epoch (seeded) -> batches (drop_last option; the
+//      batch size may change per epoch or per iteration: batch_schedule.h)
 //   -> forward, cross-entropy loss, backward, optimizer step = one iteration,
 // publishing every step on its Session's bus. Validation (loss and accuracy)
 // runs every `validate_every_n_epochs` epochs and/or every
@@ -23,8 +25,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "trainbus/batch_schedule.h"
 #include "trainbus/events.h"
-#include "trainbus/iteration_plan.h"
 #include "trainbus/proto/run_config.pb.h"
 #include "trainbus/session.h"
 
@@ -62,14 +64,22 @@ class Trainer {
   // stop policy) or a plugin's Close() failed; the result otherwise.
   absl::StatusOr<TrainResult> Run();
 
-  const IterationPlan& plan() const;
+  // The run epoch by epoch (batch sizes follow the batch_size_schedule
+  // plugin's schedule when the config enables it).
+  const SchedulePlan& plan() const;
   // Where Run() starts: 0, or the step after a resumed checkpoint.
   int64_t start_step() const;
   Session& session();
+  // Per-channel input statistics in use (empty without trainer.normalize).
+  const std::vector<double>& normalization_mean() const;
+  const std::vector<double>& normalization_std() const;
 
  private:
   struct Impl;
   explicit Trainer(std::unique_ptr<Impl> impl);
+  static absl::StatusOr<std::unique_ptr<Trainer>> CreateImpl(const config::RunConfig& config,
+                                                             std::unique_ptr<Session> session,
+                                                             bool load_plugins);
   std::unique_ptr<Impl> impl_;
 };
 

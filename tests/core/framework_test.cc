@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
 #include "progress_format.h"
+#include "trainbus/batch_schedule.h"
 #include "trainbus/bus.h"
 #include "trainbus/config.h"
 #include "trainbus/iteration_plan.h"
@@ -110,6 +111,86 @@ TEST(IterationPlanTest, BadInputIsAClearError) {
               HasSubstr("max_iterations must be > 0"));
 }
 
+// ------------------------------------------------------ batch schedules ----
+
+BatchSchedule ParseSchedule(const std::string& json) {
+  google::protobuf::Value v;
+  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(json, &v).ok()) << json;
+  auto s = BatchSchedule::FromValue(v, "schedule");
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? *s : BatchSchedule{};
+}
+
+TEST(BatchScheduleTest, ModesGiveTheDocumentedSizes) {
+  BatchSchedule step = ParseSchedule(R"({"mode": "step", "milestones": [2, 4], "sizes": [128, 256]})");
+  EXPECT_EQ(step.At(0, 64), 64);
+  EXPECT_EQ(step.At(1, 64), 64);
+  EXPECT_EQ(step.At(2, 64), 128);
+  EXPECT_EQ(step.At(5, 64), 256);
+  BatchSchedule mul = ParseSchedule(R"({"mode": "multiply", "factor": 2, "every": 2, "max_batch_size": 300})");
+  EXPECT_EQ(mul.At(1, 64), 64);
+  EXPECT_EQ(mul.At(2, 64), 128);
+  EXPECT_EQ(mul.At(4, 64), 256);
+  EXPECT_EQ(mul.At(6, 64), 300);
+  BatchSchedule lin = ParseSchedule(
+      R"({"interval": "iteration", "mode": "linear", "start": 10, "end": 20, "final_size": 128, "round_to": 16})");
+  EXPECT_EQ(lin.interval, BatchSchedule::Interval::kIteration);
+  EXPECT_EQ(lin.At(0, 32), 32);
+  EXPECT_EQ(lin.At(15, 32), 80);
+  EXPECT_EQ(lin.At(25, 32), 128);
+}
+
+TEST(BatchScheduleTest, PlanFollowsTheScheduleEpochByEpoch) {
+  BatchSchedule mul = ParseSchedule(R"({"mode": "multiply", "factor": 2, "every": 2})");
+  auto plan = PlanWithSchedule(10000, 100, 6, false, std::nullopt, &mul);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->epochs.size(), 6u);
+  EXPECT_EQ(plan->epochs[0].iterations, 100);
+  EXPECT_EQ(plan->epochs[2].iterations, 50);
+  EXPECT_EQ(plan->epochs[5].iterations, 25);
+  EXPECT_EQ(plan->total_iterations, 350);
+  EXPECT_EQ(plan->samples_seen, 60000);
+  EXPECT_EQ(FormatSchedulePlan(*plan),
+            "  epochs 1-2: batch 100, 100 iterations each, 10000 samples each\n"
+            "  epochs 3-4: batch 200, 50 iterations each, 10000 samples each\n"
+            "  epochs 5-6: batch 400, 25 iterations each, 10000 samples each\n"
+            "  total: 350 iterations over 6 epochs, 60000 samples seen\n");
+  // Without a schedule it is the textbook arithmetic.
+  auto plain = PlanWithSchedule(50000, 100, 20, false, std::nullopt, nullptr);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->total_iterations, 10000);
+  // Mid-epoch change: 100 samples, batch 10 for 3 iterations then 40.
+  BatchSchedule it = ParseSchedule(R"({"interval": "iteration", "mode": "step", "milestones": [3], "sizes": [40]})");
+  auto mid = PlanWithSchedule(100, 10, 2, false, std::nullopt, &it);
+  ASSERT_TRUE(mid.ok());
+  EXPECT_EQ(mid->epochs[0].iterations, 5);  // 10 10 10 40 30
+  EXPECT_EQ(mid->epochs[0].last_batch_size, 30);
+  EXPECT_EQ(mid->epochs[1].iterations, 3);  // 40 40 20
+  auto capped = PlanWithSchedule(100, 10, 2, false, 6, &it);
+  ASSERT_TRUE(capped.ok());
+  EXPECT_EQ(capped->total_iterations, 6);
+}
+
+TEST(BatchScheduleTest, BadSchedulesAreClearErrors) {
+  struct Case { std::string json, expected; };
+  for (const Case& c : std::vector<Case>{
+           {R"({"mode": "exponential"})", "schedule: 'mode' must be \"step\", \"multiply\" or \"linear\""},
+           {R"({"mode": "step", "milestones": [3, 2], "sizes": [1, 2]})", "'milestones' must be increasing"},
+           {R"({"mode": "step", "milestones": [3]})", "needs 'milestones' and 'sizes' of the same"},
+           {R"({"mode": "linear", "end": 5})", "needs 'final_size' and 'end' > 'start'"},
+           {R"({"mode": "multiply", "factor": -1})", "'factor' must be a number > 0, got -1"},
+           {R"({"mode": "step", "milestones": [1], "sizes": [0]})", "'sizes' must be a list of whole numbers >= 1"},
+           {R"({"every": 2, "evry": 1})", "unknown key 'evry'"},
+       }) {
+    google::protobuf::Value v;
+    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(c.json, &v).ok());
+    EXPECT_THAT(Msg(BatchSchedule::FromValue(v, "schedule").status()), HasSubstr(c.expected)) << c.json;
+  }
+  BatchSchedule big = ParseSchedule(R"({"mode": "step", "milestones": [1], "sizes": [500]})");
+  EXPECT_THAT(Msg(PlanWithSchedule(100, 10, 3, true, std::nullopt, &big).status()),
+              HasSubstr("epoch 2 would run no iteration"));
+}
+
 // ------------------------------------------------------------- options ----
 
 google::protobuf::Struct StructFromJson(const std::string& json) {
@@ -182,7 +263,7 @@ TEST(RunConfigTest, ParsesJsonAndFillsDefaults) {
   ASSERT_TRUE(c.ok()) << c.status();
   ASSERT_TRUE(FinalizeRunConfig(&*c, path).ok());
   EXPECT_EQ(c->trainer().epochs(), 2);
-  EXPECT_EQ(c->trainer().batch_size(), 64);
+  EXPECT_EQ(ResolveBatchSize(c->trainer(), 1000), 64);
   EXPECT_EQ(c->model().type(), "cnn");
   EXPECT_EQ(c->optimizer().type(), "sgd");
   EXPECT_DOUBLE_EQ(c->optimizer().lr(), 0.05);
@@ -193,10 +274,11 @@ TEST(RunConfigTest, ParsesJsonAndFillsDefaults) {
 
 TEST(RunConfigTest, ParsesTextFormat) {
   TempDir dir;
-  std::string path = dir.Write("run.txtpb", "trainer { epochs: 3 batch_size: 10 }\nname: \"t\"\n");
+  std::string path = dir.Write("run.txtpb", "trainer { epochs: 3 batch_size { number_value: 10 } }\nname: \"t\"\n");
   auto c = LoadRunConfig(path);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->trainer().epochs(), 3);
+  EXPECT_EQ(ResolveBatchSize(c->trainer(), 100), 10);
   EXPECT_EQ(c->name(), "t");
 }
 
@@ -222,7 +304,13 @@ TEST(RunConfigTest, OutOfRangeNamesFileAndField) {
     std::string json, expected;
   };
   const std::vector<Case> cases = {
-      {R"({"trainer": {"batch_size": 0}})", "trainer.batch_size must be > 0, got 0"},
+      {R"({"trainer": {"batch_size": 0}})", "trainer.batch_size must be a whole number > 0 or \"full\", got 0"},
+      {R"({"trainer": {"batch_size": "half"}})", "trainer.batch_size must be a whole number > 0 or \"full\", got \"half\""},
+      {R"({"trainer": {"batch_size": 2.5}})", "trainer.batch_size must be a whole number > 0"},
+      {R"({"trainer": {"validation_subset": -1}})", "trainer.validation_subset must be >= 0"},
+      {R"({"trainer": {"normalize": {"mode": "zscore"}}})", "trainer.normalize.mode must be one of"},
+      {R"({"trainer": {"normalize": {"mode": "given", "mean": [0.5]}}})", "needs mean and std with one value per channel"},
+      {R"({"trainer": {"normalize": {"mode": "given", "mean": [0.5], "std": [0]}}})", "trainer.normalize.std[0] must be > 0"},
       {R"({"trainer": {"epochs": -1}})", "trainer.epochs must be > 0, got -1"},
       {R"({"optimizer": {"lr": -0.1}})", "optimizer.lr must be a finite number > 0"},
       {R"({"optimizer": {"type": "rmsprop"}})", "optimizer.type must be one of"},
@@ -249,6 +337,10 @@ TEST(RunConfigTest, OverridesSetFieldsPluginsAndOptions) {
   ASSERT_TRUE(ApplyOverride(&*c, "optimizer.lr=0.25").ok());
   ASSERT_TRUE(ApplyOverride(&*c, "trainer.drop_last=true").ok());
   ASSERT_TRUE(ApplyOverride(&*c, "model.hidden=[4, 6]").ok());
+  ASSERT_TRUE(ApplyOverride(&*c, "trainer.batch_size=full").ok());
+  EXPECT_EQ(ResolveBatchSize(c->trainer(), 500), 500);
+  ASSERT_TRUE(ApplyOverride(&*c, "trainer.batch_size=16").ok());
+  EXPECT_EQ(ResolveBatchSize(c->trainer(), 500), 16);
   ASSERT_TRUE(ApplyOverride(&*c, "plugins.progress.priority=5").ok());
   ASSERT_TRUE(ApplyOverride(&*c, "plugins.progress.options.bar_width=12").ok());
   ASSERT_TRUE(ApplyOverride(&*c, "plugins.progress.options.mode=lines").ok());
@@ -691,6 +783,19 @@ TEST(CliTest, PlanPrintsTheArithmetic) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, AllOf(HasSubstr("iterations per epoch: 500"),
                               HasSubstr("total iterations:     10000")));
+  r = RunCommand("plan --samples 10000 --batch-size 200 --epochs 10");
+  EXPECT_THAT(r.output, AllOf(HasSubstr("iterations per epoch: 50"), HasSubstr("total iterations:     500")));
+  r = RunCommand("plan --samples 10000 --batch-size 100");
+  EXPECT_THAT(r.output, HasSubstr("iterations per epoch: 100"));
+  r = RunCommand("plan --samples 1000 --batch-size 300 --epochs 2 --drop-last");
+  EXPECT_THAT(r.output, AllOf(HasSubstr("iterations per epoch: 3"), HasSubstr("samples seen:         1800")));
+  r = RunCommand(R"(plan --samples 10000 --batch-size 100 --epochs 6 --batch-schedule '{"mode": "multiply", "factor": 2, "every": 2}')");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, AllOf(HasSubstr("epochs 3-4: batch 200, 50 iterations each"),
+                              HasSubstr("total iterations:     350")));
+  r = RunCommand(R"(plan --samples 100 --batch-size 10 --batch-schedule '{"mode": "cubic"}')");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("--batch_schedule: 'mode' must be"));
 }
 
 TEST(CliTest, BadConfigAndFlagsExitWithAClearMessage) {
@@ -698,10 +803,10 @@ TEST(CliTest, BadConfigAndFlagsExitWithAClearMessage) {
   std::string path = dir.Write("bad.json", R"({"trainer": {"batch_size": -4}})");
   CommandResult r = RunCommand(absl::StrCat("train --config ", path));
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_THAT(r.output, HasSubstr(absl::StrCat(path, ": trainer.batch_size must be > 0, got -4")));
+  EXPECT_THAT(r.output, HasSubstr(absl::StrCat(path, ": trainer.batch_size must be a whole number > 0 or \"full\", got -4")));
   r = RunCommand(absl::StrCat("train --config ", path, " --set trainer.batch_size=zero"));
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_THAT(r.output, HasSubstr("expects an integer"));
+  EXPECT_THAT(r.output, HasSubstr("trainer.batch_size must be a whole number > 0 or \"full\", got \"zero\""));
   r = RunCommand("train");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.output, HasSubstr("--config FILE"));

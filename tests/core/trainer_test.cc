@@ -18,6 +18,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/sgd.h>
 
+#include "trainbus/batch_schedule.h"
 #include "trainbus/checkpoint.h"
 #include "trainbus/config.h"
 #include "trainbus/data/datasets.h"
@@ -57,7 +58,7 @@ config::RunConfig TinyConfig(const std::string& extra_json = "{}") {
   if (!d->has_train_samples()) d->set_train_samples(240);
   if (!d->has_val_samples()) d->set_val_samples(60);
   auto* t = c->mutable_trainer();
-  if (!t->has_batch_size()) t->set_batch_size(32);
+  if (!t->has_batch_size()) t->mutable_batch_size()->set_number_value(32);
   if (!t->has_epochs()) t->set_epochs(3);
   if (!t->has_num_threads()) t->set_num_threads(1);
   if (c->log_root().empty()) c->set_log_root((fs::temp_directory_path() / "trainbus_trainer_runs").string());
@@ -113,7 +114,7 @@ Watched MakeTrainer(const config::RunConfig& c, HookErrorPolicy policy = HookErr
 
 TEST(TrainerTest, RunsThePlannedIterations) {
   auto [trainer, w] = MakeTrainer(TinyConfig());
-  EXPECT_EQ(trainer->plan().iterations_per_epoch, 8);  // ceil(240 / 32)
+  EXPECT_EQ(trainer->plan().epochs[0].iterations, 8);  // ceil(240 / 32)
   auto r = trainer->Run();
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->iterations_run, 24);
@@ -387,7 +388,7 @@ TEST(CheckpointTest, ResumeRefusesAnotherPlanOrACorruptCheckpoint) {
   ASSERT_TRUE(MakeTrainer(TinyConfig(json)).trainer->Run().ok());
   const std::string root = dir.path() + "/r/checkpoints";
   config::RunConfig other = TinyConfig(json);
-  other.mutable_trainer()->set_batch_size(16);
+  other.mutable_trainer()->mutable_batch_size()->set_number_value(16);
   EXPECT_THAT(Msg(MakeTrainer(other).trainer->Resume(root)),
               AllOf(HasSubstr("batch_size=32"), HasSubstr("batch_size=16"),
                     HasSubstr("Resume with the same dataset, batch size and seed")));
@@ -397,6 +398,134 @@ TEST(CheckpointTest, ResumeRefusesAnotherPlanOrACorruptCheckpoint) {
   auto t = MakeTrainer(TinyConfig(json));
   EXPECT_THAT(Msg(t.trainer->Resume(root)), HasSubstr("optimizer.pt is corrupt"));
   EXPECT_TRUE(t.watcher->steps.empty());
+}
+
+// ------------------------------------------- batch sizes and normalisation ----
+
+TEST(BatchScheduleRunTest, EpochScheduleRunsExactlyThePlannedIterations) {
+  auto [trainer, w] = MakeTrainer(TinyConfig(R"({"plugins": [{"name": "batch_size_schedule",
+      "options": {"schedule": {"mode": "multiply", "factor": 2, "every": 1}}}]})"));
+  const SchedulePlan& plan = trainer->plan();
+  ASSERT_EQ(plan.epochs.size(), 3u);
+  EXPECT_EQ(plan.epochs[0].iterations, 8);  // 240 / 32
+  EXPECT_EQ(plan.epochs[1].iterations, 4);  // 240 / 64
+  EXPECT_EQ(plan.epochs[2].iterations, 2);  // 240 / 128
+  auto r = trainer->Run();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->iterations_run, plan.total_iterations);
+  EXPECT_THAT(w->epoch_sizes, ::testing::ElementsAre(8, 4, 2));
+  EXPECT_EQ(w->batch_sizes[0], 32);
+  EXPECT_EQ(w->batch_sizes[8], 64);
+  EXPECT_EQ(w->batch_sizes[11], 240 - 3 * 64);
+  EXPECT_EQ(w->batch_sizes[12], 128);
+  EXPECT_EQ(w->batch_sizes[13], 112);
+}
+
+TEST(BatchScheduleRunTest, IterationScheduleRebatchesMidEpochAndScalesTheLr) {
+  auto [trainer, w] = MakeTrainer(TinyConfig(R"({"optimizer": {"lr": 0.01},
+      "plugins": [{"name": "batch_size_schedule", "options": {"scale_lr": true,
+        "schedule": {"interval": "iteration", "mode": "linear", "start": 0, "end": 6,
+                     "final_size": 64, "round_to": 8}}}]})"));
+  const SchedulePlan& plan = trainer->plan();
+  auto r = trainer->Run();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->iterations_run, plan.total_iterations);
+  // Expected sizes: the schedule at every step, cut at each epoch's end.
+  BatchSchedule s;
+  s.interval = BatchSchedule::Interval::kIteration;
+  s.mode = BatchSchedule::Mode::kLinear;
+  s.end = 6;
+  s.final_size = 64;
+  s.round_to = 8;
+  int64_t step = 0;
+  for (int epoch = 0; epoch < 3; ++epoch) {
+    for (int64_t offset = 0; offset < 240; ++step) {
+      const int64_t want = std::min<int64_t>(s.At(step, 32), 240 - offset);
+      ASSERT_EQ(w->batch_sizes[step], want) << "step " << step;
+      EXPECT_NEAR(w->lrs[step], 0.01 * s.At(step, 32) / 32, 1e-12) << "step " << step;
+      offset += want;
+    }
+  }
+  EXPECT_EQ(step, r->iterations_run);
+}
+
+TEST(BatchScheduleRunTest, BatchSizeOneAndFullBatchBothTrain) {
+  auto [sgd, w1] = MakeTrainer(TinyConfig(R"({"trainer": {"batch_size": 1, "epochs": 1},
+      "dataset": {"train_samples": 60, "val_samples": 12}, "optimizer": {"lr": 0.01}})"));
+  auto r1 = sgd->Run();
+  ASSERT_TRUE(r1.ok()) << r1.status();
+  EXPECT_EQ(r1->iterations_run, 60);  // stochastic gradient descent: one sample per step
+  for (int64_t b : w1->batch_sizes) EXPECT_EQ(b, 1);
+
+  auto [full, w2] = MakeTrainer(TinyConfig(R"({"trainer": {"batch_size": "full", "epochs": 8},
+      "optimizer": {"lr": 0.1}})"));
+  auto r2 = full->Run();
+  ASSERT_TRUE(r2.ok()) << r2.status();
+  EXPECT_EQ(r2->iterations_run, 8);  // batch gradient descent: one step per epoch
+  for (int64_t b : w2->batch_sizes) EXPECT_EQ(b, 240);
+  EXPECT_LT(r2->losses.back(), r2->losses.front());
+}
+
+TEST(NormalizationTest, ComputedStatisticsMatchADirectComputation) {
+  auto [trainer, w] = MakeTrainer(TinyConfig(R"({"trainer": {"normalize": {"mode": "compute"}}})"));
+  auto raw = MakeShapesDataset(240, 60, 7);
+  ASSERT_TRUE(raw.ok());
+  const at::Tensor x = raw->train.inputs.to(at::kDouble);
+  ASSERT_EQ(trainer->normalization_mean().size(), 1u);
+  EXPECT_NEAR(trainer->normalization_mean()[0], x.mean().item<double>(), 1e-9);
+  EXPECT_NEAR(trainer->normalization_std()[0], x.std(/*unbiased=*/false).item<double>(), 1e-9);
+  ASSERT_TRUE(trainer->Run().ok());
+
+  auto [given, w2] = MakeTrainer(TinyConfig(
+      R"({"trainer": {"normalize": {"mode": "given", "mean": [0.5], "std": [0.25]}}})"));
+  EXPECT_EQ(given->normalization_mean(), (std::vector<double>{0.5}));
+}
+
+TEST(NormalizationTest, GivenStatisticsMustMatchTheChannels) {
+  config::RunConfig c = TinyConfig(
+      R"({"trainer": {"normalize": {"mode": "given", "mean": [0.5, 0.5], "std": [1, 1]}}})");
+  auto t = Trainer::Create(c, std::make_unique<Session>());
+  EXPECT_THAT(Msg(t.status()), HasSubstr("2 mean/std values given for data with 1 channel(s)"));
+}
+
+TEST(ValidationTest, EveryNIterationsOnAFixedSubset) {
+  auto [trainer, w] = MakeTrainer(TinyConfig(R"({"trainer": {"validate_every_n_iterations": 4,
+      "validate_every_n_epochs": 0, "validation_subset": 20}})"));
+  ASSERT_TRUE(trainer->Run().ok());
+  EXPECT_EQ(w->validation_steps.size(), 6u);  // 24 iterations / 4
+  const double correct = w->accuracy * 20;    // accuracy over exactly 20 samples
+  EXPECT_NEAR(correct, std::round(correct), 1e-9);
+}
+
+TEST(CheckpointTest, ResumeWithABatchScheduleContinuesExactly) {
+  TempDir dir;
+  const std::string json = absl::StrCat(R"({"name": "bs", "log_root": ")", dir.path(), R"(",
+      "plugins": [{"name": "batch_size_schedule", "options": {"scale_lr": true,
+                   "schedule": {"interval": "iteration", "mode": "step", "milestones": [5, 9],
+                                "sizes": [48, 80]}}},
+                  {"name": "checkpoint", "options": {"every_n_epochs": 0}}]})");
+  auto straight = MakeTrainer(TinyConfig(json));
+  auto full = straight.trainer->Run();
+  ASSERT_TRUE(full.ok()) << full.status();
+  fs::remove_all(dir.path() + "/bs");
+  config::RunConfig first = TinyConfig(json);
+  first.mutable_trainer()->set_max_iterations(7);  // inside epoch 1, after a change
+  auto a = MakeTrainer(first);
+  auto ra = a.trainer->Run();
+  ASSERT_TRUE(ra.ok()) << ra.status();
+  auto b = MakeTrainer(TinyConfig(json));
+  ASSERT_TRUE(b.trainer->Resume(dir.path() + "/bs/checkpoints").ok());
+  auto rb = b.trainer->Run();
+  ASSERT_TRUE(rb.ok()) << rb.status();
+  std::vector<double> joined = ra->losses;
+  joined.insert(joined.end(), rb->losses.begin(), rb->losses.end());
+  EXPECT_EQ(joined, full->losses);
+  std::vector<int64_t> sizes = a.watcher->batch_sizes;
+  sizes.insert(sizes.end(), b.watcher->batch_sizes.begin(), b.watcher->batch_sizes.end());
+  EXPECT_EQ(sizes, straight.watcher->batch_sizes);
+  std::vector<double> lrs = a.watcher->lrs;
+  lrs.insert(lrs.end(), b.watcher->lrs.begin(), b.watcher->lrs.end());
+  EXPECT_EQ(lrs, straight.watcher->lrs);
 }
 
 // -------------------------------------------------------------- datasets ----
