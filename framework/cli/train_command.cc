@@ -11,6 +11,17 @@
 #include "trainbus/trainer.h"
 
 namespace trainbus::cli {
+namespace {
+
+bool RunFolderHasEvents(const std::string& root, const std::string& name) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(root) / name, ec)) {
+    if (entry.path().filename().string().find("tfevents") != std::string::npos) return true;
+  }
+  return false;
+}
+
+}  // namespace
 
 int Train(const std::string& config_path, const std::vector<std::string>& overrides,
           const std::string& resume_path) {
@@ -34,6 +45,19 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
     std::cerr << "trainbus: " << s.message() << "\n";
     return 2;
   }
+  // A new run never mixes its curves into an older run's folder.
+  if (resume_path.empty()) {
+    const std::string wanted = config->name();
+    for (int n = 2; RunFolderHasEvents(config->log_root(), config->name()); ++n) {
+      config->set_name(absl::StrCat(wanted, "-", n));
+    }
+    if (config->name() != wanted) {
+      std::cout << (std::filesystem::path(config->log_root()) / wanted).string()
+                << " holds an earlier run; this one goes to "
+                << (std::filesystem::path(config->log_root()) / config->name()).string()
+                << " (--set name=... to choose)\n";
+    }
+  }
   auto trainer = Trainer::Create(*config);
   if (!trainer.ok()) {
     std::cerr << "trainbus: " << trainer.status().message() << "\n";
@@ -46,8 +70,9 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
     }
   }
   const std::string run_dir = (std::filesystem::path(config->log_root()) / config->name()).string();
-  std::cout << "run " << config->name() << ": " << (*trainer)->session().plugins().size()
-            << " plugin(s), " << config->dataset().type() << " data\n"
+  std::cout << "run " << config->name() << ": " << (*trainer)->train_samples()
+            << " training samples (" << config->dataset().type() << "), "
+            << config->trainer().epochs() << " epochs\n"
             << FormatSchedulePlan((*trainer)->plan());
   if (!resume_path.empty()) {
     std::cout << "resuming at step " << (*trainer)->start_step() << " from "

@@ -124,6 +124,7 @@ Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Trainer::~Trainer() = default;
 const SchedulePlan& Trainer::plan() const { return impl_->plan; }
 int64_t Trainer::start_step() const { return impl_->run.start_step; }
+int64_t Trainer::train_samples() const { return impl_->run.train_samples; }
 Session& Trainer::session() { return *impl_->session; }
 const std::vector<double>& Trainer::normalization_mean() const { return impl_->norm_mean; }
 const std::vector<double>& Trainer::normalization_std() const { return impl_->norm_std; }

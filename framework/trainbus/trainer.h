@@ -67,6 +67,8 @@ class Trainer {
   // The run epoch by epoch (batch sizes follow the batch_size_schedule
   // plugin's schedule when the config enables it).
   const SchedulePlan& plan() const;
+  // Size of the training set.
+  int64_t train_samples() const;
   // Where Run() starts: 0, or the step after a resumed checkpoint.
   int64_t start_step() const;
   Session& session();
