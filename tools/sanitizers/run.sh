@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Builds the test suites with sanitizers and runs them.
+#
+#   tools/sanitizers/run.sh asan   # AddressSanitizer + UndefinedBehaviorSanitizer, every suite
+#   tools/sanitizers/run.sh tsan   # ThreadSanitizer, the TensorBoard writer's concurrency tests
+#
+# asan: build-asan/, -O1, no benchmarks or examples; every ctest test.
+# tsan: build-tsan/, only tensorboard_test (the writer's thread, its queue,
+#       concurrent add_* from 8 threads, flush/close races, faults): all 35
+#       tests. The framework (checkpoint writer thread) is not built with TSan.
+# Build folders are reused when present (BUILD_DIR overrides the folder).
+# Each suite's binary runs once with all its tests (CTEST=1: one ctest
+# process per test instead, ~1 s of LibTorch start-up each under ASan).
+# Extra arguments go to every test binary (e.g. --gtest_filter=Bus*), or to
+# ctest with CTEST=1.
+#
+# Suppressions (tools/sanitizers/*.supp) cover LibTorch / libgomp / system
+# libraries only, never trainbus code; each entry says why.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root="$PWD"
+mode="${1:-}"
+shift || true
+supp="$root/tools/sanitizers"
+jobs="${JOBS:-$(nproc)}"
+
+case "$mode" in
+  asan)
+    build_dir="${BUILD_DIR:-build-asan}"
+    sanitize="address,undefined"
+    targets=()          # everything the tests need: benchmarks and examples are off
+    ctest_filter=()
+    ;;
+  tsan)
+    build_dir="${BUILD_DIR:-build-tsan}"
+    sanitize="thread"
+    targets=(--target tensorboard_test)
+    ctest_filter=(-L tensorboard)
+    ;;
+  *)
+    echo "usage: $0 asan|tsan [ctest arguments...]" >&2
+    exit 2
+    ;;
+esac
+
+start=$(date +%s)
+if [ ! -f "$build_dir/build.ninja" ]; then
+  # No CMAKE_BUILD_TYPE flags: -O1 keeps the build and the run quick and the
+  # stacks exact; -g1 gives file:line in reports. UB is fatal (no recovery).
+  cmake -S . -B "$build_dir" -G Ninja \
+    -DCMAKE_BUILD_TYPE=None \
+    -DCMAKE_CXX_FLAGS="-O1 -g1 -fno-sanitize-recover=all" \
+    -DTRAINBUS_SANITIZE="$sanitize" \
+    -DTRAINBUS_BUILD_BENCHMARKS=OFF \
+    -DTRAINBUS_BUILD_EXAMPLES=OFF >/dev/null
+fi
+cmake --build "$build_dir" -j "$jobs" "${targets[@]}"
+built=$(date +%s)
+echo "sanitizers: $mode build took $((built - start)) s"
+
+# One LibTorch thread: libgomp's pool is not instrumented (a TSan false
+# positive source) and the suites do not depend on parallel kernels.
+export OMP_NUM_THREADS=1
+export ASAN_OPTIONS="detect_leaks=1:strict_init_order=1:check_initialization_order=1:detect_stack_use_after_return=1:abort_on_error=0:halt_on_error=1:suppressions=$supp/asan.supp${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:suppressions=$supp/ubsan.supp${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$supp/tsan.supp${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
+
+status=0
+if [ -n "${CTEST:-}" ]; then
+  # One process per test (ctest): isolation, at ~1 s of LibTorch start-up each.
+  (cd "$build_dir" && ctest --output-on-failure -j "$jobs" --timeout 900 "${ctest_filter[@]}" "$@") || status=$?
+else
+  # Every suite's binary once, all its tests in one process: the same tests
+  # as ctest (gtest_discover_tests registers each binary's tests), without
+  # paying LibTorch's start-up under ASan ~170 times. Two binaries at a time.
+  if [ "$mode" = tsan ]; then
+    binaries=("$build_dir/tests/tensorboard/tensorboard_test")
+  else
+    mapfile -t binaries < <(find "$build_dir/tests" -mindepth 2 -maxdepth 2 -type f -executable -name '*_test' | sort)
+  fi
+  [ ${#binaries[@]} -gt 0 ] || { echo "sanitizers: no test binaries in $build_dir/tests" >&2; exit 1; }
+  logs="$(cd "$build_dir" && pwd)/sanitizer-logs"
+  mkdir -p "$logs"
+  run_one() {
+    local bin="$1" name; name=$(basename "$1")
+    shift
+    local s; s=$(date +%s)
+    if (cd "$(dirname "$bin")" && "./$name" "$@" >"$logs/$name.log" 2>&1); then
+      echo "sanitizers: $name: $(grep -E '^\[  PASSED  \]' "$logs/$name.log" | tail -1) ($(($(date +%s) - s)) s)"
+    else
+      echo "sanitizers: $name FAILED ($(($(date +%s) - s)) s); log $logs/$name.log:"
+      grep -E "ERROR: |SUMMARY: |runtime error|\[  FAILED  \]" "$logs/$name.log" | head -20 | sed 's/^/  /'
+      tail -40 "$logs/$name.log" | sed 's/^/  | /'
+      return 1
+    fi
+  }
+  pids=()
+  for bin in "${binaries[@]}"; do
+    run_one "$bin" "$@" &
+    pids+=($!)
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || status=1; done
+  done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || status=1; done
+fi
+echo "sanitizers: $mode tests took $(($(date +%s) - built)) s (total $(($(date +%s) - start)) s): $([ $status -eq 0 ] && echo passed || echo FAILED)"
+exit $status
