@@ -64,10 +64,18 @@ at::Tensor EpochPermutation(int64_t n, uint64_t seed, int64_t epoch) {
   return at::randperm(n, gen, at::TensorOptions().dtype(at::kLong));
 }
 
-// What a checkpoint must agree with to resume this run exactly.
-std::string PlanFingerprint(int64_t samples, int64_t batch_size, bool drop_last, uint64_t seed) {
-  return absl::StrCat("samples=", samples, " batch_size=", batch_size,
-                      " drop_last=", drop_last ? 1 : 0, " seed=", seed);
+// What a checkpoint must agree with to resume this run exactly, saved with
+// every checkpoint: the plan and the input normalisation statistics.
+std::string PlanFingerprint(int64_t samples, int64_t batch_size, bool drop_last, uint64_t seed,
+                            const std::vector<double>& mean, const std::vector<double>& std) {
+  std::string out = absl::StrCat("samples=", samples, " batch_size=", batch_size,
+                                 " drop_last=", drop_last ? 1 : 0, " seed=", seed);
+  auto append = [](std::string* o, double v) { absl::StrAppend(o, absl::StrFormat("%.17g", v)); };
+  if (!mean.empty()) {
+    absl::StrAppend(&out, " normalize_mean=", absl::StrJoin(mean, ",", append),
+                    " normalize_std=", absl::StrJoin(std, ",", append));
+  }
+  return out;
 }
 
 // The batch-size schedule of the run, if the config enables the plugin.
@@ -220,8 +228,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::CreateImpl(const config::RunCo
                  {"weight_decay", absl::StrCat(o.weight_decay())},
                  {"seed", absl::StrCat(t.seed())}};
   if (o.type() == "sgd") run.hparams.push_back({"momentum", absl::StrCat(o.momentum())});
-  impl->session->set_host_state(
-      PlanFingerprint(run.train_samples, impl->base_batch, t.drop_last(), t.seed()));
+  impl->session->set_host_state(PlanFingerprint(run.train_samples, impl->base_batch, t.drop_last(),
+                                                t.seed(), impl->norm_mean, impl->norm_std));
   return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
 }
 
@@ -260,12 +268,12 @@ absl::Status Trainer::Resume(const std::string& path) {
   auto state = m.session->Resume(path);
   if (!state.ok()) return state.status();
   const auto& t = m.config.trainer();
-  const std::string expected =
-      PlanFingerprint(m.run.train_samples, m.base_batch, t.drop_last(), t.seed());
+  const std::string expected = PlanFingerprint(m.run.train_samples, m.base_batch, t.drop_last(),
+                                               t.seed(), m.norm_mean, m.norm_std);
   if (state->host_state != expected) {
     return absl::FailedPreconditionError(absl::StrCat(
         "checkpoint ", path, " was saved by a run with ", state->host_state,
-        "; this run has ", expected, ". Resume with the same dataset, batch size and seed."));
+        "; this run has ", expected, ". Resume with the same dataset, batch size, seed and normalisation."));
   }
   if (state->next_step > m.plan.total_iterations) {
     return absl::FailedPreconditionError(absl::StrCat(

@@ -86,14 +86,15 @@ class TensorBoardPlugin : public Plugin {
     }
     auto p = std::make_unique<TensorBoardPlugin>();
     p->options_ = o;
-    p->log_dir_ = o.GetString("log_dir").empty() ? ctx.log_dir : o.GetString("log_dir");
+    p->log_dir_ = o.GetString("log_dir");  // empty: the run's folder, known at OnTrainBegin
     return p;
   }
 
   void OnTrainBegin(const TrainBeginEvent& e, Control& control) override {
     const RunInfo& run = *e.run;
     tb::SummaryWriterOptions w;
-    w.log_dir = log_dir_.empty() ? run.log_dir : log_dir_;
+    // The host's RunInfo names the run's folder (Session::Begin fills it in).
+    w.log_dir = !log_dir_.empty() ? log_dir_ : run.log_dir;
     w.flush_secs = options_.GetDouble("flush_secs");
     w.max_queue = static_cast<size_t>(options_.GetInt("max_queue"));
     w.on_full = options_.GetBool("drop_when_full") ? tb::QueueFullPolicy::kDrop

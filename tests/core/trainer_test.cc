@@ -391,7 +391,7 @@ TEST(CheckpointTest, ResumeRefusesAnotherPlanOrACorruptCheckpoint) {
   other.mutable_trainer()->mutable_batch_size()->set_number_value(16);
   EXPECT_THAT(Msg(MakeTrainer(other).trainer->Resume(root)),
               AllOf(HasSubstr("batch_size=32"), HasSubstr("batch_size=16"),
-                    HasSubstr("Resume with the same dataset, batch size and seed")));
+                    HasSubstr("Resume with the same dataset, batch size, seed and normalisation")));
   auto dir_path = ResolveCheckpoint(root);
   ASSERT_TRUE(dir_path.ok());
   std::ofstream(*dir_path + "/optimizer.pt", std::ios::app) << "junk";
