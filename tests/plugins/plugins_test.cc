@@ -3,7 +3,9 @@
 // reader (trainbus inspect's engine) and its console output checked.
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <vector>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -13,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "trainbus/tensorboard/event_file_reader.h"
 #include "trainbus/tensorboard/inspect.h"
 
 namespace trainbus {
@@ -132,6 +135,46 @@ TEST(TensorBoardPluginTest, BadOptionsAndUnwritableFolderAreClearErrors) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_THAT(r.output, AllOf(HasSubstr("plugin 'tensorboard' threw in OnTrainBegin at step 0"),
                               HasSubstr(blocker)));
+}
+
+// Resume: the second run's event file starts with the purge step, so
+// TensorBoard drops any point the first run wrote at or after it.
+TEST(TensorBoardPluginTest, ResumedRunWritesThePurgeStepAndContinuesTheCurves) {
+  TempDir dir;
+  std::string config = SmallConfig(dir, R"({"name": "tensorboard", "options": {"layout": false}},
+      {"name": "checkpoint", "options": {"every_n_epochs": 1}})");
+  CommandResult first = RunTrainbus(absl::StrCat("train --config ", config, " --set trainer.max_iterations=8"));
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  CommandResult second = RunTrainbus(absl::StrCat("train --config ", config, " --resume ", dir.path(),
+                                                  "/runs/small/checkpoints"));
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_THAT(second.output, HasSubstr("resuming at step 8"));
+
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(dir.path() + "/runs/small")) {
+    if (e.path().filename().string().find("tfevents") != std::string::npos) files.push_back(e.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  ASSERT_EQ(files.size(), 2u);
+  auto resumed = tensorboard::ReadEventFile(files[1]);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  ASSERT_GE(resumed->events.size(), 2u);
+  bool purge = false;
+  int64_t first_loss_step = -1;
+  for (const auto& e : resumed->events) {
+    if (e.has_session_log() && e.session_log().status() == 1 && e.step() == 8) purge = true;
+    for (const auto& v : e.summary().value()) {
+      if (v.tag() == "train/loss" && first_loss_step < 0) first_loss_step = e.step();
+    }
+  }
+  EXPECT_TRUE(purge) << "no SessionLog START at the purge step 8";
+  EXPECT_EQ(first_loss_step, 8);  // the curve continues where the checkpoint left off
+
+  auto report = tensorboard::InspectLogDir(dir.path() + "/runs");
+  ASSERT_TRUE(report.ok());
+  auto tags = TagsOf(report->runs[0]);
+  EXPECT_EQ(tags["train/loss"].first_step, 0);
+  EXPECT_EQ(tags["train/loss"].last_step, 11);
 }
 
 TEST(ProgressPluginTest, PrintsLinesAndEpochSummariesWhenNotATerminal) {
