@@ -14,6 +14,7 @@ packages=(
   libgtest-dev libgmock-dev          # tests
   libbenchmark-dev                   # bench/
   libpng-dev zlib1g-dev              # PNG encoding for TensorBoard images
+  libgloo-dev                        # c10d ProcessGroupGloo headers (distributed training)
 )
 
 missing=()
