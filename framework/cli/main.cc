@@ -1,8 +1,15 @@
 // The `trainbus` program: train from a config, list plugins, plan iterations,
 // inspect TensorBoard event files. `trainbus --help` explains each command.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -12,6 +19,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
 
@@ -32,13 +40,18 @@ namespace {
 constexpr const char* kUsage = R"(trainbus — a LibTorch training loop with a plugin bus
 
 Usage:
-  trainbus train --config FILE [--set key=value ...] [--resume DIR]
+  trainbus train --config FILE [--set key=value ...] [--resume DIR] [--nproc N]
       Train as the run config describes and write TensorBoard event files to
       <log_root>/<name> (default runs/<name>). --set overrides a config field,
       e.g. --set trainer.epochs=3 --set optimizer.lr=0.1
            --set plugins.tensorboard.options.flush_secs=5
       --resume continues exactly where a checkpoint left off (model, optimizer,
       position, RNG, plugin states), e.g. --resume runs/shapes-cnn/checkpoints
+      --nproc N trains data-parallel on N local processes (ranks): each takes
+      trainer.batch_size samples of every global batch of N x batch_size,
+      gradients are averaged every iteration; only rank 0 writes files and
+      prints progress. On several hosts, start one `trainbus train` per rank
+      with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set (as torchrun does).
   trainbus plugins [--json]
       List every plugin found: name, version, library, hooks, and its options
       with types and defaults. Folders searched: the built-in plugin folder,
@@ -67,6 +80,93 @@ bool WantsHelp(int argc, char** argv) {
   return false;
 }
 
+// A free TCP port on 127.0.0.1 (the kernel's choice), or 0.
+int FreeLocalPort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof(a);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+// `trainbus train --nproc N`: runs this program N times (without --nproc)
+// with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set, like torchrun.
+// When a rank fails, stops the others and fails naming it.
+int LaunchLocalRanks(int nproc, const std::vector<std::string>& child_args) {
+  if (std::getenv("WORLD_SIZE") != nullptr) {
+    std::cerr << "trainbus train: --nproc cannot be combined with WORLD_SIZE in the environment\n";
+    return 2;
+  }
+  const int port = FreeLocalPort();
+  if (port == 0) {
+    std::cerr << "trainbus train: no free TCP port on 127.0.0.1 for the ranks to meet\n";
+    return 1;
+  }
+  std::vector<pid_t> pids(nproc, -1);
+  std::cout << std::flush;
+  for (int r = 0; r < nproc; ++r) {
+    pid_t pid = fork();
+    if (pid < 0) {
+      std::cerr << "trainbus train: fork failed: " << std::strerror(errno) << "\n";
+      for (pid_t p : pids) {
+        if (p > 0) kill(p, SIGTERM);
+      }
+      for (pid_t p : pids) {
+        if (p > 0) waitpid(p, nullptr, 0);
+      }
+      return 1;
+    }
+    if (pid == 0) {
+      setenv("RANK", std::to_string(r).c_str(), 1);
+      setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
+      setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
+      setenv("MASTER_ADDR", "127.0.0.1", 1);
+      setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      std::vector<char*> argv;
+      for (const std::string& a : child_args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      execv("/proc/self/exe", argv.data());
+      std::cerr << "trainbus train: cannot start rank " << r << ": " << std::strerror(errno) << "\n";
+      _exit(127);
+    }
+    pids[r] = pid;
+  }
+  int result = 0;
+  int running = nproc;
+  while (running > 0) {
+    int status = 0;
+    pid_t pid = waitpid(-1, &status, 0);
+    if (pid < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    int r = static_cast<int>(std::find(pids.begin(), pids.end(), pid) - pids.begin());
+    if (r >= nproc) continue;
+    pids[r] = -1;
+    --running;
+    const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (ok || result != 0) continue;
+    result = WIFEXITED(status) && WEXITSTATUS(status) != 0 ? WEXITSTATUS(status) : 1;
+    std::cerr << "trainbus train: rank " << r << " of " << nproc << " (pid " << pid << ") "
+              << (WIFSIGNALED(status) ? absl::StrCat("was killed by signal ", WTERMSIG(status))
+                                      : absl::StrCat("exited with status ", WEXITSTATUS(status)))
+              << "; stopping the other ranks\n";
+    for (pid_t p : pids) {
+      if (p > 0) kill(p, SIGTERM);
+    }
+  }
+  return result;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -77,14 +177,33 @@ int main(int argc, char** argv) {
   // --set may repeat; absl flags keep only the last value, so take them here.
   std::vector<std::string> overrides;
   std::vector<char*> rest;
+  // --nproc is taken here too: the ranks it starts get every other argument.
+  int nproc = 0;
+  std::vector<std::string> child_args;
   for (int i = 0; i < argc; ++i) {
     std::string a = argv[i];
+    if (a == "--nproc" || a == "-nproc" || absl::StartsWith(a, "--nproc=") ||
+        absl::StartsWith(a, "-nproc=")) {
+      std::string value;
+      if (a.find('=') != std::string::npos) {
+        value = a.substr(a.find('=') + 1);
+      } else if (i + 1 < argc) {
+        value = argv[++i];
+      }
+      if (!absl::SimpleAtoi(value, &nproc) || nproc < 1) {
+        std::cerr << "trainbus: --nproc needs a number of processes >= 1, e.g. --nproc 2\n";
+        return 2;
+      }
+      continue;
+    }
+    child_args.push_back(a);
     if (a == "--set" || a == "-set") {
       if (i + 1 >= argc) {
         std::cerr << "trainbus: --set needs key=value\n";
         return 2;
       }
       overrides.push_back(argv[++i]);
+      child_args.push_back(argv[i]);
     } else if (absl::StartsWith(a, "--set=")) {
       overrides.push_back(a.substr(6));
     } else {
@@ -117,7 +236,12 @@ int main(int argc, char** argv) {
       std::cerr << "trainbus train: unexpected argument '" << args[0] << "'\n";
       return 2;
     }
+    if (nproc > 1) return LaunchLocalRanks(nproc, child_args);
     return trainbus::cli::Train(absl::GetFlag(FLAGS_config), overrides, absl::GetFlag(FLAGS_resume));
+  }
+  if (nproc > 0) {
+    std::cerr << "trainbus " << command << ": --nproc is only for `trainbus train`\n";
+    return 2;
   }
   if (!overrides.empty()) {
     std::cerr << "trainbus " << command << ": --set is only for `trainbus train`\n";

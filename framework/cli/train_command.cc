@@ -1,3 +1,4 @@
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -19,6 +20,14 @@ bool RunFolderHasEvents(const std::string& root, const std::string& name) {
     if (entry.path().filename().string().find("tfevents") != std::string::npos) return true;
   }
   return false;
+}
+
+// This process's rank in a distributed run (RANK in the environment; 0 otherwise).
+int RankFromEnv() {
+  const char* world = std::getenv("WORLD_SIZE");
+  const char* rank = std::getenv("RANK");
+  if (world == nullptr || rank == nullptr || std::atoi(world) <= 1) return 0;
+  return std::atoi(rank);
 }
 
 }  // namespace
@@ -70,6 +79,18 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
     }
   }
   const std::string run_dir = (std::filesystem::path(config->log_root()) / config->name()).string();
+  if (const int rank = RankFromEnv(); rank > 0) {
+    // Ranks other than 0 write nothing and print only errors.
+    std::cout << "rank " << rank << ": training" << std::endl;
+    auto result = (*trainer)->Run();
+    if (!result.ok()) {
+      std::cerr << "trainbus: the run failed: " << result.status().message() << "\n";
+      return 1;
+    }
+    std::cout << "rank " << rank << ": finished: " << result->iterations_run << " iterations ("
+              << EndReasonName(result->reason) << ")\n";
+    return 0;
+  }
   std::cout << "run " << config->name() << ": " << (*trainer)->train_samples()
             << " training samples (" << config->dataset().type() << "), "
             << config->trainer().epochs() << " epochs\n"

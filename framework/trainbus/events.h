@@ -68,6 +68,11 @@ struct RunInfo {
   uint64_t seed = 0;
   // Hyperparameters of the run as text, for hparams and logs ({"lr", "0.01"}).
   std::vector<std::pair<std::string, std::string>> hparams;
+  // Distributed data-parallel runs: this process's rank and the number of
+  // ranks (0 and 1 otherwise). Metrics in events are already averaged across
+  // ranks; plugins that write files should do so only on rank 0.
+  int rank = 0;
+  int world_size = 1;
 };
 
 struct TrainBeginEvent {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <exception>
+#include <stdexcept>
 #include <filesystem>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -18,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "trainbus/config.h"
 #include "trainbus/data/datasets.h"
+#include "trainbus/distributed.h"
 #include "trainbus/models/models.h"
 
 namespace trainbus {
@@ -30,6 +32,13 @@ double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 // The plugin whose options describe the batch-size schedule; its schedule
 // shapes the plan printed before the run and the totals plugins see.
 constexpr const char* kBatchSchedulePlugin = "batch_size_schedule";
+
+// Plugins that write files or the console: in a distributed run only rank 0
+// loads them (every other plugin runs on every rank and sees the same,
+// rank-averaged values, so their decisions agree).
+bool RankZeroOnlyPlugin(const std::string& name) {
+  return name == "tensorboard" || name == "csv" || name == "checkpoint" || name == "progress";
+}
 
 absl::StatusOr<std::unique_ptr<torch::optim::Optimizer>> MakeOptimizer(
     const config::OptimizerConfig& c, const std::vector<at::Tensor>& params) {
@@ -116,6 +125,9 @@ struct Trainer::Impl {
   int64_t base_batch = 0;
   RunInfo run;
   std::vector<double> norm_mean, norm_std;  // empty: no normalisation
+  // Set in a distributed run (WORLD_SIZE > 1): the global batch is split into
+  // world_size contiguous chunks, rank r trains on the r-th.
+  std::unique_ptr<Distributed> dist;
 
   // Position: where the next iteration starts, and its batch size.
   int64_t epoch = 0;
@@ -138,9 +150,13 @@ const std::vector<double>& Trainer::normalization_mean() const { return impl_->n
 const std::vector<double>& Trainer::normalization_std() const { return impl_->norm_std; }
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::RunConfig& config) {
-  auto session = Session::Create(config);
+  // The session gets the config's policy and folder here, its plugins in
+  // CreateImpl (which knows this process's rank).
+  config::RunConfig without_plugins = config;
+  without_plugins.clear_plugins();
+  auto session = Session::Create(without_plugins);
   if (!session.ok()) return session.status();
-  return CreateImpl(config, std::move(session).value(), /*load_plugins=*/false);
+  return CreateImpl(config, std::move(session).value(), /*load_plugins=*/true);
 }
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::RunConfig& config,
@@ -161,7 +177,18 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::CreateImpl(const config::RunCo
   impl->data = std::move(data).value();
   if (absl::Status s = impl->Normalize(); !s.ok()) return s;
 
+  const int64_t timeout_s = t.has_distributed_timeout_seconds() ? t.distributed_timeout_seconds() : 60;
+  auto dist = Distributed::FromEnv(std::chrono::seconds(std::max<int64_t>(timeout_s, 1)));
+  if (!dist.ok()) return dist.status();
+  impl->dist = std::move(dist).value();
+  const int world = impl->dist ? impl->dist->world_size() : 1;
+
   impl->base_batch = ResolveBatchSize(t, impl->data.train.size());
+  // Distributed: trainer.batch_size is per rank; the plan, the offsets and
+  // plugins see the global batch (world x per-rank, at most the whole set).
+  if (world > 1) {
+    impl->base_batch = std::min(impl->base_batch * world, impl->data.train.size());
+  }
   auto schedule = ScheduleFromConfig(config);
   if (!schedule.ok()) return schedule.status();
   impl->schedule = *schedule;
@@ -182,6 +209,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::CreateImpl(const config::RunCo
   auto optimizer = MakeOptimizer(config.optimizer(), impl->model->parameters());
   if (!optimizer.ok()) return optimizer.status();
   impl->optimizer = std::move(optimizer).value();
+  if (impl->dist) {
+    // Every rank starts from rank 0's weights.
+    std::vector<at::Tensor> params = impl->model->parameters();
+    for (const auto& b : impl->model->buffers()) params.push_back(b);
+    if (absl::Status s = impl->dist->Broadcast(params); !s.ok()) return s;
+  }
 
   if (session == nullptr) session = std::make_unique<Session>();
   impl->session = std::move(session);
@@ -190,6 +223,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::CreateImpl(const config::RunCo
   std::vector<std::string> dirs(config.plugin_paths().begin(), config.plugin_paths().end());
   for (const auto& p : config.plugins()) {
     if (!load_plugins || (p.has_enabled() && !p.enabled())) continue;
+    if (impl->dist && impl->dist->rank() > 0 && RankZeroOnlyPlugin(p.name())) continue;
     if (absl::Status s = impl->session->LoadPlugin(p, dirs); !s.ok()) return s;
   }
   impl->session->Bind(impl->model.ptr().get(), impl->optimizer.get());
@@ -218,6 +252,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::CreateImpl(const config::RunCo
   run.iterations_per_epoch = impl->plan.epochs.front().iterations;
   run.total_iterations = impl->plan.total_iterations;
   run.seed = t.seed();
+  run.rank = impl->dist ? impl->dist->rank() : 0;
+  run.world_size = world;
   const auto& o = config.optimizer();
   run.hparams = {{"model", config.model().type()},
                  {"dataset", config.dataset().type()},
@@ -345,6 +381,20 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   int64_t step = m.run.start_step;
   Metrics metrics_storage;
   std::vector<double> lrs;
+  // Distributed: a failed collective ends the run like any training error.
+  auto check = [&](const absl::Status& s) {
+    if (!s.ok()) throw std::runtime_error(std::string(s.message()));
+  };
+  // Distributed: every rank stops at the same point. A stop requested on any
+  // rank (by a plugin, a failing hook) is requested on all of them.
+  auto agree_on_stop = [&] {
+    if (!m.dist) return;
+    auto any = m.dist->AnyTrue(session.ShouldStop());
+    check(any.status());
+    if (*any && !session.ShouldStop()) session.RequestStop("another rank stopped the run");
+  };
+  const int world = m.dist ? m.dist->world_size() : 1;
+  const int rank = m.dist ? m.dist->rank() : 0;
   auto epoch_first_step = [&](int64_t epoch) {
     return epoch < static_cast<int64_t>(m.plan.epochs.size()) ? m.plan.epochs[epoch].first_step : step;
   };
@@ -355,6 +405,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
                                   ? m.plan.epochs[epoch].first_step + m.plan.epochs[epoch].iterations - step
                                   : 0;
       session.BeginEpoch(EpochBeginEvent{epoch, step, std::max<int64_t>(planned, 0)});
+      agree_on_stop();
       const at::Tensor order = EpochPermutation(n, t.seed(), epoch);
       int64_t validated_at = -1;
       bool epoch_done = true;
@@ -366,22 +417,47 @@ absl::StatusOr<TrainResult> Trainer::Run() {
         const int64_t remaining = n - m.offset;
         if (t.drop_last() && remaining < m.batch) break;  // the partial last batch
         const int64_t lo = m.offset, hi = lo + std::min(m.batch, remaining);
-        const at::Tensor idx = order.slice(0, lo, hi);
+        const int64_t bs = hi - lo;
+        // Distributed: rank r takes the r-th of world contiguous chunks of the
+        // global batch [lo, hi); weighting each rank's mean gradient and loss
+        // by its chunk's share makes the sums equal one process's batch mean.
+        const int64_t my_lo = lo + bs * rank / world, my_hi = lo + bs * (rank + 1) / world;
+        const int64_t local_n = my_hi - my_lo;
+        const at::Tensor idx = order.slice(0, my_lo, my_hi);
         const at::Tensor x = train.inputs.index_select(0, idx);
         const at::Tensor y = train.targets.index_select(0, idx);
-        const int64_t bs = hi - lo;
         session.BeginIteration(bs);
         const auto it_start = Clock::now();
         m.optimizer->zero_grad();
-        at::Tensor logits = m.model->forward(x);
-        at::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
-        loss.backward();
+        at::Tensor logits;
+        double loss_value = 0.0, accuracy = 0.0;
+        if (local_n > 0) {
+          logits = m.model->forward(x);
+          at::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
+          loss.backward();
+          loss_value = loss.item<double>();
+          accuracy = logits.argmax(1).eq(y).to(at::kDouble).mean().item<double>();
+        } else {
+          logits = at::empty({0, train.num_classes}, x.options().dtype(at::kFloat));
+        }
+        if (m.dist) {
+          std::vector<at::Tensor> grads;
+          const double share = static_cast<double>(local_n) / static_cast<double>(bs);
+          for (at::Tensor& p : m.model->parameters()) {
+            if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+            p.mutable_grad().mul_(share);
+            grads.push_back(p.grad());
+          }
+          check(m.dist->AllReduceSum(grads));
+          std::vector<double> sums{loss_value * share, accuracy * share};
+          check(m.dist->AllReduceSum(sums));
+          loss_value = sums[0];
+          accuracy = sums[1];
+        }
         lrs.clear();
         for (auto& g : m.optimizer->param_groups()) lrs.push_back(g.options().get_lr());
         m.optimizer->step();
-        const double loss_value = loss.item<double>();
-        metrics_storage.assign(
-            {{"train/accuracy", logits.argmax(1).eq(y).to(at::kDouble).mean().item<double>()}});
+        metrics_storage.assign({{"train/accuracy", accuracy}});
         m.offset = hi;
         IterationEndEvent e;
         e.step = step;
@@ -396,6 +472,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
         e.targets = &y;
         e.outputs = &logits;
         session.EndIteration(e);
+        agree_on_stop();
         result.losses.push_back(loss_value);
         ++result.iterations_run;
         result.last_step = step;
@@ -408,6 +485,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
           const auto v_start = Clock::now();
           result.final_metrics = m.Validate();
           session.EndValidation(ValidationEndEvent{step - 1, epoch, result.final_metrics, Since(v_start)});
+          agree_on_stop();
           validated_at = step;
         }
       }
@@ -416,6 +494,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
         const auto v_start = Clock::now();
         result.final_metrics = m.Validate();
         session.EndValidation(ValidationEndEvent{step - 1, epoch, result.final_metrics, Since(v_start)});
+        agree_on_stop();
       }
       if (epoch_done) {
         // The next position is the next epoch's start (a checkpoint saved at
@@ -423,6 +502,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
         m.offset = n;
       }
       session.EndEpoch();
+      agree_on_stop();
       if (!epoch_done) break;
       ++m.epoch;
       m.offset = 0;

@@ -15,6 +15,17 @@
 //   auto trainer = trainbus::Trainer::Create(*config);     // loads the plugins too
 //   auto result = (*trainer)->Run();
 //
+// Distributed data parallel: with WORLD_SIZE > 1 (and RANK, MASTER_ADDR,
+// MASTER_PORT) in the environment, Create() meets the other ranks (see
+// trainbus/distributed.h) and every rank starts from rank 0's weights. The
+// global batch is world_size x trainer.batch_size; rank r trains on its r-th
+// contiguous chunk, gradients, loss and train metrics are averaged (weighted
+// by chunk size) every iteration, so the run matches one process with the
+// global batch (models without batch norm or dropout). Validation runs on
+// every rank (identical). The tensorboard, csv, checkpoint and progress
+// plugins are loaded on rank 0 only; a stop requested on any rank stops all
+// of them at the same step; a dead rank makes Run() fail on the others.
+//
 // Optimizers: "sgd" (momentum, nesterov, weight_decay), "adam", "adamw".
 // Models and datasets: trainbus/models/models.h, trainbus/data/datasets.h.
 #ifndef TRAINBUS_TRAINER_H_
