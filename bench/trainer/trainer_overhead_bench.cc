@@ -1,0 +1,423 @@
+// Trainer overhead: the same model, data, seed and number of iterations
+// trained by a bare hand-written LibTorch loop and by trainbus::Trainer with
+// the progress, tensorboard, schedulers and early_stopping plugins.
+//
+//   scripts/bench.sh   (or build-bench/bench/trainer/trainer_overhead_bench
+//                       --benchmark_repetitions=10 --benchmark_enable_random_interleaving=true)
+//
+// The model: an MLP 784 -> 16 -> 6 on the 28x28 "shapes" data, batch 64,
+// SGD (lr 0.05, momentum 0.9) with StepLR(100, 0.9), one LibTorch thread:
+// about a millisecond per iteration on the 2-core reference machine.
+// Both variants run kEpochs x 63 = 315 iterations; no validation in either.
+//
+// Each variant checks its work: the bare loop's losses must equal the
+// trainer's bit for bit (same initial weights, batches, schedule), and the
+// trainer must run every planned iteration (early stopping never fires).
+//
+// Variants (manual time: only the training loop / Trainer::Run() is timed;
+// building the trainer, loading plugins and generating data are not):
+//   BM_BareLoop              forward, cross_entropy, backward, step, loss.item()
+//   BM_Trainer               trainbus::Trainer + the four plugins
+//   BM_BareLoopWithAccuracy  the bare loop plus the per-iteration
+//                            train/accuracy the trainer always computes
+//   BM_TrainerNoPlugins      trainbus::Trainer, no plugins
+// The last two split the trainer's overhead into "loop" and "plugins".
+//   BM_Paired*               the bare loop and one variant back to back in
+//                            every iteration; counter `ratio` (see Paired()).
+#include <ATen/CPUGeneratorImpl.h>
+#include <benchmark/benchmark.h>
+#include <stdlib.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "trainbus/config.h"
+#include "trainbus/data/datasets.h"
+#include "trainbus/trainer.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+// TRAINBUS_OVERHEAD_HIDDEN=N overrides it (to find the size of ~1 ms/iteration elsewhere).
+const int64_t kHidden = [] {
+  const char* v = std::getenv("TRAINBUS_OVERHEAD_HIDDEN");
+  return v != nullptr && std::atoll(v) > 0 ? std::atoll(v) : int64_t{16};
+}();
+constexpr int64_t kEpochs = 5;
+constexpr int64_t kBatch = 64;
+constexpr uint64_t kSeed = 42;
+constexpr double kLr = 0.05, kMomentum = 0.9;
+constexpr int64_t kStepSize = 100;
+constexpr double kGamma = 0.9;
+
+// The run config, built in code. $LOG_ROOT is a fresh temporary folder.
+constexpr char kConfigTemplate[] = R"json({
+  "name": "overhead",
+  "log_root": "$LOG_ROOT",
+  "trainer": {"epochs": $EPOCHS, "batch_size": $BATCH, "seed": $SEED, "num_threads": 1,
+              "validate_every_n_epochs": 0},
+  "model": {"type": "mlp", "hidden": [$HIDDEN]},
+  "dataset": {"type": "shapes", "train_samples": 4000, "val_samples": 64, "seed": 7},
+  "optimizer": {"type": "sgd", "lr": $LR, "momentum": $MOMENTUM},
+  "plugins": [
+    {"name": "progress", "options": {"mode": "lines", "stream": "stderr",
+                                     "line_every_seconds": 1e9}},
+    {"name": "tensorboard"},
+    {"name": "schedulers", "options": {"schedule": {"type": "StepLR",
+                                                    "step_size": $STEP_SIZE, "gamma": $GAMMA}}},
+    {"name": "early_stopping", "options": {"monitor": "train/loss", "check_on": "iteration",
+                                           "patience": 1000000}}
+  ]
+})json";
+
+[[noreturn]] void Die(const std::string& what) {
+  std::fprintf(stderr, "trainer_overhead_bench: %s\n", what.c_str());
+  std::exit(1);
+}
+
+trainbus::config::RunConfig MakeConfig(const std::string& log_root, bool with_plugins) {
+  const std::string text = absl::StrReplaceAll(
+      kConfigTemplate, {{"$LOG_ROOT", log_root},
+                        {"$EPOCHS", absl::StrCat(kEpochs)},
+                        {"$BATCH", absl::StrCat(kBatch)},
+                        {"$SEED", absl::StrCat(kSeed)},
+                        {"$HIDDEN", absl::StrCat(kHidden)},
+                        {"$LR", absl::StrCat(kLr)},
+                        {"$MOMENTUM", absl::StrCat(kMomentum)},
+                        {"$STEP_SIZE", absl::StrCat(kStepSize)},
+                        {"$GAMMA", absl::StrCat(kGamma)}});
+  auto config = trainbus::ParseRunConfig(text, "json", "trainer_overhead_bench");
+  if (!config.ok()) Die(std::string(config.status().message()));
+  if (!with_plugins) config->clear_plugins();
+  if (absl::Status s = trainbus::FinalizeRunConfig(&*config, "trainer_overhead_bench"); !s.ok()) {
+    Die(std::string(s.message()));
+  }
+  return *config;
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/trainbus_overhead_XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) Die("mkdtemp failed");
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// The training data, exactly what the trainer loads for the same config.
+const trainbus::Dataset& TrainData() {
+  static const trainbus::Dataset data = [] {
+    auto splits = trainbus::LoadDataset(MakeConfig("/tmp", false).dataset());
+    if (!splits.ok()) Die(std::string(splits.status().message()));
+    return splits->train;
+  }();
+  return data;
+}
+
+// The trainer's losses of one run, for the bit-for-bit check of the bare loop.
+std::vector<double>& ReferenceLosses() {
+  static std::vector<double> losses;
+  return losses;
+}
+
+// A hand-written LibTorch loop, as a user writes it. Returns the seconds of
+// the training loop; `losses` gets every iteration's loss.
+double RunBareLoop(bool with_accuracy, std::vector<double>* losses) {
+  const trainbus::Dataset& data = TrainData();
+  at::set_num_threads(1);
+  torch::manual_seed(kSeed);
+  // Built in order with push_back (the arguments of a variadic constructor
+  // are evaluated in an unspecified order, which would change the weights).
+  torch::nn::Sequential model;
+  model->push_back(torch::nn::Flatten());
+  model->push_back(torch::nn::Linear(data.inputs[0].numel(), kHidden));
+  model->push_back(torch::nn::ReLU());
+  model->push_back(torch::nn::Linear(kHidden, data.num_classes));
+  torch::optim::SGD optimizer(model->parameters(),
+                              torch::optim::SGDOptions(kLr).momentum(kMomentum));
+
+  const int64_t n = data.size();
+  const int64_t per_epoch = (n + kBatch - 1) / kBatch;
+  losses->clear();
+  losses->reserve(static_cast<size_t>(per_epoch * kEpochs));
+  double accuracy_sum = 0.0;
+  int64_t step = 0;
+  const auto start = Clock::now();
+  for (int64_t epoch = 0; epoch < kEpochs; ++epoch) {
+    at::Generator gen = at::detail::createCPUGenerator(kSeed * 1000003ull + epoch);
+    const at::Tensor order = at::randperm(n, gen, at::TensorOptions().dtype(at::kLong));
+    for (int64_t b = 0; b < per_epoch; ++b) {
+      const int64_t lo = b * kBatch, hi = std::min(n, lo + kBatch);
+      const at::Tensor idx = order.slice(0, lo, hi);
+      const at::Tensor x = data.inputs.index_select(0, idx);
+      const at::Tensor y = data.targets.index_select(0, idx);
+      optimizer.zero_grad();
+      at::Tensor logits = model->forward(x);
+      at::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
+      loss.backward();
+      optimizer.step();
+      losses->push_back(loss.item<double>());
+      if (with_accuracy) {
+        accuracy_sum += logits.argmax(1).eq(y).to(at::kDouble).mean().item<double>();
+      }
+      ++step;
+      if (step % kStepSize == 0) {  // StepLR, PyTorch's chainable form
+        for (auto& group : optimizer.param_groups()) {
+          group.options().set_lr(group.options().get_lr() * kGamma);
+        }
+      }
+    }
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  benchmark::DoNotOptimize(accuracy_sum);
+  return seconds;
+}
+
+double RunTrainer(bool with_plugins, std::vector<double>* losses) {
+  TempDir dir;
+  const trainbus::config::RunConfig config = MakeConfig(dir.path(), with_plugins);
+  auto trainer = trainbus::Trainer::Create(config);
+  if (!trainer.ok()) Die(std::string(trainer.status().message()));
+  const auto start = Clock::now();
+  auto result = (*trainer)->Run();
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (!result.ok()) Die(std::string(result.status().message()));
+  if (result->reason != trainbus::EndReason::kCompleted ||
+      result->iterations_run != (*trainer)->plan().total_iterations) {
+    Die(absl::StrCat("the trainer stopped after ", result->iterations_run, " of ",
+                     (*trainer)->plan().total_iterations, " iterations: ", result->stop_reason));
+  }
+  *losses = result->losses;
+  return seconds;
+}
+
+void CheckSameLosses(const std::vector<double>& losses, const char* variant) {
+  std::vector<double>& ref = ReferenceLosses();
+  if (ref.empty()) {
+    RunTrainer(/*with_plugins=*/true, &ref);
+  }
+  if (losses.size() != ref.size()) {
+    Die(absl::StrCat(variant, ": ", losses.size(), " iterations, the trainer ran ", ref.size()));
+  }
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (losses[i] != ref[i]) {
+      Die(absl::StrCat(variant, ": loss of step ", i, " is ", losses[i], ", the trainer's ", ref[i],
+                       " (not the same work)"));
+    }
+  }
+}
+
+// Manual time of one run, and its microseconds per training iteration
+// (averaged over the benchmark's runs by Finish()).
+void Report(benchmark::State& state, double seconds, size_t iterations, double* us_sum) {
+  state.SetIterationTime(seconds);
+  *us_sum += seconds * 1e6 / static_cast<double>(iterations);
+}
+void Finish(benchmark::State& state, double us_sum) {
+  state.counters["us_per_it"] = benchmark::Counter(us_sum, benchmark::Counter::kAvgIterations);
+}
+
+void BM_BareLoop(benchmark::State& state) {
+  std::vector<double> losses;
+  double us = 0;
+  for (auto _ : state) {
+    const double seconds = RunBareLoop(false, &losses);
+    Report(state, seconds, losses.size(), &us);
+  }
+  Finish(state, us);
+  CheckSameLosses(losses, "BM_BareLoop");
+}
+
+void BM_BareLoopWithAccuracy(benchmark::State& state) {
+  std::vector<double> losses;
+  double us = 0;
+  for (auto _ : state) {
+    const double seconds = RunBareLoop(true, &losses);
+    Report(state, seconds, losses.size(), &us);
+  }
+  Finish(state, us);
+  CheckSameLosses(losses, "BM_BareLoopWithAccuracy");
+}
+
+void BM_Trainer(benchmark::State& state) {
+  std::vector<double> losses;
+  double us = 0;
+  for (auto _ : state) {
+    const double seconds = RunTrainer(true, &losses);
+    Report(state, seconds, losses.size(), &us);
+  }
+  Finish(state, us);
+  CheckSameLosses(losses, "BM_Trainer");
+}
+
+void BM_TrainerNoPlugins(benchmark::State& state) {
+  std::vector<double> losses;
+  double us = 0;
+  for (auto _ : state) {
+    const double seconds = RunTrainer(false, &losses);
+    Report(state, seconds, losses.size(), &us);
+  }
+  Finish(state, us);
+  // Without the schedulers plugin the lr stays constant: other losses. Check the count only.
+  if (losses.size() != static_cast<size_t>(kEpochs * ((4000 + kBatch - 1) / kBatch))) {
+    Die("BM_TrainerNoPlugins: wrong number of iterations");
+  }
+}
+
+// Paired: each benchmark iteration runs the bare loop and the other variant
+// back to back (alternating which goes first), so both see the same machine
+// load; `ratio` = the variant's time / the bare loop's, over the pairs of one
+// repetition. On a shared machine this is the number to trust: the medians of
+// the unpaired variants drift with the load between their repetitions.
+void Paired(benchmark::State& state, double (*other)(std::vector<double>*), const char* name,
+            bool same_losses) {
+  std::vector<double> bare_losses, other_losses;
+  double bare = 0.0, variant = 0.0;
+  bool variant_first = false;
+  for (auto _ : state) {
+    double b, v;
+    if (variant_first) {
+      v = other(&other_losses);
+      b = RunBareLoop(false, &bare_losses);
+    } else {
+      b = RunBareLoop(false, &bare_losses);
+      v = other(&other_losses);
+    }
+    variant_first = !variant_first;
+    bare += b;
+    variant += v;
+    state.SetIterationTime(b + v);
+  }
+  if (same_losses) CheckSameLosses(other_losses, name);
+  CheckSameLosses(bare_losses, name);
+  state.counters["bare_ms"] = benchmark::Counter(bare * 1e3, benchmark::Counter::kAvgIterations);
+  state.counters["variant_ms"] =
+      benchmark::Counter(variant * 1e3, benchmark::Counter::kAvgIterations);
+  state.counters["ratio"] = variant / bare;
+}
+
+double TrainerWithPlugins(std::vector<double>* losses) { return RunTrainer(true, losses); }
+double TrainerWithoutPlugins(std::vector<double>* losses) { return RunTrainer(false, losses); }
+double BareWithAccuracy(std::vector<double>* losses) { return RunBareLoop(true, losses); }
+
+void BM_PairedTrainer(benchmark::State& state) {
+  Paired(state, TrainerWithPlugins, "BM_PairedTrainer", true);
+}
+void BM_PairedTrainerNoPlugins(benchmark::State& state) {
+  Paired(state, TrainerWithoutPlugins, "BM_PairedTrainerNoPlugins", false);
+}
+void BM_PairedBareLoopWithAccuracy(benchmark::State& state) {
+  Paired(state, BareWithAccuracy, "BM_PairedBareLoopWithAccuracy", true);
+}
+
+// The trainer's added work per iteration, measured directly (many
+// iterations, stable medians even on a busy machine):
+// BM_AccuracyMetric: the train/accuracy the trainer computes every iteration.
+void BM_AccuracyMetric(benchmark::State& state) {
+  at::set_num_threads(1);
+  torch::manual_seed(kSeed);
+  const at::Tensor logits = torch::randn({kBatch, 6});
+  const at::Tensor y = torch::randint(0, 6, {kBatch}, at::TensorOptions().dtype(at::kLong));
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(logits.argmax(1).eq(y).to(at::kDouble).mean().item<double>());
+  }
+}
+BENCHMARK(BM_AccuracyMetric);
+
+// BM_PluginsPerIteration: Session::EndIteration with the four plugins of the
+// trainer variant (same options), a real batch and model bound, an epoch
+// boundary every 63 iterations: everything the plugins do per iteration,
+// amortised (histograms every 100, flush requests per epoch, the writer thread).
+void BM_PluginsPerIteration(benchmark::State& state) {
+  TempDir dir;
+  const trainbus::config::RunConfig config = MakeConfig(dir.path(), true);
+  const trainbus::Dataset& data = TrainData();
+  at::set_num_threads(1);
+  torch::manual_seed(kSeed);
+  torch::nn::Sequential model;
+  model->push_back(torch::nn::Flatten());
+  model->push_back(torch::nn::Linear(data.inputs[0].numel(), kHidden));
+  model->push_back(torch::nn::ReLU());
+  model->push_back(torch::nn::Linear(kHidden, data.num_classes));
+  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(kLr).momentum(kMomentum));
+  const at::Tensor x = data.inputs.slice(0, 0, kBatch);
+  const at::Tensor y = data.targets.slice(0, 0, kBatch);
+  at::Tensor logits = model->forward(x);
+  torch::nn::functional::cross_entropy(logits, y).backward();  // gradients for the histograms
+  logits = logits.detach();
+
+  auto session = trainbus::Session::Create(config);
+  if (!session.ok()) Die(std::string(session.status().message()));
+  (*session)->Bind(model.ptr().get(), &optimizer);
+  trainbus::RunInfo run;
+  run.run_name = "overhead";
+  run.log_dir = (*session)->log_dir();
+  run.train_samples = data.size();
+  run.batch_size = kBatch;
+  run.iterations_per_epoch = 63;
+  run.epochs = 1000000;
+  run.total_iterations = run.epochs * run.iterations_per_epoch;
+  run.seed = kSeed;
+  (*session)->Begin(run);
+  std::vector<double> lrs = {kLr};
+  std::vector<trainbus::Metric> metrics = {{"train/accuracy", 0.5}};
+  int64_t step = 0, epoch = 0, batch = 0;
+  (*session)->BeginEpoch(trainbus::EpochBeginEvent{0, 0, 63});
+  for (auto _ : state) {
+    trainbus::IterationEndEvent e;
+    e.step = step;
+    e.epoch = epoch;
+    e.batch_index = batch;
+    e.batch_size = kBatch;
+    e.loss = 1.0 / static_cast<double>(step + 1);  // always improving: early stopping never fires
+    e.learning_rates = lrs;
+    e.duration_seconds = 1e-3;
+    e.metrics = metrics;
+    e.inputs = &x;
+    e.targets = &y;
+    e.outputs = &logits;
+    (*session)->EndIteration(e);
+    ++step;
+    if (++batch == 63) {
+      (*session)->EndEpoch();
+      batch = 0;
+      ++epoch;
+      (*session)->BeginEpoch(trainbus::EpochBeginEvent{epoch, step, 63});
+    }
+  }
+  (*session)->EndEpoch();
+  if ((*session)->ShouldStop()) state.SkipWithError((*session)->stop_reason().c_str());
+  if (absl::Status s = (*session)->End(); !s.ok()) state.SkipWithError(std::string(s.message()).c_str());
+}
+BENCHMARK(BM_PluginsPerIteration)->Unit(benchmark::kMicrosecond);
+
+#define TRAINBUS_OVERHEAD_BENCH(fn) \
+  BENCHMARK(fn)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2)
+TRAINBUS_OVERHEAD_BENCH(BM_BareLoop);
+TRAINBUS_OVERHEAD_BENCH(BM_Trainer);
+TRAINBUS_OVERHEAD_BENCH(BM_BareLoopWithAccuracy);
+TRAINBUS_OVERHEAD_BENCH(BM_TrainerNoPlugins);
+TRAINBUS_OVERHEAD_BENCH(BM_PairedTrainer);
+TRAINBUS_OVERHEAD_BENCH(BM_PairedTrainerNoPlugins);
+TRAINBUS_OVERHEAD_BENCH(BM_PairedBareLoopWithAccuracy);
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Builds (Release, build-bench/) and runs every benchmark, then prints the
+# numbers the README's table is made of.
+#
+#   scripts/bench.sh                 # bus, trainer overhead, TensorBoard writer
+#   scripts/bench.sh bus trainer     # a subset (bus | trainer | tensorboard)
+#
+# REPETITIONS (default 15) sets the repetitions of the trainer comparison,
+# run with random interleaving so that the bare loop and the trainer are
+# measured side by side under the same machine load; the ratio is computed
+# from the medians of that one run. Raw results (JSON) go to
+# build-bench/results/. The trainer bench's progress lines go to
+# build-bench/results/trainer_overhead.stderr.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+build_dir="${BENCH_BUILD_DIR:-build-bench}"
+reps="${REPETITIONS:-15}"
+suites=("$@")
+[ ${#suites[@]} -eq 0 ] && suites=(bus trainer tensorboard)
+
+if [ ! -f "$build_dir/build.ninja" ]; then
+  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DTRAINBUS_BUILD_TESTS=OFF -DTRAINBUS_BUILD_EXAMPLES=OFF -DTRAINBUS_BUILD_BENCHMARKS=ON >/dev/null
+fi
+targets=()
+for s in "${suites[@]}"; do
+  case "$s" in
+    bus) targets+=(bus_bench) ;;
+    trainer) targets+=(trainer_overhead_bench) ;;
+    tensorboard) targets+=(tensorboard_writer_bench) ;;
+    *) echo "bench: unknown suite '$s' (bus, trainer, tensorboard)" >&2; exit 2 ;;
+  esac
+done
+cmake --build "$build_dir" -j "$(nproc)" --target "${targets[@]}"
+results="$build_dir/results"
+mkdir -p "$results"
+echo "bench: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+
+# Medians of a console run with --benchmark_report_aggregates_only=true:
+# "<name>_median <time> <unit> <cpu> <unit> <iterations> [counters]".
+medians() { awk '/_median/ {print}' "$1"; }
+
+for s in "${suites[@]}"; do
+  case "$s" in
+    bus)
+      echo; echo "== bus: cost of publishing one IterationEnd (median of 5) =="
+      "$build_dir/bench/bus/bus_bench" --benchmark_repetitions=5 \
+        --benchmark_report_aggregates_only=true \
+        --benchmark_out="$results/bus.json" --benchmark_out_format=json | tee "$results/bus.txt" >/dev/null
+      medians "$results/bus.txt"
+      ;;
+    trainer)
+      echo; echo "== trainer overhead: bare LibTorch loop vs trainbus::Trainer ($reps repetitions, interleaved) =="
+      "$build_dir/bench/trainer/trainer_overhead_bench" --benchmark_repetitions="$reps" \
+        --benchmark_enable_random_interleaving=true --benchmark_report_aggregates_only=true \
+        --benchmark_out="$results/trainer_overhead.json" --benchmark_out_format=json \
+        2>"$results/trainer_overhead.stderr" | tee "$results/trainer_overhead.txt" >/dev/null
+      medians "$results/trainer_overhead.txt"
+      awk '
+        /_median/ { name = $1; sub(/\/.*$/, "", name); sub(/_median$/, "", name); t[name] = $2 }
+        END {
+          if (!("BM_BareLoop" in t) || !("BM_Trainer" in t)) { print "bench: missing medians"; exit 1 }
+          printf "trainer / bare loop (medians):            %.4f  (%+.2f%%)\n", t["BM_Trainer"] / t["BM_BareLoop"], 100 * (t["BM_Trainer"] / t["BM_BareLoop"] - 1)
+          if ("BM_BareLoopWithAccuracy" in t)
+            printf "bare loop + train/accuracy / bare loop:   %.4f  (%+.2f%%)\n", t["BM_BareLoopWithAccuracy"] / t["BM_BareLoop"], 100 * (t["BM_BareLoopWithAccuracy"] / t["BM_BareLoop"] - 1)
+          if ("BM_TrainerNoPlugins" in t)
+            printf "trainer without plugins / bare loop:      %.4f  (%+.2f%%)\n", t["BM_TrainerNoPlugins"] / t["BM_BareLoop"], 100 * (t["BM_TrainerNoPlugins"] / t["BM_BareLoop"] - 1)
+        }' "$results/trainer_overhead.txt"
+      echo "paired (bare loop and variant back to back; median over repetitions of the ratio):"
+      awk '/BM_Paired.*_median/ {
+             name = $1; sub(/\/.*$/, "", name); sub(/^BM_Paired/, "", name)
+             for (i = 1; i <= NF; ++i) if ($i ~ /^ratio=/) { r = substr($i, 7); printf "  %-26s / bare loop: %.4f  (%+.2f%%)\n", name, r, 100 * (r - 1) }
+           }' "$results/trainer_overhead.txt"
+      ;;
+    tensorboard)
+      echo; echo "== TensorBoard writer (median of 3) =="
+      "$build_dir/bench/tensorboard/tensorboard_writer_bench" --benchmark_repetitions=3 \
+        --benchmark_report_aggregates_only=true \
+        --benchmark_out="$results/tensorboard_writer.json" --benchmark_out_format=json \
+        | tee "$results/tensorboard_writer.txt" >/dev/null
+      medians "$results/tensorboard_writer.txt"
+      ;;
+  esac
+done
