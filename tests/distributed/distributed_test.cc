@@ -264,6 +264,30 @@ TEST(DistributedTest, TwoRanksMatchOneProcessWithTheDoubledBatch) {
   EXPECT_NE(two.output.find("finished: 12 iterations"), std::string::npos) << two.output;
 }
 
+// 241 samples, global batch 40: the last batch has 1 sample, so rank 0's
+// chunk is empty; the chunk-size weighting still gives one process's values.
+// (--set reaches the ranks through --nproc.)
+TEST(DistributedTest, AnUnevenLastBatchWithAnEmptyChunkStillMatches) {
+  TempDir dir;
+  const std::string samples = "--set dataset.train_samples=241";
+  CommandResult two = RunTrainbus(
+      absl::StrCat("train --nproc 2 --config ", Config(dir, "two", 20, 2), " ", samples));
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  CommandResult one =
+      RunTrainbus(absl::StrCat("train --config ", Config(dir, "one", 40, 2), " ", samples));
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  auto a = ReadScalars(dir.path() + "/runs/two/scalars.csv");
+  auto b = ReadScalars(dir.path() + "/runs/one/scalars.csv");
+  ASSERT_EQ(b["train/loss"].size(), 14u);
+  for (const char* tag : {"train/loss", "val/loss"}) {
+    ASSERT_EQ(a[tag].size(), b[tag].size()) << tag << "\n" << two.output;
+    for (const auto& [step, value] : b[tag]) {
+      EXPECT_NEAR(a[tag][step], value, 1e-5 * std::max(1.0, std::abs(value)))
+          << tag << " at step " << step;
+    }
+  }
+}
+
 TEST(DistributedTest, OnlyRankZeroWritesAndEarlyStoppingStopsBothRanksAtTheSameStep) {
   TempDir dir;
   // min_delta 100: never an improvement after the first check -> stops at
