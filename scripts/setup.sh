@@ -15,6 +15,7 @@ packages=(
   libbenchmark-dev                   # bench/
   libpng-dev zlib1g-dev              # PNG encoding for TensorBoard images
   libgloo-dev                        # c10d ProcessGroupGloo headers (distributed training)
+  clang libclang-rt-14-dev           # fuzz/ (libFuzzer)
 )
 
 missing=()

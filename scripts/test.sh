@@ -4,5 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build.sh
-cd "${BUILD_DIR:-build}"
-ctest --output-on-failure -j "$(nproc)" --timeout 600
+(cd "${BUILD_DIR:-build}" && ctest --output-on-failure -j "$(nproc)" --timeout 600)
+# The same suites under AddressSanitizer + UndefinedBehaviorSanitizer, the
+# writer's concurrency tests under ThreadSanitizer, and a bounded fuzzing run
+# of every fuzz target over its committed corpus (tools/sanitizers, fuzz/).
+tools/sanitizers/run.sh asan
+tools/sanitizers/run.sh tsan
+FUZZ_SECONDS="${FUZZ_SECONDS:-15}" fuzz/build_and_run.sh

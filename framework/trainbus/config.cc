@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/stubs/common.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -137,6 +138,18 @@ absl::Status RangeError(absl::string_view origin, absl::string_view field, absl:
 absl::StatusOr<config::RunConfig> ParseRunConfig(absl::string_view text, absl::string_view format,
                                                  absl::string_view origin) {
   config::RunConfig config;
+  // protobuf's text parser accepts invalid UTF-8 in strings, which the JSON
+  // copy saved next to the run would then silently alter.
+  if (!pb::internal::IsStructurallyValidUTF8(text.data(), static_cast<int>(text.size()))) {
+    size_t bad = 0;
+    while (bad < text.size() &&
+           pb::internal::IsStructurallyValidUTF8(text.data(), static_cast<int>(bad + 1))) {
+      ++bad;
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        origin, ": not valid UTF-8 (first bad byte near offset ", bad,
+        "); save the config as UTF-8 text"));
+  }
   if (format == "json") {
     pb::util::JsonParseOptions options;
     options.ignore_unknown_fields = false;

@@ -1,5 +1,6 @@
 #include "trainbus/options.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -211,9 +212,18 @@ std::vector<std::string> PluginOptions::GetStringList(absl::string_view name) co
 }
 
 std::string PluginOptions::ToJson() const {
-  std::string out;
-  (void)google::protobuf::util::MessageToJsonString(values_, &out);
-  return out;
+  // Keys in name order: the Struct's map has no stable order of its own.
+  std::vector<std::string> keys;
+  for (const auto& [key, value] : values_.fields()) keys.push_back(key);
+  std::sort(keys.begin(), keys.end());
+  std::string out = "{";
+  for (const std::string& key : keys) {
+    Value name;
+    name.set_string_value(key);
+    absl::StrAppend(&out, out.size() > 1 ? "," : "", ValueToJson(name), ":",
+                    ValueToJson(values_.fields().at(key)));
+  }
+  return out + "}";
 }
 
 }  // namespace trainbus
