@@ -83,7 +83,7 @@ run() {
     start=$(date +%s)
     if ! ASAN_OPTIONS="detect_leaks=1:halt_on_error=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
          UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
-         "$out/$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+         "$out/$t" -seed=1 -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
            -print_final_stats=1 -artifact_prefix="$out/artifacts/$name-" \
            "$out/corpus/$name" "$root/fuzz/corpus/$name" >"$out/$name.log" 2>&1; then
       status=1

@@ -16,24 +16,16 @@
 #include <string>
 
 #include "absl/strings/str_split.h"
+#include "google/protobuf/stubs/common.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "absl/strings/string_view.h"
 #include "trainbus/config.h"
 
 namespace {
 
+// protobuf's own validator: the one the config parser and serializer use.
 bool ValidUtf8(absl::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    for (size_t k = 1; k < n; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
-    }
-    i += n;
-  }
-  return true;
+  return google::protobuf::internal::IsStructurallyValidUTF8(s.data(), static_cast<int>(s.size()));
 }
 
 }  // namespace

@@ -194,6 +194,10 @@ absl::Status ApplyOverride(config::RunConfig* config, absl::string_view assignme
     return absl::InvalidArgumentError(absl::StrCat(
         "--set ", assignment, ": expected key=value, e.g. --set trainer.epochs=3"));
   }
+  if (!pb::internal::IsStructurallyValidUTF8(assignment.data(), static_cast<int>(assignment.size()))) {
+    return absl::InvalidArgumentError(
+        "--set: the assignment is not valid UTF-8; give text in UTF-8");
+  }
   absl::string_view path = assignment.substr(0, eq);
   absl::string_view value = assignment.substr(eq + 1);
   std::string where = absl::StrCat("--set ", assignment);

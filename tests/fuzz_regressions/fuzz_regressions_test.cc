@@ -113,6 +113,16 @@ TEST(FuzzFindings, TextConfigWithInvalidUtf8IsRejected) {
               ::testing::HasSubstr("bad.cfg: not valid UTF-8 (first bad byte near offset"));
 }
 
+// Found by run_config_fuzzer in CI: an override with invalid UTF-8 (an
+// overlong 0xC0 0x9F) was accepted and then lost when the config was saved.
+TEST(FuzzFindings, OverrideWithInvalidUtf8IsRejected) {
+  trainbus::config::RunConfig config;
+  absl::Status s = trainbus::ApplyOverride(&config, "name=in\x6f\xc0\x9f.x");
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("not valid UTF-8"));
+  EXPECT_TRUE(trainbus::ApplyOverride(&config, "name=caf\xc3\xa9").ok());  // valid UTF-8 is fine
+}
+
 // What holds today for the same input: no crash, and everything that is
 // valid UTF-8 survives the JSON round trip.
 TEST(FuzzFindings, TextConfigWithInvalidUtf8DoesNotCrash) {
