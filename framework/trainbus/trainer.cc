@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "trainbus/accuracy.h"
 #include "trainbus/config.h"
 #include "trainbus/data/datasets.h"
 #include "trainbus/distributed.h"
@@ -346,7 +347,7 @@ Metrics Trainer::Impl::Validate() {
     loss_sum += torch::nn::functional::cross_entropy(
                     logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                     .item<double>();
-    correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+    correct += CountCorrect(logits, y);
   }
   model->train();
   return {{"val/loss", loss_sum / n}, {"val/accuracy", static_cast<double>(correct) / n}};
@@ -436,7 +437,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
           at::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
           loss.backward();
           loss_value = loss.item<double>();
-          accuracy = logits.argmax(1).eq(y).to(at::kDouble).mean().item<double>();
+          accuracy = static_cast<double>(CountCorrect(logits, y)) / static_cast<double>(local_n);
         } else {
           logits = at::empty({0, train.num_classes}, x.options().dtype(at::kFloat));
         }

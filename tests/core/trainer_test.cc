@@ -18,6 +18,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/sgd.h>
 
+#include "trainbus/accuracy.h"
 #include "trainbus/batch_schedule.h"
 #include "trainbus/checkpoint.h"
 #include "trainbus/config.h"
@@ -110,6 +111,36 @@ Watched MakeTrainer(const config::RunConfig& c, HookErrorPolicy policy = HookErr
   auto t = Trainer::Create(c, std::move(session));
   EXPECT_TRUE(t.ok()) << t.status();
   return {std::move(t).value(), raw};
+}
+
+// The trainer's fast accuracy must count exactly what argmax/eq/sum counts,
+// with argmax's tie and NaN rules, and fall back for every other layout.
+TEST(AccuracyTest, CountCorrectMatchesArgmaxIncludingTiesAndNaN) {
+  at::manual_seed(3);
+  auto reference = [](const at::Tensor& logits, const at::Tensor& y) {
+    return logits.argmax(1).eq(y).sum().item<int64_t>();
+  };
+  const at::Tensor y = at::randint(0, 5, {200}, at::TensorOptions().dtype(at::kLong));
+  // Rounded to 0.5 steps: many rows have tied maxima.
+  at::Tensor logits = (at::randn({200, 5}) * 2).round() / 2;
+  logits.index_put_({3, 2}, NAN);                   // NaN in the middle of a row
+  logits.index_put_({4, 0}, NAN);                   // NaN first
+  logits.index_put_({5}, NAN);                      // all NaN
+  logits.index_put_({6, 1}, INFINITY);
+  logits.index_put_({7}, -INFINITY);                // all -inf: index 0
+  EXPECT_EQ(CountCorrect(logits, y), reference(logits, y));
+  // Rows set up to be right: the NaN's column is the prediction.
+  at::Tensor y2 = y.clone();
+  y2.index_put_({3}, 2);
+  y2.index_put_({4}, 0);
+  y2.index_put_({5}, 0);
+  EXPECT_EQ(CountCorrect(logits, y2), reference(logits, y2));
+  // Fallback layouts: transposed (not contiguous), double, int32 targets.
+  const at::Tensor t = at::randn({5, 200}).t();
+  EXPECT_EQ(CountCorrect(t, y), reference(t, y));
+  EXPECT_EQ(CountCorrect(logits.to(at::kDouble), y), reference(logits, y));
+  EXPECT_EQ(CountCorrect(logits, y.to(at::kInt)), reference(logits, y));
+  EXPECT_EQ(CountCorrect(at::empty({0, 5}), at::empty({0}, at::kLong)), 0);
 }
 
 TEST(TrainerTest, RunsThePlannedIterations) {
