@@ -12,15 +12,24 @@
 //     later push fails with kClosed: the consumer knows exactly what to
 //     drain, and nothing accepted is ever left behind.
 //   - The consumer works in place: Front() / Pop(), no copy out.
+//   - Cells store their sequence relative to their index (seq - index), so
+//     the all-zero state is the valid empty queue. The cells come straight
+//     from mmap: the kernel hands out zero pages only when a cell is first
+//     touched, so a writer with the default 65,536-record queue (4 MiB)
+//     starts without 1,024 page faults and uses the memory it needs.
 //
-// Cells are one cache line each (T must fit in 56 bytes).
+// Cells are one cache line each (T must fit in 56 bytes, and be trivially
+// constructible and destructible: cells are raw zeroed memory).
 #ifndef TRAINBUS_TENSORBOARD_BOUNDED_QUEUE_H_
 #define TRAINBUS_TENSORBOARD_BOUNDED_QUEUE_H_
+
+#include <sys/mman.h>
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <memory>
+#include <new>
+#include <type_traits>
 
 namespace trainbus::tensorboard::internal {
 
@@ -34,9 +43,12 @@ class BoundedQueue {
     size_t cap = 2;
     while (cap < capacity) cap <<= 1;
     mask_ = cap - 1;
-    cells_.reset(new Cell[cap]);
-    for (size_t i = 0; i < cap; ++i) cells_[i].seq.store(i, std::memory_order_relaxed);
+    bytes_ = cap * sizeof(Cell);
+    void* cells = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (cells == MAP_FAILED) throw std::bad_alloc();
+    cells_ = static_cast<Cell*>(cells);
   }
+  ~BoundedQueue() { ::munmap(cells_, bytes_); }
   BoundedQueue(const BoundedQueue&) = delete;
   BoundedQueue& operator=(const BoundedQueue&) = delete;
 
@@ -50,12 +62,12 @@ class BoundedQueue {
     for (;;) {
       if (pos & kClosedBit) return PushResult::kClosed;
       Cell& cell = cells_[pos & mask_];
-      const uint64_t seq = cell.seq.load(std::memory_order_acquire);
+      const uint64_t seq = Seq(cell, pos);
       const int64_t diff = static_cast<int64_t>(seq - pos);
       if (diff == 0) {
         if (enqueue_pos_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
           fill(cell.data);
-          cell.seq.store(pos + 1, std::memory_order_release);
+          SetSeq(cell, pos, pos + 1);
           *position = pos;
           return PushResult::kOk;
         }
@@ -70,13 +82,13 @@ class BoundedQueue {
   // Consumer only: the next published item, or nullptr.
   T* Front() {
     Cell& cell = cells_[dequeue_pos_ & mask_];
-    if (cell.seq.load(std::memory_order_acquire) != dequeue_pos_ + 1) return nullptr;
+    if (Seq(cell, dequeue_pos_) != dequeue_pos_ + 1) return nullptr;
     return &cell.data;
   }
   // Consumer only: releases the item Front() returned.
   void Pop() {
     Cell& cell = cells_[dequeue_pos_ & mask_];
-    cell.seq.store(dequeue_pos_ + mask_ + 1, std::memory_order_release);
+    SetSeq(cell, dequeue_pos_, dequeue_pos_ + mask_ + 1);
     ++dequeue_pos_;
   }
   // Consumer only: how many items were popped so far.
@@ -96,12 +108,24 @@ class BoundedQueue {
  private:
   static constexpr uint64_t kClosedBit = uint64_t{1} << 63;
   struct alignas(64) Cell {
-    std::atomic<uint64_t> seq;
+    std::atomic<uint64_t> relative_seq;  // the classic design's sequence minus the cell's index
     T data;
   };
   static_assert(sizeof(T) <= 56, "queue items must fit a cache line with their sequence");
+  static_assert(std::is_trivially_default_constructible_v<T> && std::is_trivially_destructible_v<T>,
+                "queue items live in raw zeroed memory");
+  static_assert(std::is_trivially_default_constructible_v<std::atomic<uint64_t>>);
 
-  std::unique_ptr<Cell[]> cells_;
+  // The sequence of the cell at `pos` (any position mapping to it).
+  uint64_t Seq(const Cell& cell, uint64_t pos) const {
+    return cell.relative_seq.load(std::memory_order_acquire) + (pos & mask_);
+  }
+  void SetSeq(Cell& cell, uint64_t pos, uint64_t seq) {
+    cell.relative_seq.store(seq - (pos & mask_), std::memory_order_release);
+  }
+
+  Cell* cells_ = nullptr;
+  size_t bytes_ = 0;
   uint64_t mask_ = 0;
   alignas(64) std::atomic<uint64_t> enqueue_pos_{0};
   alignas(64) uint64_t dequeue_pos_ = 0;
