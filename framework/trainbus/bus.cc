@@ -6,12 +6,15 @@
 #include <cmath>
 #include <exception>
 #include <iostream>
+#include <memory>
+#include <thread>
 
 #include <torch/optim/optimizer.h>
 
 #include "absl/strings/string_view.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 
 namespace trainbus {
 namespace {
@@ -232,17 +235,63 @@ void Bus::Publish(Record record) {
   --publish_depth_;
 }
 
+namespace {
+
+// Close() with every exception turned into a status.
+absl::Status CallClose(Plugin* plugin) {
+  try {
+    return plugin->Close();
+  } catch (const std::exception& ex) {
+    return absl::InternalError(absl::StrCat("threw: ", ex.what()));
+  } catch (...) {
+    return absl::InternalError("threw an unknown exception (not derived from std::exception)");
+  }
+}
+
+}  // namespace
+
+absl::Status Bus::CloseWithinLimit(Entry& entry) {
+  if (close_timeout_ == absl::InfiniteDuration()) return CallClose(entry.plugin);
+  // Close() runs on a thread of its own so that a hang cannot hold the run:
+  // the outcome is shared, because the thread may outlive this call.
+  struct Outcome {
+    absl::Mutex mu;
+    bool done = false;
+    absl::Status status;
+  };
+  auto outcome = std::make_shared<Outcome>();
+  std::thread closer([plugin = entry.plugin, outcome] {
+    absl::Status s = CallClose(plugin);
+    absl::MutexLock lock(&outcome->mu);
+    outcome->status = std::move(s);
+    outcome->done = true;
+  });
+  bool done;
+  {
+    absl::MutexLock lock(&outcome->mu);
+    done = outcome->mu.AwaitWithTimeout(absl::Condition(&outcome->done), close_timeout_);
+  }
+  if (!done) {
+    closer.detach();
+    abandoned_.push_back(entry.plugin);
+    return absl::DeadlineExceededError(absl::StrCat(
+        "did not return from Close() within ", absl::FormatDuration(close_timeout_),
+        "; it was left running and whatever it had not yet written is lost. Fix the plugin's "
+        "Close(), or raise the run config's plugin_close_timeout_seconds if it needs longer"));
+  }
+  closer.join();
+  return outcome->status;
+}
+
 absl::Status Bus::CloseAll() {
   absl::Status first;
   for (auto& entry : entries_) {
-    absl::Status s;
-    try {
-      s = entry->plugin->Close();
-    } catch (const std::exception& ex) {
-      s = absl::InternalError(absl::StrCat("threw: ", ex.what()));
-    }
+    absl::Status s = CloseWithinLimit(*entry);
     if (!s.ok()) {
       std::string message = absl::StrCat("plugin '", entry->name, "' failed to close: ", s.message());
+      if (s.code() == absl::StatusCode::kDeadlineExceeded) {
+        message = absl::StrCat("plugin '", entry->name, "' ", s.message());
+      }
       Log("trainbus", message);
       if (first.ok()) first = absl::Status(s.code(), message);
     }

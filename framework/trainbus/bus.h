@@ -14,6 +14,15 @@
 //   - kDisablePlugin: the plugin receives no further hooks; the run goes on.
 //     The failure is still reported by status() and at the end of the run.
 //
+// Close() is the one hook that may legitimately wait (a final flush, joining
+// a writer thread), so it is also the one that can hang: a stalled network
+// disk, a deadlock. CloseAll() therefore gives each plugin's Close() a time
+// limit (close_timeout(), default 120 s). A plugin that misses it is reported
+// ("plugin 'x' did not return from Close() within 2s ..."), left running on
+// its own thread, and listed by abandoned_plugins(): its owner must never
+// destroy it (Session keeps such plugins alive until the process exits). The
+// other plugins are still closed, so their files are complete.
+//
 // Most users never touch the Bus: Session and Trainer drive it. It is public
 // for hosts that drive plugins in an unusual way, and for tests.
 #ifndef TRAINBUS_BUS_H_
@@ -29,6 +38,7 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "trainbus/control.h"
 #include "trainbus/events.h"
 #include "trainbus/plugin.h"
@@ -77,9 +87,20 @@ class Bus {
   void TrainEnd(const TrainEndEvent& e);
   // Delivers a record to every plugin's OnRecord (publisher: the host).
   void Publish(Record record);
-  // Calls Close() on every plugin (disabled ones too), in delivery order.
-  // Returns the first error, each named after its plugin; all are logged.
+  // Calls Close() on every plugin (disabled ones too), in delivery order,
+  // each within close_timeout(). Returns the first error, each named after
+  // its plugin; all are logged. A Close() past its limit is a
+  // kDeadlineExceeded error and puts the plugin in abandoned_plugins().
   absl::Status CloseAll();
+
+  // The time limit for each plugin's Close(); absl::InfiniteDuration() waits
+  // forever (and runs Close() on the calling thread).
+  static constexpr absl::Duration kDefaultCloseTimeout = absl::Seconds(120);
+  void set_close_timeout(absl::Duration limit) { close_timeout_ = limit; }
+  absl::Duration close_timeout() const { return close_timeout_; }
+  // Plugins whose Close() had not returned within the limit. Their Close()
+  // may still be running: do not destroy them.
+  const std::vector<Plugin*>& abandoned_plugins() const { return abandoned_; }
 
   // Stop requests (from plugins, or from the host with requester "trainbus").
   void RequestStop(absl::string_view requester, absl::string_view reason);
@@ -112,10 +133,13 @@ class Bus {
   template <class Event>
   void Dispatch(int hook_index, void (Plugin::*fn)(const Event&, Control&), const Event& e);
   void HandleFailure(Entry& entry, int hook_index, absl::string_view what);
+  absl::Status CloseWithinLimit(Entry& entry);
   void Log(absl::string_view requester, absl::string_view message);
   void Sort();
 
   HookErrorPolicy policy_;
+  absl::Duration close_timeout_ = kDefaultCloseTimeout;
+  std::vector<Plugin*> abandoned_;
   std::vector<std::unique_ptr<Entry>> entries_;  // delivery order
   std::array<std::vector<Entry*>, kNumHooks> subscribers_;  // per hook, delivery order
   const RunInfo* run_ = nullptr;

@@ -440,6 +440,11 @@ absl::Status FinalizeRunConfig(config::RunConfig* c, absl::string_view origin) {
     return RangeError(origin, "on_plugin_error", "\"stop\" or \"disable_plugin\"",
                       absl::StrCat("\"", c->on_plugin_error(), "\""));
   }
+  if (!c->has_plugin_close_timeout_seconds()) c->set_plugin_close_timeout_seconds(120);
+  if (!(c->plugin_close_timeout_seconds() >= 0) || !std::isfinite(c->plugin_close_timeout_seconds())) {
+    return RangeError(origin, "plugin_close_timeout_seconds", "a finite number >= 0 (0: no limit)",
+                      absl::StrCat(c->plugin_close_timeout_seconds()));
+  }
   for (int i = 0; i < c->plugins_size(); ++i) {
     const auto& p = c->plugins(i);
     if (p.name().empty()) {

@@ -51,6 +51,7 @@ Session::~Session() {
     absl::Status s = End();
     if (!s.ok()) std::cerr << "[trainbus] session ended with an error: " << s.message() << "\n";
   }
+  KeepAbandonedPluginsAlive();
 }
 
 absl::StatusOr<std::unique_ptr<Session>> Session::Create(const config::RunConfig& config) {
@@ -61,6 +62,10 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(const config::RunConfig
                                                    config.on_plugin_error(), "\""));
   }
   auto session = std::make_unique<Session>(PolicyFromConfig(config));
+  if (config.has_plugin_close_timeout_seconds()) {
+    const double limit = config.plugin_close_timeout_seconds();
+    session->bus_.set_close_timeout(limit > 0 ? absl::Seconds(limit) : absl::InfiniteDuration());
+  }
   std::string root = config.log_root().empty() ? "runs" : config.log_root();
   std::string name = config.name().empty() ? DefaultRunName() : config.name();
   session->log_dir_ = (std::filesystem::path(root) / name).string();
@@ -293,6 +298,18 @@ void Session::Abort(std::string message) {
   aborted_ = true;
   bus_.RequestStop("trainbus", message);
   bus_.Abort(AbortEvent{next_step_ - 1, std::move(message)});
+}
+
+void Session::KeepAbandonedPluginsAlive() {
+  // A plugin whose Close() missed its time limit may still be running it on
+  // another thread: destroying it would pull the object out from under that
+  // thread. It is kept, reachable, until the process exits.
+  static auto* const kept = new std::vector<std::unique_ptr<Plugin>>();
+  for (Plugin* abandoned : bus_.abandoned_plugins()) {
+    for (auto& [name, owned] : plugins_) {
+      if (owned.get() == abandoned) kept->push_back(std::move(owned));
+    }
+  }
 }
 
 absl::Status Session::End() {

@@ -137,6 +137,7 @@ class Session {
 
  private:
   std::vector<double> CurrentLearningRates() const;
+  void KeepAbandonedPluginsAlive();
 
   Bus bus_;
   std::vector<std::pair<std::string, std::unique_ptr<Plugin>>> plugins_;

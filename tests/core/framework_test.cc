@@ -1,5 +1,6 @@
 // Framework suites without LibTorch math: iteration arithmetic, options,
 // config, bus, loader, session, progress format, and the CLI's error paths.
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -7,6 +8,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <sys/wait.h>
@@ -319,6 +321,7 @@ TEST(RunConfigTest, OutOfRangeNamesFileAndField) {
       {R"({"model": {"dropout": 1.5}})", "model.dropout must be in [0, 1)"},
       {R"({"dataset": {"type": "mnist"}})", "dataset.dir is required"},
       {R"({"on_plugin_error": "ignore"})", "on_plugin_error must be \"stop\" or \"disable_plugin\""},
+      {R"({"plugin_close_timeout_seconds": -1})", "plugin_close_timeout_seconds must be a finite number >= 0 (0: no limit), got -1"},
       {R"({"plugins": [{"name": "a"}, {"name": "a"}]})", "plugin 'a' is listed twice"},
       {R"({"name": "a/b"})", "name must be a plain folder name"},
   };
@@ -537,6 +540,121 @@ TEST(BusTest, CloseErrorsEndTheRunWithThatError) {
   absl::Status s = session.End();
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(Msg(s), HasSubstr("plugin 'writer' failed to close: 3 records lost"));
+}
+
+// Throws in exactly one hook (by index, kNumHooks = Close) and records the rest.
+class ThrowsIn : public Plugin {
+ public:
+  explicit ThrowsIn(int hook) : hook_(hook) {}
+  void OnTrainBegin(const TrainBeginEvent&, Control&) override { Maybe(0); }
+  void OnEpochBegin(const EpochBeginEvent&, Control&) override { Maybe(1); }
+  void OnIterationBegin(const IterationBeginEvent&, Control&) override { Maybe(2); }
+  void OnIterationEnd(const IterationEndEvent&, Control&) override { Maybe(3); }
+  void OnValidationEnd(const ValidationEndEvent&, Control&) override { Maybe(4); }
+  void OnEpochEnd(const EpochEndEvent&, Control&) override { Maybe(5); }
+  void OnTrainEnd(const TrainEndEvent&, Control&) override { Maybe(6); }
+  void OnAbort(const AbortEvent&, Control&) override { Maybe(7); }
+  void OnRecord(const Record&, Control&) override { Maybe(8); }
+  absl::Status Close() override {
+    Maybe(kNumHooks);
+    return absl::OkStatus();
+  }
+
+ private:
+  void Maybe(int hook) {
+    if (hook == hook_) throw std::runtime_error("broken on purpose");
+  }
+  int hook_;
+};
+
+// Notes that Close() ran.
+class ClosesFine : public Plugin {
+ public:
+  explicit ClosesFine(bool* closed) : closed_(closed) {}
+  absl::Status Close() override {
+    *closed_ = true;
+    return absl::OkStatus();
+  }
+
+ private:
+  bool* closed_;
+};
+
+// For every hook, and Close(): a plugin throwing there ends the run with a
+// message naming plugin, hook and step, and every other plugin still gets
+// the rest of the lifecycle, Close() included.
+TEST(BusTest, AThrowInAnyHookIsNamedAndEveryOtherPluginStillCloses) {
+  for (int hook = 0; hook <= kNumHooks; ++hook) {
+    const std::string hook_name = hook < kNumHooks ? HookName(hook) : "Close";
+    SCOPED_TRACE(hook_name);
+    std::vector<std::string> log;
+    bool closed = false;
+    Session session;
+    session.bus().set_log_sink([](absl::string_view) {});
+    ASSERT_TRUE(session.AddPlugin(MakePlugin<ThrowsIn>(hook), "boom").ok());
+    ASSERT_TRUE(session.AddPlugin(std::make_unique<Recorder>("rec", &log), "rec").ok());
+    ASSERT_TRUE(session.AddPlugin(MakePlugin<ClosesFine>(&closed), "last").ok());
+    session.Begin(RunInfo{});
+    session.BeginEpoch();
+    session.BeginIteration(4);
+    session.EndIteration(1.0, 4);
+    session.Publish(Record::Scalar("x", 1.0, 0));
+    session.EndValidation(Metrics{{"val/loss", 0.5}});
+    session.EndEpoch();
+    if (hook == 7) session.Abort("the host gave up");  // OnAbort needs an abort
+    absl::Status end = session.End();
+    ASSERT_FALSE(end.ok());
+    if (hook < kNumHooks) {
+      EXPECT_THAT(Msg(end), HasSubstr(absl::StrCat("plugin 'boom' threw in ", hook_name,
+                                                   " at step 0: broken on purpose")));
+    } else {
+      EXPECT_THAT(Msg(end), HasSubstr("plugin 'boom' failed to close: threw: broken on purpose"));
+    }
+    EXPECT_THAT(log, ::testing::Contains(HasSubstr("rec:TrainEnd")));
+    EXPECT_TRUE(closed);
+  }
+}
+
+// Close() that never returns (a stalled disk, a deadlock).
+class HangsInClose : public Plugin {
+ public:
+  absl::Status Close() override {
+    for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+  }
+};
+
+TEST(BusTest, AClosePastItsTimeLimitIsReportedAndTheOthersStillClose) {
+  bool closed = false;
+  std::vector<std::string> lines;
+  auto session = std::make_unique<Session>();
+  session->bus().set_log_sink([&](absl::string_view l) { lines.emplace_back(l); });
+  session->bus().set_close_timeout(absl::Milliseconds(200));
+  ASSERT_TRUE(session->AddPlugin(MakePlugin<HangsInClose>(), "stuck").ok());
+  ASSERT_TRUE(session->AddPlugin(MakePlugin<ClosesFine>(&closed), "writer").ok());
+  session->Begin(RunInfo{});
+  session->BeginEpoch();
+  session->EndIteration(1.0, 4);
+  absl::Status end = session->End();
+  EXPECT_EQ(end.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(Msg(end), AllOf(HasSubstr("plugin 'stuck' did not return from Close() within 200ms"),
+                              HasSubstr("plugin_close_timeout_seconds")));
+  EXPECT_TRUE(closed);  // the plugin after it was still closed
+  ASSERT_EQ(session->bus().abandoned_plugins().size(), 1u);
+  EXPECT_THAT(lines, ::testing::Contains(HasSubstr("plugin 'stuck' did not return")));
+  session.reset();  // must not destroy the plugin its Close() thread still runs in
+}
+
+TEST(BusTest, CloseTimeoutComesFromTheRunConfig) {
+  config::RunConfig c;
+  c.set_plugin_close_timeout_seconds(0.25);
+  auto session = Session::Create(c);
+  ASSERT_TRUE(session.ok()) << session.status();
+  EXPECT_EQ((*session)->bus().close_timeout(), absl::Milliseconds(250));
+  c.set_plugin_close_timeout_seconds(0);
+  session = Session::Create(c);
+  ASSERT_TRUE(session.ok()) << session.status();
+  EXPECT_EQ((*session)->bus().close_timeout(), absl::InfiniteDuration());
+  EXPECT_EQ(Session().bus().close_timeout(), Bus::kDefaultCloseTimeout);
 }
 
 class Echo : public Plugin {
@@ -816,6 +934,28 @@ TEST(CliTest, BadConfigAndFlagsExitWithAClearMessage) {
   r = RunCommand("--help");
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_THAT(r.output, HasSubstr("trainbus train --config FILE"));
+}
+
+// End to end: a plugin library whose Close() hangs cannot hold `trainbus
+// train` past plugin_close_timeout_seconds; the exit code and message say
+// which plugin, and the plugin after it (csv) still wrote every row.
+TEST(CliTest, APluginHangingInCloseEndsTheRunWithinTheLimitAndLosesNothingElse) {
+  TempDir dir;
+  const std::string hangs = absl::StrCat(TEST_PLUGIN_ROOT, "/hangs/libtrainbus_test_hangs.so");
+  std::string config = dir.Write("run.json", absl::StrCat(R"({
+    "name": "hang", "log_root": ")", dir.path(), R"(/runs",
+    "trainer": {"epochs": 2, "batch_size": 50, "num_threads": 1},
+    "dataset": {"train_samples": 300, "val_samples": 60},
+    "plugin_close_timeout_seconds": 0.5,
+    "plugins": [{"name": "test_hangs_in_close", "library": ")", hangs, R"("}, {"name": "csv"}]})"));
+  CommandResult r = RunCommand(absl::StrCat("train --config ", config));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output,
+              HasSubstr("plugin 'test_hangs_in_close' did not return from Close() within 500ms"));
+  std::ifstream csv(dir.path() + "/runs/hang/scalars.csv");
+  int loss_rows = 0;
+  for (std::string line; std::getline(csv, line);) loss_rows += line.find(",train/loss,") != std::string::npos;
+  EXPECT_EQ(loss_rows, 12);  // 2 epochs x 6 iterations
 }
 
 }  // namespace

@@ -6,7 +6,10 @@
 //   wrong_torch    claims LibTorch 0.1
 //   throws         its Create() throws
 //   dup            a second library that is also named "test_good"
+//   hangs          "test_hangs_in_close": its Close() never returns
+#include <chrono>
 #include <stdexcept>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "trainbus/plugin.h"
@@ -16,7 +19,12 @@ namespace {
 class TestPlugin : public trainbus::Plugin {
  public:
   static trainbus::PluginInfo Info() {
-    return {"test_good", "2.3.4", "Loader test plugin",
+#if defined(TEST_PLUGIN_HANGS)
+    const char* name = "test_hangs_in_close";
+#else
+    const char* name = "test_good";
+#endif
+    return {name, "2.3.4", "Loader test plugin",
             {{"stop_at", trainbus::OptionType::kInt, "-1", "Request a stop at this step"},
              {"label", trainbus::OptionType::kString, "\"x\"", "Any text"}}};
   }
@@ -35,6 +43,12 @@ class TestPlugin : public trainbus::Plugin {
     if (e.step == stop_at_) c.RequestStop(absl::StrCat("asked to stop at ", stop_at_));
     c.Publish(trainbus::Record::Scalar("test/iterations", static_cast<double>(e.step + 1), e.step));
   }
+
+#if defined(TEST_PLUGIN_HANGS)
+  absl::Status Close() override {
+    for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+  }
+#endif
 
  private:
   int64_t stop_at_;
