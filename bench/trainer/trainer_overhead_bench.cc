@@ -18,12 +18,17 @@
 // building the trainer, loading plugins and generating data are not):
 //   BM_BareLoop              forward, cross_entropy, backward, step, loss.item()
 //   BM_Trainer               trainbus::Trainer + the four plugins
-//   BM_BareLoopWithAccuracy  the bare loop plus the per-iteration
-//                            train/accuracy the trainer always computes
+//   BM_BareLoopWithAccuracy  the bare loop plus a per-iteration train/accuracy
+//                            written with tensor ops, as a user would
 //   BM_TrainerNoPlugins      trainbus::Trainer, no plugins
-// The last two split the trainer's overhead into "loop" and "plugins".
 //   BM_Paired*               the bare loop and one variant back to back in
-//                            every iteration; counter `ratio` (see Paired()).
+//                            every iteration; counter `ratio` (see Paired());
+//                            BM_PairedBareLoop pairs the bare loop with itself:
+//                            the noise floor of `ratio`.
+// And the trainer's added work measured directly, piece by piece:
+//   BM_AccuracyMetric/0|1    train/accuracy with tensor ops | CountCorrect
+//   BM_PluginsPerIteration   the four plugins' hooks per iteration
+//   BM_PluginsStartAndEnd    the four plugins' per-run start and end
 #include <ATen/CPUGeneratorImpl.h>
 #include <benchmark/benchmark.h>
 #include <stdlib.h>
@@ -33,11 +38,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "trainbus/accuracy.h"
 #include "trainbus/config.h"
 #include "trainbus/data/datasets.h"
 #include "trainbus/trainer.h"
@@ -98,6 +105,14 @@ trainbus::config::RunConfig MakeConfig(const std::string& log_root, bool with_pl
   auto config = trainbus::ParseRunConfig(text, "json", "trainer_overhead_bench");
   if (!config.ok()) Die(std::string(config.status().message()));
   if (!with_plugins) config->clear_plugins();
+  // TRAINBUS_OVERHEAD_ONLY=<plugin> keeps just that plugin (a per-plugin
+  // breakdown; the loss checks are skipped: without the scheduler the losses differ).
+  if (const char* only = std::getenv("TRAINBUS_OVERHEAD_ONLY"); only != nullptr && with_plugins) {
+    auto* plugins = config->mutable_plugins();
+    for (int i = plugins->size() - 1; i >= 0; --i) {
+      if (plugins->Get(i).name() != only) plugins->DeleteSubrange(i, 1);
+    }
+  }
   if (absl::Status s = trainbus::FinalizeRunConfig(&*config, "trainer_overhead_bench"); !s.ok()) {
     Die(std::string(s.message()));
   }
@@ -305,8 +320,10 @@ void Paired(benchmark::State& state, double (*other)(std::vector<double>*), cons
     variant += v;
     state.SetIterationTime(b + v);
   }
-  if (same_losses) CheckSameLosses(other_losses, name);
-  CheckSameLosses(bare_losses, name);
+  if (std::getenv("TRAINBUS_OVERHEAD_ONLY") == nullptr) {
+    if (same_losses) CheckSameLosses(other_losses, name);
+    CheckSameLosses(bare_losses, name);
+  }
   state.counters["bare_ms"] = benchmark::Counter(bare * 1e3, benchmark::Counter::kAvgIterations);
   state.counters["variant_ms"] =
       benchmark::Counter(variant * 1e3, benchmark::Counter::kAvgIterations);
@@ -314,6 +331,7 @@ void Paired(benchmark::State& state, double (*other)(std::vector<double>*), cons
 }
 
 double TrainerWithPlugins(std::vector<double>* losses) { return RunTrainer(true, losses); }
+double BareAgain(std::vector<double>* losses) { return RunBareLoop(false, losses); }
 double TrainerWithoutPlugins(std::vector<double>* losses) { return RunTrainer(false, losses); }
 double BareWithAccuracy(std::vector<double>* losses) { return RunBareLoop(true, losses); }
 
@@ -323,23 +341,89 @@ void BM_PairedTrainer(benchmark::State& state) {
 void BM_PairedTrainerNoPlugins(benchmark::State& state) {
   Paired(state, TrainerWithoutPlugins, "BM_PairedTrainerNoPlugins", false);
 }
+// The bare loop paired with itself: the noise floor of `ratio` (it should be
+// 1.000; its spread is how far apart two identical runs land on this machine).
+void BM_PairedBareLoop(benchmark::State& state) { Paired(state, BareAgain, "BM_PairedBareLoop", true); }
 void BM_PairedBareLoopWithAccuracy(benchmark::State& state) {
   Paired(state, BareWithAccuracy, "BM_PairedBareLoopWithAccuracy", true);
 }
 
 // The trainer's added work per iteration, measured directly (many
 // iterations, stable medians even on a busy machine):
-// BM_AccuracyMetric: the train/accuracy the trainer computes every iteration.
+// BM_AccuracyMetric/0: train/accuracy as a user writes it with tensor ops;
+// BM_AccuracyMetric/1: trainbus::CountCorrect, what the trainer computes.
 void BM_AccuracyMetric(benchmark::State& state) {
   at::set_num_threads(1);
   torch::manual_seed(kSeed);
   const at::Tensor logits = torch::randn({kBatch, 6});
   const at::Tensor y = torch::randint(0, 6, {kBatch}, at::TensorOptions().dtype(at::kLong));
+  const bool fast = state.range(0) == 1;
   for (auto _ : state) {
-    benchmark::DoNotOptimize(logits.argmax(1).eq(y).to(at::kDouble).mean().item<double>());
+    if (fast) {
+      benchmark::DoNotOptimize(static_cast<double>(trainbus::CountCorrect(logits, y)) / kBatch);
+    } else {
+      benchmark::DoNotOptimize(logits.argmax(1).eq(y).to(at::kDouble).mean().item<double>());
+    }
   }
 }
-BENCHMARK(BM_AccuracyMetric);
+BENCHMARK(BM_AccuracyMetric)->Arg(0)->Arg(1);
+
+// BM_PluginsStartAndEnd: the per-run fixed cost of the four plugins, i.e.
+// what Trainer::Run() spends in Session::Begin (OnTrainBegin: event file,
+// writer thread, run text, layout), the first iteration (the input image
+// grid) and Session::End (OnTrainEnd, hparams, Close: the final flush).
+// Loading the plugin libraries happens in Trainer::Create and is not timed,
+// as in the trainer variants.
+void BM_PluginsStartAndEnd(benchmark::State& state) {
+  const trainbus::Dataset& data = TrainData();
+  const at::Tensor x = data.inputs.slice(0, 0, kBatch);
+  const at::Tensor y = data.targets.slice(0, 0, kBatch);
+  const at::Tensor logits = torch::zeros({kBatch, data.num_classes});
+  at::set_num_threads(1);
+  torch::manual_seed(kSeed);
+  torch::nn::Sequential model;
+  model->push_back(torch::nn::Flatten());
+  model->push_back(torch::nn::Linear(data.inputs[0].numel(), kHidden));
+  model->push_back(torch::nn::ReLU());
+  model->push_back(torch::nn::Linear(kHidden, data.num_classes));
+  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(kLr).momentum(kMomentum));
+  std::optional<TempDir> dir;
+  for (auto _ : state) {
+    state.PauseTiming();
+    dir.reset();  // the previous run's files, removed untimed
+    dir.emplace();
+    auto session = trainbus::Session::Create(MakeConfig(dir->path(), true));
+    if (!session.ok()) Die(std::string(session.status().message()));
+    (*session)->Bind(model.ptr().get(), &optimizer);
+    trainbus::RunInfo run;
+    run.run_name = "overhead";
+    run.log_dir = (*session)->log_dir();
+    run.train_samples = data.size();
+    run.batch_size = kBatch;
+    run.iterations_per_epoch = 63;
+    run.epochs = kEpochs;
+    run.total_iterations = run.epochs * run.iterations_per_epoch;
+    run.seed = kSeed;
+    run.hparams = {{"lr", "0.05"}, {"batch_size", "64"}};
+    state.ResumeTiming();
+    (*session)->Begin(run);
+    (*session)->BeginEpoch(trainbus::EpochBeginEvent{0, 0, 63});
+    trainbus::IterationEndEvent e;
+    e.batch_size = kBatch;
+    e.loss = 1.0;
+    e.learning_rates = {kLr};
+    e.inputs = &x;
+    e.targets = &y;
+    e.outputs = &logits;
+    (*session)->EndIteration(e);
+    (*session)->EndEpoch();
+    if (absl::Status s = (*session)->End(); !s.ok()) Die(std::string(s.message()));
+    state.PauseTiming();
+    session->reset();
+    state.ResumeTiming();
+  }
+}
+BENCHMARK(BM_PluginsStartAndEnd)->Unit(benchmark::kMillisecond);
 
 // BM_PluginsPerIteration: Session::EndIteration with the four plugins of the
 // trainer variant (same options), a real batch and model bound, an epoch
@@ -414,9 +498,13 @@ TRAINBUS_OVERHEAD_BENCH(BM_BareLoop);
 TRAINBUS_OVERHEAD_BENCH(BM_Trainer);
 TRAINBUS_OVERHEAD_BENCH(BM_BareLoopWithAccuracy);
 TRAINBUS_OVERHEAD_BENCH(BM_TrainerNoPlugins);
-TRAINBUS_OVERHEAD_BENCH(BM_PairedTrainer);
-TRAINBUS_OVERHEAD_BENCH(BM_PairedTrainerNoPlugins);
-TRAINBUS_OVERHEAD_BENCH(BM_PairedBareLoopWithAccuracy);
+// Paired: 6 pairs per repetition, alternating which variant goes first.
+#define TRAINBUS_PAIRED_BENCH(fn) \
+  BENCHMARK(fn)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(6)
+TRAINBUS_PAIRED_BENCH(BM_PairedTrainer);
+TRAINBUS_PAIRED_BENCH(BM_PairedTrainerNoPlugins);
+TRAINBUS_PAIRED_BENCH(BM_PairedBareLoopWithAccuracy);
+TRAINBUS_PAIRED_BENCH(BM_PairedBareLoop);
 
 }  // namespace
 
