@@ -209,10 +209,20 @@ absl::StatusOr<std::string> WriteCheckpoint(const std::string& root, const std::
   if (!fs::create_directory(tmp, ec) || ec) {
     return absl::UnavailableError(absl::StrCat("checkpoint: cannot create ", tmp, ": ", ec.message()));
   }
+  // A failed write (disk full, file size limit, I/O error) says which
+  // checkpoint is missing, that the previous one is intact and what to do.
   auto fail = [&](absl::Status s) {
     std::error_code ignored;
     fs::remove_all(tmp, ignored);
-    return s;
+    const fs::path latest = fs::path(root) / kLatestFile;
+    return absl::Status(
+        s.code(),
+        absl::StrCat(s.message(), ". Checkpoint ", final_dir, " was not saved; ",
+                     fs::exists(latest, ignored)
+                         ? absl::StrCat(latest.string(), " still names the newest complete checkpoint")
+                         : absl::StrCat("there is no earlier checkpoint in ", root),
+                     ". To go on, free disk space (or raise the file size limit) or give the "
+                     "checkpoint plugin another 'dir'"));
   };
   if (absl::Status s = WriteFileDurably((fs::path(tmp) / kModelFile).string(), blob.model); !s.ok()) return fail(s);
   Stage("model");
@@ -368,7 +378,10 @@ CheckpointWriter::~CheckpointWriter() { Close().IgnoreError(); }
 absl::Status CheckpointWriter::Save(std::string root, std::string name, CheckpointBlob blob,
                                     std::vector<std::string> remove_after) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!error_.ok()) return error_;
+  if (!error_.ok()) {
+    return absl::Status(error_.code(),
+                        absl::StrCat("not written, because an earlier write failed: ", error_.message()));
+  }
   if (stop_) return absl::FailedPreconditionError("checkpoint: the writer is closed");
   queue_.push_back(Job{std::move(root), std::move(name), std::move(blob), std::move(remove_after)});
   cv_.notify_all();

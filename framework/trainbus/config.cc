@@ -13,7 +13,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/struct.pb.h"
 #include "google/protobuf/stubs/common.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
@@ -127,6 +129,119 @@ absl::Status AddRepeatedScalars(pb::Message* msg, const pb::FieldDescriptor* f,
   return absl::OkStatus();
 }
 
+// protobuf's JSON parser (3.21) takes some values of the wrong JSON type
+// without a word -- "yes" for a bool (as true), a bare value for a list
+// (hidden: 1 as [1]), an object for a list of plugins -- and words other
+// mistakes in its own terms ("Starting an object on a scalar field for type
+// epochs"). So the JSON is first checked against the descriptor for the kind
+// of each value, and a wrong kind is an error naming the field's full path.
+// Proto3 JSON's own spellings stay accepted: numbers in strings ("5",
+// "Infinity"; protobuf checks their content), null for "unset", json_name
+// (lowerCamelCase) keys. Unknown keys are left to protobuf's parser.
+std::string DescribeJson(const pb::Value& v) {
+  switch (v.kind_case()) {
+    case pb::Value::kNullValue:
+      return "null";
+    case pb::Value::kNumberValue:
+      return absl::StrCat("the number ", v.number_value());
+    case pb::Value::kStringValue:
+      return absl::StrCat("the string \"", v.string_value(), "\"");
+    case pb::Value::kBoolValue:
+      return v.bool_value() ? "true" : "false";
+    case pb::Value::kStructValue:
+      return "an object";
+    case pb::Value::kListValue:
+      return "a list";
+    default:
+      return "nothing";
+  }
+}
+
+// What one element of field `f` must be, and whether `v` is that.
+bool ElementKindOk(const pb::FieldDescriptor* f, const pb::Value& v, std::string* expected) {
+  using K = pb::Value::KindCase;
+  const K kind = v.kind_case();
+  if (kind == K::kNullValue) return true;
+  if (const pb::Descriptor* m = f->message_type()) {
+    if (m->full_name() == "google.protobuf.Value") return true;
+    *expected = m->full_name() == "google.protobuf.Struct" ? "an object of options" : "an object";
+    return kind == K::kStructValue;
+  }
+  switch (f->cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_BOOL:
+      *expected = "true or false (without quotes)";
+      return kind == K::kBoolValue;
+    case pb::FieldDescriptor::CPPTYPE_STRING:
+      *expected = "a string";
+      return kind == K::kStringValue;
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+    case pb::FieldDescriptor::CPPTYPE_FLOAT:
+      *expected = "a number";
+      return kind == K::kNumberValue || kind == K::kStringValue;
+    default:
+      *expected = "an integer";
+      return kind == K::kNumberValue || kind == K::kStringValue;
+  }
+}
+
+// "an integer" -> "integers"
+std::string Plural(absl::string_view expected) {
+  if (absl::StartsWith(expected, "true or false")) return "true or false values";
+  absl::ConsumePrefix(&expected, "an ");
+  absl::ConsumePrefix(&expected, "a ");
+  return absl::StrCat(expected, "s");
+}
+
+const pb::FieldDescriptor* FindJsonField(const pb::Descriptor* d, const std::string& key) {
+  for (int i = 0; i < d->field_count(); ++i) {
+    if (d->field(i)->name() == key || d->field(i)->json_name() == key) return d->field(i);
+  }
+  return nullptr;
+}
+
+absl::Status CheckJsonKinds(const pb::Descriptor* d, const pb::Struct& object,
+                            const std::string& path, absl::string_view origin) {
+  for (const auto& [key, value] : object.fields()) {
+    const pb::FieldDescriptor* f = FindJsonField(d, key);
+    if (f == nullptr) continue;  // protobuf names unknown fields
+    const std::string where = path.empty() ? f->name() : absl::StrCat(path, ".", f->name());
+    std::string expected;
+    if (f->is_repeated() && value.kind_case() != pb::Value::kNullValue) {
+      if (value.kind_case() != pb::Value::kListValue) {
+        ElementKindOk(f, pb::Value(), &expected);
+        return absl::InvalidArgumentError(absl::StrCat(origin, ": ", where, " must be a list of ",
+                                                       Plural(expected), " ([...]), got ",
+                                                       DescribeJson(value)));
+      }
+      for (int i = 0; i < value.list_value().values_size(); ++i) {
+        const pb::Value& element = value.list_value().values(i);
+        const std::string at = absl::StrCat(where, "[", i, "]");
+        if (!ElementKindOk(f, element, &expected)) {
+          return absl::InvalidArgumentError(absl::StrCat(origin, ": ", at, " must be ", expected,
+                                                         ", got ", DescribeJson(element)));
+        }
+        if (f->message_type() != nullptr && element.kind_case() == pb::Value::kStructValue) {
+          if (absl::Status s = CheckJsonKinds(f->message_type(), element.struct_value(), at, origin);
+              !s.ok()) {
+            return s;
+          }
+        }
+      }
+      continue;
+    }
+    if (!ElementKindOk(f, value, &expected)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(origin, ": ", where, " must be ", expected, ", got ", DescribeJson(value)));
+    }
+    const pb::Descriptor* m = f->message_type();
+    if (m != nullptr && !absl::StartsWith(m->file()->name(), "google/protobuf/") &&
+        value.kind_case() == pb::Value::kStructValue) {
+      if (absl::Status s = CheckJsonKinds(m, value.struct_value(), where, origin); !s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RangeError(absl::string_view origin, absl::string_view field, absl::string_view rule,
                         absl::string_view got) {
   return absl::InvalidArgumentError(
@@ -151,6 +266,17 @@ absl::StatusOr<config::RunConfig> ParseRunConfig(absl::string_view text, absl::s
         "); save the config as UTF-8 text"));
   }
   if (format == "json") {
+    // Kinds first (see CheckJsonKinds); text that is not JSON at all is left
+    // to protobuf's parser, which says where.
+    pb::Value json;
+    if (pb::util::JsonStringToMessage(std::string(text), &json).ok() &&
+        json.kind_case() == pb::Value::kStructValue) {
+      if (absl::Status s = CheckJsonKinds(config::RunConfig::descriptor(), json.struct_value(), "",
+                                          origin);
+          !s.ok()) {
+        return s;
+      }
+    }
     pb::util::JsonParseOptions options;
     options.ignore_unknown_fields = false;
     auto status = pb::util::JsonStringToMessage(std::string(text), &config, options);
