@@ -33,7 +33,9 @@
 // Hooks, in the order the trainer calls them (see trainbus/events.h):
 //   OnTrainBegin, OnEpochBegin, OnIterationBegin, OnIterationEnd,
 //   OnValidationEnd, OnEpochEnd, OnAbort, OnTrainEnd, and OnRecord for every
-//   record anyone publishes. Close() runs once after OnTrainEnd.
+//   record anyone publishes. Close() runs once after OnTrainEnd, on a thread
+//   of the bus's, within a time limit (the run config's
+//   plugin_close_timeout_seconds, default 120 s; see trainbus/bus.h).
 //
 // Rules:
 //   - Hooks run synchronously on the training thread, in a stable order:
@@ -123,7 +125,10 @@ class Plugin {
   virtual void OnRecord(const Record&, Control&) {}
 
   // Called once after OnTrainEnd: flush and close files, join threads.
-  // A non-OK status makes the run end with that error.
+  // A non-OK status makes the run end with that error. Runs on a thread of
+  // the bus's within the run's close time limit; past it, the run ends
+  // with a kDeadlineExceeded error naming this plugin, and the plugin is
+  // never destroyed while Close() may still be running.
   virtual absl::Status Close() { return absl::OkStatus(); }
 
   // State for exact resume. An empty string means "nothing to save".
