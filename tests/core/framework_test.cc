@@ -29,9 +29,14 @@
 #include "trainbus/plugin.h"
 #include "trainbus/plugin_loader.h"
 #include "trainbus/session.h"
+#include "test_util.h"
 
 namespace trainbus {
 namespace {
+
+using trainbus::test_util::CommandResult;
+using trainbus::test_util::RunTrainbus;
+using trainbus::test_util::TempDir;
 
 namespace fs = std::filesystem;
 using ::testing::AllOf;
@@ -39,28 +44,6 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 std::string Msg(const absl::Status& s) { return std::string(s.message()); }
-
-// A fresh temporary directory per test, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "trainbus_test_XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string path() const { return path_; }
-  std::string Write(const std::string& name, const std::string& text) const {
-    std::string p = (fs::path(path_) / name).string();
-    std::ofstream(p) << text;
-    return p;
-  }
-
- private:
-  std::string path_;
-};
 
 // ---------------------------------------------------------------- plan ----
 
@@ -873,45 +856,29 @@ TEST(ProgressFormatTest, LineMatchesTheDocumentedShape) {
 
 // ------------------------------------------------------------------ CLI ----
 
-struct CommandResult {
-  int exit_code;
-  std::string output;
-};
-
-CommandResult RunCommand(const std::string& args) {
-  std::string cmd = absl::StrCat(TRAINBUS_BIN, " ", args, " 2>&1");
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
-  int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
 TEST(CliTest, PluginsListsTheBuiltInPluginsWithOptions) {
-  CommandResult r = RunCommand("plugins");
+  CommandResult r = RunTrainbus("plugins");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, AllOf(HasSubstr("progress 1.0.0"), HasSubstr("bar_width (int, default 30)"),
                               HasSubstr("hooks:   OnTrainBegin, OnEpochBegin, OnIterationEnd")));
 }
 
 TEST(CliTest, PlanPrintsTheArithmetic) {
-  CommandResult r = RunCommand("plan --samples 50000 --batch_size 100 --epochs 20");
+  CommandResult r = RunTrainbus("plan --samples 50000 --batch_size 100 --epochs 20");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, AllOf(HasSubstr("iterations per epoch: 500"),
                               HasSubstr("total iterations:     10000")));
-  r = RunCommand("plan --samples 10000 --batch-size 200 --epochs 10");
+  r = RunTrainbus("plan --samples 10000 --batch-size 200 --epochs 10");
   EXPECT_THAT(r.output, AllOf(HasSubstr("iterations per epoch: 50"), HasSubstr("total iterations:     500")));
-  r = RunCommand("plan --samples 10000 --batch-size 100");
+  r = RunTrainbus("plan --samples 10000 --batch-size 100");
   EXPECT_THAT(r.output, HasSubstr("iterations per epoch: 100"));
-  r = RunCommand("plan --samples 1000 --batch-size 300 --epochs 2 --drop-last");
+  r = RunTrainbus("plan --samples 1000 --batch-size 300 --epochs 2 --drop-last");
   EXPECT_THAT(r.output, AllOf(HasSubstr("iterations per epoch: 3"), HasSubstr("samples seen:         1800")));
-  r = RunCommand(R"(plan --samples 10000 --batch-size 100 --epochs 6 --batch-schedule '{"mode": "multiply", "factor": 2, "every": 2}')");
+  r = RunTrainbus(R"(plan --samples 10000 --batch-size 100 --epochs 6 --batch-schedule '{"mode": "multiply", "factor": 2, "every": 2}')");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, AllOf(HasSubstr("epochs 3-4: batch 200, 50 iterations each"),
                               HasSubstr("total iterations:     350")));
-  r = RunCommand(R"(plan --samples 100 --batch-size 10 --batch-schedule '{"mode": "cubic"}')");
+  r = RunTrainbus(R"(plan --samples 100 --batch-size 10 --batch-schedule '{"mode": "cubic"}')");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.output, HasSubstr("--batch_schedule: 'mode' must be"));
 }
@@ -919,19 +886,19 @@ TEST(CliTest, PlanPrintsTheArithmetic) {
 TEST(CliTest, BadConfigAndFlagsExitWithAClearMessage) {
   TempDir dir;
   std::string path = dir.Write("bad.json", R"({"trainer": {"batch_size": -4}})");
-  CommandResult r = RunCommand(absl::StrCat("train --config ", path));
+  CommandResult r = RunTrainbus(absl::StrCat("train --config ", path));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.output, HasSubstr(absl::StrCat(path, ": trainer.batch_size must be a whole number > 0 or \"full\", got -4")));
-  r = RunCommand(absl::StrCat("train --config ", path, " --set trainer.batch_size=zero"));
+  r = RunTrainbus(absl::StrCat("train --config ", path, " --set trainer.batch_size=zero"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.output, HasSubstr("trainer.batch_size must be a whole number > 0 or \"full\", got \"zero\""));
-  r = RunCommand("train");
+  r = RunTrainbus("train");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.output, HasSubstr("--config FILE"));
-  r = RunCommand("frobnicate");
+  r = RunTrainbus("frobnicate");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.output, HasSubstr("unknown command 'frobnicate'"));
-  r = RunCommand("--help");
+  r = RunTrainbus("--help");
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_THAT(r.output, HasSubstr("trainbus train --config FILE"));
 }
@@ -948,7 +915,7 @@ TEST(CliTest, APluginHangingInCloseEndsTheRunWithinTheLimitAndLosesNothingElse) 
     "dataset": {"train_samples": 300, "val_samples": 60},
     "plugin_close_timeout_seconds": 0.5,
     "plugins": [{"name": "test_hangs_in_close", "library": ")", hangs, R"("}, {"name": "csv"}]})"));
-  CommandResult r = RunCommand(absl::StrCat("train --config ", config));
+  CommandResult r = RunTrainbus(absl::StrCat("train --config ", config));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_THAT(r.output,
               HasSubstr("plugin 'test_hangs_in_close' did not return from Close() within 500ms"));

@@ -26,31 +26,18 @@
 #include "trainbus/plugin.h"
 #include "trainbus/session.h"
 #include "trainbus/trainer.h"
+#include "test_util.h"
 
 namespace trainbus {
 namespace {
+
+using trainbus::test_util::TempDir;
 
 namespace fs = std::filesystem;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 std::string Msg(const absl::Status& s) { return std::string(s.message()); }
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "trainbus_trainer_XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 config::RunConfig TinyConfig(const std::string& extra_json = "{}") {
   auto c = ParseRunConfig(extra_json, "json", "test");

@@ -20,41 +20,19 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "scalar_file.h"
+#include "test_util.h"
 
 namespace trainbus::csv {
 namespace {
 
+using trainbus::test_util::CommandResult;
+using trainbus::test_util::ReadFile;
+using trainbus::test_util::RunTrainbus;
+using trainbus::test_util::TempDir;
+
 namespace fs = std::filesystem;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "trainbus_csv_XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string path() const { return path_; }
-  std::string Write(const std::string& name, const std::string& text) const {
-    std::string p = (fs::path(path_) / name).string();
-    std::ofstream(p) << text;
-    return p;
-  }
-
- private:
-  std::string path_;
-};
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 std::vector<std::string> Lines(const std::string& text) {
   return absl::StrSplit(text, '\n', absl::SkipEmpty());
@@ -240,22 +218,6 @@ TEST(ScalarFileTest, AFailedWriteIsReturnedFromCloseWithTheRowsLost) {
 }
 
 // ------------------------------------------------------- end to end ------
-
-struct CommandResult {
-  int exit_code;
-  std::string output;
-};
-
-CommandResult RunTrainbus(const std::string& args) {
-  std::string cmd = absl::StrCat(TRAINBUS_BIN, " ", args, " 2>&1");
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
-  int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
 
 // 300 samples, batch 50 -> 6 iterations per epoch, 2 epochs.
 std::string SmallConfig(const TempDir& dir, const std::string& plugins) {

@@ -34,40 +34,18 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "trainbus/distributed.h"
+#include "test_util.h"
 
 namespace trainbus {
 namespace {
 
+using trainbus::test_util::CommandResult;
+using trainbus::test_util::ReadFile;
+using trainbus::test_util::RunTrainbus;
+using trainbus::test_util::TempDir;
+
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "trainbus_dist_XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string Write(const std::string& name, const std::string& text) const {
-    std::string p = path_ + "/" + name;
-    std::ofstream(p) << text;
-    return p;
-  }
-
- private:
-  std::string path_;
-};
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 int FreePort() {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -82,22 +60,6 @@ int FreePort() {
   }
   close(fd);
   return port;
-}
-
-struct CommandResult {
-  int exit_code;
-  std::string output;
-};
-
-CommandResult RunTrainbus(const std::string& args) {
-  std::string cmd = absl::StrCat(TRAINBUS_BIN, " ", args, " 2>&1");
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
-  int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
 // Starts `trainbus train --config config [--set ...]` as rank `rank` of

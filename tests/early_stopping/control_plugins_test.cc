@@ -32,9 +32,14 @@
 #include "early_stopping.h"
 #include "nonfinite_guard.h"
 #include "trainbus/session.h"
+#include "test_util.h"
 
 namespace trainbus {
 namespace {
+
+using trainbus::test_util::CommandResult;
+using trainbus::test_util::RunTrainbus;
+using trainbus::test_util::TempDir;
 
 namespace fs = std::filesystem;
 namespace es = early_stopping;
@@ -983,43 +988,6 @@ TEST(NonFiniteGuardTest, SkipNeedsAModelAndASupportedOptimizer) {
 
 // ---------------------------------------------------------------------------
 // End to end through the trainbus program
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "trainbus_control_XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string path() const { return path_; }
-  std::string Write(const std::string& name, const std::string& text) const {
-    std::string p = (fs::path(path_) / name).string();
-    std::ofstream(p) << text;
-    return p;
-  }
-
- private:
-  std::string path_;
-};
-
-struct CommandResult {
-  int exit_code;
-  std::string output;
-};
-
-CommandResult RunTrainbus(const std::string& args) {
-  std::string cmd = absl::StrCat(TRAINBUS_BIN, " ", args, " 2>&1");
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
-  int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
 
 // 300 samples, batch 50: 6 iterations per epoch, validation every epoch.
 std::string SmallConfig(const TempDir& dir, int epochs, const std::string& plugins) {

@@ -32,9 +32,12 @@
 #include "trainbus/config.h"
 #include "trainbus/models/models.h"
 #include "trainbus/tensorboard/event_file_reader.h"
+#include "test_util.h"
 
 namespace trainbus {
 namespace {
+
+using trainbus::test_util::TempDir;
 
 namespace fs = std::filesystem;
 namespace pb = google::protobuf;
@@ -48,32 +51,6 @@ using Clock = std::chrono::steady_clock;
 // An upper bound for anything the tests wait for; it never decides a result.
 constexpr auto kDeadline = std::chrono::seconds(120);
 constexpr uid_t kNobody = 65534;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "trainbus_faults_XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    // Folders a test made read-only must be writable again to be removed.
-    for (auto it = fs::recursive_directory_iterator(path_, ec); !ec && it != fs::end(it);
-         it.increment(ec)) {
-      if (it->is_directory(ec)) fs::permissions(it->path(), fs::perms::owner_all, fs::perm_options::add, ec);
-    }
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string Write(const std::string& name, const std::string& text) const {
-    std::string p = (fs::path(path_) / name).string();
-    std::ofstream(p) << text;
-    return p;
-  }
-
- private:
-  std::string path_;
-};
 
 // ------------------------------------------------- running the program --
 

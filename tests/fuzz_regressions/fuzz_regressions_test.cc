@@ -21,6 +21,7 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "trainbus/config.h"
 #include "trainbus/options.h"
+#include "test_util.h"
 
 extern "C" int FuzzEventFile(const uint8_t* data, size_t size);
 extern "C" int FuzzRunConfig(const uint8_t* data, size_t size);
@@ -28,14 +29,9 @@ extern "C" int FuzzPluginOptions(const uint8_t* data, size_t size);
 
 namespace {
 
-namespace fs = std::filesystem;
+using trainbus::test_util::ReadFile;
 
-std::string ReadFile(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+namespace fs = std::filesystem;
 
 // Runs every file of <dir>/<target> through `fn`; returns how many ran.
 int Replay(const std::string& dir, const std::string& target, int (*fn)(const uint8_t*, size_t)) {

@@ -17,51 +17,19 @@
 #include "absl/strings/str_cat.h"
 #include "trainbus/tensorboard/event_file_reader.h"
 #include "trainbus/tensorboard/inspect.h"
+#include "test_util.h"
 
 namespace trainbus {
 namespace {
+
+using trainbus::test_util::CommandResult;
+using trainbus::test_util::RunTrainbus;
+using trainbus::test_util::TempDir;
 
 namespace fs = std::filesystem;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "trainbus_plugins_XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string path() const { return path_; }
-  std::string Write(const std::string& name, const std::string& text) const {
-    std::string p = (fs::path(path_) / name).string();
-    std::ofstream(p) << text;
-    return p;
-  }
-
- private:
-  std::string path_;
-};
-
-struct CommandResult {
-  int exit_code;
-  std::string output;
-};
-
-CommandResult RunTrainbus(const std::string& args) {
-  std::string cmd = absl::StrCat(TRAINBUS_BIN, " ", args, " 2>&1");
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
-  int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
 
 // A small, fast run: 300 samples, batch 50 -> 6 iterations per epoch.
 std::string SmallConfig(const TempDir& dir, const std::string& plugins) {

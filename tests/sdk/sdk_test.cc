@@ -21,39 +21,20 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "test_util.h"
 
 namespace {
+
+using trainbus::test_util::CommandResult;
+using trainbus::test_util::ReadFile;
+using trainbus::test_util::RunCommand;
 
 namespace fs = std::filesystem;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-struct CommandResult {
-  int exit_code;
-  std::string output;
-};
-
-// Runs `command` with sh, stdout and stderr together.
-CommandResult RunCommand(const std::string& command) {
-  FILE* pipe = popen(absl::StrCat("(", command, ") 2>&1").c_str(), "r");
-  if (pipe == nullptr) return {-1, "popen failed"};
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
-  int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
 std::string Quote(const std::string& s) { return absl::StrCat("'", s, "'"); }
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // The environment of a user's shell: nothing of ours on any search path.
 const char* kCleanEnv = "env -u CMAKE_PREFIX_PATH -u TRAINBUS_PLUGIN_PATH -u trainbus_DIR ";

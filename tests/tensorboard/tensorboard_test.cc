@@ -37,8 +37,12 @@
 #include "trainbus/tensorboard/scalar_event.h"
 #include "trainbus/tensorboard/summaries.h"
 #include "trainbus/tensorboard/summary_writer.h"
+#include "test_util.h"
 
 namespace {
+
+using trainbus::test_util::ReadFile;
+using trainbus::test_util::TempDir;
 
 namespace fs = std::filesystem;
 namespace tb = trainbus::tensorboard;
@@ -46,25 +50,6 @@ using tb::proto::Event;
 using ::testing::HasSubstr;
 
 // ---- helpers ------------------------------------------------------------------
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/tb_test_XXXXXX";
-    const char* p = ::mkdtemp(tmpl);
-    EXPECT_NE(p, nullptr);
-    path_ = p ? p : "/tmp";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string Sub(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 std::vector<std::string> EventFiles(const std::string& dir) {
   std::vector<std::string> out;
@@ -122,13 +107,6 @@ std::string LE(uint64_t v, int bytes) {
   std::string s;
   for (int i = 0; i < bytes; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
   return s;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 void WriteFile(const std::string& path, const std::string& data) {
