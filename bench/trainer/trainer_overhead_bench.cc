@@ -35,6 +35,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -172,6 +173,18 @@ struct BareModel {
   std::unique_ptr<torch::optim::SGD> optimizer;
 };
 
+// The training thread's CPU time: unlike wall time it leaves out other
+// processes and our own background threads (the TensorBoard writer), so
+// it shows what the trainer adds on the training thread itself with far
+// less noise on a shared machine.
+double ThreadCpuSeconds() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+// The training thread's CPU seconds of the last RunBareLoop / RunTrainer.
+double last_thread_cpu = 0.0;
+
 // A hand-written LibTorch loop, as a user writes it. Returns the seconds of
 // the training loop; `losses` gets every iteration's loss.
 double RunBareLoop(bool with_accuracy, std::vector<double>* losses) {
@@ -186,6 +199,7 @@ double RunBareLoop(bool with_accuracy, std::vector<double>* losses) {
   losses->reserve(static_cast<size_t>(per_epoch * kEpochs));
   double accuracy_sum = 0.0;
   int64_t step = 0;
+  const double cpu_start = ThreadCpuSeconds();
   const auto start = Clock::now();
   for (int64_t epoch = 0; epoch < kEpochs; ++epoch) {
     at::Generator gen = at::detail::createCPUGenerator(kSeed * 1000003ull + epoch);
@@ -213,6 +227,7 @@ double RunBareLoop(bool with_accuracy, std::vector<double>* losses) {
     }
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  last_thread_cpu = ThreadCpuSeconds() - cpu_start;
   benchmark::DoNotOptimize(accuracy_sum);
   return seconds;
 }
@@ -222,9 +237,11 @@ double RunTrainer(bool with_plugins, std::vector<double>* losses) {
   const trainbus::config::RunConfig config = MakeConfig(dir.path(), with_plugins);
   auto trainer = trainbus::Trainer::Create(config);
   if (!trainer.ok()) Die(std::string(trainer.status().message()));
+  const double cpu_start = ThreadCpuSeconds();
   const auto start = Clock::now();
   auto result = (*trainer)->Run();
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  last_thread_cpu = ThreadCpuSeconds() - cpu_start;
   if (!result.ok()) Die(std::string(result.status().message()));
   if (result->reason != trainbus::EndReason::kCompleted ||
       result->iterations_run != (*trainer)->plan().total_iterations) {
@@ -294,17 +311,23 @@ void Single(benchmark::State& state, double (*variant)(std::vector<double>*), co
 void Paired(benchmark::State& state, double (*other)(std::vector<double>*), const char* name,
             bool same_losses) {
   std::vector<double> bare_losses, other_losses;
-  double bare = 0.0, variant = 0.0;
+  double bare = 0.0, variant = 0.0, bare_cpu = 0.0, variant_cpu = 0.0;
   bool variant_first = false;
   for (auto _ : state) {
-    double b, v;
+    double b, v, b_cpu, v_cpu;
     if (variant_first) {
       v = other(&other_losses);
+      v_cpu = last_thread_cpu;
       b = RunBareLoop(false, &bare_losses);
+      b_cpu = last_thread_cpu;
     } else {
       b = RunBareLoop(false, &bare_losses);
+      b_cpu = last_thread_cpu;
       v = other(&other_losses);
+      v_cpu = last_thread_cpu;
     }
+    bare_cpu += b_cpu;
+    variant_cpu += v_cpu;
     variant_first = !variant_first;
     bare += b;
     variant += v;
@@ -318,6 +341,7 @@ void Paired(benchmark::State& state, double (*other)(std::vector<double>*), cons
   state.counters["variant_ms"] =
       benchmark::Counter(variant * 1e3, benchmark::Counter::kAvgIterations);
   state.counters["ratio"] = variant / bare;
+  state.counters["cpu_ratio"] = variant_cpu / bare_cpu;
 }
 
 
