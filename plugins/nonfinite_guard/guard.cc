@@ -36,6 +36,18 @@ void CopyTensor(const at::Tensor& from, at::Tensor& to) {
   }
 }
 
+// Adam and AdamW keep the same fields in two distinct types.
+template <class AdamState>
+bool CopyAdamState(const AdamState& from, optim::OptimizerParamState& to) {
+  auto* t = dynamic_cast<AdamState*>(&to);
+  if (t == nullptr) return false;
+  t->step(from.step());
+  CopyTensor(from.exp_avg(), t->exp_avg());
+  CopyTensor(from.exp_avg_sq(), t->exp_avg_sq());
+  CopyTensor(from.max_exp_avg_sq(), t->max_exp_avg_sq());
+  return true;
+}
+
 // Copies every field of a known optimizer state type; false for another type
 // (or when `to` is of a different type).
 bool CopyState(const optim::OptimizerParamState& from, optim::OptimizerParamState& to) {
@@ -46,22 +58,10 @@ bool CopyState(const optim::OptimizerParamState& from, optim::OptimizerParamStat
     return true;
   }
   if (const auto* f = dynamic_cast<const optim::AdamParamState*>(&from)) {
-    auto* t = dynamic_cast<optim::AdamParamState*>(&to);
-    if (t == nullptr) return false;
-    t->step(f->step());
-    CopyTensor(f->exp_avg(), t->exp_avg());
-    CopyTensor(f->exp_avg_sq(), t->exp_avg_sq());
-    CopyTensor(f->max_exp_avg_sq(), t->max_exp_avg_sq());
-    return true;
+    return CopyAdamState(*f, to);
   }
   if (const auto* f = dynamic_cast<const optim::AdamWParamState*>(&from)) {
-    auto* t = dynamic_cast<optim::AdamWParamState*>(&to);
-    if (t == nullptr) return false;
-    t->step(f->step());
-    CopyTensor(f->exp_avg(), t->exp_avg());
-    CopyTensor(f->exp_avg_sq(), t->exp_avg_sq());
-    CopyTensor(f->max_exp_avg_sq(), t->max_exp_avg_sq());
-    return true;
+    return CopyAdamState(*f, to);
   }
   if (const auto* f = dynamic_cast<const optim::AdagradParamState*>(&from)) {
     auto* t = dynamic_cast<optim::AdagradParamState*>(&to);

@@ -834,6 +834,28 @@ class ReduceLROnPlateau : public Schedule {
   int64_t cooldown_counter_ = 0;
 };
 
+// Schedules made of other schedules (SequentialLR, ChainedScheduler): the
+// signature lists the children's; the state is the parent's counter, then
+// each child's.
+template <class Child>
+std::string CompositeSignature(const char* type, const std::vector<std::unique_ptr<Child>>& children) {
+  std::vector<std::string> parts;
+  for (const auto& c : children) parts.push_back(c->Signature());
+  return absl::StrCat(type, "(", absl::StrJoin(parts, ","), ")");
+}
+template <class Child>
+void SaveComposite(StateWriter& w, int64_t counter, const std::vector<std::unique_ptr<Child>>& children) {
+  w.Int(counter);
+  for (const auto& c : children) c->Save(w);
+}
+template <class Child>
+absl::Status LoadComposite(StateReader& r, int64_t* counter,
+                           std::vector<std::unique_ptr<Child>>& children) {
+  SCHED_RETURN_IF_ERROR(r.Int(counter));
+  for (auto& c : children) SCHED_RETURN_IF_ERROR(c->Load(r));
+  return absl::OkStatus();
+}
+
 class SequentialLR : public Schedule {
  public:
   SequentialLR(ParamGroups* g, std::vector<std::unique_ptr<LRBase>> children,
@@ -858,20 +880,9 @@ class SequentialLR : public Schedule {
   absl::Status StepTo(int64_t) override {
     return absl::UnimplementedError("SequentialLR cannot be stepped to an epoch");
   }
-  std::string Signature() const override {
-    std::vector<std::string> parts;
-    for (const auto& c : children_) parts.push_back(c->Signature());
-    return absl::StrCat(type(), "(", absl::StrJoin(parts, ","), ")");
-  }
-  void Save(StateWriter& w) const override {
-    w.Int(last_epoch_);
-    for (const auto& c : children_) c->Save(w);
-  }
-  absl::Status Load(StateReader& r) override {
-    SCHED_RETURN_IF_ERROR(r.Int(&last_epoch_));
-    for (auto& c : children_) SCHED_RETURN_IF_ERROR(c->Load(r));
-    return absl::OkStatus();
-  }
+  std::string Signature() const override { return CompositeSignature(type(), children_); }
+  void Save(StateWriter& w) const override { SaveComposite(w, last_epoch_, children_); }
+  absl::Status Load(StateReader& r) override { return LoadComposite(r, &last_epoch_, children_); }
 
  private:
   ParamGroups* g_;
@@ -894,20 +905,9 @@ class ChainedScheduler : public Schedule {
   absl::Status StepTo(int64_t) override {
     return absl::UnimplementedError("ChainedScheduler cannot be stepped to an epoch");
   }
-  std::string Signature() const override {
-    std::vector<std::string> parts;
-    for (const auto& c : children_) parts.push_back(c->Signature());
-    return absl::StrCat(type(), "(", absl::StrJoin(parts, ","), ")");
-  }
-  void Save(StateWriter& w) const override {
-    w.Int(steps_);
-    for (const auto& c : children_) c->Save(w);
-  }
-  absl::Status Load(StateReader& r) override {
-    SCHED_RETURN_IF_ERROR(r.Int(&steps_));
-    for (auto& c : children_) SCHED_RETURN_IF_ERROR(c->Load(r));
-    return absl::OkStatus();
-  }
+  std::string Signature() const override { return CompositeSignature(type(), children_); }
+  void Save(StateWriter& w) const override { SaveComposite(w, steps_, children_); }
+  absl::Status Load(StateReader& r) override { return LoadComposite(r, &steps_, children_); }
 
  private:
   std::vector<std::unique_ptr<Schedule>> children_;
