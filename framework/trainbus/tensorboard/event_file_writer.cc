@@ -124,6 +124,7 @@ class EventFileWriter::Impl {
     union {
       float value;
       std::string* payload;  // kind == kEncoded: an owned serialized Event
+      std::function<std::string()>* job;  // kind == kDeferred: owned; step holds its byte estimate
     };
     int64_t step;
     double wall_time;
@@ -133,6 +134,7 @@ class EventFileWriter::Impl {
   };
   static constexpr uint8_t kScalar = 0;
   static constexpr uint8_t kEncoded = 1;
+  static constexpr uint8_t kDeferred = 2;
   static_assert(sizeof(Item) <= 56, "Item must fit one cache line with its sequence");
 
   Impl(std::string dir, std::string path, int fd, const EventFileWriterOptions& options,
@@ -237,6 +239,20 @@ class EventFileWriter::Impl {
         },
         bytes);
     if (!ok) delete payload;
+    return ok;
+  }
+
+  bool WriteDeferredEvent(std::function<std::string()> build, size_t approx_bytes) {
+    const int64_t bytes = static_cast<int64_t>(approx_bytes) + 1;
+    auto* job = new std::function<std::string()>(std::move(build));
+    const bool ok = Push(
+        [&](Item& it) {
+          it.job = job;
+          it.step = bytes;
+          it.kind = kDeferred;
+        },
+        bytes);
+    if (!ok) delete job;
     return ok;
   }
 
@@ -463,9 +479,28 @@ class EventFileWriter::Impl {
       record_ends_.push_back(buffer_size_);
       return;
     }
-    std::unique_ptr<std::string> payload(it.payload);
-    pending_bytes_.fetch_sub(static_cast<int64_t>(payload->size()) + 1,
-                             std::memory_order_relaxed);
+    std::unique_ptr<std::string> payload;
+    if (it.kind == kDeferred) {
+      std::unique_ptr<std::function<std::string()>> job(it.job);
+      pending_bytes_.fetch_sub(it.step, std::memory_order_relaxed);
+      if (failed_local_) {
+        records_lost_.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      try {
+        payload = std::make_unique<std::string>((*job)());
+      } catch (const std::exception& e) {
+        records_lost_.fetch_add(1, std::memory_order_relaxed);
+        std::fprintf(stderr, "[trainbus.tensorboard] ERROR: building a record for '%s': %s\n",
+                     path_.c_str(), e.what());
+        FailFromWriter(EINVAL, "building a record for");
+        return;
+      }
+    } else {
+      payload.reset(it.payload);
+      pending_bytes_.fetch_sub(static_cast<int64_t>(payload->size()) + 1,
+                               std::memory_order_relaxed);
+    }
     const size_t need = payload->size() + kRecordOverhead;
     if (!failed_local_ && (need > kLargeRecord || buffer_size_ + need > kBufferCapacity)) {
       WriteBuffer();
@@ -715,6 +750,10 @@ bool EventFileWriter::WriteScalar(std::string_view tag, float value, int64_t ste
 
 bool EventFileWriter::WriteEvent(std::string serialized_event) {
   return impl_->WriteEvent(std::move(serialized_event));
+}
+
+bool EventFileWriter::WriteDeferredEvent(std::function<std::string()> build, size_t approx_bytes) {
+  return impl_->WriteDeferredEvent(std::move(build), approx_bytes);
 }
 
 absl::Status EventFileWriter::RequestFlush() { return impl_->RequestFlush(); }

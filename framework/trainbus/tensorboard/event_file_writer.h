@@ -42,6 +42,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -93,6 +94,12 @@ class EventFileWriter {
   bool WriteScalar(std::string_view tag, float value, int64_t step, double wall_time);
   // Enqueue one serialized Event.
   bool WriteEvent(std::string serialized_event);
+  // Enqueue work that makes one serialized Event, run on the writer thread
+  // so that the caller does not wait for it (PNG encoding of images).
+  // `build` must own everything it reads. If it throws, the record is lost
+  // and the writer fails like on a write error, naming what happened.
+  // `approx_bytes` (the record's expected size) drives early wake-ups.
+  bool WriteDeferredEvent(std::function<std::string()> build, size_t approx_bytes);
 
   // Returns once every record enqueued before the call is written to the
   // file (and fsync'ed if asked), or with the writer's error.

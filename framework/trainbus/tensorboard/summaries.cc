@@ -88,8 +88,8 @@ absl::StatusOr<proto::Summary> HistogramSummary(std::string_view tag, const at::
   return s;
 }
 
-absl::StatusOr<proto::Summary> ImageSummary(std::string_view tag, const at::Tensor& image,
-                                            std::string_view layout_in) {
+absl::StatusOr<ImageCanvas> PrepareImage(std::string_view tag, const at::Tensor& image,
+                                         std::string_view layout_in) {
   if (!image.defined()) return Invalid("image", tag, "the tensor is undefined");
   const std::string layout = absl::AsciiStrToUpper(Sv(layout_in));
   if (layout != "CHW" && layout != "HWC" && layout != "HW" && layout != "NCHW" &&
@@ -155,6 +155,15 @@ absl::StatusOr<proto::Summary> ImageSummary(std::string_view tag, const at::Tens
       width > std::numeric_limits<int32_t>::max() / 4) {
     return Invalid("image", tag, absl::StrCat("image too large: ", ShapeText(image)));
   }
+  // The canvas must not share memory with the caller's tensor: it may be
+  // encoded later, on another thread, after the caller changed its tensor.
+  if (canvas.storage().is_alias_of(image.storage())) canvas = canvas.clone();
+  return ImageCanvas{canvas};
+}
+
+absl::StatusOr<proto::Summary> EncodeImageSummary(std::string_view tag, const ImageCanvas& image) {
+  const at::Tensor& canvas = image.pixels;
+  const int64_t height = canvas.size(0), width = canvas.size(1), c = canvas.size(2);
   absl::StatusOr<std::string> png = EncodePng(canvas.data_ptr<uint8_t>(), static_cast<int>(width),
                                               static_cast<int>(height), static_cast<int>(c));
   if (!png.ok()) return Invalid("image", tag, png.status().message());
@@ -165,6 +174,13 @@ absl::StatusOr<proto::Summary> ImageSummary(std::string_view tag, const at::Tens
   img->set_colorspace(static_cast<int32_t>(c));
   img->set_encoded_image_string(std::move(*png));
   return s;
+}
+
+absl::StatusOr<proto::Summary> ImageSummary(std::string_view tag, const at::Tensor& image,
+                                            std::string_view layout) {
+  absl::StatusOr<ImageCanvas> canvas = PrepareImage(tag, image, layout);
+  if (!canvas.ok()) return canvas.status();
+  return EncodeImageSummary(tag, *canvas);
 }
 
 absl::StatusOr<proto::Summary> TextSummary(std::string_view tag, std::string_view markdown) {

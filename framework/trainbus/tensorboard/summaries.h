@@ -68,6 +68,17 @@ absl::StatusOr<proto::Summary> HistogramSummary(std::string_view tag, const at::
 absl::StatusOr<proto::Summary> ImageSummary(std::string_view tag, const at::Tensor& image,
                                             std::string_view layout = "CHW");
 
+// ImageSummary in two halves, so that the slow one (PNG) can run on the
+// writer thread: PrepareImage checks the tensor and lays it out as one
+// uint8 HxWxC canvas (a grid for a batch) that owns its memory;
+// EncodeImageSummary compresses it.
+struct ImageCanvas {
+  at::Tensor pixels;  // uint8 [H, W, C], C in {1, 3, 4}, contiguous, not shared with the input
+};
+absl::StatusOr<ImageCanvas> PrepareImage(std::string_view tag, const at::Tensor& image,
+                                         std::string_view layout = "CHW");
+absl::StatusOr<proto::Summary> EncodeImageSummary(std::string_view tag, const ImageCanvas& image);
+
 absl::StatusOr<proto::Summary> TextSummary(std::string_view tag, std::string_view markdown);
 
 struct HParamsSummaries {

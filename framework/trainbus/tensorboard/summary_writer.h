@@ -143,7 +143,9 @@ class SummaryWriter {
                      std::optional<double> wall_time = std::nullopt);
   bool add_histogram(std::string_view tag, absl::Span<const double> values, int64_t step,
                      std::optional<double> wall_time = std::nullopt);
-  // layout: "CHW" (default), "HWC" or "HW".
+  // layout: "CHW" (default), "HWC" or "HW". The tensor is checked and copied
+  // here (bad input is refused at once); the PNG is encoded on the writer
+  // thread, so the caller may reuse its tensor right away.
   bool add_image(std::string_view tag, const at::Tensor& image, int64_t step,
                  std::string_view layout = "CHW", std::optional<double> wall_time = std::nullopt);
   // A batch tiled into one grid image. layout: "NCHW" (default) or "NHWC".
