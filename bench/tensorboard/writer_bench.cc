@@ -18,6 +18,7 @@
 #include "trainbus/tensorboard/crc32c.h"
 #include "trainbus/tensorboard/histogram.h"
 #include "trainbus/tensorboard/scalar_event.h"
+#include "trainbus/tensorboard/summaries.h"
 #include "trainbus/tensorboard/summary_writer.h"
 
 namespace {
@@ -217,7 +218,8 @@ void BM_AddHistogramTensor(benchmark::State& state) {
 }
 BENCHMARK(BM_AddHistogramTensor)->Arg(10000)->Unit(benchmark::kMicrosecond);
 
-// add_image of a 3x224x224 float image (conversion, PNG encoding, enqueue).
+// add_image of a 3x224x224 float image on the calling thread: checks,
+// conversion to uint8 and enqueue (the PNG is encoded on the writer thread).
 void BM_AddImage(benchmark::State& state) {
   ScratchDir dir;
   auto w = NewWriter(dir.path());
@@ -228,6 +230,19 @@ void BM_AddImage(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_AddImage)->Arg(224)->Unit(benchmark::kMillisecond);
+
+// The writer thread's part of the same image: the PNG and the Summary.
+void BM_EncodeImage(benchmark::State& state) {
+  at::Tensor img = at::rand({3, state.range(0), state.range(0)});
+  auto canvas = tb::PrepareImage("input", img, "CHW");
+  if (!canvas.ok()) state.SkipWithError(std::string(canvas.status().message()).c_str());
+  for (auto _ : state) {
+    auto summary = tb::EncodeImageSummary("input", *canvas);
+    benchmark::DoNotOptimize(summary);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_EncodeImage)->Arg(224)->Unit(benchmark::kMillisecond);
 
 // A grid of 64 MNIST-sized images.
 void BM_AddImagesGrid(benchmark::State& state) {
