@@ -611,7 +611,8 @@ TEST(BusTest, AClosePastItsTimeLimitIsReportedAndTheOthersStillClose) {
   std::vector<std::string> lines;
   auto session = std::make_unique<Session>();
   session->bus().set_log_sink([&](absl::string_view l) { lines.emplace_back(l); });
-  session->bus().set_close_timeout(absl::Milliseconds(200));
+  // Long enough for the healthy plugin's Close() even on a loaded machine.
+  session->bus().set_close_timeout(absl::Seconds(1));
   ASSERT_TRUE(session->AddPlugin(MakePlugin<HangsInClose>(), "stuck").ok());
   ASSERT_TRUE(session->AddPlugin(MakePlugin<ClosesFine>(&closed), "writer").ok());
   session->Begin(RunInfo{});
@@ -619,7 +620,7 @@ TEST(BusTest, AClosePastItsTimeLimitIsReportedAndTheOthersStillClose) {
   session->EndIteration(1.0, 4);
   absl::Status end = session->End();
   EXPECT_EQ(end.code(), absl::StatusCode::kDeadlineExceeded);
-  EXPECT_THAT(Msg(end), AllOf(HasSubstr("plugin 'stuck' did not return from Close() within 200ms"),
+  EXPECT_THAT(Msg(end), AllOf(HasSubstr("plugin 'stuck' did not return from Close() within 1s"),
                               HasSubstr("plugin_close_timeout_seconds")));
   EXPECT_TRUE(closed);  // the plugin after it was still closed
   ASSERT_EQ(session->bus().abandoned_plugins().size(), 1u);
@@ -913,12 +914,12 @@ TEST(CliTest, APluginHangingInCloseEndsTheRunWithinTheLimitAndLosesNothingElse) 
     "name": "hang", "log_root": ")", dir.path(), R"(/runs",
     "trainer": {"epochs": 2, "batch_size": 50, "num_threads": 1},
     "dataset": {"train_samples": 300, "val_samples": 60},
-    "plugin_close_timeout_seconds": 0.5,
+    "plugin_close_timeout_seconds": 2,
     "plugins": [{"name": "test_hangs_in_close", "library": ")", hangs, R"("}, {"name": "csv"}]})"));
   CommandResult r = RunTrainbus(absl::StrCat("train --config ", config));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_THAT(r.output,
-              HasSubstr("plugin 'test_hangs_in_close' did not return from Close() within 500ms"));
+              HasSubstr("plugin 'test_hangs_in_close' did not return from Close() within 2s"));
   std::ifstream csv(dir.path() + "/runs/hang/scalars.csv");
   int loss_rows = 0;
   for (std::string line; std::getline(csv, line);) loss_rows += line.find(",train/loss,") != std::string::npos;
