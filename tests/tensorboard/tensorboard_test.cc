@@ -265,9 +265,11 @@ TEST(Histogram, FastBucketIndexEqualsBinarySearch) {
   EXPECT_EQ(limits.back(), std::numeric_limits<double>::max());
   EXPECT_EQ(limits[limits.size() / 2], 0.0);
   EXPECT_EQ(limits[limits.size() / 2 + 1], 1e-12);
+  // TensorFlow's rule: the first limit > v; DBL_MAX in the last bucket.
   auto reference = [&](double v) {
-    return static_cast<size_t>(std::lower_bound(limits.begin(), limits.end(), v) -
-                               limits.begin());
+    const size_t i = static_cast<size_t>(std::upper_bound(limits.begin(), limits.end(), v) -
+                                         limits.begin());
+    return std::min(i, limits.size() - 1);
   };
   std::vector<double> probes = {0.0, -0.0, 1e-300, -1e-300, 5e-324, 1e300, -1e300,
                                 std::numeric_limits<double>::max(),
@@ -403,16 +405,17 @@ void CheckHistogram(const tb::proto::HistogramProto& h, const std::vector<double
   EXPECT_NEAR(h.sum_squares(), sq, 1e-9 * sq);
   ASSERT_EQ(h.bucket_limit_size(), h.bucket_size());
   ASSERT_GT(h.bucket_size(), 0);
-  // Each emitted bucket must hold exactly the values in (previous limit, limit].
+  // Each emitted bucket must hold exactly the values in [previous limit, limit),
+  // as TensorFlow's writer counts.
   double total = 0;
   for (int i = 0; i < h.bucket_size(); ++i) {
     const double lo = i == 0 ? -std::numeric_limits<double>::infinity() : h.bucket_limit(i - 1);
     const double hi = h.bucket_limit(i);
     ASSERT_LT(lo, hi);
     const auto direct = std::count_if(values.begin(), values.end(),
-                                      [&](double v) { return v > lo && v <= hi; });
-    ASSERT_EQ(h.bucket(i), static_cast<double>(direct)) << "bucket " << i << " (" << lo << ", "
-                                                        << hi << "]";
+                                      [&](double v) { return v >= lo && v < hi; });
+    ASSERT_EQ(h.bucket(i), static_cast<double>(direct)) << "bucket " << i << " [" << lo << ", "
+                                                        << hi << ")";
     total += h.bucket(i);
   }
   EXPECT_EQ(total, static_cast<double>(values.size()));

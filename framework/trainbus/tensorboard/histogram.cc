@@ -60,7 +60,9 @@ class Buckets {
   const std::vector<double>& limits() const { return limits_; }
   size_t size() const { return limits_.size(); }
 
-  // Index into limits() of the first limit >= v (v finite).
+  // Index into limits() of the bucket holding v (v finite): the first limit
+  // > v, as TensorFlow counts (bucket i holds [limit i-1, limit i)); DBL_MAX
+  // itself goes to the last bucket.
   inline size_t Index(double v) const { return Indexer().Index(v); }
 
   // A copy of what Index() reads, held in locals by the caller so that the
@@ -84,11 +86,11 @@ class Buckets {
       const double pj = pos[j];
       const size_t lower = j + static_cast<size_t>(pj < u);   // first pos >= u
       const size_t upper = j + static_cast<size_t>(pj <= u);  // first pos > u
-      // v > 0: the positive limit pos[lower]. v <= 0: the smallest -pos[i] >= v
-      // is the largest i with pos[i] <= u, i.e. upper - 1 (0 itself if none).
-      const size_t positive = k + 1 + lower;
-      const size_t negative = k - upper;
-      const size_t mask = size_t{0} - static_cast<size_t>(v > 0);
+      // v >= 0: the positive limit pos[upper]. v < 0: the first -pos[i] > v is
+      // the one of the largest i with pos[i] < u, i.e. lower - 1 (0 itself if none).
+      const size_t positive = k + 1 + upper;
+      const size_t negative = k - lower;
+      const size_t mask = size_t{0} - static_cast<size_t>(v >= 0);
       return (positive & mask) | (negative & ~mask);
     }
   };
@@ -97,8 +99,9 @@ class Buckets {
   }
 
   size_t SlowIndex(double v) const {
-    return static_cast<size_t>(std::lower_bound(limits_.begin(), limits_.end(), v) -
-                               limits_.begin());
+    const size_t i = static_cast<size_t>(std::upper_bound(limits_.begin(), limits_.end(), v) -
+                                         limits_.begin());
+    return std::min(i, limits_.size() - 1);
   }
 
  private:

@@ -37,7 +37,8 @@ namespace trainbus::tensorboard {
 const std::vector<double>& DefaultHistogramBucketLimits();
 
 // The index into DefaultHistogramBucketLimits() of the bucket holding the
-// finite value `v`, i.e. the first limit >= v.
+// finite value `v`: the first limit > v, as TensorFlow's writer counts
+// (bucket i holds [limit i-1, limit i)); DBL_MAX goes to the last bucket.
 size_t DefaultHistogramBucketIndex(double v);
 
 absl::Status BuildHistogram(absl::Span<const double> values, proto::HistogramProto* out);
