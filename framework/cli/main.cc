@@ -1,9 +1,6 @@
 // The `trainbus` program: train from a config, list plugins, plan iterations,
 // inspect TensorBoard event files. `trainbus --help` explains each command.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
+#include "trainbus/distributed.h"
 
 ABSL_FLAG(std::string, config, "", "train: the run config file (JSON or protobuf text format)");
 ABSL_FLAG(std::string, resume, "",
@@ -80,24 +78,6 @@ bool WantsHelp(int argc, char** argv) {
   return false;
 }
 
-// A free TCP port on 127.0.0.1 (the kernel's choice), or 0.
-int FreeLocalPort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return 0;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof(a);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
 // `trainbus train --nproc N`: runs this program N times (without --nproc)
 // with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set, like torchrun.
 // When a rank fails, stops the others and fails naming it.
@@ -106,7 +86,7 @@ int LaunchLocalRanks(int nproc, const std::vector<std::string>& child_args) {
     std::cerr << "trainbus train: --nproc cannot be combined with WORLD_SIZE in the environment\n";
     return 2;
   }
-  const int port = FreeLocalPort();
+  const int port = trainbus::FreeLoopbackPort();
   if (port == 0) {
     std::cerr << "trainbus train: no free TCP port on 127.0.0.1 for the ranks to meet\n";
     return 1;

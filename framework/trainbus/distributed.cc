@@ -1,6 +1,11 @@
 // The only translation unit of the framework that includes the c10d headers.
 #include "trainbus/distributed.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <exception>
 #include <string>
@@ -182,12 +187,9 @@ absl::Status Distributed::AllReduceSum(const std::vector<at::Tensor>& tensors) {
 }
 
 absl::Status Distributed::AllReduceMean(const std::vector<at::Tensor>& tensors) {
-  if (tensors.empty()) return absl::OkStatus();
-  std::vector<at::Tensor> buffers{Flatten(tensors)};
-  absl::Status s = impl_->Run("all-reduce", buffers, [&] { return impl_->pg->allreduce(buffers); });
-  if (!s.ok()) return s;
-  buffers[0].div_(static_cast<double>(impl_->world));
-  Unflatten(buffers[0], tensors);
+  if (absl::Status s = AllReduceSum(tensors); !s.ok()) return s;
+  // detach(): gradients are leaves that require grad, like in Unflatten.
+  for (const at::Tensor& t : tensors) t.detach().div_(static_cast<double>(impl_->world));
   return absl::OkStatus();
 }
 
@@ -206,6 +208,23 @@ absl::StatusOr<bool> Distributed::AnyTrue(bool value) {
   std::vector<double> v{value ? 1.0 : 0.0};
   if (absl::Status s = AllReduceSum(v); !s.ok()) return s;
   return v[0] > 0.5;
+}
+
+int FreeLoopbackPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof(a);
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  ::close(fd);
+  return port;
 }
 
 }  // namespace trainbus

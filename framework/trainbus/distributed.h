@@ -66,6 +66,10 @@ class Distributed {
   std::unique_ptr<Impl> impl_;
 };
 
+// A TCP port on 127.0.0.1 that is free now (the kernel's choice), or 0:
+// for MASTER_PORT when all ranks run on this machine.
+int FreeLoopbackPort();
+
 }  // namespace trainbus
 
 #endif  // TRAINBUS_DISTRIBUTED_H_

@@ -9,10 +9,7 @@
 //   the same step.
 // - SIGKILL of rank 1 while training: rank 0 fails with a clear message,
 //   well within the configured timeout.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -46,21 +43,6 @@ using trainbus::test_util::TempDir;
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  close(fd);
-  return port;
-}
 
 // Starts `trainbus train --config config [--set ...]` as rank `rank` of
 // `world`; stdout and stderr go to `out_path`.
@@ -147,7 +129,7 @@ std::string Config(const TempDir& dir, const std::string& name, int batch, int e
 }
 
 TEST(DistributedTest, CollectivesBetweenTwoRanks) {
-  const int port = FreePort();
+  const int port = FreeLoopbackPort();
   ASSERT_GT(port, 0);
   std::vector<std::string> errors(2);
   std::vector<std::vector<double>> reduced(2), broadcast(2), tensor_sums(2);
@@ -257,7 +239,7 @@ TEST(DistributedTest, OnlyRankZeroWritesAndEarlyStoppingStopsBothRanksAtTheSameS
   const std::string config = Config(dir, "es", 20, 20, R"(,
       {"name": "early_stopping", "options": {"monitor": "val/loss", "patience": 1,
                                               "min_delta": 100}})");
-  const int port = FreePort();
+  const int port = FreeLoopbackPort();
   std::vector<pid_t> pids;
   for (int r = 0; r < 2; ++r) {
     pids.push_back(StartRank(r, 2, port, config, {absl::StrCat("log_root=", dir.path(), "/rank", r)},
@@ -289,7 +271,7 @@ TEST(DistributedTest, AKilledRankEndsTheOtherWithAnErrorWithinTheTimeout) {
   constexpr double kTimeout = 20;
   // Long enough that the run is still going when rank 1 is killed.
   const std::string config = Config(dir, "kill", 20, 100000, "", kTimeout);
-  const int port = FreePort();
+  const int port = FreeLoopbackPort();
   const std::string out0 = dir.path() + "/out0.txt", out1 = dir.path() + "/out1.txt";
   pid_t r0 = StartRank(0, 2, port, config, {}, out0);
   pid_t r1 = StartRank(1, 2, port, config, {}, out1);
