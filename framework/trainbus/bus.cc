@@ -288,10 +288,10 @@ absl::Status Bus::CloseAll() {
   for (auto& entry : entries_) {
     absl::Status s = CloseWithinLimit(*entry);
     if (!s.ok()) {
-      std::string message = absl::StrCat("plugin '", entry->name, "' failed to close: ", s.message());
-      if (s.code() == absl::StatusCode::kDeadlineExceeded) {
-        message = absl::StrCat("plugin '", entry->name, "' ", s.message());
-      }
+      // A time-limit message reads on from the name ("plugin 'x' did not return ...").
+      const char* joint =
+          s.code() == absl::StatusCode::kDeadlineExceeded ? "' " : "' failed to close: ";
+      const std::string message = absl::StrCat("plugin '", entry->name, joint, s.message());
       Log("trainbus", message);
       if (first.ok()) first = absl::Status(s.code(), message);
     }
