@@ -92,6 +92,14 @@ constexpr char kConfigTemplate[] = R"json({
   std::exit(1);
 }
 
+// TRAINBUS_OVERHEAD_ONLY=<plugin> keeps just that plugin in the trainer
+// variants (a per-plugin breakdown). The loss checks are then skipped:
+// without the scheduler the losses differ.
+const char* OnlyPlugin() {
+  static const char* const only = std::getenv("TRAINBUS_OVERHEAD_ONLY");
+  return only;
+}
+
 trainbus::config::RunConfig MakeConfig(const std::string& log_root, bool with_plugins) {
   const std::string text = absl::StrReplaceAll(
       kConfigTemplate, {{"$LOG_ROOT", log_root},
@@ -106,9 +114,7 @@ trainbus::config::RunConfig MakeConfig(const std::string& log_root, bool with_pl
   auto config = trainbus::ParseRunConfig(text, "json", "trainer_overhead_bench");
   if (!config.ok()) Die(std::string(config.status().message()));
   if (!with_plugins) config->clear_plugins();
-  // TRAINBUS_OVERHEAD_ONLY=<plugin> keeps just that plugin (a per-plugin
-  // breakdown; the loss checks are skipped: without the scheduler the losses differ).
-  if (const char* only = std::getenv("TRAINBUS_OVERHEAD_ONLY"); only != nullptr && with_plugins) {
+  if (const char* only = OnlyPlugin(); only != nullptr && with_plugins) {
     auto* plugins = config->mutable_plugins();
     for (int i = plugins->size() - 1; i >= 0; --i) {
       if (plugins->Get(i).name() != only) plugins->DeleteSubrange(i, 1);
@@ -294,7 +300,7 @@ void Single(benchmark::State& state, double (*variant)(std::vector<double>*), co
     Report(state, seconds, losses.size(), &us);
   }
   Finish(state, us);
-  if (std::getenv("TRAINBUS_OVERHEAD_ONLY") != nullptr) return;
+  if (OnlyPlugin() != nullptr) return;
   if (same_losses) {
     CheckSameLosses(losses, name);
   } else if (losses.size() != static_cast<size_t>(kEpochs * ((4000 + kBatch - 1) / kBatch))) {
@@ -333,7 +339,7 @@ void Paired(benchmark::State& state, double (*other)(std::vector<double>*), cons
     variant += v;
     state.SetIterationTime(b + v);
   }
-  if (std::getenv("TRAINBUS_OVERHEAD_ONLY") == nullptr) {
+  if (OnlyPlugin() == nullptr) {
     if (same_losses) CheckSameLosses(other_losses, name);
     CheckSameLosses(bare_losses, name);
   }
@@ -343,7 +349,6 @@ void Paired(benchmark::State& state, double (*other)(std::vector<double>*), cons
   state.counters["ratio"] = variant / bare;
   state.counters["cpu_ratio"] = variant_cpu / bare_cpu;
 }
-
 
 void BM_BareLoop(benchmark::State& state) { Single(state, Bare, "BM_BareLoop", true); }
 void BM_BareLoopWithAccuracy(benchmark::State& state) {
