@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <random>
 #include <set>
 #include <sstream>
@@ -23,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "trainbus/record.h"
 #include "trainbus/tensorboard/crc32c.h"
 #include "trainbus/tensorboard/event_file_name.h"
@@ -34,6 +36,7 @@
 #include "trainbus/tensorboard/proto/hparams.pb.h"
 #include "trainbus/tensorboard/proto/plugins.pb.h"
 #include "trainbus/tensorboard/record_framing.h"
+#include "trainbus/tensorboard/rewind.h"
 #include "trainbus/tensorboard/scalar_event.h"
 #include "trainbus/tensorboard/summaries.h"
 #include "trainbus/tensorboard/summary_writer.h"
@@ -248,8 +251,11 @@ TEST(ScalarEvent, HandEncodingEqualsProtobuf) {
 
 TEST(EventFileName, MatchesPyTorchPattern) {
   EXPECT_EQ(tb::EventFileName(1700000000, "host", 42, 3, ".sfx"),
-            "events.out.tfevents.1700000000.host.42.3.sfx");
-  EXPECT_EQ(tb::EventFileName(5, "h", 1, 0, ""), "events.out.tfevents.0000000005.h.1.0");
+            "events.out.tfevents.1700000000.host.0000042.000003.sfx");
+  EXPECT_EQ(tb::EventFileName(5, "h", 1, 0, ""), "events.out.tfevents.0000000005.h.0000001.000000");
+  // Name order is creation order (TensorBoard reads a run's files by name).
+  EXPECT_LT(tb::EventFileName(5, "h", 9999, 9, ""), tb::EventFileName(5, "h", 10000, 0, ""));
+  EXPECT_LT(tb::EventFileName(5, "h", 7, 9, ""), tb::EventFileName(5, "h", 7, 10, ""));
   EXPECT_NE(tb::NewEventFileName(""), tb::NewEventFileName(""));
   const std::string d = tb::DefaultLogDir("_c");
   EXPECT_EQ(d.rfind("runs/", 0), 0u);
@@ -1157,3 +1163,182 @@ TEST(Inspect, ReportsRunsTagsAndCorruption) {
 }
 
 }  // namespace
+
+// ---- sessions, rewind and what TensorBoard's loaders show ------------------------
+
+namespace rewind_test {
+
+// Writes one session of a run: START at `from`, train/loss for steps
+// [from, to), hparams start and end records, into its own event file.
+void WriteSession(const std::string& dir, int64_t from, int64_t to, double epochs) {
+  tb::SummaryWriterOptions opt;
+  opt.log_dir = dir;
+  opt.purge_step = from;
+  opt.filename_suffix = absl::StrCat(".s", from);  // files sort in session order
+  auto w = tb::SummaryWriter::Create(opt);
+  ASSERT_TRUE(w.ok()) << w.status();
+  ASSERT_TRUE((*w)->add_session_start({{"epochs", epochs}, {"opt", std::string("sgd")}}, from));
+  for (int64_t s = from; s < to; ++s) (*w)->add_scalar("train/loss", 1.0 / (s + 1), s);
+  ASSERT_TRUE((*w)->add_session_end(tb::HParamsSessionStatus::kSuccess, to - 1));
+  ASSERT_TRUE((*w)->close().ok());
+}
+
+std::map<std::string, tb::InspectTag> Tags(const std::string& root) {
+  auto report = tb::InspectLogDir(root);
+  EXPECT_TRUE(report.ok()) << report.status();
+  std::map<std::string, tb::InspectTag> out;
+  if (!report.ok() || report->runs.empty()) return out;
+  for (const auto& t : report->runs[0].tags) out[t.tag] = t;
+  return out;
+}
+
+}  // namespace rewind_test
+
+TEST(Sessions, SessionRecordsCarryValuesAndStatusWithoutExperimentOrMetrics) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  ASSERT_TRUE(w->add_session_start({{"lr", 0.1}, {"nesterov", true}, {"opt", std::string("sgd")}}, 3));
+  ASSERT_TRUE(w->add_session_end(tb::HParamsSessionStatus::kFailure, 9));
+  EXPECT_FALSE(w->add_session_start({}, 3));  // nothing to show
+  EXPECT_THAT(std::string(w->last_rejection().message()), HasSubstr("no hyperparameters given"));
+  ASSERT_TRUE(w->close().ok());
+  const auto ev = ReadRun(dir.path());
+  ASSERT_EQ(ev.size(), 3u);  // file version, start, end: no experiment, no scalars
+  tb::proto::hparams::HParamsPluginData start, end;
+  ASSERT_TRUE(start.ParseFromString(ev[1].summary().value(0).metadata().plugin_data().content()));
+  EXPECT_EQ(ev[1].step(), 3);
+  EXPECT_EQ(ev[1].summary().value(0).tag(), "_hparams_/session_start_info");
+  EXPECT_DOUBLE_EQ(start.session_start_info().hparams().at("lr").number_value(), 0.1);
+  EXPECT_TRUE(start.session_start_info().hparams().at("nesterov").bool_value());
+  EXPECT_EQ(start.session_start_info().hparams().at("opt").string_value(), "sgd");
+  ASSERT_TRUE(end.ParseFromString(ev[2].summary().value(0).metadata().plugin_data().content()));
+  EXPECT_EQ(ev[2].step(), 9);
+  EXPECT_EQ(end.session_end_info().status(), tb::proto::hparams::STATUS_FAILURE);
+}
+
+// Without a rewind, the two loaders disagree about a resumed run, and inspect
+// says so: the Rust loader replaces steps >= a repeated one, the Python
+// loader keeps both sessions' points unless a second START purges them.
+TEST(Inspect, ReplaysBothLoadersOnAResumedRun) {
+  TempDir dir;
+  const std::string run = dir.Sub("run");
+  rewind_test::WriteSession(run, 0, 10, 1);
+  rewind_test::WriteSession(run, 6, 12, 2);
+  auto tags = rewind_test::Tags(dir.path());
+  // Both sessions wrote a START: the second one purges steps >= 6 in the
+  // Python loader, and the Rust loader evicts them by step.
+  EXPECT_EQ(tags["train/loss"].written, 16);
+  EXPECT_EQ(tags["train/loss"].count, 12);
+  EXPECT_EQ(tags["train/loss"].count_legacy, 12);
+  EXPECT_EQ(tags["train/loss"].duplicate_steps, 0);
+  EXPECT_EQ(tags["train/loss"].last_step, 11);
+}
+
+TEST(Inspect, CountsDuplicateAndBackwardStepsThePythonLoaderShows) {
+  TempDir dir;
+  const std::string run = dir.Sub("run");
+  {
+    // A first session without a START of its own (as PyTorch writes a fresh
+    // run): the Python loader ignores the resumed session's START.
+    auto w = MakeWriter(run);
+    for (int64_t s = 0; s < 10; ++s) w->add_scalar("loss", 1, s);
+    w->add_scalar("loss", 2, 9);  // written twice
+    ASSERT_TRUE(w->close().ok());
+  }
+  {
+    tb::SummaryWriterOptions opt;
+    opt.log_dir = run;
+    opt.purge_step = 6;
+    opt.filename_suffix = ".z";
+    auto w = tb::SummaryWriter::Create(opt);
+    ASSERT_TRUE(w.ok());
+    for (int64_t s = 6; s < 12; ++s) (*w)->add_scalar("loss", 3, s);
+    ASSERT_TRUE((*w)->close().ok());
+  }
+  auto tags = rewind_test::Tags(dir.path());
+  EXPECT_EQ(tags["loss"].written, 17);
+  EXPECT_EQ(tags["loss"].count, 12);             // one per step 0..11
+  EXPECT_EQ(tags["loss"].count_legacy, 17);      // nothing purged
+  EXPECT_EQ(tags["loss"].duplicate_steps, 5);    // 9 twice in session 1, then 6..9 again
+  EXPECT_EQ(tags["loss"].backward_steps, 1);     // 9 -> 6
+  EXPECT_FLOAT_EQ(*tags["loss"].last_value, 3);
+  std::ostringstream text;
+  auto report = tb::InspectLogDir(dir.path());
+  ASSERT_TRUE(report.ok());
+  tb::PrintInspectReport(*report, false, text);
+  EXPECT_THAT(text.str(), HasSubstr("WARNING loss: TensorBoard's Python loader shows 17 points"));
+  EXPECT_THAT(text.str(), HasSubstr("1 tag(s) shown differently by TensorBoard's two loaders"));
+  std::ostringstream json;
+  tb::PrintInspectReport(*report, true, json);
+  EXPECT_THAT(json.str(), HasSubstr("\"count\": 12, \"count_legacy\": 17, \"written\": 17, "
+                                    "\"duplicate_steps\": 5, \"backward_steps\": 1"));
+}
+
+TEST(Rewind, CutsTheAbandonedTailAndEarlierHParamsFromEveryFile) {
+  TempDir dir;
+  const std::string run = dir.Sub("run");
+  rewind_test::WriteSession(run, 0, 10, 1);
+  {
+    // A sub-run (add_scalars) of the same run is rewound too.
+    auto w = MakeWriter(run);
+    w->add_scalars("loss", {{"val", 1.0}}, 2);
+    w->add_scalars("loss", {{"val", 0.5}}, 8);
+    ASSERT_TRUE(w->close().ok());
+  }
+  const std::vector<std::string> before = EventFiles(run);
+  auto r = tb::RewindRun(run, 6);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->files_rewritten, 2);  // the session's file and the sub-run's
+  EXPECT_TRUE(r->skipped.empty());
+  EXPECT_EQ(EventFiles(run), before);  // same names, no temporary left behind
+  for (const auto& e : fs::directory_iterator(run)) {
+    EXPECT_EQ(e.path().filename().string().find(".trainbus-rewind"), std::string::npos);
+  }
+  rewind_test::WriteSession(run, 6, 12, 2);
+  auto tags = rewind_test::Tags(dir.path());
+  EXPECT_EQ(tags["train/loss"].written, 12);  // nothing on disk twice
+  EXPECT_EQ(tags["train/loss"].count, 12);
+  EXPECT_EQ(tags["train/loss"].count_legacy, 12);
+  EXPECT_EQ(tags["_hparams_/session_start_info"].written, 1);
+  EXPECT_EQ(tags["_hparams_/session_start_info"].first_step, 6);
+  auto sub = tb::InspectLogDir(run + "/loss_val");
+  ASSERT_TRUE(sub.ok());
+  ASSERT_EQ(sub->runs.size(), 1u);
+  EXPECT_EQ(sub->runs[0].tags[0].count, 1);  // step 2 stays, step 8 went
+
+  // Nothing to do: no file changes; a missing folder is an empty run.
+  auto again = tb::RewindRun(run + "/loss_val", 100);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->files_rewritten, 0);
+  auto missing = tb::RewindRun(dir.Sub("nothing-here"), 5);
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(missing->files_rewritten, 0);
+}
+
+TEST(Rewind, DropsACutOffTailAndLeavesACorruptFileAlone) {
+  TempDir dir;
+  const std::string run = dir.Sub("run");
+  rewind_test::WriteSession(run, 0, 10, 1);
+  std::string path = EventFiles(run)[0];
+  // A killed writer's half record at the end.
+  std::ofstream(path, std::ios::binary | std::ios::app) << std::string("\x20\0\0\0\0\0\0\0\x01\x02", 10);
+  auto r = tb::RewindRun(run, 100);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->files_rewritten, 1);
+  auto report = tb::InspectLogDir(dir.path());
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->truncated(), 0);  // the half record is gone
+  auto tags = rewind_test::Tags(dir.path());
+  EXPECT_EQ(tags["train/loss"].count, 10);  // every whole record stays
+  EXPECT_EQ(tags.count("_hparams_/session_start_info"), 0u);
+  // Corrupt a record in the middle: the file is reported, not rewritten.
+  std::string corrupt = ReadFile(path);
+  corrupt[corrupt.size() / 2] ^= 0x5a;
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << corrupt;
+  r = tb::RewindRun(run, 3);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->files_rewritten, 0);
+  ASSERT_EQ(r->skipped.size(), 1u);
+  EXPECT_THAT(r->skipped[0], HasSubstr(path));
+  EXPECT_EQ(ReadFile(path), corrupt);
+}

@@ -16,7 +16,9 @@ std::atomic<uint64_t> g_file_counter{0};
 
 std::string EventFileName(int64_t unix_seconds, std::string_view hostname, int64_t pid,
                           uint64_t counter, std::string_view suffix) {
-  return absl::StrFormat("events.out.tfevents.%010d.%s.%d.%d%s", unix_seconds, hostname, pid,
+  // Zero-padded so that name order is creation order, which is the order
+  // TensorBoard reads a run's files in (pid 9999 must sort before 10000).
+  return absl::StrFormat("events.out.tfevents.%010d.%s.%07d.%06d%s", unix_seconds, hostname, pid,
                          counter, suffix);
 }
 

@@ -3,11 +3,13 @@
 // TensorBoard reads every file whose name contains "tfevents". trainbus uses
 // the same name as TensorFlow and PyTorch:
 //
-//   events.out.tfevents.<unix seconds, 10 digits>.<hostname>.<pid>.<n><suffix>
+//   events.out.tfevents.<unix seconds, 10 digits>.<hostname>.<pid, 7 digits>.<n, 6 digits><suffix>
 //
 // where <n> is a process-wide counter, so two writers in one directory (in
 // one process, in one second) never get the same name; the pid keeps
-// processes apart.
+// processes apart. Numbers are zero-padded: TensorBoard reads a run's files
+// in name order, and a resumed session's file must come after the files of
+// the session it continues, also when both started in the same second.
 //
 //   std::string name = NewEventFileName(".train");  // takes the next <n>
 //   std::string dir  = DefaultLogDir("_lr0.1");     // runs/May04_13-45-10_host_lr0.1

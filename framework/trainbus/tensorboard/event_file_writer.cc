@@ -682,6 +682,8 @@ void FlushAllAtExit() {
 }
 }  // namespace
 
+void FlushAllEventFiles() { FlushAllAtExit(); }
+
 // ---- EventFileWriter ------------------------------------------------------------
 
 absl::StatusOr<std::unique_ptr<EventFileWriter>> EventFileWriter::Open(

@@ -76,6 +76,10 @@ struct WriterCounters {
   uint64_t records_rejected = 0;  // invalid input (SummaryWriter only)
 };
 
+// Flushes every event file writer alive in the process (what the atexit hook
+// does), e.g. from a second Ctrl-C before the process exits at once.
+void FlushAllEventFiles();
+
 class EventFileWriter {
  public:
   // Scalars whose tag is at most this long travel through the queue without

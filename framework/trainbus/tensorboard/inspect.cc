@@ -5,7 +5,10 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <cstdlib>
 #include <map>
+#include <optional>
+#include <vector>
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
@@ -61,7 +64,92 @@ std::optional<double> ScalarOf(const proto::Summary::Value& v) {
   return std::nullopt;
 }
 
-void InspectFile(const std::string& path, InspectRun* run, std::map<std::string, InspectTag>* tags) {
+// One summary value as read, in file order: what both loaders are replayed on.
+struct TagPoint {
+  int64_t step = 0;
+  std::optional<double> value;  // scalars
+};
+
+// Replays a run's events as TensorBoard's two loaders store them, per tag:
+//  - the Rust data server (the default, --load_fast): a point at step s
+//    evicts the tag's points at steps >= s, so steps only ever increase;
+//  - the Python loader (--load_fast=false, purge_orphaned_data on): with
+//    file_version >= 2, every SessionLog START after the run's first one
+//    drops all points at steps >= its step; without a file version, a summary
+//    whose step went back drops its own tags' points at steps >= that step.
+//    Anything else stays, duplicates and steps going back included.
+class LoaderReplay {
+ public:
+  void Event(const proto::Event& event) {
+    if (event.has_file_version()) file_version_ = ParseFileVersion(event.file_version());
+    if (file_version_ >= 2) {
+      if (event.has_session_log() && event.session_log().status() == proto::SessionLog::START) {
+        if (seen_start_) {
+          for (auto& [tag, points] : legacy_) Drop(&points, event.step());
+        }
+        seen_start_ = true;
+      }
+    } else if (event.has_summary() && event.step() < most_recent_step_) {
+      for (const proto::Summary::Value& v : event.summary().value()) {
+        auto it = legacy_.find(v.tag());
+        if (it != legacy_.end()) Drop(&it->second, event.step());
+      }
+    }
+    if (event.has_summary()) most_recent_step_ = event.step();
+  }
+
+  void Point(const std::string& tag, const TagPoint& p) {
+    legacy_[tag].push_back(p);
+    std::vector<TagPoint>& fast = fast_[tag];
+    while (!fast.empty() && fast.back().step >= p.step) fast.pop_back();
+    fast.push_back(p);
+  }
+
+  // Fills count, the legacy figures and first/last step and value.
+  void Finish(InspectTag* t) const {
+    const std::vector<TagPoint>& fast = fast_.at(t->tag);
+    const std::vector<TagPoint>& legacy = legacy_.at(t->tag);
+    t->count = static_cast<int64_t>(fast.size());
+    t->count_legacy = static_cast<int64_t>(legacy.size());
+    std::vector<int64_t> steps;
+    for (size_t i = 0; i < legacy.size(); ++i) {
+      steps.push_back(legacy[i].step);
+      if (i > 0 && legacy[i].step < legacy[i - 1].step) ++t->backward_steps;
+    }
+    std::sort(steps.begin(), steps.end());
+    t->duplicate_steps = static_cast<int64_t>(steps.size() - static_cast<size_t>(
+        std::unique(steps.begin(), steps.end()) - steps.begin()));
+    if (!fast.empty()) {
+      t->first_step = fast.front().step;
+      t->last_step = fast.back().step;
+      t->last_value = fast.back().value;
+    }
+  }
+
+ private:
+  // "brain.Event:2" -> 2; anything unparsable counts as no version.
+  static double ParseFileVersion(const std::string& v) {
+    const size_t colon = v.rfind(':');
+    if (colon == std::string::npos) return 0;
+    char* end = nullptr;
+    const double d = std::strtod(v.c_str() + colon + 1, &end);
+    return end != v.c_str() + colon + 1 ? d : 0;
+  }
+  static void Drop(std::vector<TagPoint>* points, int64_t step) {
+    points->erase(std::remove_if(points->begin(), points->end(),
+                                 [step](const TagPoint& p) { return p.step >= step; }),
+                  points->end());
+  }
+
+  double file_version_ = 0;
+  bool seen_start_ = false;
+  int64_t most_recent_step_ = -1;
+  std::map<std::string, std::vector<TagPoint>> legacy_;
+  std::map<std::string, std::vector<TagPoint>> fast_;
+};
+
+void InspectFile(const std::string& path, InspectRun* run, std::map<std::string, InspectTag>* tags,
+                 LoaderReplay* replay) {
   absl::StatusOr<std::unique_ptr<EventFileReader>> reader = EventFileReader::Open(path);
   if (!reader.ok()) {
     run->problems.push_back(
@@ -71,23 +159,22 @@ void InspectFile(const std::string& path, InspectRun* run, std::map<std::string,
   proto::Event event;
   while ((*reader)->ReadEvent(&event)) {
     ++run->events;
+    replay->Event(event);
     if (!event.has_summary()) continue;
     for (const proto::Summary::Value& v : event.summary().value()) {
       auto [it, inserted] = tags->try_emplace(v.tag());
       InspectTag& t = it->second;
-      if (inserted) {
-        t.tag = v.tag();
-        t.first_step = event.step();
-      }
+      if (inserted) t.tag = v.tag();
       if (t.kind.empty() || t.kind == "tensor") {
         t.kind = v.has_metadata() && !v.metadata().plugin_data().plugin_name().empty()
                      ? KindFromPlugin(v.metadata().plugin_data().plugin_name())
                      : KindFromValue(v);
       }
-      ++t.count;
-      t.first_step = std::min(t.first_step, event.step());
-      t.last_step = event.step();
-      if (t.kind == "scalar") t.last_value = ScalarOf(v);
+      ++t.written;
+      TagPoint p;
+      p.step = event.step();
+      if (t.kind == "scalar") p.value = ScalarOf(v);
+      replay->Point(v.tag(), p);
     }
   }
   const EventFileReader::State state = (*reader)->state();
@@ -197,8 +284,12 @@ absl::StatusOr<InspectReport> InspectLogDir(const std::string& logdir) {
     if (run.run.empty()) run.run = ".";
     run.files = files;
     std::map<std::string, InspectTag> tags;
-    for (const std::string& f : files) InspectFile(f, &run, &tags);
-    for (auto& [name, tag] : tags) run.tags.push_back(std::move(tag));
+    LoaderReplay replay;
+    for (const std::string& f : files) InspectFile(f, &run, &tags, &replay);
+    for (auto& [name, tag] : tags) {
+      replay.Finish(&tag);
+      run.tags.push_back(std::move(tag));
+    }
     report.runs.push_back(std::move(run));
   }
   return report;
@@ -220,6 +311,9 @@ void PrintInspectReport(const InspectReport& report, bool json, std::ostream& ou
         const InspectTag& t = run.tags[i];
         out << (i ? ", " : "") << "{\"tag\": " << JsonString(t.tag)
             << ", \"kind\": " << JsonString(t.kind) << ", \"count\": " << t.count
+            << ", \"count_legacy\": " << t.count_legacy << ", \"written\": " << t.written
+            << ", \"duplicate_steps\": " << t.duplicate_steps
+            << ", \"backward_steps\": " << t.backward_steps
             << ", \"first_step\": " << t.first_step << ", \"last_step\": " << t.last_step;
         if (t.last_value) out << ", \"last_value\": " << JsonNumber(*t.last_value);
         out << "}";
@@ -246,12 +340,20 @@ void PrintInspectReport(const InspectReport& report, bool json, std::ostream& ou
         << (run.files.size() == 1 ? "" : "s") << ", " << run.events << " events)\n";
     size_t width = 3;
     for (const InspectTag& t : run.tags) width = std::max(width, t.tag.size());
-    out << absl::StrFormat("  %-14s %-*s %10s %12s %12s  %s\n", "KIND", static_cast<int>(width),
-                           "TAG", "COUNT", "FIRST STEP", "LAST STEP", "LAST VALUE");
+    out << absl::StrFormat("  %-14s %-*s %8s %8s %12s %12s  %s\n", "KIND",
+                           static_cast<int>(width), "TAG", "SHOWN", "WRITTEN", "FIRST STEP",
+                           "LAST STEP", "LAST VALUE");
     for (const InspectTag& t : run.tags) {
-      out << absl::StrFormat("  %-14s %-*s %10d %12d %12d  %s\n", t.kind,
-                             static_cast<int>(width), t.tag, t.count, t.first_step, t.last_step,
+      out << absl::StrFormat("  %-14s %-*s %8d %8d %12d %12d  %s\n", t.kind,
+                             static_cast<int>(width), t.tag, t.count, t.written, t.first_step,
+                             t.last_step,
                              t.last_value ? absl::StrFormat("%.6g", *t.last_value) : "");
+      if (t.duplicate_steps > 0 || t.backward_steps > 0) {
+        out << "  WARNING " << t.tag << ": TensorBoard's Python loader shows "
+            << t.count_legacy << " points, " << t.duplicate_steps << " at a step shown before, "
+            << t.backward_steps << " going back a step (the default loader shows " << t.count
+            << "); a resumed run that did not rewind its event files?\n";
+      }
     }
     for (const InspectProblem& p : run.problems) {
       out << "  " << (p.kind == InspectProblem::Kind::kTruncated ? "WARNING" : "ERROR") << " "
@@ -260,10 +362,17 @@ void PrintInspectReport(const InspectReport& report, bool json, std::ostream& ou
     }
   }
   int64_t tags = 0;
-  for (const InspectRun& run : report.runs) tags += static_cast<int64_t>(run.tags.size());
+  int64_t disagree = 0;
+  for (const InspectRun& run : report.runs) {
+    tags += static_cast<int64_t>(run.tags.size());
+    for (const InspectTag& t : run.tags) disagree += t.count != t.count_legacy;
+  }
   out << "\n"
       << report.runs.size() << " run(s), " << tags << " tag(s), " << report.truncated()
       << " truncated file(s), " << (report.corrupt() ? "CORRUPT data found" : "no corruption")
+      << (disagree > 0 ? absl::StrCat(", ", disagree, " tag(s) shown differently by "
+                                                        "TensorBoard's two loaders")
+                       : std::string())
       << "\n";
 }
 

@@ -3,8 +3,9 @@
 // The engine of `trainbus inspect LOGDIR [--json]`: finds every run (every
 // directory, at any depth, holding a file whose name contains "tfevents"),
 // reads all of its event files with EventFileReader and reports, per run,
-// the tags by kind with their count, first and last step and (scalars) last
-// value, plus every problem: a truncated tail (tolerated, e.g. a writer that
+// the tags by kind with the points TensorBoard shows (its rules replayed for
+// both of its loaders, see InspectTag), first and last step and (scalars)
+// last value, plus every problem: a truncated tail (tolerated, e.g. a writer that
 // is still running or was killed) or corruption (bad checksum, unparsable
 // record), each with file and byte offset.
 //
@@ -22,7 +23,9 @@
 //   {"logdir": "...", "corrupt": false, "truncated": 0, "runs": [
 //     {"run": "train", "files": ["..."], "events": 1234,
 //      "tags": [{"tag": "loss", "kind": "scalar", "count": 1000,
-//                "first_step": 0, "last_step": 999, "last_value": 0.12}],
+//                "count_legacy": 1000, "written": 1000, "duplicate_steps": 0,
+//                "backward_steps": 0, "first_step": 0, "last_step": 999,
+//                "last_value": 0.12}],
 //      "problems": [{"file": "...", "offset": 4096, "kind": "truncated",
 //                    "message": "..."}]}]}
 // "last_value" appears for scalars only. Runs are sorted by path ("." is the
@@ -43,10 +46,21 @@ namespace trainbus::tensorboard {
 struct InspectTag {
   std::string tag;
   std::string kind;
+  // Points TensorBoard shows with its default loader (the Rust data server),
+  // which keeps one point per step: a repeated or earlier step evicts the
+  // points at steps >= it.
   int64_t count = 0;
+  // Points the Python loader (--load_fast=false) shows, and how many of them
+  // repeat a step or go back a step: it purges only on a second SessionLog
+  // START (or, with no file version, on a step going back).
+  int64_t count_legacy = 0;
+  int64_t duplicate_steps = 0;
+  int64_t backward_steps = 0;
+  int64_t written = 0;  // records in the files
+  // First and last step and (scalars) last value, of what `count` counts.
   int64_t first_step = 0;
   int64_t last_step = 0;
-  std::optional<double> last_value;  // scalars only
+  std::optional<double> last_value;
 };
 
 struct InspectProblem {

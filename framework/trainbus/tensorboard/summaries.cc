@@ -193,58 +193,73 @@ absl::StatusOr<proto::Summary> TextSummary(std::string_view tag, std::string_vie
   return s;
 }
 
-absl::StatusOr<HParamsSummaries> HParamsSummary(const HParams& hparams,
-                                                const std::map<std::string, double>& metrics) {
+namespace {
+
+proto::Summary HParamsRecord(const char* tag, proto::hparams::HParamsPluginData data) {
+  data.set_version(0);
+  proto::Summary s;
+  proto::Summary::Value* v = AddValue(&s, tag);
+  SetPlugin(v, "hparams", data.SerializeAsString(), proto::DATA_CLASS_UNKNOWN);
+  return s;
+}
+
+}  // namespace
+
+absl::StatusOr<proto::Summary> HParamsSessionStartSummary(const HParams& hparams,
+                                                          double start_time_secs) {
   namespace hp = proto::hparams;
   if (hparams.empty()) {
     return absl::InvalidArgumentError("hparams: no hyperparameters given; pass at least one");
   }
-  const double now = NowSeconds();
-  hp::Experiment experiment;
-  experiment.set_time_created_secs(now);
-  hp::SessionStartInfo start;
-  start.set_start_time_secs(now);
+  hp::HParamsPluginData data;
+  hp::SessionStartInfo* start = data.mutable_session_start_info();
+  start->set_start_time_secs(start_time_secs);
   for (const auto& [name, value] : hparams) {
     if (name.empty()) return absl::InvalidArgumentError("hparams: an hparam has an empty name");
-    hp::HParamInfo* info = experiment.add_hparam_infos();
-    info->set_name(name);
-    google::protobuf::Value& v = (*start.mutable_hparams())[name];
+    google::protobuf::Value& v = (*start->mutable_hparams())[name];
     if (const double* d = std::get_if<double>(&value)) {
-      info->set_type(hp::DATA_TYPE_FLOAT64);
       v.set_number_value(*d);
     } else if (const bool* b = std::get_if<bool>(&value)) {
-      info->set_type(hp::DATA_TYPE_BOOL);
       v.set_bool_value(*b);
     } else {
-      info->set_type(hp::DATA_TYPE_STRING);
       v.set_string_value(std::get<std::string>(value));
     }
   }
+  return HParamsRecord(kHParamsSessionStartTag, std::move(data));
+}
+
+proto::Summary HParamsSessionEndSummary(int status, double end_time_secs) {
+  namespace hp = proto::hparams;
+  hp::HParamsPluginData data;
+  data.mutable_session_end_info()->set_status(static_cast<hp::Status>(status));
+  data.mutable_session_end_info()->set_end_time_secs(end_time_secs);
+  return HParamsRecord(kHParamsSessionEndTag, std::move(data));
+}
+
+absl::StatusOr<HParamsSummaries> HParamsSummary(const HParams& hparams,
+                                                const std::map<std::string, double>& metrics) {
+  namespace hp = proto::hparams;
+  const double now = NowSeconds();
+  absl::StatusOr<proto::Summary> start = HParamsSessionStartSummary(hparams, now);
+  if (!start.ok()) return start.status();
+  hp::HParamsPluginData data;
+  hp::Experiment* experiment = data.mutable_experiment();
+  experiment->set_time_created_secs(now);
+  for (const auto& [name, value] : hparams) {
+    hp::HParamInfo* info = experiment->add_hparam_infos();
+    info->set_name(name);
+    info->set_type(std::holds_alternative<double>(value) ? hp::DATA_TYPE_FLOAT64
+                   : std::holds_alternative<bool>(value) ? hp::DATA_TYPE_BOOL
+                                                         : hp::DATA_TYPE_STRING);
+  }
   for (const auto& [tag, value] : metrics) {
     (void)value;
-    experiment.add_metric_infos()->mutable_name()->set_tag(tag);
+    experiment->add_metric_infos()->mutable_name()->set_tag(tag);
   }
-  hp::SessionEndInfo end;
-  end.set_status(hp::STATUS_SUCCESS);
-  end.set_end_time_secs(now);
-
-  auto make = [](const char* tag, hp::HParamsPluginData data) {
-    data.set_version(0);
-    proto::Summary s;
-    proto::Summary::Value* v = AddValue(&s, tag);
-    SetPlugin(v, "hparams", data.SerializeAsString(), proto::DATA_CLASS_UNKNOWN);
-    return s;
-  };
   HParamsSummaries out;
-  hp::HParamsPluginData data;
-  *data.mutable_experiment() = std::move(experiment);
-  out.experiment = make(kHParamsExperimentTag, std::move(data));
-  data.Clear();
-  *data.mutable_session_start_info() = std::move(start);
-  out.session_start = make(kHParamsSessionStartTag, std::move(data));
-  data.Clear();
-  *data.mutable_session_end_info() = end;
-  out.session_end = make(kHParamsSessionEndTag, std::move(data));
+  out.experiment = HParamsRecord(kHParamsExperimentTag, std::move(data));
+  out.session_start = *std::move(start);
+  out.session_end = HParamsSessionEndSummary(hp::STATUS_SUCCESS, now);
   return out;
 }
 

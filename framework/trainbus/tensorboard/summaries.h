@@ -88,6 +88,12 @@ struct HParamsSummaries {
 };
 absl::StatusOr<HParamsSummaries> HParamsSummary(const HParams& hparams,
                                                 const std::map<std::string, double>& metrics);
+// The halves a session-based writer uses (SummaryWriter::add_session_start /
+// add_session_end): the values, and how the session ended (status: the
+// hparams plugin's Status, 0 unknown, 1 success, 2 failure, 3 running).
+absl::StatusOr<proto::Summary> HParamsSessionStartSummary(const HParams& hparams,
+                                                          double start_time_secs);
+proto::Summary HParamsSessionEndSummary(int status, double end_time_secs);
 
 // The [6, num_thresholds] PR-curve table, row-major: TP, FP, TN, FN,
 // precision, recall. Prediction p falls in bucket floor(p * (n - 1)); counts

@@ -211,6 +211,21 @@ bool SummaryWriter::add_hparams(const HParams& hparams, const std::map<std::stri
   return ok;
 }
 
+bool SummaryWriter::add_session_start(const HParams& hparams, int64_t step) {
+  if (closed_.load(std::memory_order_relaxed)) return false;
+  const double now = NowSeconds();
+  absl::StatusOr<proto::Summary> s = HParamsSessionStartSummary(hparams, now);
+  if (!s.ok()) return Reject(s.status());
+  return main_->WriteEvent(SerializeEvent(*s, step, now));
+}
+
+bool SummaryWriter::add_session_end(HParamsSessionStatus status, int64_t step) {
+  if (closed_.load(std::memory_order_relaxed)) return false;
+  const double now = NowSeconds();
+  return main_->WriteEvent(
+      SerializeEvent(HParamsSessionEndSummary(static_cast<int>(status), now), step, now));
+}
+
 bool SummaryWriter::add_serialized_event(std::string serialized_event) {
   return main_->WriteEvent(std::move(serialized_event));
 }

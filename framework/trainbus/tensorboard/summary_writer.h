@@ -33,8 +33,12 @@
 // the OS error. Two writers in one directory write two files.
 // With purge_step set, the file then gets Event{step: purge_step,
 // file_version} and Event{step: purge_step, session_log: START}, as PyTorch
-// writes: TensorBoard then discards the points at steps >= purge_step that
-// an interrupted earlier run left behind.
+// writes: TensorBoard's Python loader then discards the points at steps >=
+// purge_step that an interrupted earlier session left behind. It ignores the
+// *first* START of a run (TensorBoard >= 2.5), so give every session of a run
+// a purge_step, 0 for the first; the Rust loader instead replaces a tag's
+// points at steps >= a repeated step. For a result every reader agrees on,
+// rewind the run first (rewind.h), as the tensorboard plugin does.
 //
 // Each add_* call returns at once: it builds the summary on the calling thread
 // (scalars: just copies tag, value, step and time) and enqueues it. A
@@ -103,6 +107,10 @@
 
 namespace trainbus::tensorboard {
 
+// How a training session ended, as the HParams dashboard shows it (the
+// hparams plugin's Status values).
+enum class HParamsSessionStatus { kUnknown = 0, kSuccess = 1, kFailure = 2, kRunning = 3 };
+
 struct SummaryWriterOptions {
   using QueueFullPolicy = tensorboard::QueueFullPolicy;
 
@@ -156,6 +164,18 @@ class SummaryWriter {
                 std::optional<double> wall_time = std::nullopt);
   bool add_hparams(const HParams& hparams, const std::map<std::string, double>& metrics,
                    int64_t step, std::string_view run_name = "");
+  // The HParams dashboard's view of one training *session* of this run, for
+  // programs that resume (add_hparams is PyTorch's one-shot form):
+  // add_session_start at the session's first step, add_session_end at its
+  // last with how it ended. Unlike add_hparams they write no experiment
+  // record and no metric scalars, so TensorBoard infers the table from every
+  // run's start info (the union of hparams over a log root, each run with its
+  // own values) and takes the metrics from the runs' own scalar tags, never a
+  // second point at the last step. A run shows "running" between the two.
+  // TensorBoard keeps the first start info of a run: before resuming, rewind
+  // the run (rewind.h), which removes the earlier session's records.
+  bool add_session_start(const HParams& hparams, int64_t step);
+  bool add_session_end(HParamsSessionStatus status, int64_t step);
   bool add_pr_curve(std::string_view tag, const at::Tensor& labels, const at::Tensor& predictions,
                     int64_t step, int32_t num_thresholds = 127,
                     std::optional<double> wall_time = std::nullopt);
