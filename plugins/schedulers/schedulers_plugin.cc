@@ -10,6 +10,7 @@
 //   ReduceLROnPlateau steps whenever its monitored value is seen.
 #include "schedulers_plugin.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -183,6 +184,11 @@ void SchedulersPlugin::Apply(Unit& u, Control& control, bool force_publish) {
     }
     const bool changed = !(published_[g] == lr);
     if (publish_ == Publish::kNever) continue;
+    // The lr after the run's last iteration (or after a stop) is never used:
+    // a point at a step that never runs would be a lie on the chart.
+    if ((total_iterations_ > 0 && next_step_ >= total_iterations_) || control.stop_requested()) {
+      continue;
+    }
     if (force_publish || publish_ == Publish::kEveryStep || changed) {
       published_[g] = lr;
       in_own_publish_ = true;
@@ -257,6 +263,9 @@ void SchedulersPlugin::OnRecord(const Record& r, Control& control) {
   if (!begun_ || in_own_publish_) return;
   const auto* scalar = std::get_if<ScalarValue>(&r.value);
   if (scalar == nullptr) return;
+  // A record of step s (published by a plugin that runs before this one, in
+  // the same hook) changes the lr used from step s + 1 on.
+  next_step_ = std::max(next_step_, r.step + 1);
   Observe(Source::kRecord, r.tag, scalar->value, control);
 }
 

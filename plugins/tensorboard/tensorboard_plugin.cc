@@ -10,10 +10,13 @@
 //   inputs                         a grid of the first batch's images, once
 //   run/config                     the run's hyperparameters as a markdown table
 //   custom_scalars layout          loss and accuracy charts (train vs val)
-//   hparams                        the run's hyperparameters and final metrics
+//   hparams                        the session's hyperparameters (at its first
+//                                  step) and how it ended (at its last)
 //   every record any plugin publishes (records option)
-// A resumed run (RunInfo::start_step > 0) writes the purge step, so curves
-// continue without duplicate or zig-zag points.
+// A resumed run (RunInfo::start_step > 0) first rewinds the run's event files
+// to the resume step (rewind.h: the abandoned tail and the earlier session's
+// hparams records go), then writes a SessionLog START there like every
+// session, so each step is on disk once and every TensorBoard loader agrees.
 //
 // The training thread only enqueues; the SummaryWriter's own thread writes.
 // Write errors are not lost: Close() returns the writer's error and the run
@@ -28,6 +31,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "trainbus/plugin.h"
+#include "trainbus/tensorboard/rewind.h"
 #include "trainbus/tensorboard/summary_writer.h"
 
 namespace trainbus::tensorboard_plugin {
@@ -61,7 +65,8 @@ class TensorBoardPlugin : public Plugin {
               "Number of input images of the first batch to show as a grid (0: none)"},
              {"validation", OptionType::kBool, "true", "Write validation metrics"},
              {"hparams", OptionType::kBool, "true",
-              "Write the run's hyperparameters and final metrics to the HParams dashboard"},
+              "Write the run's hyperparameters and its end status to the HParams dashboard "
+              "(metrics: the run's own scalars)"},
              {"layout", OptionType::kBool, "true",
               "Write a Custom Scalars layout: train vs val loss and accuracy"},
              {"records", OptionType::kBool, "true", "Write every record other plugins publish"}}};
@@ -99,7 +104,10 @@ class TensorBoardPlugin : public Plugin {
     w.max_queue = static_cast<size_t>(options_.GetInt("max_queue"));
     w.on_full = options_.GetBool("drop_when_full") ? tb::QueueFullPolicy::kDrop
                                                    : tb::QueueFullPolicy::kWait;
-    if (run.start_step > 0) w.purge_step = run.start_step;
+    // Every session writes a START (TensorBoard ignores a run's first one);
+    // a resumed one first takes the files back to its step.
+    w.purge_step = run.start_step;
+    if (run.start_step > 0) Rewind(w.log_dir, run.start_step, control);
     auto writer = tb::SummaryWriter::Create(w);
     if (!writer.ok()) {
       // Thrown: the bus names this plugin and hook, and the run's policy applies.
@@ -108,7 +116,11 @@ class TensorBoardPlugin : public Plugin {
     writer_ = std::move(writer).value();
     control.Log(absl::StrCat("writing event files to ", writer_->log_dir()));
     start_step_ = run.start_step;
-    for (const auto& [k, v] : run.hparams) hparams_[k] = HParamValueFromText(v);
+    HParams hparams;
+    for (const auto& [k, v] : run.hparams) hparams[k] = HParamValueFromText(v);
+    if (options_.GetBool("hparams") && !hparams.empty()) {
+      hparams_written_ = writer_->add_session_start(hparams, run.start_step);
+    }
 
     if (!run.hparams.empty()) {
       std::string table = "| hyperparameter | value |\n|---|---|\n";
@@ -162,10 +174,7 @@ class TensorBoardPlugin : public Plugin {
 
   void OnValidationEnd(const ValidationEndEvent& e, Control&) override {
     if (!writer_ || !options_.GetBool("validation")) return;
-    for (const Metric& m : e.metrics) {
-      writer_->add_scalar(m.name, m.value, e.step);
-      final_metrics_[m.name] = m.value;
-    }
+    for (const Metric& m : e.metrics) writer_->add_scalar(m.name, m.value, e.step);
   }
 
   void OnEpochEnd(const EpochEndEvent& e, Control&) override {
@@ -182,13 +191,8 @@ class TensorBoardPlugin : public Plugin {
 
   void OnTrainEnd(const TrainEndEvent& e, Control&) override {
     if (!writer_) return;
-    if (options_.GetBool("hparams") && !hparams_.empty()) {
-      std::map<std::string, double> metrics = final_metrics_;
-      for (const Metric& m : e.final_metrics) {
-        if (std::isfinite(m.value)) metrics.emplace(m.name, m.value);
-      }
-      // Metrics are written at the last step so they never precede curve points.
-      writer_->add_hparams(hparams_, metrics, std::max(e.step, start_step_));
+    if (hparams_written_) {
+      writer_->add_session_end(SessionStatus(e), std::max(e.step, start_step_));
     }
     if (e.reason != EndReason::kCompleted) {
       writer_->add_text("run/end", absl::StrCat("Run ", EndReasonName(e.reason), " after step ",
@@ -203,6 +207,42 @@ class TensorBoardPlugin : public Plugin {
   }
 
  private:
+  // Removes what an earlier session wrote at steps >= `step` (and its hparams
+  // records) from the run's event files. Failing to is not fatal: TensorBoard's
+  // own purge still applies, but the user is told.
+  static void Rewind(const std::string& log_dir, int64_t step, Control& control) {
+    absl::StatusOr<tb::RewindReport> r = tb::RewindRun(log_dir, step);
+    if (!r.ok()) {
+      control.Log(absl::StrCat("warning: cannot rewind the event files to step ", step, ": ",
+                               r.status().message(),
+                               "; TensorBoard may show steps of the earlier session twice"));
+      return;
+    }
+    if (r->files_rewritten > 0) {
+      control.Log(absl::StrCat("resuming at step ", step, ": removed ", r->events_removed,
+                               " events at steps >= ", step, " from ", r->files_rewritten,
+                               " earlier event file", r->files_rewritten == 1 ? "" : "s"));
+    }
+    for (const std::string& skipped : r->skipped) {
+      control.Log(absl::StrCat("warning: not rewound (corrupt): ", skipped));
+    }
+  }
+
+  // The HParams dashboard's status: a stop a plugin asked for (early
+  // stopping) is a success unless training diverged (a non-finite loss).
+  static tb::HParamsSessionStatus SessionStatus(const TrainEndEvent& e) {
+    switch (e.reason) {
+      case EndReason::kFailed: return tb::HParamsSessionStatus::kFailure;
+      case EndReason::kInterrupted: return tb::HParamsSessionStatus::kUnknown;
+      case EndReason::kCompleted:
+      case EndReason::kStopRequested: break;
+    }
+    for (const Metric& m : e.final_metrics) {
+      if (!std::isfinite(m.value)) return tb::HParamsSessionStatus::kFailure;
+    }
+    return tb::HParamsSessionStatus::kSuccess;
+  }
+
   // "0.05" -> 0.05, "true" -> true, anything else stays text.
   static HParamValue HParamValueFromText(const std::string& text) {
     if (text == "true") return true;
@@ -216,8 +256,7 @@ class TensorBoardPlugin : public Plugin {
   PluginOptions options_;
   std::string log_dir_;
   std::unique_ptr<tb::SummaryWriter> writer_;
-  HParams hparams_;
-  std::map<std::string, double> final_metrics_;
+  bool hparams_written_ = false;
   bool images_written_ = false;
   int64_t start_step_ = 0;
   int64_t last_step_ = 0;

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "trainbus/tensorboard/event_file_reader.h"
 #include "trainbus/tensorboard/inspect.h"
+#include "trainbus/tensorboard/proto/hparams.pb.h"
 #include "test_util.h"
 
 namespace trainbus {
@@ -38,6 +39,30 @@ std::string SmallConfig(const TempDir& dir, const std::string& plugins) {
     "trainer": {"epochs": 2, "batch_size": 50, "num_threads": 1},
     "dataset": {"train_samples": 300, "val_samples": 60},
     "plugins": [)", plugins, "]}"));
+}
+
+// The session status the run's last _hparams_/session_end_info records, or -1.
+int SessionStatus(const std::string& run_dir) {
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(run_dir)) {
+    if (e.path().filename().string().find("tfevents") != std::string::npos) files.push_back(e.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  int status = -1;
+  for (const std::string& f : files) {
+    auto contents = tensorboard::ReadEventFile(f);
+    if (!contents.ok()) continue;
+    for (const auto& e : contents->events) {
+      for (const auto& v : e.summary().value()) {
+        if (v.tag() != "_hparams_/session_end_info") continue;
+        tensorboard::proto::hparams::HParamsPluginData data;
+        if (data.ParseFromString(v.metadata().plugin_data().content())) {
+          status = data.session_end_info().status();
+        }
+      }
+    }
+  }
+  return status;
 }
 
 std::map<std::string, tensorboard::InspectTag> TagsOf(const tensorboard::InspectRun& run) {
@@ -62,8 +87,10 @@ TEST(TensorBoardPluginTest, WritesEveryKindTheRunProduces) {
   EXPECT_EQ(report->truncated(), 0);
   EXPECT_EQ(report->runs[0].run, "small");
   auto tags = TagsOf(report->runs[0]);
-  // 12 iterations, plus the final value the hparams record repeats at the last step.
-  EXPECT_EQ(tags["train/loss"].count, 13);
+  // 12 iterations, each once: the hparams records repeat no metric.
+  EXPECT_EQ(tags["train/loss"].count, 12);
+  EXPECT_EQ(tags["train/loss"].written, 12);
+  EXPECT_EQ(tags["val/loss"].count, 2);
   EXPECT_EQ(tags["train/loss"].first_step, 0);
   EXPECT_EQ(tags["train/loss"].last_step, 11);
   EXPECT_EQ(tags["train/loss"].kind, "scalar");
@@ -80,6 +107,12 @@ TEST(TensorBoardPluginTest, WritesEveryKindTheRunProduces) {
   EXPECT_EQ(tags["custom_scalars__config__"].kind, "custom_scalars");
   EXPECT_EQ(tags["_hparams_/session_start_info"].kind, "hparams");
   EXPECT_EQ(tags["_hparams_/session_end_info"].kind, "hparams");
+  // No experiment record: TensorBoard infers the table from every run's start
+  // info, so a log root's runs show the union of their hparams.
+  EXPECT_EQ(tags.count("_hparams_/experiment"), 0u);
+  EXPECT_EQ(tags["_hparams_/session_start_info"].first_step, 0);
+  EXPECT_EQ(tags["_hparams_/session_end_info"].first_step, 11);
+  EXPECT_EQ(SessionStatus(dir.path() + "/runs/small"), tensorboard::proto::hparams::STATUS_SUCCESS);
 
   // And `trainbus inspect` agrees, exiting 0 on a healthy log directory.
   CommandResult inspect = RunTrainbus(absl::StrCat("inspect --json ", dir.path(), "/runs"));
@@ -105,18 +138,23 @@ TEST(TensorBoardPluginTest, BadOptionsAndUnwritableFolderAreClearErrors) {
                               HasSubstr(blocker)));
 }
 
-// Resume: the second run's event file starts with the purge step, so
-// TensorBoard drops any point the first run wrote at or after it.
+// Resume: the first session's tail (steps >= the resume step) and its hparams
+// records are cut from its file, and the second session's file starts with a
+// SessionLog START at the resume step, so every reader shows each step once
+// and the HParams dashboard shows the second session's values.
 TEST(TensorBoardPluginTest, ResumedRunWritesThePurgeStepAndContinuesTheCurves) {
   TempDir dir;
   std::string config = SmallConfig(dir, R"({"name": "tensorboard", "options": {"layout": false}},
       {"name": "checkpoint", "options": {"every_n_epochs": 1}})");
-  CommandResult first = RunTrainbus(absl::StrCat("train --config ", config, " --set trainer.max_iterations=8"));
+  CommandResult first = RunTrainbus(absl::StrCat("train --config ", config, " --set trainer.max_iterations=10"));
   ASSERT_EQ(first.exit_code, 0) << first.output;
+  // Resume from the checkpoint of step 6 (the first epoch's end): the first
+  // session's steps 6..9 are abandoned.
   CommandResult second = RunTrainbus(absl::StrCat("train --config ", config, " --resume ", dir.path(),
-                                                  "/runs/small/checkpoints"));
+                                                  "/runs/small/checkpoints/step-00000006"));
   ASSERT_EQ(second.exit_code, 0) << second.output;
-  EXPECT_THAT(second.output, HasSubstr("resuming at step 8"));
+  EXPECT_THAT(second.output, HasSubstr("resuming at step 6"));
+  EXPECT_THAT(second.output, HasSubstr("[tensorboard] resuming at step 6: removed"));
 
   std::vector<std::string> files;
   for (const auto& e : fs::directory_iterator(dir.path() + "/runs/small")) {
@@ -130,19 +168,43 @@ TEST(TensorBoardPluginTest, ResumedRunWritesThePurgeStepAndContinuesTheCurves) {
   bool purge = false;
   int64_t first_loss_step = -1;
   for (const auto& e : resumed->events) {
-    if (e.has_session_log() && e.session_log().status() == 1 && e.step() == 8) purge = true;
+    if (e.has_session_log() && e.session_log().status() == 1 && e.step() == 6) purge = true;
     for (const auto& v : e.summary().value()) {
       if (v.tag() == "train/loss" && first_loss_step < 0) first_loss_step = e.step();
     }
   }
-  EXPECT_TRUE(purge) << "no SessionLog START at the purge step 8";
-  EXPECT_EQ(first_loss_step, 8);  // the curve continues where the checkpoint left off
+  EXPECT_TRUE(purge) << "no SessionLog START at the purge step 6";
+  EXPECT_EQ(first_loss_step, 6);  // the curve continues where the checkpoint left off
+  // The first session's file keeps steps 0..5 and its own START at step 0
+  // (TensorBoard's Python loader ignores a run's first START).
+  auto original = tensorboard::ReadEventFile(files[0]);
+  ASSERT_TRUE(original.ok());
+  int64_t max_step = -1;
+  bool first_start = false;
+  for (const auto& e : original->events) {
+    if (e.has_session_log() && e.session_log().status() == 1 && e.step() == 0) first_start = true;
+    for (const auto& v : e.summary().value()) {
+      max_step = std::max(max_step, e.step());
+      EXPECT_NE(v.tag().rfind("_hparams_/", 0), 0u) << "the first session's hparams stayed";
+    }
+  }
+  EXPECT_TRUE(first_start);
+  EXPECT_EQ(max_step, 5);
 
   auto report = tensorboard::InspectLogDir(dir.path() + "/runs");
   ASSERT_TRUE(report.ok());
   auto tags = TagsOf(report->runs[0]);
   EXPECT_EQ(tags["train/loss"].first_step, 0);
   EXPECT_EQ(tags["train/loss"].last_step, 11);
+  for (const char* tag : {"train/loss", "lr/group0", "val/loss"}) {
+    EXPECT_EQ(tags[tag].count, tags[tag].count_legacy) << tag;
+    EXPECT_EQ(tags[tag].count, tags[tag].written) << tag;
+    EXPECT_EQ(tags[tag].duplicate_steps, 0) << tag;
+  }
+  EXPECT_EQ(tags["train/loss"].count, 12);
+  EXPECT_EQ(tags["lr/group0"].count, 12);
+  EXPECT_EQ(tags["_hparams_/session_start_info"].written, 1);
+  EXPECT_EQ(tags["_hparams_/session_start_info"].first_step, 6);
 }
 
 TEST(ProgressPluginTest, PrintsLinesAndEpochSummariesWhenNotATerminal) {
