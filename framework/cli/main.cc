@@ -20,6 +20,8 @@
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
 #include "trainbus/distributed.h"
+#include "trainbus/interrupt.h"
+#include "trainbus/tensorboard/event_file_writer.h"
 
 ABSL_FLAG(std::string, config, "", "train: the run config file (JSON or protobuf text format)");
 ABSL_FLAG(std::string, resume, "",
@@ -217,6 +219,8 @@ int main(int argc, char** argv) {
       return 2;
     }
     if (nproc > 1) return LaunchLocalRanks(nproc, child_args);
+    // Before LibTorch or any writer starts a thread (interrupt.h).
+    trainbus::InstallInterruptWatcher({[] { trainbus::tensorboard::FlushAllEventFiles(); }});
     return trainbus::cli::Train(absl::GetFlag(FLAGS_config), overrides, absl::GetFlag(FLAGS_resume));
   }
   if (nproc > 0) {

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
 #include "google/protobuf/util/json_util.h"
+#include "trainbus/interrupt.h"
 #include "trainbus/config.h"
 #include "trainbus/batch_schedule.h"
 #include "trainbus/iteration_plan.h"
@@ -117,9 +118,19 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
   std::cout << "\n";
   std::error_code ec;
   if (std::filesystem::exists(run_dir, ec)) {
+    if (result->reason == EndReason::kInterrupted) {
+      std::cout << "\nContinue with:    trainbus train --config " << config_path
+                << " --resume " << (std::filesystem::path(run_dir) / "checkpoints").string()
+                << "\n";
+    }
     std::cout << "\nTensorBoard event files are in " << run_dir << "\n"
               << "View them with:   tensorboard --logdir " << config->log_root() << "\n"
               << "Check them with:  trainbus inspect " << config->log_root() << "\n";
+  }
+  // A stop by Ctrl-C / SIGTERM exits as the signal would have (130 / 143),
+  // after everything was written.
+  if (result->reason == EndReason::kInterrupted && InterruptSignal() != 0) {
+    return 128 + InterruptSignal();
   }
   return 0;
 }

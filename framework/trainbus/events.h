@@ -132,6 +132,7 @@ enum class EndReason {
   kCompleted,       // ran all planned iterations
   kStopRequested,   // a plugin or the user asked to stop
   kFailed,          // an error (see AbortEvent)
+  kInterrupted,     // Ctrl-C or SIGTERM (interrupt.h); stopped at the end of an iteration
 };
 
 inline const char* EndReasonName(EndReason r) {
@@ -139,6 +140,7 @@ inline const char* EndReasonName(EndReason r) {
     case EndReason::kCompleted: return "completed";
     case EndReason::kStopRequested: return "stopped";
     case EndReason::kFailed: return "failed";
+    case EndReason::kInterrupted: return "interrupted";
   }
   return "unknown";
 }

@@ -1,5 +1,6 @@
 #include "trainbus/session.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <ctime>
@@ -8,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "trainbus/config.h"
+#include "trainbus/interrupt.h"
 #include "trainbus/plugin_loader.h"
 
 namespace trainbus {
@@ -256,6 +258,16 @@ void Session::EndIteration(const IterationEndEvent& e) {
   next_step_ = e.step + 1;
   batch_index_ = e.batch_index + 1;
   bus_.set_position(e.step, e.epoch);
+  // Ctrl-C / SIGTERM (interrupt.h): this iteration is the last one. Asked
+  // before the hooks, so that they already see the stop (no lr is published
+  // for a step that will not run).
+  if (const int sig = InterruptSignal(); sig != 0 && interrupt_signal_ == 0) {
+    interrupt_signal_ = sig;
+    const std::string name = sig == SIGINT    ? "SIGINT"
+                             : sig == SIGTERM ? "SIGTERM"
+                                              : absl::StrCat("signal ", sig);
+    bus_.RequestStop("trainbus", absl::StrCat("interrupted by ", name));
+  }
   bus_.IterationEnd(e);
   bus_.clear_checkpoint_request();  // answered (or not) by this round of hooks
   iteration_time_ = Clock::now();
@@ -321,6 +333,8 @@ absl::Status Session::End() {
     e.reason = EndReason::kFailed;
   } else if (aborted_) {
     e.reason = EndReason::kFailed;
+  } else if (interrupt_signal_ != 0) {
+    e.reason = EndReason::kInterrupted;
   } else if (bus_.stop_requested()) {
     e.reason = EndReason::kStopRequested;
   }

@@ -116,6 +116,8 @@ class Session {
   // True once a plugin, a failing hook or RequestStop() asked the run to stop.
   bool ShouldStop() const { return bus_.stop_requested(); }
   const std::string& stop_reason() const { return bus_.stop_reason(); }
+  // SIGINT or SIGTERM if a signal stopped the run (interrupt.h), else 0.
+  int interrupt_signal() const { return interrupt_signal_; }
   void RequestStop(absl::string_view reason) { bus_.RequestStop("user", reason); }
 
   // Sends a record to every plugin's OnRecord().
@@ -147,6 +149,7 @@ class Session {
   bool ended_ = false;
   bool in_epoch_ = false;
   bool aborted_ = false;
+  int interrupt_signal_ = 0;  // the signal that stopped the run (interrupt.h), or 0
   absl::Status end_status_;
   int64_t next_step_ = 0;
   int64_t epoch_ = -1;

@@ -523,7 +523,9 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   result.seconds = Since(start);
   result.stop_reason = session.stop_reason();
   if (!end.ok()) return end;
-  result.reason = session.ShouldStop() ? EndReason::kStopRequested : EndReason::kCompleted;
+  result.reason = session.interrupt_signal() != 0 ? EndReason::kInterrupted
+                  : session.ShouldStop()           ? EndReason::kStopRequested
+                                                   : EndReason::kCompleted;
   return result;
 }
 

@@ -10,7 +10,7 @@
 #include <torch/version.h>  // tiny: only the TORCH_VERSION_* macros
 
 #define TRAINBUS_VERSION_STRING "0.1.0"
-#define TRAINBUS_PLUGIN_API_VERSION 1u
+#define TRAINBUS_PLUGIN_API_VERSION 2u  // 2: EndReason::kInterrupted
 
 #define TRAINBUS_STRINGIZE_(x) #x
 #define TRAINBUS_STRINGIZE(x) TRAINBUS_STRINGIZE_(x)
