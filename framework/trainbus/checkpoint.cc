@@ -193,7 +193,8 @@ absl::StatusOr<CheckpointBlob> SerializeCheckpoint(torch::nn::Module* model,
 }
 
 absl::StatusOr<std::string> WriteCheckpoint(const std::string& root, const std::string& name,
-                                            const CheckpointBlob& blob) {
+                                            const CheckpointBlob& blob,
+                                            const std::function<absl::Status()>& before_commit) {
   if (name.empty() || name.find('/') != std::string::npos || name[0] == '.' || name == kLatestFile) {
     return absl::InvalidArgumentError(absl::StrCat("checkpoint: bad checkpoint name '", name, "'"));
   }
@@ -233,6 +234,10 @@ absl::StatusOr<std::string> WriteCheckpoint(const std::string& root, const std::
   if (absl::Status s = WriteFileDurably((fs::path(tmp) / kMetaFile).string(), blob.meta); !s.ok()) return fail(s);
   Stage("meta");
   SyncDir(tmp);
+  if (before_commit) {
+    if (absl::Status s = before_commit(); !s.ok()) return fail(s);
+  }
+  Stage("barrier");
   fs::remove_all(final_dir, ec);  // an older checkpoint of the same name
   if (::rename(tmp.c_str(), final_dir.c_str()) != 0) return fail(OsError("rename into", final_dir));
   Stage("rename");
@@ -376,16 +381,23 @@ CheckpointWriter::CheckpointWriter() : thread_([this] { Loop(); }) {}
 CheckpointWriter::~CheckpointWriter() { Close().IgnoreError(); }
 
 absl::Status CheckpointWriter::Save(std::string root, std::string name, CheckpointBlob blob,
-                                    std::vector<std::string> remove_after) {
+                                    std::vector<std::string> remove_after,
+                                    std::vector<FlushBarrier> barriers) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!error_.ok()) {
     return absl::Status(error_.code(),
                         absl::StrCat("not written, because an earlier write failed: ", error_.message()));
   }
   if (stop_) return absl::FailedPreconditionError("checkpoint: the writer is closed");
-  queue_.push_back(Job{std::move(root), std::move(name), std::move(blob), std::move(remove_after)});
+  queue_.push_back(Job{std::move(root), std::move(name), std::move(blob), std::move(remove_after),
+                      std::move(barriers)});
   cv_.notify_all();
   return absl::OkStatus();
+}
+
+absl::Status CheckpointWriter::status() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return error_;
 }
 
 absl::Status CheckpointWriter::Wait() {
@@ -414,7 +426,21 @@ void CheckpointWriter::Loop() {
     queue_.pop_front();
     busy_ = true;
     lock.unlock();
-    auto written = WriteCheckpoint(job.root, job.name, job.blob);
+    // The checkpoint says "resume after step N": commit it only once every
+    // plugin's files hold everything up to step N, or a kill right after
+    // the commit would lose those steps for good.
+    auto wait_for_plugins = [&job]() -> absl::Status {
+      for (const FlushBarrier& b : job.barriers) {
+        absl::Status s = b.wait();
+        if (!s.ok()) {
+          return absl::Status(s.code(), absl::StrCat("plugin '", b.plugin,
+                                                     "' could not write its data up to this "
+                                                     "checkpoint: ", s.message()));
+        }
+      }
+      return absl::OkStatus();
+    };
+    auto written = WriteCheckpoint(job.root, job.name, job.blob, wait_for_plugins);
     if (written.ok()) {
       for (const std::string& old : job.remove_after) {
         std::error_code ignored;

@@ -29,6 +29,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -68,10 +69,20 @@ absl::StatusOr<CheckpointBlob> SerializeCheckpoint(torch::nn::Module* model,
                                                    torch::optim::Optimizer* optimizer,
                                                    const CheckpointState& state);
 
+// What must be on disk before a checkpoint may be committed: one plugin's
+// Plugin::FlushForCheckpoint() result, with the plugin's name for errors.
+struct FlushBarrier {
+  std::string plugin;
+  std::function<absl::Status()> wait;
+};
+
 // Writes a blob to <root>/<name> atomically and points <root>/latest at it
-// (synchronously). Returns the folder's path.
-absl::StatusOr<std::string> WriteCheckpoint(const std::string& root, const std::string& name,
-                                            const CheckpointBlob& blob);
+// (synchronously). Returns the folder's path. `before_commit`, if given, runs
+// after the files are written and synced and before the folder is renamed
+// into place; its error leaves the checkpoint uncommitted (and reported).
+absl::StatusOr<std::string> WriteCheckpoint(
+    const std::string& root, const std::string& name, const CheckpointBlob& blob,
+    const std::function<absl::Status()>& before_commit = nullptr);
 
 // `path` is a checkpoint folder, or a root holding `latest`: returns the folder.
 absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path);
@@ -88,12 +99,17 @@ class CheckpointWriter {
   ~CheckpointWriter();  // Close()
 
   // Queues `blob` for <root>/<name>; once written, removes the folders in
-  // `remove_after` (older checkpoints the caller no longer keeps). Returns the
-  // first error of an earlier write, if any (the blob is then not queued).
+  // `remove_after` (older checkpoints the caller no longer keeps). Every
+  // barrier is waited for before the commit (on this writer's thread).
+  // Returns the first error of an earlier write, if any (the blob is then
+  // not queued).
   absl::Status Save(std::string root, std::string name, CheckpointBlob blob,
-                    std::vector<std::string> remove_after = {});
+                    std::vector<std::string> remove_after = {},
+                    std::vector<FlushBarrier> barriers = {});
   // Waits until every queued checkpoint is written; returns the first error.
   absl::Status Wait();
+  // The first error of a write so far (does not wait).
+  absl::Status status();
   absl::Status Close();
 
  private:
@@ -101,6 +117,7 @@ class CheckpointWriter {
     std::string root, name;
     CheckpointBlob blob;
     std::vector<std::string> remove_after;
+    std::vector<FlushBarrier> barriers;
   };
   void Loop();
 

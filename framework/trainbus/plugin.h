@@ -54,6 +54,7 @@
 #define TRAINBUS_PLUGIN_H_
 
 #include <cstdint>
+#include <functional>
 #include <exception>
 #include <memory>
 #include <string>
@@ -130,6 +131,17 @@ class Plugin {
   // with a kDeadlineExceeded error naming this plugin, and the plugin is
   // never destroyed while Close() may still be running.
   virtual absl::Status Close() { return absl::OkStatus(); }
+
+  // Durability barrier for checkpoints: a checkpoint is committed (renamed
+  // into place, `latest` updated) only after every plugin has written what
+  // it was given up to the checkpoint's step, so a kill at any moment
+  // followed by --resume loses and doubles nothing. Called on the training
+  // thread while a checkpoint is taken: start writing if you buffer (never
+  // wait here) and return a function that the checkpoint thread calls
+  // before the commit; it waits until that data is written to the OS (or
+  // to the disk, if the plugin fsyncs) and returns the error if it could not
+  // be. Plugins that write no files keep the default: nullptr.
+  virtual std::function<absl::Status()> FlushForCheckpoint() { return nullptr; }
 
   // State for exact resume. An empty string means "nothing to save".
   virtual absl::StatusOr<std::string> SaveState() { return std::string(); }

@@ -151,7 +151,46 @@ absl::Status Session::SaveCheckpoint(const std::string& root, const std::string&
   auto blob = SerializeCheckpoint(model_, optimizer_, state);
   if (!blob.ok()) return blob.status();
   if (checkpoint_writer_ == nullptr) checkpoint_writer_ = std::make_unique<CheckpointWriter>();
-  return checkpoint_writer_->Save(root, name, *std::move(blob), std::move(remove_after));
+  if (absl::Status earlier = checkpoint_writer_->status(); !earlier.ok()) {
+    return absl::Status(earlier.code(), absl::StrCat("not written, because an earlier write "
+                                                     "failed: ", earlier.message()));
+  }
+  pending_checkpoints_.push_back(
+      {root, name, *std::move(blob), std::move(remove_after)});
+  if (dispatching_ == 0) CommitPendingCheckpoints();
+  return absl::OkStatus();
+}
+
+void Session::Dispatch(const std::function<void()>& publish) {
+  ++dispatching_;
+  publish();
+  --dispatching_;
+  if (dispatching_ == 0 && !pending_checkpoints_.empty()) CommitPendingCheckpoints();
+}
+
+void Session::CommitPendingCheckpoints() {
+  // After the whole round of hooks: what a plugin that runs after the
+  // checkpoint plugin wrote for this step is covered by the barrier too.
+  // Every plugin starts writing what it holds; the checkpoint thread waits
+  // for them before it commits (Plugin::FlushForCheckpoint).
+  std::vector<FlushBarrier> barriers;
+  for (const auto& [plugin_name, plugin] : plugins_) {
+    std::function<absl::Status()> wait;
+    try {
+      wait = plugin->FlushForCheckpoint();
+    } catch (const std::exception& e) {
+      const std::string message = e.what();
+      wait = [message] { return absl::InternalError(absl::StrCat("threw: ", message)); };
+    }
+    if (wait) barriers.push_back({plugin_name, std::move(wait)});
+  }
+  for (PendingCheckpoint& c : pending_checkpoints_) {
+    absl::Status s = checkpoint_writer_->Save(std::move(c.root), std::move(c.name),
+                                              std::move(c.blob), std::move(c.remove_after),
+                                              barriers);
+    if (!s.ok()) std::cerr << "[trainbus] checkpoint " << s.message() << "\n";
+  }
+  pending_checkpoints_.clear();
 }
 
 absl::StatusOr<CheckpointState> Session::Resume(const std::string& path) {
@@ -205,7 +244,7 @@ void Session::Begin(RunInfo run) {
   epoch_ = run_.start_epoch - 1;
   begin_time_ = Clock::now();
   bus_.set_position(next_step_, std::max<int64_t>(epoch_, 0));
-  bus_.TrainBegin(TrainBeginEvent{&run_});
+  Dispatch([&] { bus_.TrainBegin(TrainBeginEvent{&run_}); });
 }
 
 void Session::BeginEpoch() {
@@ -225,14 +264,14 @@ void Session::BeginEpoch(const EpochBeginEvent& e) {
   in_epoch_ = true;
   epoch_time_ = iteration_time_ = Clock::now();
   bus_.set_position(next_step_, epoch_);
-  bus_.EpochBegin(e);
+  Dispatch([&] { bus_.EpochBegin(e); });
 }
 
 void Session::BeginIteration(int64_t batch_size) {
   iteration_time_ = Clock::now();
   IterationBeginEvent e{next_step_, std::max<int64_t>(epoch_, 0), batch_index_, batch_size};
   bus_.set_position(next_step_, e.epoch);
-  bus_.IterationBegin(e);
+  Dispatch([&] { bus_.IterationBegin(e); });
 }
 
 void Session::EndIteration(double loss, int64_t batch_size, absl::Span<const Metric> metrics) {
@@ -268,7 +307,7 @@ void Session::EndIteration(const IterationEndEvent& e) {
                                               : absl::StrCat("signal ", sig);
     bus_.RequestStop("trainbus", absl::StrCat("interrupted by ", name));
   }
-  bus_.IterationEnd(e);
+  Dispatch([&] { bus_.IterationEnd(e); });
   bus_.clear_checkpoint_request();  // answered (or not) by this round of hooks
   iteration_time_ = Clock::now();
 }
@@ -286,7 +325,7 @@ void Session::EndValidation(const ValidationEndEvent& e) {
   if (e.metrics.data() != last_metrics_.data()) {
     last_metrics_.assign(e.metrics.begin(), e.metrics.end());
   }
-  bus_.ValidationEnd(e);
+  Dispatch([&] { bus_.ValidationEnd(e); });
 }
 
 void Session::EndEpoch() {
@@ -302,14 +341,14 @@ void Session::EndEpoch() {
 
 void Session::EndEpoch(const EpochEndEvent& e) {
   in_epoch_ = false;
-  bus_.EpochEnd(e);
+  Dispatch([&] { bus_.EpochEnd(e); });
 }
 
 void Session::Abort(std::string message) {
   if (aborted_) return;
   aborted_ = true;
   bus_.RequestStop("trainbus", message);
-  bus_.Abort(AbortEvent{next_step_ - 1, std::move(message)});
+  Dispatch([&] { bus_.Abort(AbortEvent{next_step_ - 1, std::move(message)}); });
 }
 
 void Session::KeepAbandonedPluginsAlive() {
@@ -349,7 +388,7 @@ absl::Status Session::End(const TrainEndEvent& event) {
   // A hook failure under the stop policy ends the run: plugins hear why.
   if (!bus_.status().ok() && bus_.policy() == HookErrorPolicy::kStopRun && !aborted_) {
     aborted_ = true;
-    bus_.Abort(AbortEvent{event.step, std::string(bus_.status().message())});
+    Dispatch([&] { bus_.Abort(AbortEvent{event.step, std::string(bus_.status().message())}); });
   }
   if (in_epoch_) EndEpoch();
   Metrics final_metrics = last_metrics_;
@@ -357,7 +396,10 @@ absl::Status Session::End(const TrainEndEvent& event) {
   TrainEndEvent e = event;
   e.final_metrics = final_metrics;
   bus_.set_position(e.step, std::max<int64_t>(epoch_, 0));
-  bus_.TrainEnd(e);
+  Dispatch([&] { bus_.TrainEnd(e); });
+  // Checkpoints queued up to now (the final one included) wait for the
+  // plugins' files: let them commit while the plugins are still open.
+  if (checkpoint_writer_ != nullptr) (void)checkpoint_writer_->Wait();
   absl::Status closed = bus_.CloseAll();
   if (checkpoint_writer_ != nullptr) {
     absl::Status written = checkpoint_writer_->Close();

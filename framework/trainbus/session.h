@@ -140,6 +140,19 @@ class Session {
  private:
   std::vector<double> CurrentLearningRates() const;
   void KeepAbandonedPluginsAlive();
+  // Publishes on the bus; checkpoints asked for during it are committed after.
+  void Dispatch(const std::function<void()>& publish);
+  // Hands the checkpoints taken in this round of hooks to the writer, with
+  // every plugin's flush barrier.
+  void CommitPendingCheckpoints();
+
+  struct PendingCheckpoint {
+    std::string root, name;
+    CheckpointBlob blob;
+    std::vector<std::string> remove_after;
+  };
+  std::vector<PendingCheckpoint> pending_checkpoints_;
+  int dispatching_ = 0;
 
   Bus bus_;
   std::vector<std::pair<std::string, std::unique_ptr<Plugin>>> plugins_;

@@ -86,6 +86,18 @@ class CsvPlugin : public Plugin {
     fs::path path = path_.empty() ? fs::path(default_name) : fs::path(path_);
     if (path.is_relative()) path = fs::path(e.run->log_dir) / path;
     options_.path = path.string();
+    if (e.run->start_step > 0) {
+      // A resumed run writes its steps again: the file's rows at those steps
+      // (an interrupted session's) go first, so every step is in it once.
+      absl::StatusOr<int64_t> removed =
+          RewindScalarFile(options_.path, options_.format, e.run->start_step);
+      if (!removed.ok()) throw std::runtime_error(std::string(removed.status().message()));
+      if (*removed > 0) {
+        control.Log(absl::StrCat("resuming at step ", e.run->start_step, ": removed ", *removed,
+                                 " rows at steps >= ", e.run->start_step, " from ",
+                                 options_.path));
+      }
+    }
     auto file = ScalarFile::Open(options_);
     // Thrown: the bus names this plugin and hook, and the run's policy applies.
     if (!file.ok()) throw std::runtime_error(std::string(file.status().message()));
@@ -122,6 +134,13 @@ class CsvPlugin : public Plugin {
     if (const auto* s = std::get_if<ScalarValue>(&r.value)) {
       Add(r.wall_time > 0 ? r.wall_time : Now(), r.step, r.tag, s->value);
     }
+  }
+
+  // Before a checkpoint commits, every row up to its step is in the file.
+  std::function<absl::Status()> FlushForCheckpoint() override {
+    if (!file_) return nullptr;
+    file_->RequestFlush();
+    return [f = file_.get()] { return f->Flush(); };
   }
 
   absl::Status Close() override {

@@ -10,9 +10,13 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <optional>
 #include <system_error>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
@@ -179,6 +183,88 @@ void ScalarFile::RequestFlush() {
   wake_writer_.notify_one();
 }
 
+namespace {
+
+// The step of a row written by FormatRow, or nullopt for a header or a line
+// that is not ours.
+std::optional<int64_t> RowStep(absl::string_view line, Format format) {
+  absl::string_view rest;
+  if (format == Format::kCsv) {
+    const size_t comma = line.find(',');
+    if (comma == absl::string_view::npos) return std::nullopt;
+    rest = line.substr(comma + 1);
+    rest = rest.substr(0, rest.find(','));
+  } else {
+    const size_t at = line.find("\"step\":");
+    if (at == absl::string_view::npos) return std::nullopt;
+    rest = line.substr(at + 7);
+    rest = rest.substr(0, rest.find(','));
+  }
+  int64_t step = 0;
+  if (!absl::SimpleAtoi(rest, &step)) return std::nullopt;
+  return step;
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> RewindScalarFile(const std::string& path, Format format, int64_t step) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return 0;  // nothing written yet
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  std::string kept;
+  int64_t removed = 0;
+  size_t start = 0;
+  while (start < content.size()) {
+    const size_t end = content.find('\n', start);
+    if (end == std::string::npos) {
+      ++removed;  // a cut-off last line
+      break;
+    }
+    const absl::string_view line(content.data() + start, end - start);
+    const std::optional<int64_t> s = RowStep(line, format);
+    if (s && *s >= step) {
+      ++removed;
+    } else {
+      kept.append(line.data(), line.size()).push_back('\n');
+    }
+    start = end + 1;
+  }
+  if (removed == 0) return 0;
+  const std::string tmp = path + ".rewind-tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return absl::InternalError(absl::StrCat("csv: cannot create ", tmp, ": ", OsError(errno)));
+  }
+  size_t done = 0;
+  int err = 0;
+  while (done < kept.size() && err == 0) {
+    const ssize_t n = ::write(fd, kept.data() + done, kept.size() - done);
+    if (n < 0 && errno != EINTR) err = errno;
+    if (n > 0) done += static_cast<size_t>(n);
+  }
+  if (err == 0 && ::fsync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  if (err == 0 && ::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
+  if (err != 0) {
+    ::unlink(tmp.c_str());
+    return absl::InternalError(absl::StrCat("csv: cannot rewind ", path, " to step ", step, ": ",
+                                            OsError(err), " (resuming a run)"));
+  }
+  return removed;
+}
+
+absl::Status ScalarFile::Flush() {
+  std::unique_lock<std::mutex> lock(mu_);
+  const uint64_t target = counters_.rows_added;
+  flush_requested_ = true;
+  wake_writer_.notify_one();
+  written_.wait(lock, [&] {
+    return writer_done_ || counters_.rows_written + counters_.rows_lost >= target;
+  });
+  return StatusLocked();
+}
+
 void ScalarFile::Run() {
   using Clock = std::chrono::steady_clock;
   const auto period = std::chrono::duration_cast<Clock::duration>(
@@ -213,6 +299,8 @@ void ScalarFile::Run() {
     lock.lock();
     if (closing && queue_.empty()) break;
   }
+  writer_done_ = true;
+  written_.notify_all();
 }
 
 void ScalarFile::WriteChunk(const std::string& data, uint64_t rows) {
@@ -220,6 +308,7 @@ void ScalarFile::WriteChunk(const std::string& data, uint64_t rows) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!error_.empty()) {
       counters_.rows_lost += rows;
+      written_.notify_all();
       return;
     }
   }
@@ -235,6 +324,7 @@ void ScalarFile::WriteChunk(const std::string& data, uint64_t rows) {
     done += static_cast<size_t>(n);
   }
   std::lock_guard<std::mutex> lock(mu_);
+  written_.notify_all();
   if (err == 0) {
     counters_.rows_written += rows;
   } else {

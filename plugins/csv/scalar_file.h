@@ -61,6 +61,13 @@ struct Row {
 std::string Header(Format format);
 // One line, with its newline.
 std::string FormatRow(const Row& row, Format format);
+// Takes a file back to `step` before a resumed run appends to it: rewrites
+// it (temporary file, fsync, rename) without the rows at steps >= `step`,
+// which the resumed run writes again, and without a cut-off last line (a
+// killed writer). A missing file is fine. Returns the number of rows removed;
+// errors name the file and the OS error.
+absl::StatusOr<int64_t> RewindScalarFile(const std::string& path, Format format, int64_t step);
+
 // A CSV field, quoted when needed (RFC 4180).
 std::string EscapeCsvField(absl::string_view field);
 // A JSON string literal, quotes included.
@@ -95,6 +102,9 @@ class ScalarFile {
   bool Add(Row row);
   // Asks the writer to write what is queued, without waiting.
   void RequestFlush();
+  // Waits until every row added before the call is written (or counted as
+  // lost); returns the sticky error, if any. Any thread.
+  absl::Status Flush();
   // Writes everything queued, closes the file and joins the writer.
   // Idempotent; returns the first error.
   absl::Status Close();
@@ -115,6 +125,8 @@ class ScalarFile {
   mutable std::mutex mu_;
   std::condition_variable wake_writer_;  // rows queued, flush requested, closing
   std::condition_variable room_;         // the writer took the queue
+  std::condition_variable written_;      // rows were written (or lost), or the writer ended
+  bool writer_done_ = false;
   std::vector<Row> queue_;
   bool flush_requested_ = false;
   bool closing_ = false;

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <random>
 #include <optional>
 #include <string>
 #include <thread>
@@ -26,6 +27,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_format.h"
 #include "google/protobuf/descriptor.h"
 #include "trainbus/checkpoint.h"
@@ -356,6 +358,94 @@ TEST(KillTest, SigkillMidRunLosesNothingFlushedAndResumeWritesEveryStep) {
     EXPECT_EQ(t.written, kKillRunSteps);
   }
   EXPECT_TRUE(found);
+}
+
+// A checkpoint every 7 iterations (not at epoch ends) and no periodic flush:
+// before the flush barrier, a kill soon after a checkpoint lost the steps
+// between the last flush and the checkpoint for good (the resume starts after
+// them). Now the checkpoint commits only once the event and csv files hold
+// every step before it: kill at random moments, resume, and every step is in
+// both files exactly once.
+std::string BarrierConfig(const TempDir& dir) {
+  return dir.Write("barrier.json", absl::StrCat(R"({
+    "name": "barrier", "log_root": ")", dir.path(), R"(/runs",
+    "trainer": {"epochs": 6, "batch_size": 16, "seed": 42, "num_threads": 1},
+    "model": {"type": "mlp", "hidden": [32]},
+    "dataset": {"type": "shapes", "train_samples": 320, "val_samples": 32, "seed": 7},
+    "plugins": [
+      {"name": "progress", "options": {"mode": "lines", "every_n_iterations": 1}},
+      {"name": "tensorboard", "options": {"flush_secs": 100000, "images": 0,
+                                          "histograms_every_n": 0}},
+      {"name": "csv", "options": {"flush_secs": 100000}},
+      {"name": "checkpoint", "options": {"every_n_iterations": 7, "every_n_epochs": 0,
+                                         "keep_last": 1000}}]})"));
+}
+constexpr int64_t kBarrierRunSteps = 120;
+
+TEST(FlushBarrierTest, KillAtRandomMomentsThenResumeWritesEveryStepOnce) {
+  std::mt19937 rng(20261203);
+  for (int trial = 0; trial < 4; ++trial) {
+    SCOPED_TRACE(absl::StrCat("trial ", trial));
+    TempDir dir;
+    const std::string config = BarrierConfig(dir);
+    const std::string run_dir = dir.path() + "/runs/barrier";
+    Child child = Spawn({"train", "--config", config});
+    ASSERT_GT(child.pid, 0);
+    KillOnExit guard{child.pid};
+    // Kill after the k-th checkpoint line plus 0-40 more output lines.
+    const int checkpoints = 2 + static_cast<int>(rng() % 6);
+    const int extra_lines = static_cast<int>(rng() % 40);
+    std::string output;
+    char c;
+    int seen = 0, lines_after = -1;
+    while (lines_after < extra_lines) {
+      ssize_t n = read(child.out, &c, 1);
+      if (n < 0 && errno == EINTR) continue;
+      ASSERT_GT(n, 0) << "the run ended before the kill:\n" << output;
+      output += c;
+      if (c != '\n') continue;
+      if (lines_after >= 0) ++lines_after;
+      if (absl::StrContains(output.substr(output.rfind('\n', output.size() - 2) + 1),
+                            "[checkpoint] saving") &&
+          ++seen == checkpoints) {
+        lines_after = 0;
+      }
+    }
+    ASSERT_EQ(kill(child.pid, SIGKILL), 0);
+    guard.pid = -1;
+    Result killed = Finish(child);
+    ASSERT_EQ(killed.signal, SIGKILL) << output << killed.output;
+
+    // Whatever `latest` names, the files already hold every step before it.
+    auto at_kill = LoadCheckpoint(run_dir + "/checkpoints", nullptr, nullptr);
+    ASSERT_TRUE(at_kill.ok()) << at_kill.status();
+    EXPECT_GE(ContiguousLossSteps(run_dir), at_kill->next_step);
+
+    Result resumed = RunTrainbus({"train", "--config", config, "--resume", run_dir + "/checkpoints"});
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+    auto report = tb::InspectLogDir(dir.path() + "/runs");
+    ASSERT_TRUE(report.ok()) << report.status();
+    ASSERT_EQ(report->runs.size(), 1u);
+    for (const tb::InspectTag& t : report->runs[0].tags) {
+      if (t.tag != "train/loss") continue;
+      EXPECT_EQ(t.count, kBarrierRunSteps);
+      EXPECT_EQ(t.count_legacy, kBarrierRunSteps);
+      EXPECT_EQ(t.written, kBarrierRunSteps);
+      EXPECT_EQ(t.last_step, kBarrierRunSteps - 1);
+    }
+    // The csv file: train/loss rows for steps 0..n-1, each once (the resume
+    // removed the killed session's rows after the checkpoint).
+    std::string csv = test_util::ReadFile(run_dir + "/scalars.csv");
+    std::map<int64_t, int> rows;
+    for (absl::string_view line : absl::StrSplit(csv, '\n', absl::SkipEmpty())) {
+      std::vector<std::string> f = absl::StrSplit(line, ',');
+      if (f.size() == 4 && f[2] == "train/loss") rows[std::atoll(f[1].c_str())]++;
+    }
+    ASSERT_EQ(static_cast<int64_t>(rows.size()), kBarrierRunSteps);
+    for (const auto& [step, n] : rows) ASSERT_EQ(n, 1) << "csv step " << step;
+    EXPECT_EQ(rows.begin()->first, 0);
+    EXPECT_EQ(rows.rbegin()->first, kBarrierRunSteps - 1);
+  }
 }
 
 // ------------------------------------------------------ SIGINT / SIGTERM --
