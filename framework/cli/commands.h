@@ -11,6 +11,8 @@ namespace trainbus::cli {
 
 int Train(const std::string& config_path, const std::vector<std::string>& overrides,
           const std::string& resume_path);
+// `train --nproc N` (launch_command.cc): N local ranks of `trainbus train`.
+int LaunchLocalRanks(int nproc, const std::vector<std::string>& child_args);
 int ListPlugins(bool json);
 int Plan(int64_t samples, int64_t batch_size, int64_t epochs, bool drop_last,
          int64_t max_iterations, const std::string& batch_schedule_json);

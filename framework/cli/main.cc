@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
 #include "trainbus/distributed.h"
+#include "trainbus/crash_report.h"
 #include "trainbus/interrupt.h"
 #include "trainbus/tensorboard/event_file_writer.h"
 
@@ -78,75 +79,6 @@ bool WantsHelp(int argc, char** argv) {
     if (a == "--help" || a == "-h" || a == "help" || a == "--helpfull") return true;
   }
   return false;
-}
-
-// `trainbus train --nproc N`: runs this program N times (without --nproc)
-// with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set, like torchrun.
-// When a rank fails, stops the others and fails naming it.
-int LaunchLocalRanks(int nproc, const std::vector<std::string>& child_args) {
-  if (std::getenv("WORLD_SIZE") != nullptr) {
-    std::cerr << "trainbus train: --nproc cannot be combined with WORLD_SIZE in the environment\n";
-    return 2;
-  }
-  const int port = trainbus::FreeLoopbackPort();
-  if (port == 0) {
-    std::cerr << "trainbus train: no free TCP port on 127.0.0.1 for the ranks to meet\n";
-    return 1;
-  }
-  std::vector<pid_t> pids(nproc, -1);
-  std::cout << std::flush;
-  for (int r = 0; r < nproc; ++r) {
-    pid_t pid = fork();
-    if (pid < 0) {
-      std::cerr << "trainbus train: fork failed: " << std::strerror(errno) << "\n";
-      for (pid_t p : pids) {
-        if (p > 0) kill(p, SIGTERM);
-      }
-      for (pid_t p : pids) {
-        if (p > 0) waitpid(p, nullptr, 0);
-      }
-      return 1;
-    }
-    if (pid == 0) {
-      setenv("RANK", std::to_string(r).c_str(), 1);
-      setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
-      setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
-      setenv("MASTER_ADDR", "127.0.0.1", 1);
-      setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
-      std::vector<char*> argv;
-      for (const std::string& a : child_args) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
-      execv("/proc/self/exe", argv.data());
-      std::cerr << "trainbus train: cannot start rank " << r << ": " << std::strerror(errno) << "\n";
-      _exit(127);
-    }
-    pids[r] = pid;
-  }
-  int result = 0;
-  int running = nproc;
-  while (running > 0) {
-    int status = 0;
-    pid_t pid = waitpid(-1, &status, 0);
-    if (pid < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    int r = static_cast<int>(std::find(pids.begin(), pids.end(), pid) - pids.begin());
-    if (r >= nproc) continue;
-    pids[r] = -1;
-    --running;
-    const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    if (ok || result != 0) continue;
-    result = WIFEXITED(status) && WEXITSTATUS(status) != 0 ? WEXITSTATUS(status) : 1;
-    std::cerr << "trainbus train: rank " << r << " of " << nproc << " (pid " << pid << ") "
-              << (WIFSIGNALED(status) ? absl::StrCat("was killed by signal ", WTERMSIG(status))
-                                      : absl::StrCat("exited with status ", WEXITSTATUS(status)))
-              << "; stopping the other ranks\n";
-    for (pid_t p : pids) {
-      if (p > 0) kill(p, SIGTERM);
-    }
-  }
-  return result;
 }
 
 }  // namespace
@@ -218,9 +150,10 @@ int main(int argc, char** argv) {
       std::cerr << "trainbus train: unexpected argument '" << args[0] << "'\n";
       return 2;
     }
-    if (nproc > 1) return LaunchLocalRanks(nproc, child_args);
+    if (nproc > 1) return trainbus::cli::LaunchLocalRanks(nproc, child_args);
     // Before LibTorch or any writer starts a thread (interrupt.h).
     trainbus::InstallInterruptWatcher({[] { trainbus::tensorboard::FlushAllEventFiles(); }});
+    trainbus::InstallCrashReporter();
     return trainbus::cli::Train(absl::GetFlag(FLAGS_config), overrides, absl::GetFlag(FLAGS_resume));
   }
   if (nproc > 0) {

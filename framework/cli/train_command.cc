@@ -7,21 +7,15 @@
 #include "cli/commands.h"
 #include "google/protobuf/util/json_util.h"
 #include "trainbus/interrupt.h"
+#include "trainbus/checkpoint.h"
 #include "trainbus/config.h"
+#include "trainbus/run_folder.h"
 #include "trainbus/batch_schedule.h"
 #include "trainbus/iteration_plan.h"
 #include "trainbus/trainer.h"
 
 namespace trainbus::cli {
 namespace {
-
-bool RunFolderHasEvents(const std::string& root, const std::string& name) {
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(root) / name, ec)) {
-    if (entry.path().filename().string().find("tfevents") != std::string::npos) return true;
-  }
-  return false;
-}
 
 // This process's rank in a distributed run (RANK in the environment; 0 otherwise).
 int RankFromEnv() {
@@ -55,12 +49,17 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
     std::cerr << "trainbus: " << s.message() << "\n";
     return 2;
   }
-  // A new run never mixes its curves into an older run's folder.
-  if (resume_path.empty()) {
+  // A new run claims a folder of its own by creating it (run_folder.h): never
+  // an older run's, never one another run started at the same moment has.
+  // Ranks other than 0 write nothing and claim nothing.
+  if (resume_path.empty() && RankFromEnv() == 0) {
     const std::string wanted = config->name();
-    for (int n = 2; RunFolderHasEvents(config->log_root(), config->name()); ++n) {
-      config->set_name(absl::StrCat(wanted, "-", n));
+    absl::StatusOr<std::string> claimed = ClaimRunFolder(config->log_root(), wanted);
+    if (!claimed.ok()) {
+      std::cerr << "trainbus: " << claimed.status().message() << "\n";
+      return 1;
     }
+    config->set_name(*claimed);
     if (config->name() != wanted) {
       std::cout << (std::filesystem::path(config->log_root()) / wanted).string()
                 << " holds an earlier run; this one goes to "
@@ -97,8 +96,9 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
             << config->trainer().epochs() << " epochs\n"
             << FormatSchedulePlan((*trainer)->plan());
   if (!resume_path.empty()) {
+    auto resolved = ResolveCheckpoint(resume_path);
     std::cout << "resuming at step " << (*trainer)->start_step() << " from "
-              << resume_path << "\n";
+              << (resolved.ok() ? *resolved : resume_path) << "\n";
   }
   std::cout << "plugins: ";
   for (const auto& p : (*trainer)->session().plugins()) std::cout << p.name << " ";

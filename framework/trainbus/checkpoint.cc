@@ -259,6 +259,29 @@ absl::StatusOr<std::string> WriteCheckpoint(const std::string& root, const std::
   return final_dir;
 }
 
+namespace {
+
+// The complete checkpoint folder under `root` written last (its meta.pb is
+// written last of its files), or "" if there is none.
+std::string NewestCompleteCheckpoint(const fs::path& root) {
+  std::error_code ec;
+  std::string best;
+  fs::file_time_type best_time;
+  for (const auto& entry : fs::directory_iterator(root, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name[0] == '.' || !fs::is_regular_file(entry.path() / kMetaFile, ec)) continue;
+    const fs::file_time_type t = fs::last_write_time(entry.path() / kMetaFile, ec);
+    if (ec) continue;
+    if (best.empty() || t > best_time || (t == best_time && entry.path().string() > best)) {
+      best = entry.path().string();
+      best_time = t;
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
   std::error_code ec;
   if (fs::is_regular_file(fs::path(path) / kMetaFile, ec)) return path;
@@ -270,18 +293,27 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
     while (!n.empty() && (n.back() == '\n' || n.back() == '\r' || n.back() == ' ')) n.pop_back();
     const fs::path dir = fs::path(path) / n;
     if (n.empty() || !fs::is_regular_file(dir / kMetaFile, ec)) {
-      return absl::DataLossError(absl::StrCat("checkpoint: ", latest.string(), " names '", n,
-                                              "', which is not a complete checkpoint in ", path));
+      const std::string newest = NewestCompleteCheckpoint(path);
+      return absl::DataLossError(absl::StrCat(
+          "checkpoint: ", latest.string(), " names '", n, "', which is not a complete checkpoint in ",
+          path,
+          newest.empty() ? std::string(" (and there is no other)")
+                         : absl::StrCat("; the newest complete one is ", newest,
+                                        ": resume with --resume ", newest)));
     }
     return dir.string();
   }
   if (!fs::exists(path, ec)) {
     return absl::NotFoundError(absl::StrCat("checkpoint: ", path, " does not exist"));
   }
+  // No `latest`: a run killed between renaming a checkpoint into place and
+  // writing `latest` (or one that never got that far). Every folder here
+  // with a meta.pb is complete (it was renamed into place whole).
+  if (std::string newest = NewestCompleteCheckpoint(path); !newest.empty()) return newest;
   return absl::NotFoundError(absl::StrCat(
       "checkpoint: ", path, " is neither a checkpoint folder (no ", kMetaFile,
-      ") nor a checkpoint root (no 'latest' file). Give the run's checkpoints folder, e.g. "
-      "runs/<name>/checkpoints"));
+      ") nor a checkpoint root (no 'latest' file and no complete checkpoint folder). Give the "
+      "run's checkpoints folder, e.g. runs/<name>/checkpoints"));
 }
 
 absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path, torch::nn::Module* model,

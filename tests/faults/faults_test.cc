@@ -761,3 +761,87 @@ TEST(WrongTypeTest, Proto3JsonSpellingsAreAcceptedAndBatchSizeIsCheckedWhenFinal
 
 }  // namespace
 }  // namespace trainbus
+
+namespace trainbus {
+namespace {
+
+// Killed between renaming a checkpoint into place and writing `latest`:
+// the folder has complete checkpoints but no `latest`. --resume takes the
+// newest complete one; a `latest` that names a missing one is an error that
+// names the one to use.
+TEST(ResumeTest, WithoutLatestTheNewestCompleteCheckpointResumes) {
+  TempDir dir;
+  const std::string config = CheckpointConfig(dir);
+  const std::string root = dir.path() + "/runs/ckpt/checkpoints";
+  Result first = RunTrainbus({"train", "--config", config});
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  ASSERT_TRUE(fs::remove(root + "/latest"));
+  Result resumed = RunTrainbus({"train", "--config", config, "--set", "trainer.epochs=3",
+                                "--resume", root});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_THAT(resumed.output, HasSubstr("resuming at step 20 from " + root + "/step-00000020"));
+
+  std::ofstream(root + "/latest") << "step-00000999\n";
+  Result bad = RunTrainbus({"train", "--config", config, "--resume", root});
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  EXPECT_THAT(bad.output, AllOf(HasSubstr("names 'step-00000999', which is not a complete checkpoint"),
+                                HasSubstr("the newest complete one is " + root + "/step-00000030"),
+                                HasSubstr("resume with --resume " + root + "/step-00000030")));
+}
+
+}  // namespace
+}  // namespace trainbus
+
+namespace trainbus {
+namespace {
+
+// Two runs started at the same moment with the same log root and name each
+// claim a folder of their own (exclusive create), whichever plugins run.
+TEST(RunFolderTest, ConcurrentRunsNeverShareAFolder) {
+  TempDir dir;
+  const std::string config = dir.Write("twin.json", absl::StrCat(R"({
+    "name": "twin", "log_root": ")", dir.path(), R"(/runs",
+    "trainer": {"epochs": 2, "batch_size": 16, "seed": 42, "num_threads": 1},
+    "model": {"type": "mlp", "hidden": [16]},
+    "dataset": {"type": "shapes", "train_samples": 160, "val_samples": 16, "seed": 7},
+    "plugins": [{"name": "tensorboard", "options": {"images": 0, "histograms_every_n": 0}},
+                {"name": "checkpoint"}]})"));
+  for (int round = 0; round < 3; ++round) {
+    Child a = Spawn({"train", "--config", config});
+    Child b = Spawn({"train", "--config", config});
+    ASSERT_GT(a.pid, 0);
+    ASSERT_GT(b.pid, 0);
+    Result ra = Finish(a);
+    Result rb = Finish(b);
+    ASSERT_EQ(ra.exit_code, 0) << ra.output;
+    ASSERT_EQ(rb.exit_code, 0) << rb.output;
+  }
+  auto report = tb::InspectLogDir(dir.path() + "/runs");
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_EQ(report->runs.size(), 6u);  // twin, twin-2 ... twin-6
+  for (const tb::InspectRun& run : report->runs) {
+    EXPECT_EQ(run.files.size(), 1u) << run.run;
+    for (const tb::InspectTag& t : run.tags) {
+      if (t.tag == "train/loss") EXPECT_EQ(t.written, 20) << run.run;
+    }
+  }
+}
+
+// A rerun of a config whose plugins write no event files still gets a new
+// folder: the first run's checkpoints stay as they were.
+TEST(RunFolderTest, ARerunNeverWritesIntoAnOlderRunsFolder) {
+  TempDir dir;
+  const std::string config = CheckpointConfig(dir);
+  Result first = RunTrainbus({"train", "--config", config});
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  const auto before = fs::last_write_time(dir.path() + "/runs/ckpt/checkpoints/latest");
+  Result second = RunTrainbus({"train", "--config", config});
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_THAT(second.output, HasSubstr("holds an earlier run; this one goes to " + dir.path() +
+                                       "/runs/ckpt-2"));
+  EXPECT_EQ(fs::last_write_time(dir.path() + "/runs/ckpt/checkpoints/latest"), before);
+  EXPECT_TRUE(fs::exists(dir.path() + "/runs/ckpt-2/checkpoints/latest"));
+}
+
+}  // namespace
+}  // namespace trainbus
