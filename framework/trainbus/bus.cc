@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "trainbus/crash_report.h"
 
 namespace trainbus {
 namespace {
@@ -183,6 +184,7 @@ void Bus::Dispatch(int hook_index, void (Plugin::*fn)(const Event&, Control&), c
   for (Entry* subscriber : subscribers_[hook_index]) {
     Entry& entry = *subscriber;
     if (entry.disabled) continue;
+    CrashContext::Enter(entry.name.c_str(), kHookNames[hook_index], step_);
     try {
       (entry.plugin->*fn)(e, *entry.control);
     } catch (const std::exception& ex) {
@@ -190,6 +192,7 @@ void Bus::Dispatch(int hook_index, void (Plugin::*fn)(const Event&, Control&), c
     } catch (...) {
       HandleFailure(entry, hook_index, "unknown exception (not derived from std::exception)");
     }
+    CrashContext::Leave();
   }
 }
 
@@ -251,6 +254,14 @@ absl::Status CallClose(Plugin* plugin) {
 }  // namespace
 
 absl::Status Bus::CloseWithinLimit(Entry& entry) {
+  // Close() runs one plugin at a time: the crash report can name it.
+  CrashContext::Enter(entry.name.c_str(), "Close", step_);
+  absl::Status s = CloseWithinLimitImpl(entry);
+  CrashContext::Leave();
+  return s;
+}
+
+absl::Status Bus::CloseWithinLimitImpl(Entry& entry) {
   if (close_timeout_ == absl::InfiniteDuration()) return CallClose(entry.plugin);
   // Close() runs on a thread of its own so that a hang cannot hold the run:
   // the outcome is shared, because the thread may outlive this call.

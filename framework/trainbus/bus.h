@@ -134,6 +134,7 @@ class Bus {
   void Dispatch(int hook_index, void (Plugin::*fn)(const Event&, Control&), const Event& e);
   void HandleFailure(Entry& entry, int hook_index, absl::string_view what);
   absl::Status CloseWithinLimit(Entry& entry);
+  absl::Status CloseWithinLimitImpl(Entry& entry);
   void Log(absl::string_view requester, absl::string_view message);
   void Sort();
 

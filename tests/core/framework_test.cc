@@ -1,6 +1,7 @@
 // Framework suites without LibTorch math: iteration arithmetic, options,
 // config, bus, loader, session, progress format, and the CLI's error paths.
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -34,6 +35,7 @@
 namespace trainbus {
 namespace {
 
+using trainbus::test_util::ReadFile;
 using trainbus::test_util::CommandResult;
 using trainbus::test_util::RunTrainbus;
 using trainbus::test_util::TempDir;
@@ -924,6 +926,34 @@ TEST(CliTest, APluginHangingInCloseEndsTheRunWithinTheLimitAndLosesNothingElse) 
   int loss_rows = 0;
   for (std::string line; std::getline(csv, line);) loss_rows += line.find(",train/loss,") != std::string::npos;
   EXPECT_EQ(loss_rows, 12);  // 2 epochs x 6 iterations
+}
+
+// A plugin that crashes the process is named, with the hook and the step;
+// the process still dies of the signal (139 = 128 + SIGSEGV through the
+// shell). A crash in Close() comes after the final checkpoint committed.
+TEST(CliTest, APluginThatCrashesIsNamedWithItsHookAndStep) {
+  TempDir dir;
+  const std::string crashes = absl::StrCat(TEST_PLUGIN_ROOT, "/crashes/libtrainbus_test_crashes.so");
+  auto config = [&](const std::string& options) {
+    return dir.Write("run.json", absl::StrCat(R"({
+      "name": "crash", "log_root": ")", dir.path(), R"(/runs",
+      "trainer": {"epochs": 2, "batch_size": 50, "num_threads": 1},
+      "dataset": {"train_samples": 300, "val_samples": 60},
+      "plugins": [{"name": "checkpoint"},
+                  {"name": "test_crashes", "library": ")", crashes, R"(", "options": )", options,
+                  "}]}"));
+  };
+  CommandResult r = RunTrainbus(absl::StrCat("train --config ", config(R"({"crash_at": 4})")));
+  EXPECT_EQ(r.exit_code, 128 + SIGSEGV) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("[trainbus] fatal SIGSEGV in plugin 'test_crashes', hook "
+                                  "OnIterationEnd, step 4"));
+
+  r = RunTrainbus(absl::StrCat("train --config ",
+                               config(R"({"crash_at": -2, "how": "abort"})")));
+  EXPECT_EQ(r.exit_code, 128 + SIGABRT) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("[trainbus] fatal SIGABRT in plugin 'test_crashes', hook Close"));
+  // The run before it is complete: its final checkpoint was committed first.
+  EXPECT_EQ(ReadFile(dir.path() + "/runs/crash-2/checkpoints/latest"), "step-00000012\n");
 }
 
 }  // namespace

@@ -7,7 +7,11 @@
 //   throws         its Create() throws
 //   dup            a second library that is also named "test_good"
 //   hangs          "test_hangs_in_close": its Close() never returns
+//   crashes        "test_crashes": raises SIGSEGV or aborts (option "how") at
+//                  step "crash_at" in OnIterationEnd, or in Close() (crash_at -2)
 #include <chrono>
+#include <csignal>
+#include <cstdlib>
 #include <stdexcept>
 #include <thread>
 
@@ -21,12 +25,16 @@ class TestPlugin : public trainbus::Plugin {
   static trainbus::PluginInfo Info() {
 #if defined(TEST_PLUGIN_HANGS)
     const char* name = "test_hangs_in_close";
+#elif defined(TEST_PLUGIN_CRASHES)
+    const char* name = "test_crashes";
 #else
     const char* name = "test_good";
 #endif
     return {name, "2.3.4", "Loader test plugin",
             {{"stop_at", trainbus::OptionType::kInt, "-1", "Request a stop at this step"},
-             {"label", trainbus::OptionType::kString, "\"x\"", "Any text"}}};
+             {"label", trainbus::OptionType::kString, "\"x\"", "Any text"},
+             {"crash_at", trainbus::OptionType::kInt, "-1", "crashes: step to crash at"},
+             {"how", trainbus::OptionType::kString, "\"segv\"", "crashes: segv or abort"}}};
   }
   static absl::StatusOr<std::unique_ptr<TestPlugin>> Create(const trainbus::PluginContext& ctx) {
 #if defined(TEST_PLUGIN_THROWS)
@@ -35,11 +43,17 @@ class TestPlugin : public trainbus::Plugin {
     if (ctx.options.GetString("label") == "bad") {
       return absl::InvalidArgumentError("option 'label' must not be \"bad\"");
     }
-    return std::make_unique<TestPlugin>(ctx.options.GetInt("stop_at"));
+    auto p = std::make_unique<TestPlugin>(ctx.options.GetInt("stop_at"));
+    p->crash_at_ = ctx.options.GetInt("crash_at");
+    p->abort_ = ctx.options.GetString("how") == "abort";
+    return p;
   }
   explicit TestPlugin(int64_t stop_at) : stop_at_(stop_at) {}
 
   void OnIterationEnd(const trainbus::IterationEndEvent& e, trainbus::Control& c) override {
+#if defined(TEST_PLUGIN_CRASHES)
+    if (e.step == crash_at_) Crash();
+#endif
     if (e.step == stop_at_) c.RequestStop(absl::StrCat("asked to stop at ", stop_at_));
     c.Publish(trainbus::Record::Scalar("test/iterations", static_cast<double>(e.step + 1), e.step));
   }
@@ -49,9 +63,21 @@ class TestPlugin : public trainbus::Plugin {
     for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
   }
 #endif
+#if defined(TEST_PLUGIN_CRASHES)
+  absl::Status Close() override {
+    if (crash_at_ == -2) Crash();
+    return absl::OkStatus();
+  }
+  void Crash() {
+    if (abort_) std::abort();
+    std::raise(SIGSEGV);
+  }
+#endif
 
  private:
   int64_t stop_at_;
+  int64_t crash_at_ = -1;
+  bool abort_ = false;
 };
 
 }  // namespace
