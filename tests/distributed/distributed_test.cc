@@ -10,6 +10,7 @@
 // - SIGKILL of rank 1 while training: rank 0 fails with a clear message,
 //   well within the configured timeout.
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -301,6 +302,110 @@ TEST(DistributedTest, LauncherReportsAFailingRank) {
   CommandResult r = RunTrainbus(absl::StrCat("train --nproc 2 --config ", dir.path(), "/missing.json"));
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("rank "), std::string::npos) << r.output;
+}
+
+// ------------------------------------------------ the --nproc launcher --
+
+// Starts `trainbus train --nproc 2 --config config`; output to `out_path`.
+pid_t StartLauncher(const std::string& config, const std::string& out_path) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    FILE* f = std::freopen(out_path.c_str(), "w", stdout);
+    (void)f;
+    dup2(fileno(stdout), STDERR_FILENO);
+    execl(TRAINBUS_BIN, TRAINBUS_BIN, "train", "--nproc", "2", "--config", config.c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+// The pids whose parent is `parent` (from /proc).
+std::vector<pid_t> ChildrenOf(pid_t parent) {
+  std::vector<pid_t> out;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string stat = ReadFile(e.path().string() + "/stat");
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::vector<std::string> f = absl::StrSplit(stat.substr(close + 2), ' ');
+    if (f.size() > 1 && std::stoi(f[1]) == parent) out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
+// Waits until both ranks of the launcher run (rank 1 says "training").
+std::vector<pid_t> WaitForRanks(pid_t launcher, const std::string& out) {
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (ReadFile(out).find("rank 1: training") == std::string::npos && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  return ChildrenOf(launcher);
+}
+
+// True once `pid` is gone; reaps it if it became our child (subreaper).
+bool GoneWithin(pid_t pid, double seconds) {
+  const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
+  while (Clock::now() < deadline) {
+    waitpid(pid, nullptr, WNOHANG);
+    if (kill(pid, 0) != 0 && errno == ESRCH) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+TEST(LauncherTest, SigtermToTheLauncherStopsEveryRankGracefully) {
+  TempDir dir;
+  const std::string config = Config(dir, "term", 20, 100000, "", 20);
+  const std::string out = dir.path() + "/out.txt";
+  const pid_t launcher = StartLauncher(config, out);
+  std::vector<pid_t> ranks = WaitForRanks(launcher, out);
+  ASSERT_EQ(ranks.size(), 2u) << ReadFile(out);
+  ASSERT_EQ(kill(launcher, SIGTERM), 0);
+  EXPECT_EQ(WaitFor(launcher, 60), 128 + SIGTERM) << ReadFile(out);
+  for (pid_t r : ranks) EXPECT_TRUE(GoneWithin(r, 5)) << "rank pid " << r << " outlived the launcher";
+  EXPECT_NE(ReadFile(out).find("interrupted by SIGTERM"), std::string::npos) << ReadFile(out);
+}
+
+TEST(LauncherTest, RanksDieWithAKilledLauncher) {
+  // Orphaned ranks become our children, so that they can be reaped here.
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  TempDir dir;
+  const std::string config = Config(dir, "orphan", 20, 100000, "", 20);
+  const std::string out = dir.path() + "/out.txt";
+  const pid_t launcher = StartLauncher(config, out);
+  std::vector<pid_t> ranks = WaitForRanks(launcher, out);
+  ASSERT_EQ(ranks.size(), 2u) << ReadFile(out);
+  ASSERT_EQ(kill(launcher, SIGKILL), 0);
+  waitpid(launcher, nullptr, 0);
+  for (pid_t r : ranks) EXPECT_TRUE(GoneWithin(r, 60)) << "rank pid " << r << " outlived the launcher";
+  prctl(PR_SET_CHILD_SUBREAPER, 0);
+}
+
+TEST(LauncherTest, AStoppedRankIsKilledAndTheLauncherFails) {
+  TempDir dir;
+  const std::string config = Config(dir, "stopped", 20, 100000, "", 3);
+  const std::string out = dir.path() + "/out.txt";
+  const pid_t launcher = StartLauncher(config, out);
+  std::vector<pid_t> ranks = WaitForRanks(launcher, out);
+  ASSERT_EQ(ranks.size(), 2u) << ReadFile(out);
+  // Whichever is rank 1 (not the one printing progress): stop one rank.
+  ASSERT_EQ(kill(ranks[1], SIGSTOP), 0);
+  const int code = WaitFor(launcher, 60);
+  const std::string output = ReadFile(out);
+  EXPECT_NE(code, -2) << "the launcher still waits 60 s after a rank was stopped\n" << output;
+  EXPECT_NE(code, 0) << output;
+  EXPECT_NE(output.find("did not exit within 10 s; killing it"), std::string::npos) << output;
+  for (pid_t r : ranks) EXPECT_TRUE(GoneWithin(r, 5));
+}
+
+TEST(LauncherTest, TooManyRanksIsAClearError) {
+  CommandResult r = RunTrainbus("train --nproc 1000000 --config nothing.json");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--nproc 1000000 is more than 256 local processes"), std::string::npos)
+      << r.output;
 }
 
 }  // namespace
