@@ -312,6 +312,10 @@ void ScalarFile::WriteChunk(const std::string& data, uint64_t rows) {
       return;
     }
   }
+  // Where the chunk starts: a write that fails half-way is cut back to it,
+  // so the file never ends in a torn row (a reader would take it for data).
+  struct stat st;
+  const bool regular = ::fstat(fd_, &st) == 0 && S_ISREG(st.st_mode);
   size_t done = 0;
   int err = 0;
   while (done < data.size()) {
@@ -323,13 +327,13 @@ void ScalarFile::WriteChunk(const std::string& data, uint64_t rows) {
     }
     done += static_cast<size_t>(n);
   }
+  if (err != 0 && done > 0 && regular) (void)::ftruncate(fd_, st.st_size);
   std::lock_guard<std::mutex> lock(mu_);
   written_.notify_all();
   if (err == 0) {
     counters_.rows_written += rows;
   } else {
-    // Rows are not split across chunks' accounting: a partly written chunk
-    // counts as lost (the file may end in a partial line).
+    // The whole chunk counts as lost: none of its rows stays in the file.
     error_ = OsError(err);
     counters_.rows_lost += rows;
   }
@@ -360,7 +364,8 @@ absl::Status ScalarFile::StatusLocked() const {
   if (error_.empty()) return absl::OkStatus();
   return absl::DataLossError(absl::StrCat(
       "csv: writing ", options_.path, " failed: ", error_, "; ", counters_.rows_lost, " of ",
-      counters_.rows_added, " rows were not written. Check the free space and permissions of ",
+      counters_.rows_added, " rows ", writer_done_ ? "were" : "so far were",
+      " not written (the file ends at the last whole row). Check the free space and permissions of ",
       "that folder, or set the plugin's 'path' option."));
 }
 

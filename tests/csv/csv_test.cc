@@ -1,8 +1,11 @@
 // The csv plugin: its file writer in-process (formats, escaping, the queue,
 // errors), then the plugin end to end through the `trainbus` program.
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -215,6 +218,73 @@ TEST(ScalarFileTest, AFailedWriteIsReturnedFromCloseWithTheRowsLost) {
                     HasSubstr("3 of 3 rows were not written")));
   EXPECT_EQ((*file)->counters().rows_lost, 3u);
   EXPECT_EQ((*file)->Close().message(), s.message());  // sticky, idempotent
+}
+
+// A disk that fills up in the middle of a chunk: the half-written chunk is
+// cut off again, so the file ends at a whole row, and the message counts
+// the rows that are not in it.
+TEST(ScalarFileTest, AFullDiskNeverLeavesATornRow) {
+  TempDir dir;
+  ScalarFileOptions o;
+  o.path = dir.Sub("s.csv");
+  o.flush_secs = 3600;
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  signal(SIGXFSZ, SIG_IGN);  // write(2) then fails with EFBIG instead of killing us
+  rlimit small = old;
+  small.rlim_cur = 1000;  // bytes: the chunk below is larger
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  auto file = ScalarFile::Open(o);
+  ASSERT_TRUE(file.ok()) << file.status();
+  for (int i = 0; i < 200; ++i) (*file)->Add({1700000000.5, i, "train/loss", 0.125});
+  absl::Status s = (*file)->Close();
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+  signal(SIGXFSZ, SIG_DFL);
+  ASSERT_TRUE(absl::IsDataLoss(s)) << s;
+  const std::string content = ReadFile(o.path);
+  EXPECT_TRUE(content.empty() || content.back() == '\n') << "torn last row: " << content;
+  const uint64_t lost = (*file)->counters().rows_lost;
+  const uint64_t in_file = static_cast<uint64_t>(std::count(content.begin(), content.end(), '\n'));
+  EXPECT_EQ(in_file - (content.rfind("wall_time", 0) == 0 ? 1 : 0) + lost, 200u);
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr(absl::StrCat(lost, " of 200 rows were not written (the file ends at the "
+                                           "last whole row)")));
+}
+
+TEST(ScalarFileTest, FlushWaitsUntilEveryRowAddedBeforeIsInTheFile) {
+  TempDir dir;
+  ScalarFileOptions o;
+  o.path = dir.Sub("s.csv");
+  o.flush_secs = 3600;  // nothing would be written for an hour otherwise
+  auto file = ScalarFile::Open(o);
+  ASSERT_TRUE(file.ok()) << file.status();
+  for (int i = 0; i < 10; ++i) (*file)->Add({1, i, "x", 1});
+  ASSERT_TRUE((*file)->Flush().ok());
+  EXPECT_EQ((*file)->counters().rows_written, 10u);
+  EXPECT_EQ(ReadFile(o.path), Header(Format::kCsv) + [] {
+    std::string rows;
+    for (int i = 0; i < 10; ++i) rows += FormatRow({1, i, "x", 1}, Format::kCsv);
+    return rows;
+  }());
+  ASSERT_TRUE((*file)->Close().ok());
+}
+
+TEST(ScalarFileTest, RewindDropsRowsFromTheResumeStepOnAndATornLastLine) {
+  TempDir dir;
+  for (Format f : {Format::kCsv, Format::kJsonl}) {
+    const std::string path = dir.Sub(f == Format::kCsv ? "s.csv" : "s.jsonl");
+    std::string content = Header(f);
+    for (int i = 0; i < 8; ++i) content += FormatRow({1, i, "a,b", 0.5}, f);
+    std::ofstream(path, std::ios::binary) << content << "1.0,9,tor";
+    auto removed = RewindScalarFile(path, f, 5);
+    ASSERT_TRUE(removed.ok()) << removed.status();
+    EXPECT_EQ(*removed, 4);  // steps 5, 6, 7 and the torn line
+    std::string want = Header(f);
+    for (int i = 0; i < 5; ++i) want += FormatRow({1, i, "a,b", 0.5}, f);
+    EXPECT_EQ(ReadFile(path), want);
+    EXPECT_EQ(*RewindScalarFile(path, f, 5), 0);  // nothing more to do
+  }
+  EXPECT_EQ(*RewindScalarFile(dir.Sub("missing.csv"), Format::kCsv, 3), 0);
 }
 
 // ------------------------------------------------------- end to end ------
