@@ -361,7 +361,6 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   const int64_t n = train.size();
   const int64_t total = m.plan.total_iterations;
   TrainResult result;
-  result.losses.reserve(static_cast<size_t>(total));
   const auto start = Clock::now();
 
   session.Begin(m.run);
@@ -474,7 +473,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
         e.outputs = &logits;
         session.EndIteration(e);
         agree_on_stop();
-        result.losses.push_back(loss_value);
+        result.last_loss = loss_value;
         ++result.iterations_run;
         result.last_step = step;
         ++step;

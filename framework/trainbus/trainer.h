@@ -48,7 +48,7 @@ struct TrainResult {
   std::string stop_reason;
   int64_t iterations_run = 0;
   int64_t last_step = -1;
-  std::vector<double> losses;   // train loss of every iteration run
+  double last_loss = 0.0;       // train loss of the last iteration run (memory does not grow per iteration)
   Metrics final_metrics;        // last validation metrics
   double seconds = 0.0;
 };

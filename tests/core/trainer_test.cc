@@ -136,7 +136,8 @@ TEST(TrainerTest, RunsThePlannedIterations) {
   auto r = trainer->Run();
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->iterations_run, 24);
-  EXPECT_EQ(r->losses.size(), 24u);
+  EXPECT_EQ(w->losses.size(), 24u);
+  EXPECT_EQ(r->last_loss, w->losses.back());
   EXPECT_EQ(w->steps.front(), 0);
   EXPECT_EQ(w->steps.back(), 23);
   EXPECT_EQ(w->batch_sizes[7], 240 - 7 * 32);  // the last, smaller batch
@@ -174,12 +175,12 @@ TEST(TrainerTest, StopsAtTheExactIterationRequested) {
 }
 
 TEST(TrainerTest, SameSeedSameLossesOtherSeedOtherLosses) {
-  auto a = MakeTrainer(TinyConfig()).trainer->Run();
-  auto b = MakeTrainer(TinyConfig()).trainer->Run();
-  auto c = MakeTrainer(TinyConfig(R"({"trainer": {"seed": 43}})")).trainer->Run();
-  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
-  EXPECT_EQ(a->losses, b->losses);
-  EXPECT_NE(a->losses, c->losses);
+  auto a = MakeTrainer(TinyConfig());
+  auto b = MakeTrainer(TinyConfig());
+  auto c = MakeTrainer(TinyConfig(R"({"trainer": {"seed": 43}})"));
+  ASSERT_TRUE(a.trainer->Run().ok() && b.trainer->Run().ok() && c.trainer->Run().ok());
+  EXPECT_EQ(a.watcher->losses, b.watcher->losses);
+  EXPECT_NE(a.watcher->losses, c.watcher->losses);
 }
 
 TEST(TrainerTest, ATinyModelLearnsATinyProblem) {
@@ -188,7 +189,7 @@ TEST(TrainerTest, ATinyModelLearnsATinyProblem) {
           "optimizer": {"momentum": 0.9}})"));
   auto r = trainer->Run();
   ASSERT_TRUE(r.ok());
-  const auto& l = r->losses;
+  const auto& l = w->losses;
   double first = 0, last = 0;
   for (int i = 0; i < 10; ++i) {
     first += l[i];
@@ -203,10 +204,11 @@ TEST(TrainerTest, EveryOptimizerAndModelTrains) {
        {R"({"optimizer": {"type": "adam"}})", R"({"optimizer": {"type": "adamw"}})",
         R"({"optimizer": {"type": "sgd", "momentum": 0.9, "nesterov": true, "weight_decay": 1e-4}})",
         R"({"model": {"type": "mlp", "hidden": [32, 16], "dropout": 0.1}})"}) {
-    auto r = MakeTrainer(TinyConfig(json)).trainer->Run();
+    auto t = MakeTrainer(TinyConfig(json));
+    auto r = t.trainer->Run();
     ASSERT_TRUE(r.ok()) << json << ": " << r.status();
     EXPECT_EQ(r->iterations_run, 24) << json;
-    EXPECT_LT(r->losses.back(), r->losses.front()) << json;
+    EXPECT_LT(t.watcher->losses.back(), t.watcher->losses.front()) << json;
   }
 }
 
@@ -390,9 +392,9 @@ TEST(CheckpointTest, ResumeContinuesExactly) {
   auto rb = b.trainer->Run();
   ASSERT_TRUE(rb.ok()) << rb.status();
   ASSERT_EQ(rb->iterations_run, 14);
-  std::vector<double> joined = ra->losses;
-  joined.insert(joined.end(), rb->losses.begin(), rb->losses.end());
-  EXPECT_EQ(joined, full->losses);  // bit for bit
+  std::vector<double> joined = a.watcher->losses;
+  joined.insert(joined.end(), b.watcher->losses.begin(), b.watcher->losses.end());
+  EXPECT_EQ(joined, straight.watcher->losses);  // bit for bit
   EXPECT_EQ(b.watcher->steps.front(), 10);
   std::vector<double> lrs = a.watcher->lrs;
   lrs.insert(lrs.end(), b.watcher->lrs.begin(), b.watcher->lrs.end());
@@ -481,7 +483,7 @@ TEST(BatchScheduleRunTest, BatchSizeOneAndFullBatchBothTrain) {
   ASSERT_TRUE(r2.ok()) << r2.status();
   EXPECT_EQ(r2->iterations_run, 8);  // batch gradient descent: one step per epoch
   for (int64_t b : w2->batch_sizes) EXPECT_EQ(b, 240);
-  EXPECT_LT(r2->losses.back(), r2->losses.front());
+  EXPECT_LT(w2->losses.back(), w2->losses.front());
 }
 
 TEST(NormalizationTest, ComputedStatisticsMatchADirectComputation) {
@@ -535,9 +537,9 @@ TEST(CheckpointTest, ResumeWithABatchScheduleContinuesExactly) {
   ASSERT_TRUE(b.trainer->Resume(dir.path() + "/bs/checkpoints").ok());
   auto rb = b.trainer->Run();
   ASSERT_TRUE(rb.ok()) << rb.status();
-  std::vector<double> joined = ra->losses;
-  joined.insert(joined.end(), rb->losses.begin(), rb->losses.end());
-  EXPECT_EQ(joined, full->losses);
+  std::vector<double> joined = a.watcher->losses;
+  joined.insert(joined.end(), b.watcher->losses.begin(), b.watcher->losses.end());
+  EXPECT_EQ(joined, straight.watcher->losses);
   std::vector<int64_t> sizes = a.watcher->batch_sizes;
   sizes.insert(sizes.end(), b.watcher->batch_sizes.begin(), b.watcher->batch_sizes.end());
   EXPECT_EQ(sizes, straight.watcher->batch_sizes);
