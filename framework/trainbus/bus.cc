@@ -9,6 +9,8 @@
 #include <memory>
 #include <thread>
 
+#include <unistd.h>
+
 #include <torch/optim/optimizer.h>
 
 #include "absl/strings/string_view.h"
@@ -342,7 +344,11 @@ void Bus::Log(absl::string_view requester, absl::string_view message) {
   if (log_sink_) {
     log_sink_(line);
   } else {
-    std::cerr << line << std::endl;
+    // On a terminal a progress bar may be drawn on the current line (no
+    // newline yet): start from column 0 and clear it, so the message gets a
+    // line of its own and the bar is redrawn below it.
+    static const bool tty = ::isatty(STDERR_FILENO) == 1;
+    std::cerr << (tty ? "\r\033[K" : "") << line << std::endl;
   }
 }
 

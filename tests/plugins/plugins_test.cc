@@ -207,6 +207,31 @@ TEST(TensorBoardPluginTest, ResumedRunWritesThePurgeStepAndContinuesTheCurves) {
   EXPECT_EQ(tags["_hparams_/session_start_info"].first_step, 6);
 }
 
+// On a terminal (a pseudo-terminal from script(1)) the progress bar is drawn
+// in place; a plugin's message must start a line of its own, never land on
+// the bar's line ("ETA 00:00[checkpoint] saving ...").
+TEST(ProgressPluginTest, PluginMessagesNeverLandOnTheProgressBarsLine) {
+  TempDir dir;
+  // Saving the best val/loss logs from OnValidationEnd, while the bar of the
+  // epoch is still on the screen.
+  std::string config = SmallConfig(dir, R"({"name": "progress", "options": {"refresh_seconds": 0}},
+      {"name": "checkpoint", "options": {"monitor": "val/loss", "every_n_epochs": 0}})");
+  CommandResult r = test_util::RunCommand(absl::StrCat(
+      "script -qec '", TRAINBUS_BIN, " train --config ", config, "' /dev/null"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ASSERT_THAT(r.output, HasSubstr("\r"));  // the bar was drawn in place
+  size_t at = 0;
+  int messages = 0;
+  while ((at = r.output.find("[checkpoint] saving", at)) != std::string::npos) {
+    ++messages;
+    const std::string before = r.output.substr(at >= 4 ? at - 4 : 0, std::min<size_t>(at, 4));
+    EXPECT_TRUE(before == "\r\033[K" || before.back() == '\n')
+        << "message glued to the line before it: ..." << r.output.substr(at >= 60 ? at - 60 : 0, 80);
+    at += 1;
+  }
+  EXPECT_GE(messages, 2);
+}
+
 TEST(ProgressPluginTest, PrintsLinesAndEpochSummariesWhenNotATerminal) {
   TempDir dir;
   std::string config = SmallConfig(
