@@ -620,6 +620,42 @@ TEST(SchedulersPluginTest, PlateauOnARecordOrOnTrainLoss) {
   }
 }
 
+// A plugin that runs before `schedulers` publishes the monitored metric in
+// the same OnIterationEnd round: the reduced lr is used from the next step
+// on, and its record says so (it was stamped one step early).
+class BleuPublisher : public Plugin {
+ public:
+  void OnIterationEnd(const IterationEndEvent& e, Control& c) override {
+    static const double kBleu[] = {10, 12, 11, 11, 13, 13, 13};
+    c.Publish(Record::Scalar("eval/bleu", kBleu[e.step % 7], e.step));
+  }
+};
+
+TEST(SchedulersPluginTest, APlateauRecordFromAnEarlierPluginIsStampedAtTheNextStep) {
+  Rig rig({0.1});
+  ASSERT_TRUE(rig.session.AddPlugin(MakePlugin<BleuPublisher>(), "bleu", /*priority=*/-1).ok());
+  auto p = MakeSchedulers(R"({"monitor": "eval/bleu", "schedule": {"type": "ReduceLROnPlateau",
+      "mode": "max", "patience": 1, "factor": 0.1}})");
+  ASSERT_TRUE(p.ok()) << p.status();
+  rig.Add(std::move(p).value());
+  rig.session.Begin(RunInfo());
+  rig.session.BeginEpoch();
+  for (int i = 0; i < 7; ++i) rig.session.EndIteration(1.0, 4);
+  rig.session.EndEpoch();
+  ASSERT_TRUE(rig.session.End().ok());
+  std::vector<std::pair<int64_t, double>> lr_records;
+  for (const auto& r : rig.recorder->records) {
+    if (r.tag == "schedulers/lr/group0") lr_records.emplace_back(r.step, r.value);
+  }
+  // Initial lr at step 0; reduced after the checks of steps 3 and 6, so used
+  // from steps 4 and 7.
+  ASSERT_EQ(lr_records.size(), 3u);
+  EXPECT_EQ(lr_records[0].first, 0);
+  EXPECT_EQ(lr_records[1].first, 4);
+  EXPECT_NEAR(lr_records[1].second, 0.01, 1e-15);
+  EXPECT_EQ(lr_records[2].first, 7);
+}
+
 TEST(SchedulersPluginTest, SteppingPastOneCycleTotalStepsStopsTheRun) {
   Rig rig({0.1});
   auto p = MakeSchedulers(R"({"schedule": {"type": "OneCycleLR", "max_lr": 0.1, "total_steps": 5}})");
