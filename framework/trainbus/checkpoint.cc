@@ -165,6 +165,8 @@ absl::StatusOr<CheckpointBlob> SerializeCheckpoint(torch::nn::Module* model,
   meta.set_epoch(state.epoch);
   meta.set_batch_index(state.batch_index);
   meta.set_sample_offset(state.sample_offset);
+  meta.set_epoch_iterations(state.epoch_iterations);
+  meta.set_epoch_loss_sum(state.epoch_loss_sum);
   if (optimizer != nullptr) {
     for (auto& group : optimizer->param_groups()) meta.add_learning_rates(group.options().get_lr());
   }
@@ -400,6 +402,8 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path, torch::n
   s.epoch = meta.epoch();
   s.batch_index = meta.batch_index();
   s.sample_offset = meta.sample_offset();
+  s.epoch_iterations = meta.epoch_iterations();
+  s.epoch_loss_sum = meta.epoch_loss_sum();
   s.batch_size = meta.batch_size();
   s.reason = meta.reason();
   s.wall_time = meta.wall_time();

@@ -51,6 +51,8 @@ struct CheckpointState {
   int64_t batch_index = 0;
   int64_t sample_offset = 0;  // samples of the epoch already used (0 when unknown)
   int64_t batch_size = 0;     // batch size of the next iteration (0 when unknown)
+  int64_t epoch_iterations = 0;  // iterations of the current epoch so far
+  double epoch_loss_sum = 0.0;   // and the sum of their losses
   std::string reason;
   std::map<std::string, std::string> plugin_states;
   std::string host_state;

@@ -121,8 +121,12 @@ struct ValidationEndEvent {
 struct EpochEndEvent {
   int64_t epoch = 0;
   int64_t step = 0;  // global step of the epoch's last iteration
-  int64_t iterations = 0;  // iterations the epoch actually ran
+  int64_t iterations = 0;  // iterations the epoch ran (across a resume, all of them)
   double mean_loss = 0.0;
+  // false when the run stopped inside the epoch (a stop request, Ctrl-C):
+  // mean_loss then covers only part of it, and metrics are the last
+  // validation's, not this epoch's.
+  bool complete = true;
   double duration_seconds = 0.0;
   absl::Span<const Metric> metrics;  // last validation metrics, if any
 };

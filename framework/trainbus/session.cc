@@ -131,6 +131,9 @@ absl::Status Session::SaveCheckpoint(const std::string& root, const std::string&
   state.next_step = next_step_;
   state.epoch = std::max<int64_t>(epoch_, 0);
   state.batch_index = batch_index_;
+  // Inside an epoch (also one a stop cut short): a resume completes it.
+  state.epoch_iterations = epoch_complete_ ? 0 : epoch_iterations_;
+  state.epoch_loss_sum = epoch_complete_ ? 0.0 : epoch_loss_sum_;
   state.reason = std::string(reason);
   state.host_state = host_state_;
   if (position_filler_) position_filler_(&state);
@@ -211,6 +214,9 @@ absl::StatusOr<CheckpointState> Session::Resume(const std::string& path) {
                                                  "' could not restore its state: ", s.message()));
     }
   }
+  resumed_epoch_ = state->epoch;
+  resumed_epoch_iterations_ = state->epoch_iterations;
+  resumed_epoch_loss_sum_ = state->epoch_loss_sum;
   for (const auto& [name, bytes] : state->plugin_states) {
     bool present = false;
     for (const auto& [n, p] : plugins_) present |= (n == name);
@@ -261,7 +267,14 @@ void Session::BeginEpoch(const EpochBeginEvent& e) {
   batch_index_ = 0;
   epoch_iterations_ = 0;
   epoch_loss_sum_ = 0.0;
+  if (e.epoch == resumed_epoch_) {
+    // The first epoch after a mid-epoch resume goes on from the checkpoint.
+    epoch_iterations_ = resumed_epoch_iterations_;
+    epoch_loss_sum_ = resumed_epoch_loss_sum_;
+  }
+  resumed_epoch_ = -1;
   in_epoch_ = true;
+  epoch_complete_ = false;
   epoch_time_ = iteration_time_ = Clock::now();
   bus_.set_position(next_step_, epoch_);
   Dispatch([&] { bus_.EpochBegin(e); });
@@ -328,8 +341,9 @@ void Session::EndValidation(const ValidationEndEvent& e) {
   Dispatch([&] { bus_.ValidationEnd(e); });
 }
 
-void Session::EndEpoch() {
+void Session::EndEpoch(bool complete) {
   EpochEndEvent e;
+  e.complete = complete;
   e.epoch = std::max<int64_t>(epoch_, 0);
   e.step = next_step_ - 1;
   e.iterations = epoch_iterations_;
@@ -341,6 +355,7 @@ void Session::EndEpoch() {
 
 void Session::EndEpoch(const EpochEndEvent& e) {
   in_epoch_ = false;
+  epoch_complete_ = e.complete;
   Dispatch([&] { bus_.EpochEnd(e); });
 }
 
@@ -390,7 +405,7 @@ absl::Status Session::End(const TrainEndEvent& event) {
     aborted_ = true;
     Dispatch([&] { bus_.Abort(AbortEvent{event.step, std::string(bus_.status().message())}); });
   }
-  if (in_epoch_) EndEpoch();
+  if (in_epoch_) EndEpoch(/*complete=*/false);
   Metrics final_metrics = last_metrics_;
   final_metrics.push_back({"train/loss", last_loss_});
   TrainEndEvent e = event;

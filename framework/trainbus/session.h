@@ -88,7 +88,8 @@ class Session {
   void EndIteration(const IterationEndEvent& e);
   void EndValidation(const Metrics& metrics);
   void EndValidation(const ValidationEndEvent& e);
-  void EndEpoch();
+  // complete: false when the run stops inside the epoch (EpochEndEvent::complete).
+  void EndEpoch(bool complete = true);
   void EndEpoch(const EpochEndEvent& e);
   // Announces a failure of the host's own loop (before End()).
   void Abort(std::string message);
@@ -162,7 +163,12 @@ class Session {
   bool ended_ = false;
   bool in_epoch_ = false;
   bool aborted_ = false;
-  int interrupt_signal_ = 0;  // the signal that stopped the run (interrupt.h), or 0
+  int interrupt_signal_ = 0;
+  // From Resume(): the position inside the epoch the checkpoint was taken in.
+  int64_t resumed_epoch_ = -1;
+  bool epoch_complete_ = true;  // the last epoch ended complete (or none began)
+  int64_t resumed_epoch_iterations_ = 0;
+  double resumed_epoch_loss_sum_ = 0.0;  // the signal that stopped the run (interrupt.h), or 0
   absl::Status end_status_;
   int64_t next_step_ = 0;
   int64_t epoch_ = -1;

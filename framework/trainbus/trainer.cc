@@ -501,7 +501,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
         // this epoch's end resumes there).
         m.offset = n;
       }
-      session.EndEpoch();
+      session.EndEpoch(/*complete=*/epoch_done);
       agree_on_stop();
       if (!epoch_done) break;
       ++m.epoch;

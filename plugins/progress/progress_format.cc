@@ -37,10 +37,10 @@ std::string FormatProgress(const ProgressLine& p, int bar_width) {
 
 std::string FormatEpochSummary(int64_t epoch, int64_t epochs, int64_t iterations,
                                double seconds, double mean_loss,
-                               absl::Span<const Metric> metrics) {
+                               absl::Span<const Metric> metrics, bool complete) {
   std::string out = epochs > 0 ? absl::StrCat("epoch ", epoch + 1, "/", epochs)
                                : absl::StrCat("epoch ", epoch + 1);
-  absl::StrAppend(&out, " done: ", iterations, " it in ", absl::StrFormat("%.1f", seconds),
+  absl::StrAppend(&out, complete ? " done: " : " stopped: ", iterations, " it in ", absl::StrFormat("%.1f", seconds),
                   " s, loss ", absl::StrFormat("%.4f", mean_loss));
   for (const Metric& m : metrics) {
     absl::StrAppend(&out, ", ", m.name, " ", absl::StrFormat("%.4f", m.value));

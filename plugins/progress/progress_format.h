@@ -28,9 +28,10 @@ struct ProgressLine {
 std::string FormatProgress(const ProgressLine& p, int bar_width);
 
 // "epoch 3/10 done: 250 it in 4.2 s, loss 0.412, val/loss 0.380, val/accuracy 0.912"
+// or, for an epoch the run stopped inside, "epoch 3/10 stopped: 31 it in ...".
 std::string FormatEpochSummary(int64_t epoch, int64_t epochs, int64_t iterations,
                                double seconds, double mean_loss,
-                               absl::Span<const Metric> metrics);
+                               absl::Span<const Metric> metrics, bool complete = true);
 
 // "00:12", "01:02:03"
 std::string FormatDuration(double seconds);

@@ -127,8 +127,10 @@ class ProgressPlugin : public Plugin {
 
   void OnEpochEnd(const EpochEndEvent& e, Control&) override {
     EndBar();
+    // A stopped epoch's metrics are an earlier validation's: leave them out.
     std::string text = FormatEpochSummary(e.epoch, epochs_, e.iterations, e.duration_seconds,
-                                          e.mean_loss, e.metrics);
+                                          e.mean_loss, e.complete ? e.metrics : absl::Span<const Metric>(),
+                                          e.complete);
     std::fprintf(out_, "%s\n", text.c_str());
     std::fflush(out_);
   }

@@ -23,6 +23,8 @@
 // ends with it.
 #include <cmath>
 #include <map>
+#include <set>
+#include <vector>
 #include <memory>
 #include <string>
 
@@ -130,12 +132,9 @@ class TensorBoardPlugin : public Plugin {
                       run.total_iterations, " iterations in total.\n");
       writer_->add_text("run/config", table, run.start_step);
     }
-    if (options_.GetBool("layout") && run.start_step == 0) {
-      CustomScalarChart loss{"loss: train vs val", {"^train/loss$", "^val/loss$"}, {}};
-      CustomScalarChart acc{"accuracy: train vs val", {"^train/accuracy$", "^val/accuracy$"}, {}};
-      CustomScalarChart lr{"learning rate", {"^lr/"}, {}};
-      writer_->add_custom_scalars({CustomScalarCategory{"training", {loss, acc, lr}, false}});
-    }
+    // The Custom Scalars layout is written once per run, by its first
+    // session, when the tags it charts are known (see WriteLayout).
+    layout_pending_ = options_.GetBool("layout") && run.start_step == 0;
   }
 
   void OnIterationEnd(const IterationEndEvent& e, Control& control) override {
@@ -143,12 +142,17 @@ class TensorBoardPlugin : public Plugin {
     const int64_t s = e.step;
     if (Every(options_.GetInt("loss_every_n"), s)) {
       writer_->add_scalar("train/loss", e.loss, s);
-      for (const Metric& m : e.metrics) writer_->add_scalar(m.name, m.value, s);
+      written_.insert("train/loss");
+      for (const Metric& m : e.metrics) {
+        writer_->add_scalar(m.name, m.value, s);
+        if (layout_pending_) written_.insert(m.name);
+      }
     }
     if (Every(options_.GetInt("lr_every_n"), s)) {
       for (size_t g = 0; g < e.learning_rates.size(); ++g) {
         writer_->add_scalar(absl::StrCat("lr/group", g), e.learning_rates[g], s);
       }
+      if (!e.learning_rates.empty()) written_.insert("lr/");
     }
     if (Every(options_.GetInt("timing_every_n"), s) && e.duration_seconds > 0) {
       writer_->add_scalar("time/iteration_ms", e.duration_seconds * 1e3, s);
@@ -174,12 +178,18 @@ class TensorBoardPlugin : public Plugin {
 
   void OnValidationEnd(const ValidationEndEvent& e, Control&) override {
     if (!writer_ || !options_.GetBool("validation")) return;
-    for (const Metric& m : e.metrics) writer_->add_scalar(m.name, m.value, e.step);
+    for (const Metric& m : e.metrics) {
+      writer_->add_scalar(m.name, m.value, e.step);
+      if (layout_pending_) written_.insert(m.name);
+    }
   }
 
   void OnEpochEnd(const EpochEndEvent& e, Control&) override {
     if (!writer_) return;
-    writer_->add_scalar("epoch/mean_loss", e.mean_loss, e.step);
+    // A partial epoch's mean is not an epoch's mean: a resume completes the
+    // epoch and writes it then.
+    if (e.complete) writer_->add_scalar("epoch/mean_loss", e.mean_loss, e.step);
+    if (e.complete) WriteLayout();
     // On disk at every epoch end, without making the training thread wait.
     absl::Status s = writer_->request_flush();
     if (!s.ok()) throw std::runtime_error(std::string(s.message()));
@@ -191,6 +201,7 @@ class TensorBoardPlugin : public Plugin {
 
   void OnTrainEnd(const TrainEndEvent& e, Control&) override {
     if (!writer_) return;
+    WriteLayout();
     if (hparams_written_) {
       writer_->add_session_end(SessionStatus(e), std::max(e.step, start_step_));
     }
@@ -216,6 +227,29 @@ class TensorBoardPlugin : public Plugin {
   }
 
  private:
+  // Train vs val loss, train vs val accuracy, learning rates: each chart and
+  // each series only for tags this run writes, so that every one of them
+  // resolves in TensorBoard (an embedded loop may have no accuracy at all).
+  void WriteLayout() {
+    if (!layout_pending_) return;
+    layout_pending_ = false;
+    std::vector<CustomScalarChart> charts;
+    auto chart = [&](const char* title, std::initializer_list<const char*> tags) {
+      CustomScalarChart c{title, {}, {}};
+      for (const char* tag : tags) {
+        if (written_.count(tag)) c.multiline_tags.push_back(absl::StrCat("^", tag, "$"));
+      }
+      if (!c.multiline_tags.empty()) charts.push_back(std::move(c));
+    };
+    chart("loss: train vs val", {"train/loss", "val/loss"});
+    chart("accuracy: train vs val", {"train/accuracy", "val/accuracy"});
+    if (written_.count("lr/")) charts.push_back({"learning rate", {"^lr/"}, {}});
+    written_.clear();
+    if (!charts.empty()) {
+      writer_->add_custom_scalars({CustomScalarCategory{"training", std::move(charts), false}});
+    }
+  }
+
   // Removes what an earlier session wrote at steps >= `step` (and its hparams
   // records) from the run's event files. Failing to is not fatal: TensorBoard's
   // own purge still applies, but the user is told.
@@ -266,6 +300,8 @@ class TensorBoardPlugin : public Plugin {
   std::string log_dir_;
   std::unique_ptr<tb::SummaryWriter> writer_;
   bool hparams_written_ = false;
+  bool layout_pending_ = false;
+  std::set<std::string> written_;  // scalar tags seen while the layout is pending
   bool images_written_ = false;
   int64_t start_step_ = 0;
   int64_t last_step_ = 0;
