@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The real TensorBoard, tensorboardX and a browser for tests/tensorboard_compat
+# (pinned, into build/test-tools; the train command needs none of them).
+scripts/setup-test-tools.sh
 scripts/build.sh
 (cd "${BUILD_DIR:-build}" && ctest --output-on-failure -j "$(nproc)" --timeout 600)
 # The same suites under AddressSanitizer + UndefinedBehaviorSanitizer, the
