@@ -50,6 +50,8 @@
 //     exactly (counters, best values). The checkpoint plugin stores the bytes.
 //   - Errors that must not be lost (e.g. a failed write) are returned from
 //     Close(); the run then ends with that error.
+//   - Plugins that write files override FlushForCheckpoint(): a checkpoint
+//     commits only once they have written everything up to its step.
 #ifndef TRAINBUS_PLUGIN_H_
 #define TRAINBUS_PLUGIN_H_
 

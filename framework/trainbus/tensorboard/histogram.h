@@ -6,7 +6,8 @@
 //   limits: -DBL_MAX, -1e20..., ..., -1e-12, 0, 1e-12, 1.1e-12, ..., ~1e20, DBL_MAX
 //
 // (1e-12 growing by x1.1 up to 1e20, mirrored for negatives, 0 between; 1551
-// limits). Bucket i holds the values v with limit[i-1] < v <= limit[i].
+// limits). Bucket i holds the values v with limit[i-1] <= v < limit[i], as
+// TensorFlow's writer counts.
 // min, max, num, sum and sum_squares are exact (sums in double). Only the
 // stretch from the first to the last non-empty bucket is emitted, and each
 // run of empty buckets inside it is merged into one bucket, as TensorFlow's
