@@ -697,12 +697,18 @@ TEST(Writer, AudioIsPcmWav) {
   ASSERT_TRUE(w->close().ok());
   const auto vals = Values(ReadRun(dir.path()));
   ASSERT_EQ(vals.size(), 2u);
-  const auto& a = vals[0].second.audio();
-  EXPECT_EQ(a.sample_rate(), 16000.0f);
-  EXPECT_EQ(a.num_channels(), 1);
-  EXPECT_EQ(a.length_frames(), 100);
-  EXPECT_EQ(a.content_type(), "audio/wav");
-  const std::string& wav = a.encoded_audio_string();
+  // TensorBoard's blob-sequence form: DT_STRING [1] = the WAV, encoding WAV.
+  const auto& a = vals[0].second;
+  EXPECT_EQ(a.metadata().plugin_data().plugin_name(), "audio");
+  EXPECT_EQ(a.metadata().data_class(), tb::proto::DATA_CLASS_BLOB_SEQUENCE);
+  tb::proto::AudioPluginData data;
+  ASSERT_TRUE(data.ParseFromString(a.metadata().plugin_data().content()));
+  EXPECT_EQ(data.encoding(), tb::proto::AudioPluginData::WAV);
+  EXPECT_EQ(a.tensor().dtype(), tb::proto::DT_STRING);
+  ASSERT_EQ(a.tensor().tensor_shape().dim_size(), 1);
+  EXPECT_EQ(a.tensor().tensor_shape().dim(0).size(), 1);
+  ASSERT_EQ(a.tensor().string_val_size(), 1);
+  const std::string& wav = a.tensor().string_val(0);
   ASSERT_EQ(wav.size(), 44u + 200u);
   EXPECT_EQ(wav.substr(0, 4), "RIFF");
   EXPECT_EQ(U32At(wav, 4), 36u + 200u);
@@ -716,10 +722,10 @@ TEST(Writer, AudioIsPcmWav) {
   EXPECT_EQ(U32At(wav, 40), 200u);
   EXPECT_EQ(static_cast<int16_t>(U16At(wav, 44)), 32767);
   EXPECT_EQ(static_cast<int16_t>(U16At(wav, 46)), static_cast<int16_t>(std::sin(0.1f) * 32767));
-  const auto& s = vals[1].second.audio();
-  EXPECT_EQ(s.num_channels(), 2);
-  EXPECT_EQ(U16At(s.encoded_audio_string(), 22), 2);
-  EXPECT_EQ(s.encoded_audio_string().size(), 44u + 200u);
+  const std::string& stereo = vals[1].second.tensor().string_val(0);
+  EXPECT_EQ(U16At(stereo, 22), 2);  // channels
+  EXPECT_EQ(U32At(stereo, 24), 8000u);
+  EXPECT_EQ(stereo.size(), 44u + 200u);
 }
 
 TEST(Writer, AddRecordDispatchesEveryKind) {

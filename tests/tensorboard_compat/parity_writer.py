@@ -124,9 +124,9 @@ def write(log_dir):
 
     # Custom scalars.
     w.add_custom_scalars({
-        "Losses": {"loss": ["Multiline", ["loss/train", "loss/val"]],
-                   "band": ["Margin", ["acc/mean", "acc/lo", "acc/hi"]]},
-        "Speed": {"ips": ["Multiline", ["perf/.*"]]},
+        "Losses": {"loss": ["Multiline", ["scalar/linear", "scalar/special"]],
+                   "band": ["Margin", ["scalar/linear", "scalar/linear", "scalar/special"]]},
+        "Speed": {"ips": ["Multiline", ["scalar/.*"]]},
     })
 
     # Audio. tensorboardX prints a warning for the clipped stereo clip.

@@ -31,6 +31,7 @@ from PIL import Image
 from tensorboard import plugin_util
 from tensorboard.backend.event_processing import event_file_loader
 from tensorboard.compat.proto import summary_pb2, types_pb2
+from tensorboard.plugins.audio import plugin_data_pb2 as audio_pb2
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams import plugin_data_pb2 as hparams_pb2
@@ -99,6 +100,14 @@ DIFFERENCES = {
         "trainbus converts samples to 16-bit PCM by truncation (x * 32767 toward zero, "
         "as torch.utils.tensorboard does), tensorboardX through libsndfile by rounding to "
         "nearest: samples may differ by 1/32767.",
+    "audio_tensor_form":
+        "trainbus writes audio in TensorBoard's blob-sequence form (plugin 'audio', a "
+        "DT_STRING [1] tensor holding the WAV, encoding WAV), which both of TensorBoard's loaders "
+        "serve as audio/wav; tensorboardX (and PyTorch) write the legacy Summary.Audio, "
+        "which TensorBoard's data server serves as application/octet-stream. Compared as "
+        "TensorBoard loads them (it converts the legacy form into the tensor form): the WAV "
+        "clip, its header and the encoding; the legacy-only metadata fields (display name, "
+        "converted_to_tensor) are not.",
     "wav_bytes":
         "Different WAV writers; the decoded header fields and samples are compared, not "
         "the bytes.",
@@ -501,25 +510,34 @@ class TensorboardXParityTest(unittest.TestCase):
 
     def test_audio(self):
         difference("soundfile_stand_in")
+        difference("audio_tensor_form")
         note = f"(tensorboardX audio via {parity_writer.SOUNDFILE_USED})"
         for key in self.keys("audio"):
             for x, y in self.pairs(key):
                 where = f"{key}@{x.step} {note}"
-                ax, ay = x.raw.audio, y.raw.audio
-                for field in ("sample_rate", "num_channels", "length_frames", "content_type"):
-                    self.assertEqual(getattr(ax, field), getattr(ay, field), f"{where}: {field}")
-                self.assertEqual(ax.content_type, "audio/wav", where)
+                # As written: trainbus the tensor form, tensorboardX the legacy one.
+                self.assertEqual(x.raw.WhichOneof("value"), "tensor", where)
+                ay = y.raw.audio
+                self.assertEqual(ay.content_type, "audio/wav", where)
+                # As TensorBoard loads them: one WAV clip each, encoding WAV.
+                tx, ty = x.loaded.tensor, y.loaded.tensor
+                self.assertEqual([d.size for d in tx.tensor_shape.dim], [1], where)
+                self.assertEqual([d.size for d in ty.tensor_shape.dim], [1], where)
+                for v in (x.loaded, y.loaded):
+                    self.assertEqual(v.metadata.plugin_data.plugin_name, "audio", where)
+                    content = audio_pb2.AudioPluginData.FromString(v.metadata.plugin_data.content)
+                    self.assertEqual(content.encoding, audio_pb2.AudioPluginData.WAV, where)
+                    self.assertEqual(v.metadata.data_class, summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
+                                     where)
                 difference("wav_bytes")
-                wx, sx = decode_wav(ax.encoded_audio_string)
-                wy, sy = decode_wav(ay.encoded_audio_string)
+                wx, sx = decode_wav(tx.string_val[0])
+                wy, sy = decode_wav(ty.string_val[0])
                 self.assertEqual(wx, wy, f"{where}: WAV header")
-                self.assertEqual(wx, (ax.num_channels, 2, int(ax.sample_rate), ax.length_frames),
+                self.assertEqual(wx, (ay.num_channels, 2, int(ay.sample_rate), ay.length_frames),
                                  where)
                 difference("audio_rounding")
                 diff = np.abs(sx.astype(np.int32) - sy.astype(np.int32))
                 self.assertLessEqual(int(diff.max()), 1, f"{where}: samples differ by > 1/32767")
-                self.assert_loaded_metadata_equal(key, x, y)
-                self.assertEqual(x.loaded.metadata.plugin_data.plugin_name, "audio")
 
 
 def merged_buckets(h):

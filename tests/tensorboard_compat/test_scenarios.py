@@ -974,6 +974,45 @@ class TwoOptimizersTest(Scenario, unittest.TestCase):
         self.report(problems)
 
 
+class AllKindsTest(Scenario, unittest.TestCase):
+    """Every kind trainbus's SummaryWriter writes (tests/tensorboard_compat/
+    parity_writer.cc: scalars, add_scalars sub-runs, histograms, images,
+    text, hparams, PR curves, custom scalars, audio) through both loaders:
+    each dashboard shows it, and the loaders agree (the common checks)."""
+
+    @classmethod
+    def run_scenario(cls):
+        writer = os.environ.get("TRAINBUS_PARITY_WRITER")
+        if not writer or not os.access(writer, os.X_OK):
+            raise tb.SetupError("TRAINBUS_PARITY_WRITER does not name the built parity_writer "
+                                "(ctest sets it; build the tree)")
+        cls.root.mkdir(parents=True)
+        cls.results["run"] = tb.run_trainbus([cls.root / "kinds", "--one-experiment"],
+                                             binary=writer, timeout=120)
+        cls.capture("every kind")
+
+    def test_exit_code(self):
+        r = self.results["run"]
+        self.assertEqual(r.returncode, 0, r.describe())
+
+    def test_every_dashboard_shows_its_kind(self):
+        ph = self.phase("every kind")
+        problems = []
+        for loader in LOADERS:
+            snap = ph.snaps[loader]
+            for kind in ("scalars", "histograms", "distributions", "images", "audio", "text",
+                         "pr_curves"):
+                if not any(pts for run in snap.series[kind].values() for pts in run.values()):
+                    problems.append("%s: the %s dashboard shows nothing" % (snap.loader, kind))
+            if not snap.layout:
+                problems.append("%s: no Custom Scalars layout" % snap.loader)
+            if not snap.session_groups.get("sessionGroups"):
+                problems.append("%s: no HParams session" % snap.loader)
+            if snap.blob_errors:
+                problems.append("%s: %s" % (snap.loader, "; ".join(snap.blob_errors[:4])))
+        self.report(problems)
+
+
 class EmbedExampleTest(Scenario, unittest.TestCase):
     """examples/embed's with_trainbus (Session + its own SummaryWriter)."""
 

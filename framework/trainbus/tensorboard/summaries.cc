@@ -402,14 +402,21 @@ absl::StatusOr<proto::Summary> AudioSummary(std::string_view tag, const at::Tens
                                 "; pass floating point samples in [-1, 1] (or int16 PCM)"));
   }
   const uint32_t rate = static_cast<uint32_t>(std::lround(sample_rate));
+  // TensorBoard's blob-sequence form of audio, exactly what its own loader
+  // turns the legacy Summary.Audio into: a DT_STRING [clips] tensor of WAV
+  // files, the encoding in the plugin data, data_class BLOB_SEQUENCE. Both
+  // of TensorBoard's loaders serve it as audio/wav; the legacy form is
+  // served as application/octet-stream by the data server.
   proto::Summary s;
-  proto::Summary::Audio* a = AddValue(&s, tag)->mutable_audio();
-  a->set_sample_rate(static_cast<float>(sample_rate));
-  a->set_num_channels(channels);
-  a->set_length_frames(frames);
-  a->set_encoded_audio_string(EncodeWav(t.data_ptr<int16_t>(), static_cast<size_t>(frames),
-                                        static_cast<int>(channels), rate));
-  a->set_content_type("audio/wav");
+  proto::Summary::Value* v = AddValue(&s, tag);
+  proto::AudioPluginData data;
+  data.set_encoding(proto::AudioPluginData::WAV);
+  SetPlugin(v, "audio", data.SerializeAsString(), proto::DATA_CLASS_BLOB_SEQUENCE);
+  proto::TensorProto* tensor = v->mutable_tensor();
+  tensor->set_dtype(proto::DT_STRING);
+  tensor->mutable_tensor_shape()->add_dim()->set_size(1);
+  tensor->add_string_val(EncodeWav(t.data_ptr<int16_t>(), static_cast<size_t>(frames),
+                                   static_cast<int>(channels), rate));
   return s;
 }
 

@@ -32,8 +32,11 @@
 //                     ComputePrCurve).
 //   CustomScalarsSummary  plugin "custom_scalars", tag custom_scalars__config__,
 //                     a DT_STRING scalar holding the serialized Layout.
-//   AudioSummary      Value.audio, 16-bit PCM WAV ("audio/wav"); samples in
-//                     [-1, 1] (clamped), shape [frames] or [frames, channels].
+//   AudioSummary      plugin "audio": a DT_STRING [1] tensor holding a 16-bit
+//                     PCM WAV, encoding WAV, data_class BLOB_SEQUENCE
+//                     (TensorBoard's blob-sequence form; both of its loaders
+//                     serve it as audio/wav); samples in [-1, 1] (clamped),
+//                     shape [frames] or [frames, channels].
 //
 // Tensors may live on any device and have any strides; they are read, never
 // modified. All functions are thread-safe.
