@@ -2,8 +2,8 @@
 # Builds (Release, build-bench/) and runs every benchmark, then prints the
 # numbers the README's table is made of.
 #
-#   scripts/bench.sh                 # bus, trainer overhead, TensorBoard writer
-#   scripts/bench.sh bus trainer     # a subset (bus | trainer | tensorboard)
+#   scripts/bench.sh                 # bus, trainer overhead, TensorBoard writer, checkpoint barrier
+#   scripts/bench.sh bus trainer     # a subset (bus | trainer | tensorboard | checkpoint)
 #
 # REPETITIONS (default 15) sets the repetitions of the trainer comparison,
 # run with random interleaving so that the bare loop and the trainer are
@@ -17,7 +17,7 @@ scripts/setup.sh
 build_dir="${BENCH_BUILD_DIR:-build-bench}"
 reps="${REPETITIONS:-15}"
 suites=("$@")
-[ ${#suites[@]} -eq 0 ] && suites=(bus trainer tensorboard)
+[ ${#suites[@]} -eq 0 ] && suites=(bus trainer tensorboard checkpoint)
 
 if [ ! -f "$build_dir/build.ninja" ]; then
   cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
@@ -29,7 +29,8 @@ for s in "${suites[@]}"; do
     bus) targets+=(bus_bench) ;;
     trainer) targets+=(trainer_overhead_bench) ;;
     tensorboard) targets+=(tensorboard_writer_bench) ;;
-    *) echo "bench: unknown suite '$s' (bus, trainer, tensorboard)" >&2; exit 2 ;;
+    checkpoint) targets+=(checkpoint_barrier_bench) ;;
+    *) echo "bench: unknown suite '$s' (bus, trainer, tensorboard, checkpoint)" >&2; exit 2 ;;
   esac
 done
 cmake --build "$build_dir" -j "$(nproc)" --target "${targets[@]}"
@@ -80,6 +81,14 @@ for s in "${suites[@]}"; do
         --benchmark_out="$results/tensorboard_writer.json" --benchmark_out_format=json \
         | tee "$results/tensorboard_writer.txt" >/dev/null
       medians "$results/tensorboard_writer.txt"
+      ;;
+    checkpoint)
+      echo; echo "== checkpoint flush barrier: without / with file-writing plugins (median of 3) =="
+      "$build_dir/bench/checkpoint/checkpoint_barrier_bench" --benchmark_repetitions=3 \
+        --benchmark_report_aggregates_only=true \
+        --benchmark_out="$results/checkpoint_barrier.json" --benchmark_out_format=json \
+        2>/dev/null | tee "$results/checkpoint_barrier.txt" >/dev/null
+      medians "$results/checkpoint_barrier.txt"
       ;;
   esac
 done
