@@ -50,6 +50,13 @@ Session::Session(HookErrorPolicy policy) : bus_(policy) {
 
 Session::~Session() {
   if (begun_ && !ended_) {
+    // The host did not call End(): an early return or an exception in its
+    // loop. Its model and optimizer may already be destroyed (declared after
+    // the session), so plugins get none from here on; the run ends as failed,
+    // and what the writers hold is still flushed.
+    Bind(nullptr, nullptr);
+    Abort("the session was destroyed without End() (an early return or an exception in the "
+          "training loop); call End() to end a run normally");
     absl::Status s = End();
     if (!s.ok()) std::cerr << "[trainbus] session ended with an error: " << s.message() << "\n";
   }

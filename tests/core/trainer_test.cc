@@ -25,6 +25,7 @@
 #include "trainbus/data/datasets.h"
 #include "trainbus/plugin.h"
 #include "trainbus/session.h"
+#include "trainbus/tensorboard/event_file_reader.h"
 #include "trainbus/trainer.h"
 #include "test_util.h"
 
@@ -625,6 +626,52 @@ TEST(DatasetTest, Cifar10ReadsBinaryBatchesAndRejectsBadOnes) {
   write_batch("test_batch.bin", 3, 7);
   EXPECT_THAT(Msg(LoadCifar10(dir.path(), 0, 0).status()),
               AllOf(HasSubstr("test_batch.bin is not a CIFAR-10 binary batch"), HasSubstr("3073")));
+}
+
+// An embedding program returns early (or throws) with the session declared
+// before the model, as the README shows: the session's destructor ends the
+// run after the model is gone. Plugins must not touch it (this crashed in
+// early_stopping's restore_best_weights; ASan sees any use of the freed
+// model), the run ends as failed, and the event files are complete.
+TEST(SessionTest, ReturningEarlyWithoutEndIsSafeAndEndsTheRunAsFailed) {
+  TempDir dir;
+  auto config = ParseRunConfig(absl::StrCat(R"({"name": "early", "log_root": ")", dir.path(), R"(",
+      "plugins": [{"name": "early_stopping", "options": {"monitor": "val/loss",
+                   "restore_best_weights": true}},
+                  {"name": "tensorboard"}]})"), "json", "cfg");
+  ASSERT_TRUE(config.ok()) << config.status();
+  {
+    auto session = Session::Create(*config);
+    ASSERT_TRUE(session.ok()) << session.status();
+    (*session)->bus().set_log_sink([](absl::string_view) {});
+    auto model = std::make_unique<torch::nn::Linear>(4, 2);
+    torch::optim::SGD optimizer((*model)->parameters(), torch::optim::SGDOptions(0.1));
+    (*session)->Bind(model->get(), &optimizer);
+    (*session)->Begin(RunInfo());
+    (*session)->BeginEpoch();
+    for (int i = 0; i < 3; ++i) {
+      (*session)->EndIteration(1.0 / (i + 1), 8);
+      (*session)->EndValidation({{"val/loss", 1.0 / (i + 1)}});
+    }
+    model.reset();  // the model goes first, then the session without End()
+  }
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(dir.path() + "/early")) files.push_back(e.path());
+  ASSERT_EQ(files.size(), 1u);
+  auto contents = tensorboard::ReadEventFile(files[0]);
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  EXPECT_EQ(contents->end, tensorboard::EventFileReader::State::kEnd);
+  int losses = 0;
+  std::string end_text;
+  for (const auto& e : contents->events) {
+    for (const auto& v : e.summary().value()) {
+      losses += v.tag() == "train/loss";
+      if (v.tag() == "run/end") end_text = v.tensor().string_val(0);
+    }
+  }
+  EXPECT_EQ(losses, 3);
+  EXPECT_THAT(end_text, HasSubstr("Run failed after step 2"));
+  EXPECT_THAT(end_text, HasSubstr("destroyed without End()"));
 }
 
 }  // namespace
