@@ -1,4 +1,5 @@
 // The LibTorch side: the trainer loop, datasets and models.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -26,6 +27,7 @@
 #include "trainbus/plugin.h"
 #include "trainbus/session.h"
 #include "trainbus/tensorboard/event_file_reader.h"
+#include "trainbus/tensorboard/proto/hparams.pb.h"
 #include "trainbus/trainer.h"
 #include "test_util.h"
 
@@ -672,6 +674,45 @@ TEST(SessionTest, ReturningEarlyWithoutEndIsSafeAndEndsTheRunAsFailed) {
   EXPECT_EQ(losses, 3);
   EXPECT_THAT(end_text, HasSubstr("Run failed after step 2"));
   EXPECT_THAT(end_text, HasSubstr("destroyed without End()"));
+}
+
+// The HParams dashboard's status of a run that nonfinite_guard stopped on a
+// NaN loss is a failure, not a success (it was STATUS_SUCCESS for every run).
+TEST(SessionTest, ARunStoppedOnANonFiniteLossShowsAsFailedInHParams) {
+  TempDir dir;
+  auto config = ParseRunConfig(absl::StrCat(R"({"name": "nan", "log_root": ")", dir.path(), R"(",
+      "plugins": [{"name": "nonfinite_guard", "options": {"check_gradients": false}},
+                  {"name": "tensorboard"}]})"), "json", "cfg");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto session = Session::Create(*config);
+  ASSERT_TRUE(session.ok()) << session.status();
+  (*session)->bus().set_log_sink([](absl::string_view) {});
+  torch::nn::Linear model(4, 2);
+  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.1));
+  (*session)->Bind(model.ptr().get(), &optimizer);
+  RunInfo run;
+  run.hparams = {{"lr", "0.1"}};
+  (*session)->Begin(run);
+  (*session)->BeginEpoch();
+  (*session)->EndIteration(1.0, 8);
+  (*session)->EndIteration(std::nan(""), 8);
+  EXPECT_TRUE((*session)->ShouldStop());
+  ASSERT_TRUE((*session)->End().ok());
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(dir.path() + "/nan")) files.push_back(e.path());
+  ASSERT_EQ(files.size(), 1u);
+  auto contents = tensorboard::ReadEventFile(files[0]);
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  int status = -1;
+  for (const auto& e : contents->events) {
+    for (const auto& v : e.summary().value()) {
+      if (v.tag() != "_hparams_/session_end_info") continue;
+      tensorboard::proto::hparams::HParamsPluginData data;
+      ASSERT_TRUE(data.ParseFromString(v.metadata().plugin_data().content()));
+      status = data.session_end_info().status();
+    }
+  }
+  EXPECT_EQ(status, tensorboard::proto::hparams::STATUS_FAILURE);
 }
 
 }  // namespace

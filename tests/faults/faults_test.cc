@@ -49,6 +49,7 @@ using ::testing::AllOf;
 using ::testing::AnyOf;
 using ::testing::StartsWith;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using Clock = std::chrono::steady_clock;
 
 // An upper bound for anything the tests wait for; it never decides a result.
@@ -509,6 +510,57 @@ TEST_P(InterruptTest, StopsAtTheEndOfTheIterationAndWritesEverything) {
     EXPECT_EQ(t.count_legacy, kKillRunSteps);
     EXPECT_EQ(t.written, kKillRunSteps);
   }
+}
+
+// A second Ctrl-C does not wait for a shutdown that hangs (here a plugin
+// whose Close() never returns, with a 60 s limit): the event files are
+// flushed and the process exits at once with 130.
+TEST(SecondInterruptTest, ExitsAtOnceAfterFlushingTheEventFiles) {
+  TempDir dir;
+  const std::string config = dir.Write("hang.json", absl::StrCat(R"({
+    "name": "hang", "log_root": ")", dir.path(), R"(/runs",
+    "trainer": {"epochs": 20, "batch_size": 16, "seed": 42, "num_threads": 1},
+    "model": {"type": "mlp", "hidden": [32]},
+    "dataset": {"type": "shapes", "train_samples": 320, "val_samples": 32, "seed": 7},
+    "plugin_close_timeout_seconds": 60,
+    "plugins": [
+      {"name": "progress", "options": {"mode": "lines", "every_n_iterations": 1}},
+      {"name": "tensorboard", "options": {"flush_secs": 100000, "images": 0,
+                                          "histograms_every_n": 0}},
+      {"name": "test_hangs_in_close", "library": ")", TEST_PLUGIN_ROOT,
+                                       R"(/hangs/libtrainbus_test_hangs.so"}]})"));
+  const std::string run_dir = dir.path() + "/runs/hang";
+  Child child = Spawn({"train", "--config", config});
+  ASSERT_GT(child.pid, 0);
+  KillOnExit guard{child.pid};
+  std::string output;
+  char buf[512];
+  auto read_until = [&](const std::string& text) {
+    while (!absl::StrContains(output, text)) {
+      ssize_t n = read(child.out, buf, sizeof(buf));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      output.append(buf, n);
+    }
+    return true;
+  };
+  ASSERT_TRUE(read_until(" 5/20 it")) << output;
+  ASSERT_EQ(kill(child.pid, SIGINT), 0);
+  // The run stops and reaches the plugins' Close(), where one hangs.
+  ASSERT_TRUE(read_until("run interrupted after step")) << output;
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto second = Clock::now();
+  ASSERT_EQ(kill(child.pid, SIGINT), 0);
+  Result r = Finish(child);
+  guard.pid = -1;
+  const double seconds = std::chrono::duration<double>(Clock::now() - second).count();
+  r.output = output + r.output;
+  EXPECT_EQ(r.exit_code, 130) << r.output;
+  EXPECT_LT(seconds, 10) << "the second SIGINT did not end the process promptly";
+  EXPECT_THAT(r.output, HasSubstr("second SIGINT: flushing event files and exiting now"));
+  EXPECT_THAT(r.output, Not(HasSubstr("finished:")));
+  // Every step the run made is in the event file, once.
+  EXPECT_GE(ContiguousLossSteps(run_dir), 6) << r.output;
 }
 
 INSTANTIATE_TEST_SUITE_P(Signals, InterruptTest, ::testing::Values(SIGINT, SIGTERM),
