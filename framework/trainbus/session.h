@@ -5,7 +5,7 @@
 //
 //   auto session = trainbus::Session::FromConfigFile("plugins.json");  // or Create(...)
 //   if (!session.ok()) { std::cerr << session.status().message() << "\n"; return 1; }
-//   (*session)->Bind(model.ptr().get(), &optimizer);   // enables lr control, weights access
+//   (*session)->Bind(model, &optimizer);   // a holder, a shared_ptr or a Module*
 //   trainbus::RunInfo run;  run.epochs = 10;  run.batch_size = 64;
 //   (*session)->Begin(run);
 //   for (int epoch = 0; epoch < 10 && !(*session)->ShouldStop(); ++epoch) {
@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -75,8 +76,24 @@ class Session {
   void set_log_dir(std::string dir) { log_dir_ = std::move(dir); }
   const std::string& log_dir() const { return log_dir_; }
 
-  // Makes the model and optimizer visible to plugins (may be null).
+  // Makes the model and optimizer visible to plugins (may be null). Takes
+  // what LibTorch code holds: a Module* (&net for a struct deriving from
+  // torch::nn::Module), a module holder (torch::nn::Sequential, Linear, any
+  // TORCH_MODULE type) or a std::shared_ptr to a module:
+  //   session->Bind(&net, &optimizer);
+  //   session->Bind(sequential, &optimizer);
+  // The session does not own them: keep them alive until End() (a session
+  // destroyed without End() unbinds them before it ends the run).
   void Bind(torch::nn::Module* model, torch::optim::Optimizer* optimizer);
+  template <typename Holder,
+            typename = decltype(static_cast<torch::nn::Module*>(std::declval<Holder&>().ptr().get()))>
+  void Bind(Holder& model, torch::optim::Optimizer* optimizer) {
+    Bind(static_cast<torch::nn::Module*>(model.ptr().get()), optimizer);
+  }
+  template <typename M>
+  void Bind(const std::shared_ptr<M>& model, torch::optim::Optimizer* optimizer) {
+    Bind(static_cast<torch::nn::Module*>(model.get()), optimizer);
+  }
 
   // --- the lifecycle, in this order ---------------------------------------
   void Begin(RunInfo run);

@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/sgd.h>
 
@@ -713,6 +714,41 @@ TEST(SessionTest, ARunStoppedOnANonFiniteLossShowsAsFailedInHParams) {
     }
   }
   EXPECT_EQ(status, tensorboard::proto::hparams::STATUS_FAILURE);
+}
+
+// Bind takes what LibTorch code holds: a holder (Sequential), a shared_ptr,
+// or a Module*. Plugins then see the model.
+class ModelSeer : public Plugin {
+ public:
+  void OnIterationEnd(const IterationEndEvent&, Control& c) override { seen = c.model(); }
+  torch::nn::Module* seen = nullptr;
+};
+
+TEST(SessionTest, BindTakesHoldersSharedPointersAndPointers) {
+  torch::nn::Sequential sequential(torch::nn::Linear(4, 3), torch::nn::Linear(3, 2));
+  auto shared = std::make_shared<torch::nn::LinearImpl>(4, 2);
+  torch::optim::SGD optimizer(sequential->parameters(), torch::optim::SGDOptions(0.1));
+  for (int how = 0; how < 3; ++how) {
+    Session session;
+    auto seer = MakePlugin<ModelSeer>();
+    ModelSeer* raw = seer.get();
+    ASSERT_TRUE(session.AddPlugin(std::move(seer), "seer").ok());
+    torch::nn::Module* want = nullptr;
+    if (how == 0) {
+      session.Bind(sequential, &optimizer);
+      want = sequential.ptr().get();
+    } else if (how == 1) {
+      session.Bind(shared, &optimizer);
+      want = shared.get();
+    } else {
+      session.Bind(shared.get(), &optimizer);
+      want = shared.get();
+    }
+    session.Begin(RunInfo());
+    session.EndIteration(1.0, 4);
+    ASSERT_TRUE(session.End().ok());
+    EXPECT_EQ(raw->seen, want) << "way " << how;
+  }
 }
 
 }  // namespace

@@ -125,6 +125,21 @@ TEST_F(SdkTest, TheInstallHoldsTheProgramPluginsAndPackage) {
   EXPECT_FALSE(fs::exists(fs::path(prefix_) / "lib/trainbus/plugins/libtrainbus_grad_norm.so"));
 }
 
+// pkg-config finds the headers and libraries where the package was
+// installed, not at the prefix the build was configured with.
+TEST_F(SdkTest, PkgConfigPointsIntoTheInstallPrefix) {
+  const std::string pc = absl::StrCat(kCleanEnv, "PKG_CONFIG_PATH=", Quote(prefix_ + "/lib/pkgconfig"),
+                                      " pkg-config --variable=");
+  for (const auto& [variable, dir] :
+       std::vector<std::pair<std::string, std::string>>{{"includedir", "include"}, {"libdir", "lib"}}) {
+    CommandResult r = RunCommand(absl::StrCat(pc, variable, " trainbus"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    std::string value = r.output.substr(0, r.output.find('\n'));
+    EXPECT_EQ(fs::weakly_canonical(value), fs::weakly_canonical(fs::path(prefix_) / dir))
+        << variable << " = " << value;
+  }
+}
+
 TEST_F(SdkTest, OutOfTreeBuildsSeeOnlyTheInstalledPackage) {
   for (const std::string& build : {embed_build_, plugin_build_, headers_build_}) {
     const std::string cache = ReadFile(build + "/CMakeCache.txt");
