@@ -209,6 +209,27 @@ int64_t ContiguousLossSteps(const std::string& run_dir) {
   return static_cast<int64_t>(steps.size());
 }
 
+// train/loss of the only run under `log_root`, as TensorBoard shows it:
+// both loaders (their rules replayed by inspect) show steps 0..steps-1, each
+// once, and the files hold each step once.
+void ExpectEachLossStepOnce(const std::string& log_root, int64_t steps) {
+  auto report = tb::InspectLogDir(log_root);
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_EQ(report->runs.size(), 1u);
+  bool found = false;
+  for (const tb::InspectTag& t : report->runs[0].tags) {
+    if (t.tag != "train/loss") continue;
+    found = true;
+    EXPECT_EQ(t.count, steps);
+    EXPECT_EQ(t.count_legacy, steps);
+    EXPECT_EQ(t.written, steps);
+    EXPECT_EQ(t.duplicate_steps, 0);
+    EXPECT_EQ(t.first_step, 0);
+    EXPECT_EQ(t.last_step, steps - 1);
+  }
+  EXPECT_TRUE(found) << "no train/loss under " << log_root;
+}
+
 bool IsReadable(const tb::EventFileContents& c) {
   return c.end == tb::EventFileReader::State::kEnd ||
          c.end == tb::EventFileReader::State::kTruncated;
@@ -341,24 +362,9 @@ TEST(KillTest, SigkillMidRunLosesNothingFlushedAndResumeWritesEveryStep) {
   files = ReadEventFiles(run_dir);
   ASSERT_EQ(files.size(), 2u);
   for (const EventFile& f : files) EXPECT_TRUE(IsReadable(f.contents)) << f.contents.problem;
-  // Both of TensorBoard's loaders, replayed by inspect, show each step once.
-  auto report = tb::InspectLogDir(dir.path() + "/runs");
-  ASSERT_TRUE(report.ok()) << report.status();
-  ASSERT_EQ(report->runs.size(), 1u);
-  bool found = false;
-  for (const tb::InspectTag& t : report->runs[0].tags) {
-    if (t.tag != "train/loss") continue;
-    found = true;
-    EXPECT_EQ(t.count, kKillRunSteps);
-    EXPECT_EQ(t.count_legacy, kKillRunSteps);
-    EXPECT_EQ(t.duplicate_steps, 0);
-    EXPECT_EQ(t.backward_steps, 0);
-    EXPECT_EQ(t.first_step, 0);
-    EXPECT_EQ(t.last_step, kKillRunSteps - 1);
-    // The killed session's tail was cut from its file: nothing is written twice.
-    EXPECT_EQ(t.written, kKillRunSteps);
-  }
-  EXPECT_TRUE(found);
+  // Both of TensorBoard's loaders show each step once; the killed session's
+  // tail was cut from its file, so nothing is written twice either.
+  ExpectEachLossStepOnce(dir.path() + "/runs", kKillRunSteps);
 }
 
 // A checkpoint every 7 iterations (not at epoch ends) and no periodic flush:
@@ -424,16 +430,7 @@ TEST(FlushBarrierTest, KillAtRandomMomentsThenResumeWritesEveryStepOnce) {
 
     Result resumed = RunTrainbus({"train", "--config", config, "--resume", run_dir + "/checkpoints"});
     ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
-    auto report = tb::InspectLogDir(dir.path() + "/runs");
-    ASSERT_TRUE(report.ok()) << report.status();
-    ASSERT_EQ(report->runs.size(), 1u);
-    for (const tb::InspectTag& t : report->runs[0].tags) {
-      if (t.tag != "train/loss") continue;
-      EXPECT_EQ(t.count, kBarrierRunSteps);
-      EXPECT_EQ(t.count_legacy, kBarrierRunSteps);
-      EXPECT_EQ(t.written, kBarrierRunSteps);
-      EXPECT_EQ(t.last_step, kBarrierRunSteps - 1);
-    }
+    ExpectEachLossStepOnce(dir.path() + "/runs", kBarrierRunSteps);
     // The csv file: train/loss rows for steps 0..n-1, each once (the resume
     // removed the killed session's rows after the checkpoint).
     std::string csv = test_util::ReadFile(run_dir + "/scalars.csv");
@@ -501,15 +498,7 @@ TEST_P(InterruptTest, StopsAtTheEndOfTheIterationAndWritesEverything) {
 
   Result resumed = RunTrainbus({"train", "--config", config, "--resume", run_dir + "/checkpoints"});
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
-  auto report = tb::InspectLogDir(dir.path() + "/runs");
-  ASSERT_TRUE(report.ok()) << report.status();
-  ASSERT_EQ(report->runs.size(), 1u);
-  for (const tb::InspectTag& t : report->runs[0].tags) {
-    if (t.tag != "train/loss") continue;
-    EXPECT_EQ(t.count, kKillRunSteps);
-    EXPECT_EQ(t.count_legacy, kKillRunSteps);
-    EXPECT_EQ(t.written, kKillRunSteps);
-  }
+  ExpectEachLossStepOnce(dir.path() + "/runs", kKillRunSteps);
 }
 
 // A second Ctrl-C does not wait for a shutdown that hangs (here a plugin
