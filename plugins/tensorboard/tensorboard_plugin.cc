@@ -142,7 +142,7 @@ class TensorBoardPlugin : public Plugin {
     const int64_t s = e.step;
     if (Every(options_.GetInt("loss_every_n"), s)) {
       writer_->add_scalar("train/loss", e.loss, s);
-      written_.insert("train/loss");
+      if (layout_pending_) written_.insert("train/loss");
       for (const Metric& m : e.metrics) {
         writer_->add_scalar(m.name, m.value, s);
         if (layout_pending_) written_.insert(m.name);
@@ -152,7 +152,7 @@ class TensorBoardPlugin : public Plugin {
       for (size_t g = 0; g < e.learning_rates.size(); ++g) {
         writer_->add_scalar(absl::StrCat("lr/group", g), e.learning_rates[g], s);
       }
-      if (!e.learning_rates.empty()) written_.insert("lr/");
+      if (layout_pending_ && !e.learning_rates.empty()) written_.insert("lr/");
     }
     if (Every(options_.GetInt("timing_every_n"), s) && e.duration_seconds > 0) {
       writer_->add_scalar("time/iteration_ms", e.duration_seconds * 1e3, s);
@@ -263,8 +263,9 @@ class TensorBoardPlugin : public Plugin {
     }
     if (r->files_rewritten > 0) {
       control.Log(absl::StrCat("resuming at step ", step, ": removed ", r->events_removed,
-                               " events at steps >= ", step, " from ", r->files_rewritten,
-                               " earlier event file", r->files_rewritten == 1 ? "" : "s"));
+                               " events (steps >= ", step, " and the earlier session's hparams) "
+                               "from ", r->files_rewritten, " earlier event file",
+                               r->files_rewritten == 1 ? "" : "s"));
     }
     for (const std::string& skipped : r->skipped) {
       control.Log(absl::StrCat("warning: not rewound (corrupt): ", skipped));
