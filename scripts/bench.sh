@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds (Release, build-bench/) and runs every benchmark, then prints the
-# numbers the README's table is made of.
+# numbers the tables in docs/BENCHMARKS.md are made of.
 #
 #   scripts/bench.sh                 # bus, trainer overhead, TensorBoard writer, checkpoint barrier
 #   scripts/bench.sh bus trainer     # a subset (bus | trainer | tensorboard | checkpoint)

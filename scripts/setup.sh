@@ -5,7 +5,7 @@
 set -euo pipefail
 
 # Every package the build, the tests and the benchmarks use. Keep in sync with
-# the "Dependencies" table in README.md.
+# the table in docs/DEPENDENCIES.md.
 packages=(
   g++ cmake ninja-build pkg-config
   libtorch-dev                       # LibTorch 1.13 (CPU)
