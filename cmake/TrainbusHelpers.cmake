@@ -1,12 +1,17 @@
 # Helpers shared by the framework, the bundled plugins and the tests.
 
-# One precompiled header for the translation units that build models or
-# optimizers (<torch/torch.h> costs 16-20 s per TU; through the PCH ~9 s).
-# Every target that uses it must be compiled with the same flags, which is
-# why the whole tree is PIC and plugins get no extra visibility flags.
+# One precompiled header for the programs whose sources include all of
+# <torch/torch.h> (16-20 s per TU; through the PCH a few seconds). A PCH is
+# only used by a TU compiled with the same flags, and programs are built
+# with -fPIE, libraries with -fPIC: so the PCH is made by a (dummy) program,
+# and only programs use it (GCC ignores a mismatched one, with a warning).
 function(trainbus_use_torch_pch target)
+  get_target_property(_type ${target} TYPE)
+  if(NOT _type STREQUAL "EXECUTABLE")
+    message(FATAL_ERROR "trainbus_use_torch_pch(${target}): only programs can share the PCH")
+  endif()
   if(NOT TARGET trainbus_torch_pch)
-    add_library(trainbus_torch_pch STATIC "${PROJECT_SOURCE_DIR}/cmake/torch_pch.cc")
+    add_executable(trainbus_torch_pch "${CMAKE_CURRENT_FUNCTION_LIST_DIR}/torch_pch.cc")
     target_link_libraries(trainbus_torch_pch PRIVATE torch)
     target_precompile_headers(trainbus_torch_pch PRIVATE <torch/torch.h>)
   endif()

@@ -1,1 +1,2 @@
-// Anchor for the shared precompiled header; intentionally empty.
+// Anchor for the shared precompiled header (see trainbus_use_torch_pch).
+int main() { return 0; }

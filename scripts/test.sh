@@ -6,7 +6,8 @@ scripts/setup.sh
 # The real TensorBoard, tensorboardX and a browser for tests/tensorboard_compat
 # (pinned, into build/test-tools; the train command needs none of them).
 scripts/setup-test-tools.sh
-scripts/build.sh
+# Compiler warnings are errors here (CI), not in the train command.
+CMAKE_ARGS="-DTRAINBUS_WARNINGS_AS_ERRORS=ON ${CMAKE_ARGS:-}" scripts/build.sh
 (cd "${BUILD_DIR:-build}" && ctest --output-on-failure -j "$(nproc)" --timeout 600)
 # The same suites under AddressSanitizer + UndefinedBehaviorSanitizer, the
 # writer's concurrency tests under ThreadSanitizer, and a bounded fuzzing run

@@ -863,7 +863,9 @@ TEST(RunFolderTest, ConcurrentRunsNeverShareAFolder) {
   for (const tb::InspectRun& run : report->runs) {
     EXPECT_EQ(run.files.size(), 1u) << run.run;
     for (const tb::InspectTag& t : run.tags) {
-      if (t.tag == "train/loss") EXPECT_EQ(t.written, 20) << run.run;
+      if (t.tag == "train/loss") {
+        EXPECT_EQ(t.written, 20) << run.run;
+      }
     }
   }
 }

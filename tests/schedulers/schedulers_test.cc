@@ -712,7 +712,9 @@ std::vector<std::vector<double>> RunPlugin(const std::string& options, std::vect
   auto p = MakeSchedulers(options);
   EXPECT_TRUE(p.ok()) << p.status();
   if (!p.ok()) return {};
-  if (!state->empty()) EXPECT_TRUE((*p)->LoadState(*state).ok());
+  if (!state->empty()) {
+    EXPECT_TRUE((*p)->LoadState(*state).ok());
+  }
   rig.Add(std::move(p).value());
   RunInfo run;
   run.start_step = start;

@@ -760,7 +760,9 @@ TEST(Writer, AddRecordDispatchesEveryKind) {
   EXPECT_EQ(kinds["a"], "audio");
   const auto vals = Values(ReadRun(dir.path()));
   for (const auto& [step, v] : vals) {
-    if (v.tag() == "pr") EXPECT_EQ(step, 6);
+    if (v.tag() == "pr") {
+      EXPECT_EQ(step, 6);
+    }
   }
 }
 
@@ -1045,7 +1047,9 @@ TEST(Concurrency, EightThreadsLoseAndDuplicateNothing) {
       const std::string tag = "thread" + std::to_string(t);
       for (int i = 0; i < kPerThread; ++i) {
         ASSERT_TRUE(w->add_scalar(tag, static_cast<double>(i), i));
-        if (i % 5000 == 0) ASSERT_TRUE(w->flush().ok());
+        if (i % 5000 == 0) {
+          ASSERT_TRUE(w->flush().ok());
+        }
       }
     });
   }
