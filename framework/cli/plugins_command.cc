@@ -16,6 +16,13 @@ std::string JsonString(const std::string& s) {
   return out;
 }
 
+// Where a plugin runs in a distributed run, from its capabilities.
+const char* Ranks(const PluginInfo& info) {
+  if (!(info.capabilities & kWritesOutput)) return "every rank";
+  return (info.capabilities & kOnEveryRank) ? "every rank (writes per-rank output)"
+                                            : "rank 0 only (writes output)";
+}
+
 }  // namespace
 
 int ListPlugins(bool json) {
@@ -27,6 +34,12 @@ int ListPlugins(bool json) {
     for (size_t i = 0; i < loader.search_dirs().size(); ++i) {
       std::cout << (i ? ", " : "") << JsonString(loader.search_dirs()[i]);
     }
+    // The hook list of trainbus/hooks.h, for docs generated from it.
+    std::cout << "], \"hooks\": [";
+    for (int h = 0; h < kNumHooks; ++h) {
+      std::cout << (h ? ", " : "") << "{\"name\": " << JsonString(HookName(h))
+                << ", \"when\": " << JsonString(HookDescription(h)) << "}";
+    }
     std::cout << "], \"plugins\": [";
     for (size_t i = 0; i < libs.size(); ++i) {
       const PluginInfo& info = libs[i].info();
@@ -35,6 +48,8 @@ int ListPlugins(bool json) {
                 << ", \"library\": " << JsonString(libs[i].path)
                 << ", \"description\": " << JsonString(info.description)
                 << ", \"hooks\": " << JsonString(HookMaskToString(libs[i].descriptor->hooks))
+                << ", \"ranks\": " << JsonString(Ranks(info))
+                << ", \"default_priority\": " << info.default_priority
                 << ", \"options\": [";
       for (size_t k = 0; k < info.options.size(); ++k) {
         const OptionSpec& o = info.options[k];
@@ -59,7 +74,8 @@ int ListPlugins(bool json) {
               << "  library: " << lib.path << "\n"
               << "  built with: LibTorch " << lib.descriptor->torch_version << ", "
               << lib.descriptor->compiler_id << "\n"
-              << "  hooks:   " << HookMaskToString(lib.descriptor->hooks) << "\n";
+              << "  hooks:   " << HookMaskToString(lib.descriptor->hooks) << "\n"
+              << "  runs on: " << Ranks(info) << ", priority " << info.default_priority << "\n";
     if (info.options.empty()) {
       std::cout << "  options: (none)\n";
       continue;

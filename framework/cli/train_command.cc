@@ -11,7 +11,6 @@
 #include "trainbus/config.h"
 #include "trainbus/run_folder.h"
 #include "trainbus/batch_schedule.h"
-#include "trainbus/iteration_plan.h"
 #include "trainbus/trainer.h"
 
 namespace trainbus::cli {
@@ -95,6 +94,11 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
             << " training samples (" << config->dataset().type() << "), "
             << config->trainer().epochs() << " epochs\n"
             << FormatSchedulePlan((*trainer)->plan());
+  if (const int64_t k = config->trainer().accumulate_batches(); k > 1) {
+    std::cout << "  each iteration is one optimizer step over " << k
+              << " accumulated passes of up to "
+              << (*trainer)->plan().epochs.front().first_batch_size / k << " samples\n";
+  }
   if (!resume_path.empty()) {
     auto resolved = ResolveCheckpoint(resume_path);
     std::cout << "resuming at step " << (*trainer)->start_step() << " from "

@@ -23,8 +23,16 @@ namespace trainbus {
 namespace {
 
 constexpr const char* kHookNames[kNumHooks] = {
-    "OnTrainBegin", "OnEpochBegin", "OnIterationBegin", "OnIterationEnd", "OnValidationEnd",
-    "OnEpochEnd",   "OnTrainEnd",   "OnAbort",          "OnRecord"};
+#define TRAINBUS_HOOK_NAME_(name, event, when) "On" #name,
+    TRAINBUS_HOOKS(TRAINBUS_HOOK_NAME_)
+#undef TRAINBUS_HOOK_NAME_
+};
+
+constexpr const char* kHookDescriptions[kNumHooks] = {
+#define TRAINBUS_HOOK_WHEN_(name, event, when) when,
+    TRAINBUS_HOOKS(TRAINBUS_HOOK_WHEN_)
+#undef TRAINBUS_HOOK_WHEN_
+};
 
 // Records published from inside OnRecord are delivered too, up to this depth;
 // deeper nesting is a plugin loop (A publishes on B's record and vice versa).
@@ -39,6 +47,10 @@ double NowSeconds() {
 
 const char* HookName(int hook_index) {
   return hook_index >= 0 && hook_index < kNumHooks ? kHookNames[hook_index] : "?";
+}
+
+const char* HookDescription(int hook_index) {
+  return hook_index >= 0 && hook_index < kNumHooks ? kHookDescriptions[hook_index] : "?";
 }
 
 std::string HookMaskToString(uint32_t mask) {
@@ -98,6 +110,41 @@ class Bus::PluginControl final : public Control {
     }
     return bus_->batch_size_setter_(size, at_next_iteration);
   }
+
+  absl::Status SetBatchSchedule(const BatchSchedule& schedule) override {
+    if (bus_->delivering_ != kHookIndexSetup) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "plugin '", *name_, "': SetBatchSchedule: only allowed in OnSetup (the plan is fixed "
+          "before OnTrainBegin); use SetBatchSize() for a change decided during the run"));
+    }
+    if (!bus_->batch_schedule_setter_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "plugin '", *name_, "': SetBatchSchedule: this host batches its data itself (a Session "
+          "in your own loop); only the trainbus Trainer follows a batch-size schedule"));
+    }
+    if (bus_->batch_schedule_set_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "plugin '", *name_, "': SetBatchSchedule: another plugin already declared the run's "
+          "batch-size schedule; enable only one plugin that schedules the batch size"));
+    }
+    bus_->batch_schedule_set_ = true;
+    return bus_->batch_schedule_setter_(schedule);
+  }
+
+  absl::Status SkipOptimizerStep(absl::string_view reason) override {
+    if (bus_->delivering_ != kHookIndexBeforeOptimizerStep) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "plugin '", *name_, "': SkipOptimizerStep (", reason,
+          "): only allowed in OnBeforeOptimizerStep, when the step has not run yet"));
+    }
+    if (!bus_->step_skipped_) {
+      bus_->step_skipped_ = true;
+      bus_->Log(*name_, absl::StrCat("skipped the optimizer step of step ", bus_->step_, ": ",
+                                     reason));
+    }
+    return absl::OkStatus();
+  }
+  bool optimizer_step_skipped() const override { return bus_->step_skipped_; }
 
   void RequestCheckpoint(absl::string_view reason) override {
     if (!bus_->checkpoint_requested_) {
@@ -183,6 +230,9 @@ void Bus::Sort() {
 template <class Event>
 void Bus::Dispatch(int hook_index, void (Plugin::*fn)(const Event&, Control&), const Event& e) {
   // Only subscribers of this hook are visited: an unused hook costs nothing.
+  // A record published from a hook is delivered inside it: restore after.
+  const int outer = delivering_;
+  delivering_ = hook_index;
   for (Entry* subscriber : subscribers_[hook_index]) {
     Entry& entry = *subscriber;
     if (entry.disabled) continue;
@@ -196,6 +246,7 @@ void Bus::Dispatch(int hook_index, void (Plugin::*fn)(const Event&, Control&), c
     }
     CrashContext::Leave();
   }
+  delivering_ = outer;
 }
 
 void Bus::HandleFailure(Entry& entry, int hook_index, absl::string_view what) {
@@ -214,18 +265,10 @@ void Bus::HandleFailure(Entry& entry, int hook_index, absl::string_view what) {
   if (status_.ok()) status_ = absl::InternalError(message);
 }
 
-void Bus::TrainBegin(const TrainBeginEvent& e) { Dispatch(0, &Plugin::OnTrainBegin, e); }
-void Bus::EpochBegin(const EpochBeginEvent& e) { Dispatch(1, &Plugin::OnEpochBegin, e); }
-void Bus::IterationBegin(const IterationBeginEvent& e) {
-  Dispatch(2, &Plugin::OnIterationBegin, e);
-}
-void Bus::IterationEnd(const IterationEndEvent& e) { Dispatch(3, &Plugin::OnIterationEnd, e); }
-void Bus::ValidationEnd(const ValidationEndEvent& e) {
-  Dispatch(4, &Plugin::OnValidationEnd, e);
-}
-void Bus::EpochEnd(const EpochEndEvent& e) { Dispatch(5, &Plugin::OnEpochEnd, e); }
-void Bus::TrainEnd(const TrainEndEvent& e) { Dispatch(6, &Plugin::OnTrainEnd, e); }
-void Bus::Abort(const AbortEvent& e) { Dispatch(7, &Plugin::OnAbort, e); }
+#define TRAINBUS_BUS_DELIVER_(name, event, when) \
+  void Bus::name(const event& e) { Dispatch(kHookIndex##name, &Plugin::On##name, e); }
+TRAINBUS_LIFECYCLE_HOOKS(TRAINBUS_BUS_DELIVER_)
+#undef TRAINBUS_BUS_DELIVER_
 
 void Bus::Publish(Record record) {
   if (record.wall_time == 0.0) record.wall_time = NowSeconds();
@@ -236,7 +279,7 @@ void Bus::Publish(Record record) {
     return;
   }
   ++publish_depth_;
-  Dispatch(8, &Plugin::OnRecord, record);
+  Dispatch(kHookIndexRecord, &Plugin::OnRecord, record);
   --publish_depth_;
 }
 

@@ -74,17 +74,20 @@ class Bus {
   // Performs Control::SetBatchSize (set by a host that batches, the Trainer).
   using BatchSizeSetter = std::function<absl::Status(int64_t size, bool at_next_iteration)>;
   void set_batch_size_setter(BatchSizeSetter setter) { batch_size_setter_ = std::move(setter); }
+  // Performs Control::SetBatchSchedule during Setup (set by the Trainer).
+  using BatchScheduleSetter = std::function<absl::Status(const BatchSchedule& schedule)>;
+  void set_batch_schedule_setter(BatchScheduleSetter setter) {
+    batch_schedule_setter_ = std::move(setter);
+  }
   // Where Control::Log() lines go (default: standard error).
   void set_log_sink(std::function<void(absl::string_view)> sink) { log_sink_ = std::move(sink); }
 
-  void TrainBegin(const TrainBeginEvent& e);
-  void EpochBegin(const EpochBeginEvent& e);
-  void IterationBegin(const IterationBeginEvent& e);
-  void IterationEnd(const IterationEndEvent& e);
-  void ValidationEnd(const ValidationEndEvent& e);
-  void EpochEnd(const EpochEndEvent& e);
-  void Abort(const AbortEvent& e);
-  void TrainEnd(const TrainEndEvent& e);
+  // One method per lifecycle hook of trainbus/hooks.h, delivering it to
+  // the plugins that implement it: Setup(e), TrainBegin(e), ...,
+  // IterationEnd(e), ..., TrainEnd(e).
+#define TRAINBUS_BUS_DELIVER_(name, event, when) void name(const event& e);
+  TRAINBUS_LIFECYCLE_HOOKS(TRAINBUS_BUS_DELIVER_)
+#undef TRAINBUS_BUS_DELIVER_
   // Delivers a record to every plugin's OnRecord (publisher: the host).
   void Publish(Record record);
   // Calls Close() on every plugin (disabled ones too), in delivery order,
@@ -112,6 +115,10 @@ class Bus {
     checkpoint_requested_ = false;
     checkpoint_reason_.clear();
   }
+  // Control::SkipOptimizerStep during the last BeforeOptimizerStep; the host
+  // clears it once it has acted on it.
+  bool optimizer_step_skipped() const { return step_skipped_; }
+  void clear_optimizer_step_skipped() { step_skipped_ = false; }
 
   // OK, or the first hook failure (kStopRun: the run's error; kDisablePlugin:
   // reported, run continued).
@@ -154,9 +161,13 @@ class Bus {
   std::string checkpoint_reason_;
   absl::Status status_;
   int publish_depth_ = 0;
+  int delivering_ = -1;  // index of the hook being delivered, -1 between hooks
+  bool step_skipped_ = false;
+  bool batch_schedule_set_ = false;
   std::function<void(absl::string_view)> log_sink_;
   CheckpointSaver checkpoint_saver_;
   BatchSizeSetter batch_size_setter_;
+  BatchScheduleSetter batch_schedule_setter_;
 };
 
 }  // namespace trainbus

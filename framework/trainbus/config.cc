@@ -467,6 +467,11 @@ absl::Status FinalizeRunConfig(config::RunConfig* c, absl::string_view origin) {
     return RangeError(origin, "trainer.validate_every_n_iterations", ">= 0",
                       absl::StrCat(t->validate_every_n_iterations()));
   }
+  if (!t->has_accumulate_batches()) t->set_accumulate_batches(1);
+  if (t->accumulate_batches() < 1 || t->accumulate_batches() > 65536) {
+    return RangeError(origin, "trainer.accumulate_batches", "between 1 and 65536",
+                      absl::StrCat(t->accumulate_batches()));
+  }
   if (t->has_num_threads() && t->num_threads() <= 0) {
     return RangeError(origin, "trainer.num_threads", "> 0 (or unset)",
                       absl::StrCat(t->num_threads()));

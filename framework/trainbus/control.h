@@ -6,6 +6,8 @@
 //     plugin still receives EpochEnd (if inside an epoch) and TrainEnd.
 //   - steer the optimizer:    control.SetLearningRate(group, 1e-3);
 //     The new rate is used from the next optimizer step on.
+//   - skip a step:            control.SkipOptimizerStep("gradient is nan");
+//     Only in OnBeforeOptimizerStep: the parameters stay as they were.
 //   - ask for a checkpoint:   control.RequestCheckpoint("best val/accuracy");
 //   - publish records:        control.Publish(Record::Scalar("x", 1.0, step));
 //     Records reach every plugin's OnRecord() before Publish() returns.
@@ -43,6 +45,8 @@ class Optimizer;
 
 namespace trainbus {
 
+struct BatchSchedule;  // trainbus/batch_schedule.h
+
 class Control {
  public:
   virtual ~Control() = default;
@@ -68,6 +72,19 @@ class Control {
   // of the new size). InvalidArgument for size < 1; FailedPrecondition when
   // the host batches the data itself (a Session in a user's own loop).
   virtual absl::Status SetBatchSize(int64_t size, bool at_next_iteration) = 0;
+  // Declares the batch-size schedule this plugin will apply with
+  // SetBatchSize(), so the plan printed before the run and every plugin's
+  // totals (RunInfo::total_iterations) follow it. Only in OnSetup, by one
+  // plugin; FailedPrecondition elsewhere, a second time, or when the host
+  // batches the data itself.
+  virtual absl::Status SetBatchSchedule(const BatchSchedule& schedule) = 0;
+  // Skips this iteration's optimizer step: the parameters and the optimizer's
+  // state stay as they are, the gradients are dropped, and IterationEnd
+  // reports optimizer_step_skipped. Only in OnBeforeOptimizerStep;
+  // FailedPrecondition elsewhere. Later plugins still see the hook.
+  virtual absl::Status SkipOptimizerStep(absl::string_view reason) = 0;
+  // True once a plugin skipped this iteration's step.
+  virtual bool optimizer_step_skipped() const = 0;
 
   // Asks the checkpoint plugin (if any) to save at the end of this iteration.
   virtual void RequestCheckpoint(absl::string_view reason) = 0;

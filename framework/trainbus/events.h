@@ -2,16 +2,21 @@
 //
 // A run is a sequence of lifecycle events published on the bus:
 //
+//   Setup                                 (before the plan is fixed)
 //   TrainBegin
 //     EpochBegin
-//       IterationBegin  IterationEnd      (once per batch: forward, loss,
-//       IterationBegin  IterationEnd       backward, one optimizer step)
+//       IterationBegin                    (once per iteration: forward, loss,
+//       AfterBackward                      backward, one optimizer step)
+//       BeforeOptimizerStep
+//       IterationEnd
 //       ...
-//       ValidationEnd                     (every epoch, or every N iterations)
+//       ValidationBegin  ValidationEnd    (every epoch, or every N iterations)
 //     EpochEnd
 //     ...
 //   Abort                                 (only when the run fails)
 //   TrainEnd                              (always, even after Abort)
+//
+// The hooks are listed once, with when each runs, in trainbus/hooks.h.
 //
 // Vocabulary:
 //   - `step` is the global iteration count, starting at 0 for the first
@@ -73,6 +78,19 @@ struct RunInfo {
   // ranks; plugins that write files should do so only on rank 0.
   int rank = 0;
   int world_size = 1;
+  // Gradient accumulation: each iteration runs this many forward/backward
+  // passes (micro-batches of batch_size / accumulate_batches samples or
+  // fewer) before its one optimizer step. 1: no accumulation.
+  int64_t accumulate_batches = 1;
+};
+
+// Setup: the plugins exist, the plan does not yet. `run` holds what is known
+// (dataset size, configured batch size, epochs, rank); iterations_per_epoch
+// and total_iterations are still 0. A plugin that changes the batch size as
+// the run goes declares its schedule here (Control::SetBatchSchedule) so the
+// plan, and every plugin's totals, follow it.
+struct SetupEvent {
+  const RunInfo* run = nullptr;
 };
 
 struct TrainBeginEvent {
@@ -92,6 +110,30 @@ struct IterationBeginEvent {
   int64_t batch_size = 0;
 };
 
+// After a backward pass: the gradients of this micro-batch have been added to
+// the parameters' .grad(). With gradient accumulation this runs once per
+// micro-batch (micro_batch 0 .. micro_batches-1); the gradients are complete
+// for the iteration at the last one.
+struct AfterBackwardEvent {
+  int64_t step = 0;
+  int64_t epoch = 0;
+  int64_t batch_index = 0;
+  int64_t micro_batch = 0;
+  int64_t micro_batches = 1;
+  double loss = 0.0;  // this micro-batch's loss (before any scaling)
+};
+
+// Before the optimizer step: gradients are final (summed over micro-batches
+// and, in a distributed run, averaged over ranks). A plugin may change them
+// in place (clipping) or skip this step (Control::SkipOptimizerStep).
+struct BeforeOptimizerStepEvent {
+  int64_t step = 0;
+  int64_t epoch = 0;
+  int64_t batch_index = 0;
+  int64_t batch_size = 0;
+  double loss = 0.0;  // the iteration's loss, as IterationEndEvent will report it
+};
+
 struct IterationEndEvent {
   int64_t step = 0;
   int64_t epoch = 0;
@@ -109,6 +151,14 @@ struct IterationEndEvent {
   const at::Tensor* inputs = nullptr;
   const at::Tensor* targets = nullptr;
   const at::Tensor* outputs = nullptr;
+  // True when a plugin skipped this iteration's optimizer step
+  // (Control::SkipOptimizerStep): the parameters did not change.
+  bool optimizer_step_skipped = false;
+};
+
+struct ValidationBeginEvent {
+  int64_t step = 0;   // global step after which validation runs
+  int64_t epoch = 0;
 };
 
 struct ValidationEndEvent {

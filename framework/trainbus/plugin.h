@@ -30,12 +30,11 @@
 //
 //   TRAINBUS_PLUGIN(LossPrinter)
 //
-// Hooks, in the order the trainer calls them (see trainbus/events.h):
-//   OnTrainBegin, OnEpochBegin, OnIterationBegin, OnIterationEnd,
-//   OnValidationEnd, OnEpochEnd, OnAbort, OnTrainEnd, and OnRecord for every
-//   record anyone publishes. Close() runs once after OnTrainEnd, on a thread
-//   of the bus's, within a time limit (the run config's
-//   plugin_close_timeout_seconds, default 120 s; see trainbus/bus.h).
+// Hooks: trainbus/hooks.h lists every hook, its event and when it runs
+// (or run `trainbus hooks`). In the order of one iteration: OnIterationBegin,
+// OnAfterBackward, OnBeforeOptimizerStep, OnIterationEnd. Close() runs once
+// after OnTrainEnd, on a thread of the bus's, within a time limit (the run
+// config's plugin_close_timeout_seconds, default 120 s; see trainbus/bus.h).
 //
 // Rules:
 //   - Hooks run synchronously on the training thread, in a stable order:
@@ -69,31 +68,23 @@
 #include "absl/status/statusor.h"
 #include "trainbus/control.h"
 #include "trainbus/events.h"
+#include "trainbus/hooks.h"
 #include "trainbus/options.h"
 #include "trainbus/record.h"
 #include "trainbus/version.h"
 
 namespace trainbus {
 
-// One bit per hook; a plugin's mask says which hooks it implements.
-enum Hook : uint32_t {
-  kHookTrainBegin = 1u << 0,
-  kHookEpochBegin = 1u << 1,
-  kHookIterationBegin = 1u << 2,
-  kHookIterationEnd = 1u << 3,
-  kHookValidationEnd = 1u << 4,
-  kHookEpochEnd = 1u << 5,
-  kHookTrainEnd = 1u << 6,
-  kHookAbort = 1u << 7,
-  kHookRecord = 1u << 8,
-  kAllHooks = (1u << 9) - 1,
+// What a plugin does that its host must know. The host decides from these,
+// never from a plugin's name.
+enum Capability : uint32_t {
+  // Writes into the run folder (event files, csv, checkpoints) or draws on
+  // the console: in a distributed run only rank 0 loads it.
+  kWritesOutput = 1u << 0,
+  // With kWritesOutput: load it on every rank anyway (it writes per-rank
+  // files of its own, under a name that includes RunInfo::rank).
+  kOnEveryRank = 1u << 1,
 };
-inline constexpr int kNumHooks = 9;
-
-// "OnTrainBegin", ... for bit i of the hook mask.
-const char* HookName(int hook_index);
-// Comma-separated hook names of a mask, e.g. "OnIterationEnd, OnTrainEnd".
-std::string HookMaskToString(uint32_t mask);
 
 // What a plugin tells about itself; shown by `trainbus plugins`.
 struct PluginInfo {
@@ -103,7 +94,14 @@ struct PluginInfo {
   std::vector<OptionSpec> options;
   // Delivery priority when the run config gives none (lower runs first).
   int default_priority = 0;
+  // Capability bits (kWritesOutput, ...); 0: runs on every rank, writes nothing.
+  uint32_t capabilities = 0;
 };
+
+// Whether a plugin with `info` is loaded on `rank` of a distributed run.
+inline bool LoadsOnRank(const PluginInfo& info, int rank) {
+  return rank == 0 || !(info.capabilities & kWritesOutput) || (info.capabilities & kOnEveryRank);
+}
 
 // Everything a plugin's Create() gets.
 struct PluginContext {
@@ -117,15 +115,14 @@ class Plugin {
  public:
   virtual ~Plugin() = default;
 
-  virtual void OnTrainBegin(const TrainBeginEvent&, Control&) {}
-  virtual void OnEpochBegin(const EpochBeginEvent&, Control&) {}
-  virtual void OnIterationBegin(const IterationBeginEvent&, Control&) {}
-  virtual void OnIterationEnd(const IterationEndEvent&, Control&) {}
-  virtual void OnValidationEnd(const ValidationEndEvent&, Control&) {}
-  virtual void OnEpochEnd(const EpochEndEvent&, Control&) {}
-  virtual void OnTrainEnd(const TrainEndEvent&, Control&) {}
-  virtual void OnAbort(const AbortEvent&, Control&) {}
-  virtual void OnRecord(const Record&, Control&) {}
+  // One virtual per hook of trainbus/hooks.h, each doing nothing:
+  //   virtual void OnTrainBegin(const TrainBeginEvent&, Control&) {}
+  //   virtual void OnIterationEnd(const IterationEndEvent&, Control&) {}
+  //   ... and OnRecord(const Record&, Control&).
+#define TRAINBUS_PLUGIN_VIRTUAL_(name, event, when) \
+  virtual void On##name(const event&, Control&) {}
+  TRAINBUS_HOOKS(TRAINBUS_PLUGIN_VIRTUAL_)
+#undef TRAINBUS_PLUGIN_VIRTUAL_
 
   // Called once after OnTrainEnd: flush and close files, join threads.
   // A non-OK status makes the run end with that error. Runs on a thread of
@@ -163,17 +160,9 @@ template <class T>
 constexpr uint32_t HooksOf() {
   static_assert(std::is_base_of_v<Plugin, T>, "T must derive from trainbus::Plugin");
   uint32_t m = 0;
-#define TRAINBUS_HOOK_BIT_(fn, bit) \
-  if (!std::is_same_v<decltype(&T::fn), decltype(&Plugin::fn)>) m |= bit;
-  TRAINBUS_HOOK_BIT_(OnTrainBegin, kHookTrainBegin)
-  TRAINBUS_HOOK_BIT_(OnEpochBegin, kHookEpochBegin)
-  TRAINBUS_HOOK_BIT_(OnIterationBegin, kHookIterationBegin)
-  TRAINBUS_HOOK_BIT_(OnIterationEnd, kHookIterationEnd)
-  TRAINBUS_HOOK_BIT_(OnValidationEnd, kHookValidationEnd)
-  TRAINBUS_HOOK_BIT_(OnEpochEnd, kHookEpochEnd)
-  TRAINBUS_HOOK_BIT_(OnTrainEnd, kHookTrainEnd)
-  TRAINBUS_HOOK_BIT_(OnAbort, kHookAbort)
-  TRAINBUS_HOOK_BIT_(OnRecord, kHookRecord)
+#define TRAINBUS_HOOK_BIT_(name, event, when) \
+  if (!std::is_same_v<decltype(&T::On##name), decltype(&Plugin::On##name)>) m |= kHook##name;
+  TRAINBUS_HOOKS(TRAINBUS_HOOK_BIT_)
 #undef TRAINBUS_HOOK_BIT_
   return m;
 }

@@ -184,10 +184,8 @@ absl::StatusOr<PluginLibrary> PluginLoader::Find(const std::string& name) const 
   return matches.front();
 }
 
-absl::StatusOr<std::unique_ptr<Plugin>> PluginLoader::Create(
-    const std::string& name, const std::string& library_path,
-    const google::protobuf::Struct& options, const std::string& log_dir,
-    int* default_priority) const {
+absl::StatusOr<PluginLibrary> PluginLoader::Resolve(const std::string& name,
+                                                    const std::string& library_path) const {
   absl::StatusOr<PluginLibrary> lib =
       library_path.empty() ? Find(name) : Open(library_path);
   if (!lib.ok()) {
@@ -203,28 +201,41 @@ absl::StatusOr<std::unique_ptr<Plugin>> PluginLoader::Create(
                                                    " provides plugin '", lib->descriptor->name,
                                                    "', not '", name, "'"));
   }
+  return lib;
+}
+
+absl::StatusOr<std::unique_ptr<Plugin>> PluginLoader::Create(
+    const std::string& name, const std::string& library_path,
+    const google::protobuf::Struct& options, const std::string& log_dir) const {
+  absl::StatusOr<PluginLibrary> lib = Resolve(name, library_path);
+  if (!lib.ok()) return lib.status();
+  return Create(*lib, name, options, log_dir);
+}
+
+absl::StatusOr<std::unique_ptr<Plugin>> PluginLoader::Create(
+    const PluginLibrary& lib, const std::string& name, const google::protobuf::Struct& options,
+    const std::string& log_dir) {
   std::string where = absl::StrCat("plugin '", name, "'");
-  if (default_priority != nullptr) *default_priority = lib->info().default_priority;
   PluginContext ctx;
   ctx.name = name;
   ctx.log_dir = log_dir;
-  ctx.library_path = lib->path;
+  ctx.library_path = lib.path;
   try {
-    auto opts = PluginOptions::Create(lib->info().options, options, where);
+    auto opts = PluginOptions::Create(lib.info().options, options, where);
     if (!opts.ok()) return opts.status();
     ctx.options = *std::move(opts);
-    auto plugin = lib->descriptor->create(ctx);
+    auto plugin = lib.descriptor->create(ctx);
     if (!plugin.ok()) {
       return absl::Status(plugin.status().code(),
-                          absl::StrCat(where, " (", lib->path, "): ", plugin.status().message()));
+                          absl::StrCat(where, " (", lib.path, "): ", plugin.status().message()));
     }
     return std::move(plugin).value();
   } catch (const std::exception& ex) {
     return absl::InternalError(
-        absl::StrCat(where, " (", lib->path, "): creating the plugin threw: ", ex.what()));
+        absl::StrCat(where, " (", lib.path, "): creating the plugin threw: ", ex.what()));
   } catch (...) {
     return absl::InternalError(
-        absl::StrCat(where, " (", lib->path, "): creating the plugin threw an unknown exception"));
+        absl::StrCat(where, " (", lib.path, "): creating the plugin threw an unknown exception"));
   }
 }
 

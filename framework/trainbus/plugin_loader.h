@@ -60,13 +60,22 @@ class PluginLoader {
   // are returned in `problems` (one message each) instead of failing the scan.
   std::vector<PluginLibrary> Discover(std::vector<std::string>* problems = nullptr) const;
 
-  // Creates plugin `name` (from `library_path` if not empty, else by Find),
-  // validating `options` against its declared options first.
+  // The library of plugin `name`: `library_path` if not empty, else by
+  // Find(); InvalidArgument when it provides another plugin.
+  absl::StatusOr<PluginLibrary> Resolve(const std::string& name,
+                                        const std::string& library_path) const;
+
+  // Creates plugin `name` from `lib`, validating `options` against its
+  // declared options first.
+  static absl::StatusOr<std::unique_ptr<Plugin>> Create(const PluginLibrary& lib,
+                                                        const std::string& name,
+                                                        const google::protobuf::Struct& options,
+                                                        const std::string& log_dir);
+  // Resolve() then Create().
   absl::StatusOr<std::unique_ptr<Plugin>> Create(const std::string& name,
                                                  const std::string& library_path,
                                                  const google::protobuf::Struct& options,
-                                                 const std::string& log_dir,
-                                                 int* default_priority = nullptr) const;
+                                                 const std::string& log_dir) const;
 
   // The host's plugin folder (1 above).
   static std::string BuiltinPluginDir();

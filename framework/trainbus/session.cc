@@ -113,11 +113,14 @@ absl::Status Session::LoadPlugin(const config::PluginConfig& p,
     }
   }
   PluginLoader loader(extra_dirs);
-  int default_priority = 0;
-  auto plugin = loader.Create(p.name(), p.library(), p.options(), log_dir_, &default_priority);
+  auto lib = loader.Resolve(p.name(), p.library());
+  if (!lib.ok()) return lib.status();
+  // A plugin that writes output runs on rank 0 only (PluginInfo::capabilities).
+  if (!LoadsOnRank(lib->info(), rank_)) return absl::OkStatus();
+  auto plugin = PluginLoader::Create(*lib, p.name(), p.options(), log_dir_);
   if (!plugin.ok()) return plugin.status();
   return AddPlugin(std::move(plugin).value(), p.name(),
-                   p.has_priority() ? p.priority() : default_priority);
+                   p.has_priority() ? p.priority() : lib->info().default_priority);
 }
 
 void Session::Bind(torch::nn::Module* model, torch::optim::Optimizer* optimizer) {
@@ -247,11 +250,22 @@ std::vector<Session::NamedPlugin> Session::plugins() const {
 
 std::vector<double> Session::CurrentLearningRates() const { return bus_.LearningRates(); }
 
-void Session::Begin(RunInfo run) {
-  if (begun_) return;
-  begun_ = true;
+void Session::Setup(RunInfo run) {
+  if (set_up_ || begun_) return;
+  set_up_ = true;
   if (run.log_dir.empty()) run.log_dir = log_dir_.empty() ? "runs/run" : log_dir_;
   if (run.run_name.empty()) run.run_name = run_.run_name;
+  run_ = std::move(run);
+  bus_.set_position(run_.start_step, std::max<int64_t>(run_.start_epoch, 0));
+  Dispatch([&] { bus_.Setup(SetupEvent{&run_}); });
+}
+
+void Session::Begin(RunInfo run) {
+  if (begun_) return;
+  if (run.log_dir.empty()) run.log_dir = log_dir_.empty() ? "runs/run" : log_dir_;
+  if (run.run_name.empty()) run.run_name = run_.run_name;
+  if (!set_up_) Setup(run);
+  begun_ = true;
   run_ = std::move(run);
   next_step_ = run_.start_step;
   epoch_ = run_.start_epoch - 1;
@@ -289,9 +303,40 @@ void Session::BeginEpoch(const EpochBeginEvent& e) {
 
 void Session::BeginIteration(int64_t batch_size) {
   iteration_time_ = Clock::now();
+  batch_size_ = batch_size;
   IterationBeginEvent e{next_step_, std::max<int64_t>(epoch_, 0), batch_index_, batch_size};
   bus_.set_position(next_step_, e.epoch);
   Dispatch([&] { bus_.IterationBegin(e); });
+}
+
+void Session::AfterBackward(double loss) {
+  AfterBackwardEvent e;
+  e.step = next_step_;
+  e.epoch = std::max<int64_t>(epoch_, 0);
+  e.batch_index = batch_index_;
+  e.loss = loss;
+  AfterBackward(e);
+}
+
+void Session::AfterBackward(const AfterBackwardEvent& e) {
+  bus_.set_position(e.step, e.epoch);
+  Dispatch([&] { bus_.AfterBackward(e); });
+}
+
+bool Session::BeforeOptimizerStep(double loss) {
+  BeforeOptimizerStepEvent e;
+  e.step = next_step_;
+  e.epoch = std::max<int64_t>(epoch_, 0);
+  e.batch_index = batch_index_;
+  e.batch_size = batch_size_;
+  e.loss = loss;
+  return BeforeOptimizerStep(e);
+}
+
+bool Session::BeforeOptimizerStep(const BeforeOptimizerStepEvent& e) {
+  bus_.set_position(e.step, e.epoch);
+  Dispatch([&] { bus_.BeforeOptimizerStep(e); });
+  return !bus_.optimizer_step_skipped();
 }
 
 void Session::EndIteration(double loss, int64_t batch_size, absl::Span<const Metric> metrics) {
@@ -327,9 +372,24 @@ void Session::EndIteration(const IterationEndEvent& e) {
                                               : absl::StrCat("signal ", sig);
     bus_.RequestStop("trainbus", absl::StrCat("interrupted by ", name));
   }
-  Dispatch([&] { bus_.IterationEnd(e); });
+  if (bus_.optimizer_step_skipped() && !e.optimizer_step_skipped) {
+    IterationEndEvent skipped = e;
+    skipped.optimizer_step_skipped = true;
+    Dispatch([&] { bus_.IterationEnd(skipped); });
+  } else {
+    Dispatch([&] { bus_.IterationEnd(e); });
+  }
+  bus_.clear_optimizer_step_skipped();
   bus_.clear_checkpoint_request();  // answered (or not) by this round of hooks
   iteration_time_ = Clock::now();
+}
+
+void Session::BeginValidation() {
+  BeginValidation(ValidationBeginEvent{next_step_ - 1, std::max<int64_t>(epoch_, 0)});
+}
+
+void Session::BeginValidation(const ValidationBeginEvent& e) {
+  Dispatch([&] { bus_.ValidationBegin(e); });
 }
 
 void Session::EndValidation(const Metrics& metrics) {

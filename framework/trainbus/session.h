@@ -11,7 +11,9 @@
 //   for (int epoch = 0; epoch < 10 && !(*session)->ShouldStop(); ++epoch) {
 //     (*session)->BeginEpoch();
 //     for (auto& batch : *loader) {
-//       ... forward, loss, backward, optimizer.step() ...
+//       ... forward, loss, loss.backward() ...
+//       (*session)->AfterBackward(loss.item<double>());        // optional
+//       if ((*session)->BeforeOptimizerStep()) optimizer.step(); // optional
 //       (*session)->EndIteration(loss.item<double>(), batch.data.size(0));
 //       if ((*session)->ShouldStop()) break;
 //     }
@@ -67,7 +69,9 @@ class Session {
 
   // Adds an in-process plugin. Use MakePlugin<T>() so only its hooks are called.
   absl::Status AddPlugin(std::unique_ptr<Plugin> plugin, std::string name, int priority = 0);
-  // Loads plugin `name` from its library (see PluginLoader) and adds it.
+  // Loads plugin `name` from its library (see PluginLoader) and adds it. On a
+  // rank other than 0 (set_rank), a plugin whose PluginInfo::capabilities say
+  // it writes output is not loaded (OK is returned).
   absl::Status LoadPlugin(const config::PluginConfig& plugin,
                           const std::vector<std::string>& extra_dirs = {});
 
@@ -75,6 +79,9 @@ class Session {
   // (Session::Create sets <log_root>/<name>).
   void set_log_dir(std::string dir) { log_dir_ = std::move(dir); }
   const std::string& log_dir() const { return log_dir_; }
+  // This process's rank in a distributed run (0 otherwise); set before
+  // loading plugins.
+  void set_rank(int rank) { rank_ = rank; }
 
   // Makes the model and optimizer visible to plugins (may be null). Takes
   // what LibTorch code holds: a Module* (&net for a struct deriving from
@@ -96,13 +103,28 @@ class Session {
   }
 
   // --- the lifecycle, in this order ---------------------------------------
+  // OnSetup to every plugin (trainbus/events.h: SetupEvent). Optional: Begin()
+  // calls it when the host did not. `run` is what is known before the plan.
+  void Setup(RunInfo run);
   void Begin(RunInfo run);
   void BeginEpoch();                         // epoch = previous + 1 (0 first)
   void BeginEpoch(const EpochBeginEvent& e);
   void BeginIteration(int64_t batch_size);   // optional
+  // Optional, for plugins that read or change gradients (grad_clip,
+  // nonfinite_guard, health): after loss.backward(), and just before
+  // optimizer.step(). BeforeOptimizerStep() returns false when a plugin
+  // skipped the step: do not call optimizer.step() then (zero the gradients
+  // as usual). A loop that omits them still works; those plugins then see
+  // no gradients (each says so in its README).
+  void AfterBackward(double loss);
+  void AfterBackward(const AfterBackwardEvent& e);
+  bool BeforeOptimizerStep(double loss);
+  bool BeforeOptimizerStep(const BeforeOptimizerStepEvent& e);
   // One iteration finished. Step, epoch and batch index are counted here.
   void EndIteration(double loss, int64_t batch_size, absl::Span<const Metric> metrics = {});
   void EndIteration(const IterationEndEvent& e);
+  void BeginValidation();                    // optional
+  void BeginValidation(const ValidationBeginEvent& e);
   void EndValidation(const Metrics& metrics);
   void EndValidation(const ValidationEndEvent& e);
   // complete: false when the run stops inside the epoch (EpochEndEvent::complete).
@@ -175,7 +197,9 @@ class Session {
   Bus bus_;
   std::vector<std::pair<std::string, std::unique_ptr<Plugin>>> plugins_;
   std::string log_dir_;
+  int rank_ = 0;
   RunInfo run_;
+  bool set_up_ = false;
   bool begun_ = false;
   bool ended_ = false;
   bool in_epoch_ = false;
@@ -190,6 +214,7 @@ class Session {
   int64_t next_step_ = 0;
   int64_t epoch_ = -1;
   int64_t batch_index_ = 0;
+  int64_t batch_size_ = 0;  // from BeginIteration(), for the gradient hooks
   int64_t epoch_iterations_ = 0;
   double epoch_loss_sum_ = 0.0;
   int64_t iterations_run_ = 0;

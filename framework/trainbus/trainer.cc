@@ -30,17 +30,6 @@ using Clock = std::chrono::steady_clock;
 
 double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// The plugin whose options describe the batch-size schedule; its schedule
-// shapes the plan printed before the run and the totals plugins see.
-constexpr const char* kBatchSchedulePlugin = "batch_size_schedule";
-
-// Plugins that write files or the console: in a distributed run only rank 0
-// loads them (every other plugin runs on every rank and sees the same,
-// rank-averaged values, so their decisions agree).
-bool RankZeroOnlyPlugin(const std::string& name) {
-  return name == "tensorboard" || name == "csv" || name == "checkpoint" || name == "progress";
-}
-
 absl::StatusOr<std::unique_ptr<torch::optim::Optimizer>> MakeOptimizer(
     const config::OptimizerConfig& c, const std::vector<at::Tensor>& params) {
   if (c.type() == "sgd") {
@@ -86,22 +75,6 @@ std::string PlanFingerprint(int64_t samples, int64_t batch_size, bool drop_last,
                     " normalize_std=", absl::StrJoin(std, ",", append));
   }
   return out;
-}
-
-// The batch-size schedule of the run, if the config enables the plugin.
-absl::StatusOr<std::optional<BatchSchedule>> ScheduleFromConfig(const config::RunConfig& config) {
-  for (const auto& p : config.plugins()) {
-    if (p.name() != kBatchSchedulePlugin || (p.has_enabled() && !p.enabled())) continue;
-    auto it = p.options().fields().find("schedule");
-    if (it == p.options().fields().end()) {
-      return absl::InvalidArgumentError(
-          "plugin 'batch_size_schedule': option 'schedule' is required");
-    }
-    auto s = BatchSchedule::FromValue(it->second, "plugin 'batch_size_schedule': option 'schedule'");
-    if (!s.ok()) return s.status();
-    return std::optional<BatchSchedule>(*s);
-  }
-  return std::optional<BatchSchedule>();
 }
 
 // Per-channel mean and standard deviation over [N, C, ...].
@@ -184,22 +157,20 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::CreateImpl(const config::RunCo
   impl->dist = std::move(dist).value();
   const int world = impl->dist ? impl->dist->world_size() : 1;
 
-  impl->base_batch = ResolveBatchSize(t, impl->data.train.size());
-  // Distributed: trainer.batch_size is per rank; the plan, the offsets and
-  // plugins see the global batch (world x per-rank, at most the whole set).
-  if (world > 1) {
-    impl->base_batch = std::min(impl->base_batch * world, impl->data.train.size());
+  // The iteration's batch: trainer.batch_size per pass, times the passes
+  // accumulated, times the ranks (each takes its share), at most the set.
+  impl->base_batch = std::min(ResolveBatchSize(t, impl->data.train.size()) * world *
+                                  t.accumulate_batches(),
+                              impl->data.train.size());
+  // The plan's errors (empty set, drop_last with too large a batch) before
+  // any plugin exists: one iteration of it is enough to find them.
+  if (auto early = PlanWithSchedule(impl->data.train.size(), impl->base_batch, t.epochs(),
+                                    t.drop_last(),
+                                    std::min<int64_t>(t.has_max_iterations() ? t.max_iterations() : 1, 1),
+                                    nullptr);
+      !early.ok()) {
+    return early.status();
   }
-  auto schedule = ScheduleFromConfig(config);
-  if (!schedule.ok()) return schedule.status();
-  impl->schedule = *schedule;
-  auto plan = PlanWithSchedule(impl->data.train.size(), impl->base_batch, t.epochs(), t.drop_last(),
-                               t.has_max_iterations() ? std::optional<int64_t>(t.max_iterations())
-                                                      : std::nullopt,
-                               impl->schedule ? &*impl->schedule : nullptr);
-  if (!plan.ok()) return plan.status();
-  impl->plan = *plan;
-  impl->batch = impl->schedule ? impl->schedule->At(0, impl->base_batch) : impl->base_batch;
 
   torch::manual_seed(t.seed());  // weight initialisation and dropout
   const at::Tensor& x = impl->data.train.inputs;
@@ -221,16 +192,22 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::CreateImpl(const config::RunCo
   impl->session = std::move(session);
   const std::string run_dir = (std::filesystem::path(config.log_root()) / config.name()).string();
   if (impl->session->log_dir().empty()) impl->session->set_log_dir(run_dir);
+  // Plugins that write output load on rank 0 only (PluginInfo::capabilities).
+  impl->session->set_rank(impl->dist ? impl->dist->rank() : 0);
   std::vector<std::string> dirs(config.plugin_paths().begin(), config.plugin_paths().end());
   for (const auto& p : config.plugins()) {
     if (!load_plugins || (p.has_enabled() && !p.enabled())) continue;
-    if (impl->dist && impl->dist->rank() > 0 && RankZeroOnlyPlugin(p.name())) continue;
     if (absl::Status s = impl->session->LoadPlugin(p, dirs); !s.ok()) return s;
   }
   impl->session->Bind(impl->model.ptr().get(), impl->optimizer.get());
 
   Impl* m = impl.get();
-  impl->session->bus().set_batch_size_setter([m](int64_t size, bool at_next_iteration) {
+  Bus& bus = impl->session->bus();
+  bus.set_batch_schedule_setter([m](const BatchSchedule& schedule) {
+    m->schedule = schedule;
+    return absl::OkStatus();
+  });
+  bus.set_batch_size_setter([m](int64_t size, bool at_next_iteration) {
     m->pending_batch = size;
     m->pending_at_next_iteration = at_next_iteration;
     return absl::OkStatus();
@@ -249,12 +226,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::CreateImpl(const config::RunCo
   run.log_dir = run_dir;
   run.train_samples = impl->data.train.size();
   run.batch_size = impl->base_batch;  // as configured; a schedule starts from it
-  run.epochs = static_cast<int64_t>(impl->plan.epochs.size());
-  run.iterations_per_epoch = impl->plan.epochs.front().iterations;
-  run.total_iterations = impl->plan.total_iterations;
+  run.epochs = t.epochs();
   run.seed = t.seed();
   run.rank = impl->dist ? impl->dist->rank() : 0;
   run.world_size = world;
+  run.accumulate_batches = t.accumulate_batches();
   const auto& o = config.optimizer();
   run.hparams = {{"model", config.model().type()},
                  {"dataset", config.dataset().type()},
@@ -265,6 +241,23 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::CreateImpl(const config::RunCo
                  {"weight_decay", absl::StrCat(o.weight_decay())},
                  {"seed", absl::StrCat(t.seed())}};
   if (o.type() == "sgd") run.hparams.push_back({"momentum", absl::StrCat(o.momentum())});
+  if (t.accumulate_batches() > 1) {
+    run.hparams.push_back({"accumulate_batches", absl::StrCat(t.accumulate_batches())});
+  }
+
+  // OnSetup: a plugin may declare the batch-size schedule; the plan follows it.
+  impl->session->Setup(run);
+  if (!impl->session->status().ok()) return impl->session->status();
+  auto plan = PlanWithSchedule(impl->data.train.size(), impl->base_batch, t.epochs(), t.drop_last(),
+                               t.has_max_iterations() ? std::optional<int64_t>(t.max_iterations())
+                                                      : std::nullopt,
+                               impl->schedule ? &*impl->schedule : nullptr);
+  if (!plan.ok()) return plan.status();
+  impl->plan = *plan;
+  impl->batch = impl->schedule ? impl->schedule->At(0, impl->base_batch) : impl->base_batch;
+  run.epochs = static_cast<int64_t>(impl->plan.epochs.size());
+  run.iterations_per_epoch = impl->plan.epochs.front().iterations;
+  run.total_iterations = impl->plan.total_iterations;
   impl->session->set_host_state(PlanFingerprint(run.train_samples, impl->base_batch, t.drop_last(),
                                                 t.seed(), impl->norm_mean, impl->norm_std));
   return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
@@ -429,17 +422,40 @@ absl::StatusOr<TrainResult> Trainer::Run() {
         session.BeginIteration(bs);
         const auto it_start = Clock::now();
         m.optimizer->zero_grad();
-        at::Tensor logits;
-        double loss_value = 0.0, accuracy = 0.0;
-        if (local_n > 0) {
-          logits = m.model->forward(x);
-          at::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
-          loss.backward();
-          loss_value = loss.item<double>();
-          accuracy = static_cast<double>(CountCorrect(logits, y)) / static_cast<double>(local_n);
-        } else {
-          logits = at::empty({0, train.num_classes}, x.options().dtype(at::kFloat));
+        // Gradient accumulation: this rank's chunk runs in `passes`
+        // micro-batches; scaling each loss by its share of the chunk makes
+        // the summed gradient the chunk's mean, as one pass would give.
+        const int64_t passes = std::max<int64_t>(1, std::min<int64_t>(t.accumulate_batches(), local_n));
+        std::vector<at::Tensor> pass_logits;
+        double loss_value = 0.0;
+        int64_t correct = 0;
+        for (int64_t pass = 0; pass < passes && local_n > 0; ++pass) {
+          const int64_t p_lo = local_n * pass / passes, p_hi = local_n * (pass + 1) / passes;
+          const at::Tensor px = passes == 1 ? x : x.slice(0, p_lo, p_hi);
+          const at::Tensor py = passes == 1 ? y : y.slice(0, p_lo, p_hi);
+          at::Tensor logits = m.model->forward(px);
+          at::Tensor loss = torch::nn::functional::cross_entropy(logits, py);
+          const double share = static_cast<double>(p_hi - p_lo) / static_cast<double>(local_n);
+          (passes == 1 ? loss : loss * share).backward();
+          const double pass_loss = loss.item<double>();
+          loss_value += pass_loss * share;
+          correct += CountCorrect(logits, py);
+          pass_logits.push_back(logits.detach());
+          AfterBackwardEvent ab;
+          ab.step = step;
+          ab.epoch = epoch;
+          ab.batch_index = step - epoch_first_step(epoch);
+          ab.micro_batch = pass;
+          ab.micro_batches = passes;
+          ab.loss = pass_loss;
+          session.AfterBackward(ab);
         }
+        double accuracy =
+            local_n > 0 ? static_cast<double>(correct) / static_cast<double>(local_n) : 0.0;
+        const at::Tensor logits =
+            local_n == 0      ? at::empty({0, train.num_classes}, x.options().dtype(at::kFloat))
+            : passes == 1     ? pass_logits.front()
+                              : at::cat(pass_logits, 0);
         if (m.dist) {
           std::vector<at::Tensor> grads;
           const double share = static_cast<double>(local_n) / static_cast<double>(bs);
@@ -456,7 +472,14 @@ absl::StatusOr<TrainResult> Trainer::Run() {
         }
         lrs.clear();
         for (auto& g : m.optimizer->param_groups()) lrs.push_back(g.options().get_lr());
-        m.optimizer->step();
+        BeforeOptimizerStepEvent before;
+        before.step = step;
+        before.epoch = epoch;
+        before.batch_index = step - epoch_first_step(epoch);
+        before.batch_size = bs;
+        before.loss = loss_value;
+        // Every rank takes the same decision: the values are rank-averaged.
+        if (session.BeforeOptimizerStep(before)) m.optimizer->step();
         metrics_storage.assign({{"train/accuracy", accuracy}});
         m.offset = hi;
         IterationEndEvent e;
@@ -482,6 +505,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
           m.pending_batch = 0;
         }
         if (t.validate_every_n_iterations() > 0 && step % t.validate_every_n_iterations() == 0) {
+          session.BeginValidation(ValidationBeginEvent{step - 1, epoch});
           const auto v_start = Clock::now();
           result.final_metrics = m.Validate();
           session.EndValidation(ValidationEndEvent{step - 1, epoch, result.final_metrics, Since(v_start)});
@@ -491,6 +515,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
       }
       if (epoch_done && t.validate_every_n_epochs() > 0 &&
           (epoch + 1) % t.validate_every_n_epochs() == 0 && validated_at != step) {
+        session.BeginValidation(ValidationBeginEvent{step - 1, epoch});
         const auto v_start = Clock::now();
         result.final_metrics = m.Validate();
         session.EndValidation(ValidationEndEvent{step - 1, epoch, result.final_metrics, Since(v_start)});

@@ -4,9 +4,9 @@
 // scaling rule: lr = base_lr x batch / base_batch), and logs the batch size
 // as the scalar train/batch_size beside the loss.
 //
-// The trainer reads this plugin's `schedule` option to print the plan and to
-// tell every plugin the run's totals before the first step; at run time this
-// plugin asks for each change with Control::SetBatchSize(), and the trainer
+// In OnSetup it declares its schedule (Control::SetBatchSchedule), so the
+// plan the trainer prints and every plugin's totals follow it; at run time it
+// asks for each change with Control::SetBatchSize(), and the trainer
 // re-batches at the next epoch or iteration.
 #include <memory>
 #include <string>
@@ -48,6 +48,11 @@ class BatchSizeSchedulePlugin : public Plugin {
     p->scale_lr_ = ctx.options.GetBool("scale_lr");
     p->log_ = ctx.options.GetBool("log");
     return p;
+  }
+
+  void OnSetup(const SetupEvent&, Control& control) override {
+    absl::Status s = control.SetBatchSchedule(schedule_);
+    if (!s.ok()) throw std::runtime_error(std::string(s.message()));
   }
 
   void OnTrainBegin(const TrainBeginEvent& e, Control& control) override {

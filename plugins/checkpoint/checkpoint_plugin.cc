@@ -43,6 +43,7 @@ class CheckpointPlugin : public Plugin {
          {"on_request", OptionType::kBool, "true",
           "Save when a plugin calls Control::RequestCheckpoint()"}}};
     info.default_priority = 1000;
+    info.capabilities = kWritesOutput;
     return info;
   }
 

@@ -50,7 +50,9 @@ class CsvPlugin : public Plugin {
              {"max_queue", OptionType::kInt, "65536",
               "Rows the queue holds before the training thread waits for the writer"},
              {"records", OptionType::kBool, "true",
-              "Write the scalar records other plugins publish"}}};
+              "Write the scalar records other plugins publish"}},
+            /*default_priority=*/0,
+            /*capabilities=*/kWritesOutput};
   }
 
   static absl::StatusOr<std::unique_ptr<CsvPlugin>> Create(const PluginContext& ctx) {

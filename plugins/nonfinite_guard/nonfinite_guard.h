@@ -1,19 +1,19 @@
 // nonfinite_guard: a non-finite loss or gradient stops the run, or skips the
-// step by restoring the last good state. See README.md in this folder.
+// step. See README.md in this folder.
 //
-// The hooks run after optimizer.step(): by the time OnIterationEnd sees a
-// non-finite gradient it has already been applied to the parameters (and to
-// the optimizer's momentum / Adam moments). So:
-//   - "stop" is exact about *which* step and tensor went bad, but the live
-//     parameters may already be non-finite when the run stops.
-//   - "skip" restores a snapshot (parameters, buffers, optimizer state) taken
-//     after the last step that passed the check; keeping it costs one extra
-//     copy of all of these, refreshed (copy_, no allocation) every checked step.
+// The check runs in OnBeforeOptimizerStep, when the gradients are final and
+// the optimizer has not used them yet: a bad step is never applied, so
+// neither action needs a copy of the training state.
+//   - "stop" skips the bad step and stops the run: the parameters stay finite.
+//   - "skip" skips the bad step and goes on.
+// A host that does not publish BeforeOptimizerStep (a Session in a loop that
+// does not call BeforeOptimizerStep()) is checked in OnIterationEnd instead,
+// after the step: "stop" then says the parameters may not be finite, and
+// "skip" stops, because the step cannot be undone.
 #ifndef TRAINBUS_PLUGINS_NONFINITE_GUARD_H_
 #define TRAINBUS_PLUGINS_NONFINITE_GUARD_H_
 
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,10 +24,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "trainbus/plugin.h"
-
-namespace torch::optim {
-class OptimizerParamState;
-}  // namespace torch::optim
 
 namespace trainbus::nonfinite_guard {
 
@@ -50,28 +46,10 @@ std::optional<std::string> CheckLoss(double loss, int64_t step);
 // or nullopt. Parameters without a gradient are skipped.
 std::optional<std::string> CheckGradients(const torch::nn::Module& model, int64_t step);
 
-// A deep copy of a model's parameters and buffers and of its optimizer's
-// per-parameter state (SGD, Adam, AdamW, Adagrad, RMSprop).
-class TrainingSnapshot {
- public:
-  TrainingSnapshot();
-  ~TrainingSnapshot();
-  // OK when the optimizer's state can be copied (null: parameters only).
-  static absl::Status Supports(torch::optim::Optimizer* optimizer);
-
-  // Copies the current state in (reusing its tensors when shapes match).
-  void Take(torch::nn::Module& model, torch::optim::Optimizer* optimizer);
-  // Copies the kept state back into the live model and optimizer.
-  void Restore(torch::nn::Module& model, torch::optim::Optimizer* optimizer) const;
-  bool empty() const { return !taken_; }
-  // Bytes held by the copy (parameters + buffers + optimizer state).
-  int64_t bytes() const;
-
- private:
-  bool taken_ = false;
-  std::vector<at::Tensor> params_, buffers_;
-  std::map<std::string, std::unique_ptr<torch::optim::OptimizerParamState>> optimizer_state_;
-};
+// "buffer 'bn.running_var' has nan at step 41 (...)": a buffer (BatchNorm's
+// running statistics) made non-finite by the forward pass, which skipping the
+// optimizer step cannot undo; or nullopt.
+std::optional<std::string> CheckBuffers(const torch::nn::Module& model, int64_t step);
 
 class NonFiniteGuardPlugin : public Plugin {
  public:
@@ -80,21 +58,20 @@ class NonFiniteGuardPlugin : public Plugin {
   explicit NonFiniteGuardPlugin(Config config);
 
   void OnTrainBegin(const TrainBeginEvent& e, Control& control) override;
-  void OnIterationBegin(const IterationBeginEvent& e, Control& control) override;
+  void OnBeforeOptimizerStep(const BeforeOptimizerStepEvent& e, Control& control) override;
   void OnIterationEnd(const IterationEndEvent& e, Control& control) override;
   void OnTrainEnd(const TrainEndEvent& e, Control& control) override;
 
   int64_t skipped_steps() const { return skipped_; }
-  const TrainingSnapshot& snapshot() const { return snapshot_; }
 
  private:
-  void TakeSnapshot(Control& control, std::string label);
+  // The problem with this step's loss, gradients or buffers, or nullopt.
+  std::optional<std::string> Check(double loss, int64_t step, Control& control) const;
+  // Acts on a problem; `before_step`: found before the optimizer step ran.
+  void Act(const std::string& problem, int64_t step, bool before_step, Control& control);
 
   Config config_;
-  TrainingSnapshot snapshot_;
-  std::string snapshot_label_;  // "the end of step 40" / "the start of step 0"
-  bool began_iterations_ = false;
-  bool warned_no_model_ = false;
+  int64_t checked_before_step_ = -1;  // the last step checked in OnBeforeOptimizerStep
   int64_t skipped_ = 0;
   int64_t consecutive_ = 0;
 };

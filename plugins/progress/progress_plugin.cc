@@ -37,7 +37,9 @@ class ProgressPlugin : public Plugin {
              {"every_n_iterations", OptionType::kInt, "0",
               "Lines mode: print every N iterations instead of by time (0: by time)"},
              {"loss_window", OptionType::kInt, "20",
-              "Shown loss is the mean of the last N iterations"}}};
+              "Shown loss is the mean of the last N iterations"}},
+            /*default_priority=*/0,
+            /*capabilities=*/kWritesOutput};
   }
 
   static absl::StatusOr<std::unique_ptr<ProgressPlugin>> Create(const PluginContext& ctx) {

@@ -71,7 +71,9 @@ class TensorBoardPlugin : public Plugin {
               "(metrics: the run's own scalars)"},
              {"layout", OptionType::kBool, "true",
               "Write a Custom Scalars layout: train vs val loss and accuracy"},
-             {"records", OptionType::kBool, "true", "Write every record other plugins publish"}}};
+             {"records", OptionType::kBool, "true", "Write every record other plugins publish"}},
+            /*default_priority=*/0,
+            /*capabilities=*/kWritesOutput};
   }
 
   static absl::StatusOr<std::unique_ptr<TensorBoardPlugin>> Create(const PluginContext& ctx) {

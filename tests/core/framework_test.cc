@@ -25,7 +25,6 @@
 #include "trainbus/batch_schedule.h"
 #include "trainbus/bus.h"
 #include "trainbus/config.h"
-#include "trainbus/iteration_plan.h"
 #include "trainbus/options.h"
 #include "trainbus/plugin.h"
 #include "trainbus/plugin_loader.h"
@@ -49,53 +48,58 @@ std::string Msg(const absl::Status& s) { return std::string(s.message()); }
 
 // ---------------------------------------------------------------- plan ----
 
+// Without a schedule: the textbook arithmetic of epochs, batches and iterations.
+absl::StatusOr<SchedulePlan> Plain(int64_t samples, int64_t batch, int64_t epochs, bool drop_last,
+                                   std::optional<int64_t> max_iterations = std::nullopt) {
+  return PlanWithSchedule(samples, batch, epochs, drop_last, max_iterations, nullptr);
+}
+
 TEST(IterationPlanTest, TextbookExamples) {
-  auto a = PlanIterations(10000, 100, 1, false);
+  auto a = Plain(10000, 100, 1, false);
   ASSERT_TRUE(a.ok());
-  EXPECT_EQ(a->iterations_per_epoch, 100);
-  auto b = PlanIterations(10000, 200, 10, false);
+  EXPECT_EQ(a->epochs.front().iterations, 100);
+  auto b = Plain(10000, 200, 10, false);
   ASSERT_TRUE(b.ok());
-  EXPECT_EQ(b->iterations_per_epoch, 50);
+  EXPECT_EQ(b->epochs.front().iterations, 50);
   EXPECT_EQ(b->total_iterations, 500);
-  auto c = PlanIterations(50000, 100, 20, false);
+  auto c = Plain(50000, 100, 20, false);
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->total_iterations, 10000);
   EXPECT_EQ(c->samples_seen, 1000000);
 }
 
 TEST(IterationPlanTest, NonDivisibleWithAndWithoutDropLast) {
-  auto keep = PlanIterations(1000, 300, 2, false);
+  auto keep = Plain(1000, 300, 2, false);
   ASSERT_TRUE(keep.ok());
-  EXPECT_EQ(keep->iterations_per_epoch, 4);
-  EXPECT_EQ(keep->last_batch_size, 100);
+  EXPECT_EQ(keep->epochs.front().iterations, 4);
+  EXPECT_EQ(keep->epochs.front().last_batch_size, 100);
   EXPECT_EQ(keep->total_iterations, 8);
   EXPECT_EQ(keep->samples_seen, 2000);
-  auto drop = PlanIterations(1000, 300, 2, true);
+  auto drop = Plain(1000, 300, 2, true);
   ASSERT_TRUE(drop.ok());
-  EXPECT_EQ(drop->iterations_per_epoch, 3);
-  EXPECT_EQ(drop->last_batch_size, 300);
+  EXPECT_EQ(drop->epochs.front().iterations, 3);
+  EXPECT_EQ(drop->epochs.front().last_batch_size, 300);
   EXPECT_EQ(drop->total_iterations, 6);
   EXPECT_EQ(drop->samples_seen, 1800);
 }
 
 TEST(IterationPlanTest, MaxIterationsCapsTheRun) {
-  auto p = PlanIterations(1000, 100, 10, false, 25);
+  auto p = Plain(1000, 100, 10, false, 25);
   ASSERT_TRUE(p.ok());
   EXPECT_EQ(p->total_iterations, 25);
-  EXPECT_EQ(p->epochs, 3);
+  EXPECT_EQ(p->epochs.size(), 3u);
   EXPECT_EQ(p->samples_seen, 2500);
-  auto larger = PlanIterations(1000, 100, 2, false, 1000);
+  auto larger = Plain(1000, 100, 2, false, 1000);
   ASSERT_TRUE(larger.ok());
   EXPECT_EQ(larger->total_iterations, 20);
 }
 
 TEST(IterationPlanTest, BadInputIsAClearError) {
-  EXPECT_THAT(Msg(PlanIterations(100, 0, 1, false).status()), HasSubstr("batch_size must be > 0"));
-  EXPECT_THAT(Msg(PlanIterations(0, 10, 1, false).status()), HasSubstr("training set is empty"));
-  EXPECT_THAT(Msg(PlanIterations(100, 256, 1, true).status()),
+  EXPECT_THAT(Msg(Plain(100, 0, 1, false).status()), HasSubstr("batch_size must be > 0"));
+  EXPECT_THAT(Msg(Plain(0, 10, 1, false).status()), HasSubstr("training set is empty"));
+  EXPECT_THAT(Msg(Plain(100, 256, 1, true).status()),
               AllOf(HasSubstr("batch_size 256 is larger than the 100"), HasSubstr("drop_last")));
-  EXPECT_THAT(Msg(PlanIterations(100, 10, 1, false, 0).status()),
-              HasSubstr("max_iterations must be > 0"));
+  EXPECT_THAT(Msg(Plain(100, 10, 1, false, 0).status()), HasSubstr("max_iterations must be > 0"));
 }
 
 // ------------------------------------------------------ batch schedules ----
@@ -392,6 +396,164 @@ TEST(BusTest, HookMaskIsDetectedAtCompileTime) {
   EXPECT_EQ(HookMaskToString(kHookIterationEnd | kHookTrainEnd), "OnIterationEnd, OnTrainEnd");
 }
 
+// The hook list of trainbus/hooks.h: every hook has a name, a description
+// and a bit, in the order of a run, and the new gradient hooks are detected.
+class GradientHooks : public Plugin {
+ public:
+  void OnSetup(const SetupEvent&, Control&) override {}
+  void OnAfterBackward(const AfterBackwardEvent&, Control&) override {}
+  void OnBeforeOptimizerStep(const BeforeOptimizerStepEvent&, Control&) override {}
+  void OnValidationBegin(const ValidationBeginEvent&, Control&) override {}
+};
+
+TEST(BusTest, TheHookListNamesDescribesAndMasksEveryHook) {
+  EXPECT_EQ(kNumHooks, 13);
+  for (int i = 0; i < kNumHooks; ++i) {
+    EXPECT_THAT(HookName(i), ::testing::StartsWith("On"));
+    EXPECT_STRNE(HookDescription(i), "?");
+  }
+  EXPECT_STREQ(HookName(-1), "?");
+  EXPECT_STREQ(HookName(kNumHooks), "?");
+  EXPECT_STREQ(HookName(kHookIndexSetup), "OnSetup");
+  EXPECT_EQ(kAllHooks, (1u << 13) - 1);
+  EXPECT_EQ(HooksOf<GradientHooks>(),
+            kHookSetup | kHookAfterBackward | kHookBeforeOptimizerStep | kHookValidationBegin);
+  EXPECT_EQ(HookMaskToString(HooksOf<GradientHooks>()),
+            "OnSetup, OnAfterBackward, OnBeforeOptimizerStep, OnValidationBegin");
+}
+
+// Writes down every hook with its step, and skips or declares when told.
+class LifecycleWatcher : public Plugin {
+ public:
+  explicit LifecycleWatcher(std::vector<std::string>* log) : log_(log) {}
+  void OnSetup(const SetupEvent& e, Control& c) override {
+    log_->push_back(absl::StrCat("Setup total=", e.run->total_iterations));
+    skip_status = c.SkipOptimizerStep("too early");
+  }
+  void OnTrainBegin(const TrainBeginEvent&, Control& c) override {
+    log_->push_back("TrainBegin");
+    BatchSchedule schedule;
+    schedule_status = c.SetBatchSchedule(schedule);
+  }
+  void OnAfterBackward(const AfterBackwardEvent& e, Control&) override {
+    log_->push_back(absl::StrCat("AfterBackward ", e.step, " loss=", e.loss));
+  }
+  void OnBeforeOptimizerStep(const BeforeOptimizerStepEvent& e, Control& c) override {
+    log_->push_back(absl::StrCat("BeforeOptimizerStep ", e.step, " batch=", e.batch_size));
+    if (e.step == 1) {
+      EXPECT_TRUE(c.SkipOptimizerStep("loss too large").ok());
+      EXPECT_TRUE(c.optimizer_step_skipped());
+    }
+  }
+  void OnIterationEnd(const IterationEndEvent& e, Control&) override {
+    log_->push_back(absl::StrCat("IterationEnd ", e.step, e.optimizer_step_skipped ? " skipped" : ""));
+  }
+  void OnValidationBegin(const ValidationBeginEvent& e, Control&) override {
+    log_->push_back(absl::StrCat("ValidationBegin ", e.step));
+  }
+  void OnValidationEnd(const ValidationEndEvent& e, Control&) override {
+    log_->push_back(absl::StrCat("ValidationEnd ", e.step));
+  }
+  absl::Status skip_status, schedule_status;
+
+ private:
+  std::vector<std::string>* log_;
+};
+
+TEST(SessionTest, GradientHooksRunBetweenBackwardAndStepAndMaySkipIt) {
+  std::vector<std::string> log, lines;
+  Session session;
+  session.bus().set_log_sink([&](absl::string_view l) { lines.emplace_back(l); });
+  auto watcher = MakePlugin<LifecycleWatcher>(&log);
+  LifecycleWatcher* w = watcher.get();
+  ASSERT_TRUE(session.AddPlugin(std::move(watcher), "watcher").ok());
+  session.Begin(RunInfo{});  // runs Setup first: the host did not
+  session.BeginEpoch();
+  std::vector<bool> stepped;
+  for (int i = 0; i < 2; ++i) {
+    session.BeginIteration(8);
+    session.AfterBackward(0.5 + i);
+    stepped.push_back(session.BeforeOptimizerStep(0.5 + i));
+    session.EndIteration(0.5 + i, 8);
+  }
+  session.BeginValidation();
+  session.EndValidation(Metrics{{"val/loss", 1.0}});
+  session.EndEpoch();
+  ASSERT_TRUE(session.End().ok());
+  EXPECT_THAT(stepped, ElementsAre(true, false));
+  EXPECT_THAT(log, ElementsAre("Setup total=0", "TrainBegin", "AfterBackward 0 loss=0.5",
+                               "BeforeOptimizerStep 0 batch=8", "IterationEnd 0",
+                               "AfterBackward 1 loss=1.5", "BeforeOptimizerStep 1 batch=8",
+                               "IterationEnd 1 skipped", "ValidationBegin 1", "ValidationEnd 1"));
+  EXPECT_THAT(lines, ::testing::Contains(
+                         "[watcher] skipped the optimizer step of step 1: loss too large"));
+  // Each request only where it can still take effect, with a message saying where.
+  EXPECT_EQ(w->skip_status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Msg(w->skip_status),
+              HasSubstr("plugin 'watcher': SkipOptimizerStep (too early): only allowed in "
+                        "OnBeforeOptimizerStep"));
+  EXPECT_THAT(Msg(w->schedule_status),
+              HasSubstr("plugin 'watcher': SetBatchSchedule: only allowed in OnSetup"));
+}
+
+// Declares a batch schedule in OnSetup.
+class DeclaresSchedule : public Plugin {
+ public:
+  void OnSetup(const SetupEvent&, Control& c) override { status = c.SetBatchSchedule({}); }
+  absl::Status status;
+};
+
+TEST(SessionTest, OneBatchScheduleAndOnlyWhereTheHostBatches) {
+  {
+    // A Session in the user's loop batches the data itself.
+    Session session;
+    auto p = MakePlugin<DeclaresSchedule>();
+    DeclaresSchedule* d = p.get();
+    ASSERT_TRUE(session.AddPlugin(std::move(p), "sched").ok());
+    session.Setup(RunInfo{});
+    EXPECT_THAT(Msg(d->status), HasSubstr("this host batches its data itself"));
+  }
+  {
+    Session session;
+    int declared = 0;
+    session.bus().set_batch_schedule_setter([&](const BatchSchedule&) {
+      ++declared;
+      return absl::OkStatus();
+    });
+    auto a = MakePlugin<DeclaresSchedule>();
+    auto b = MakePlugin<DeclaresSchedule>();
+    DeclaresSchedule* first = a.get();
+    DeclaresSchedule* second = b.get();
+    ASSERT_TRUE(session.AddPlugin(std::move(a), "a").ok());
+    ASSERT_TRUE(session.AddPlugin(std::move(b), "b").ok());
+    session.Setup(RunInfo{});
+    EXPECT_TRUE(first->status.ok()) << first->status;
+    EXPECT_THAT(Msg(second->status),
+                HasSubstr("plugin 'b': SetBatchSchedule: another plugin already declared"));
+    EXPECT_EQ(declared, 1);
+  }
+}
+
+// A plugin's capabilities, not its name, decide where it runs.
+TEST(SessionTest, PluginsThatWriteOutputLoadOnRankZeroOnly) {
+  PluginInfo quiet, writer, per_rank;
+  writer.capabilities = kWritesOutput;
+  per_rank.capabilities = kWritesOutput | kOnEveryRank;
+  EXPECT_TRUE(LoadsOnRank(quiet, 1));
+  EXPECT_TRUE(LoadsOnRank(writer, 0));
+  EXPECT_FALSE(LoadsOnRank(writer, 1));
+  EXPECT_TRUE(LoadsOnRank(per_rank, 3));
+  // The bundled writers say so; a rank-1 session leaves them out.
+  Session session;
+  session.set_rank(1);
+  for (const char* name : {"csv", "tensorboard", "progress", "checkpoint", "nonfinite_guard"}) {
+    config::PluginConfig p;
+    p.set_name(name);
+    ASSERT_TRUE(session.LoadPlugin(p).ok()) << name;
+  }
+  EXPECT_THAT(session.bus().plugin_names(), ElementsAre("nonfinite_guard"));
+}
+
 TEST(BusTest, DeliversByPriorityThenInsertionOrder) {
   std::vector<std::string> log;
   Recorder a("a", &log), b("b", &log), c("c", &log);
@@ -531,15 +693,11 @@ TEST(BusTest, CloseErrorsEndTheRunWithThatError) {
 class ThrowsIn : public Plugin {
  public:
   explicit ThrowsIn(int hook) : hook_(hook) {}
-  void OnTrainBegin(const TrainBeginEvent&, Control&) override { Maybe(0); }
-  void OnEpochBegin(const EpochBeginEvent&, Control&) override { Maybe(1); }
-  void OnIterationBegin(const IterationBeginEvent&, Control&) override { Maybe(2); }
-  void OnIterationEnd(const IterationEndEvent&, Control&) override { Maybe(3); }
-  void OnValidationEnd(const ValidationEndEvent&, Control&) override { Maybe(4); }
-  void OnEpochEnd(const EpochEndEvent&, Control&) override { Maybe(5); }
-  void OnTrainEnd(const TrainEndEvent&, Control&) override { Maybe(6); }
-  void OnAbort(const AbortEvent&, Control&) override { Maybe(7); }
-  void OnRecord(const Record&, Control&) override { Maybe(8); }
+  // Every hook of trainbus/hooks.h, generated from the same list.
+#define THROWS_IN_HOOK_(name, event, when) \
+  void On##name(const event&, Control&) override { Maybe(kHookIndex##name); }
+  TRAINBUS_HOOKS(THROWS_IN_HOOK_)
+#undef THROWS_IN_HOOK_
   absl::Status Close() override {
     Maybe(kNumHooks);
     return absl::OkStatus();
@@ -582,11 +740,14 @@ TEST(BusTest, AThrowInAnyHookIsNamedAndEveryOtherPluginStillCloses) {
     session.Begin(RunInfo{});
     session.BeginEpoch();
     session.BeginIteration(4);
+    session.AfterBackward(1.0);
+    session.BeforeOptimizerStep(1.0);
     session.EndIteration(1.0, 4);
     session.Publish(Record::Scalar("x", 1.0, 0));
+    session.BeginValidation();
     session.EndValidation(Metrics{{"val/loss", 0.5}});
     session.EndEpoch();
-    if (hook == 7) session.Abort("the host gave up");  // OnAbort needs an abort
+    if (hook == kHookIndexAbort) session.Abort("the host gave up");  // OnAbort needs an abort
     absl::Status end = session.End();
     ASSERT_FALSE(end.ok());
     if (hook < kNumHooks) {

@@ -69,7 +69,9 @@ class Watcher : public Plugin {
     batch_sizes.push_back(e.batch_size);
     lrs.push_back(e.learning_rates.empty() ? -1 : e.learning_rates[0]);
     if (e.step == stop_at) c.RequestStop("test stop");
-    if (e.step == set_lr_at) ASSERT_TRUE(c.SetLearningRate(0, 0.5).ok());
+    if (e.step == set_lr_at) {
+      ASSERT_TRUE(c.SetLearningRate(0, 0.5).ok());
+    }
     if (e.step == throw_at) throw std::runtime_error("hook failure");
     ASSERT_NE(c.model(), nullptr);
     ASSERT_NE(c.optimizer(), nullptr);
@@ -425,6 +427,94 @@ TEST(CheckpointTest, ResumeRefusesAnotherPlanOrACorruptCheckpoint) {
 }
 
 // ------------------------------------------- batch sizes and normalisation ----
+
+// Watches the gradient hooks: passes per iteration, the gradient norm the
+// optimizer is about to use, and records.
+class GradientWatcher : public Plugin {
+ public:
+  void OnAfterBackward(const AfterBackwardEvent& e, Control&) override {
+    passes.push_back(absl::StrCat(e.step, ":", e.micro_batch, "/", e.micro_batches));
+  }
+  void OnBeforeOptimizerStep(const BeforeOptimizerStepEvent&, Control& c) override {
+    double sum = 0;
+    for (const at::Tensor& p : c.model()->parameters()) {
+      if (p.grad().defined()) sum += p.grad().pow(2).sum().item<double>();
+    }
+    norms_before_step.push_back(std::sqrt(sum));
+  }
+  void OnIterationEnd(const IterationEndEvent& e, Control&) override {
+    losses.push_back(e.loss);
+    batch_sizes.push_back(e.batch_size);
+  }
+  void OnRecord(const Record& r, Control&) override {
+    if (r.tag == "grad_clip/norm") clip_norms.push_back(std::get<ScalarValue>(r.value).value);
+  }
+  std::vector<std::string> passes;
+  std::vector<double> norms_before_step, losses, clip_norms;
+  std::vector<int64_t> batch_sizes;
+};
+
+struct GradientWatched {
+  std::unique_ptr<Trainer> trainer;
+  GradientWatcher* watcher;
+};
+
+GradientWatched MakeGradientTrainer(const config::RunConfig& c) {
+  auto session = std::make_unique<Session>();
+  session->bus().set_log_sink([](absl::string_view) {});
+  auto w = MakePlugin<GradientWatcher>();
+  GradientWatcher* raw = w.get();
+  // After every bundled plugin's gradient hooks (grad_clip runs at -50).
+  EXPECT_TRUE(session->AddPlugin(std::move(w), "gradients", 100).ok());
+  auto t = Trainer::Create(c, std::move(session));
+  EXPECT_TRUE(t.ok()) << t.status();
+  return {std::move(t).value(), raw};
+}
+
+// accumulate_batches k: each iteration runs k backward passes over its
+// share of the batch before one optimizer step; the plan, the iteration's
+// batch and the loss are those of one pass over k x batch_size samples.
+TEST(TrainerTest, GradientAccumulationIsOneStepOverKPasses) {
+  auto one = MakeGradientTrainer(TinyConfig(R"({"trainer": {"epochs": 1, "batch_size": 64}})"));
+  auto acc = MakeGradientTrainer(
+      TinyConfig(R"({"trainer": {"epochs": 1, "batch_size": 16, "accumulate_batches": 4}})"));
+  EXPECT_EQ(acc.trainer->plan().total_iterations, one.trainer->plan().total_iterations);
+  EXPECT_EQ(acc.trainer->plan().epochs[0].iterations, 4);  // ceil(240 / 64)
+  ASSERT_TRUE(one.trainer->Run().ok());
+  ASSERT_TRUE(acc.trainer->Run().ok());
+  EXPECT_EQ(acc.watcher->batch_sizes, one.watcher->batch_sizes);
+  ASSERT_EQ(acc.watcher->passes.size(), 16u);
+  EXPECT_EQ(acc.watcher->passes[0], "0:0/4");
+  EXPECT_EQ(acc.watcher->passes[3], "0:3/4");
+  EXPECT_EQ(acc.watcher->passes[15], "3:3/4");
+  EXPECT_EQ(one.watcher->passes[0], "0:0/1");
+  // The same arithmetic in another order: equal up to float rounding.
+  ASSERT_EQ(acc.watcher->losses.size(), one.watcher->losses.size());
+  for (size_t i = 0; i < one.watcher->losses.size(); ++i) {
+    EXPECT_NEAR(acc.watcher->losses[i], one.watcher->losses[i], 1e-4) << "iteration " << i;
+    EXPECT_NEAR(acc.watcher->norms_before_step[i], one.watcher->norms_before_step[i],
+                1e-4 * (1 + one.watcher->norms_before_step[i]))
+        << "iteration " << i;
+  }
+  auto bad = ParseRunConfig(R"({"trainer": {"accumulate_batches": 0}})", "json", "test");
+  ASSERT_TRUE(bad.ok());
+  EXPECT_THAT(Msg(FinalizeRunConfig(&*bad, "test")),
+              HasSubstr("trainer.accumulate_batches must be between 1 and 65536, got 0"));
+}
+
+// grad_clip through the trainer: it logs the norm before clipping, and the
+// optimizer gets gradients of at most max_norm.
+TEST(TrainerTest, GradClipBoundsTheNormTheOptimizerSees) {
+  auto w = MakeGradientTrainer(TinyConfig(R"({"trainer": {"epochs": 1},
+      "plugins": [{"name": "grad_clip", "options": {"max_norm": 0.01}}]})"));
+  ASSERT_TRUE(w.trainer->Run().ok());
+  ASSERT_EQ(w.watcher->clip_norms.size(), 8u);
+  ASSERT_EQ(w.watcher->norms_before_step.size(), 8u);
+  for (size_t i = 0; i < 8; ++i) {
+    EXPECT_GT(w.watcher->clip_norms[i], 0.01) << "the unclipped norm, step " << i;
+    EXPECT_LE(w.watcher->norms_before_step[i], 0.01 * (1 + 1e-5)) << "step " << i;
+  }
+}
 
 TEST(BatchScheduleRunTest, EpochScheduleRunsExactlyThePlannedIterations) {
   auto [trainer, w] = MakeTrainer(TinyConfig(R"({"plugins": [{"name": "batch_size_schedule",

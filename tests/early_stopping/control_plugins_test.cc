@@ -1,4 +1,4 @@
-// Tests of the run-control plugins: early_stopping and nonfinite_guard.
+// Tests of the run-control plugins: early_stopping, nonfinite_guard and grad_clip.
 //
 // Most tests drive a trainbus::Session by hand (scripted metric values, a
 // tiny torch::nn::Linear with an optimizer) so every decision is exact and
@@ -18,11 +18,13 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <gmock/gmock.h>
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
+#include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adam.h>
 #include <torch/optim/lbfgs.h>
 #include <torch/optim/sgd.h>
@@ -30,6 +32,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "early_stopping.h"
+#include "grad_clip.h"
 #include "nonfinite_guard.h"
 #include "trainbus/session.h"
 #include "test_util.h"
@@ -573,25 +576,37 @@ const at::Tensor& Targets() {
   return y;
 }
 
-enum class Inject { kNone, kNanLoss, kNanGrad, kInfGrad };
+enum class Inject { kNone, kNanLoss, kNanGrad, kInfGrad, kNanLossAndBuffer };
 
-// One training step on the fixed batch; returns the loss.
-double TrainStep(Net& net, torch::optim::Optimizer& opt, Inject inject = Inject::kNone) {
+// One training step on the fixed batch; returns the loss. With a session, its
+// gradient hooks run between backward and step, and may skip the step. The
+// buffer `seen` counts the optimizer steps taken.
+double TrainStep(Net& net, torch::optim::Optimizer& opt, Inject inject = Inject::kNone,
+                 Session* session = nullptr) {
   opt.zero_grad();
   at::Tensor loss = (net.fc->forward(Inputs()) - Targets()).pow(2).mean();
-  if (inject == Inject::kNanLoss) loss = loss * std::numeric_limits<float>::quiet_NaN();
+  if (inject == Inject::kNanLoss || inject == Inject::kNanLossAndBuffer) {
+    loss = loss * std::numeric_limits<float>::quiet_NaN();
+  }
   loss.backward();
   {
     at::NoGradGuard no_grad;
     if (inject == Inject::kNanGrad) net.fc->weight.grad()[0][1].fill_(kNan);
     if (inject == Inject::kInfGrad) net.fc->weight.grad()[0][1].fill_(kInf);
+    // As a forward pass writing BatchNorm statistics from a bad batch would.
+    if (inject == Inject::kNanLossAndBuffer) net.seen.fill_(kNan);
+  }
+  const double value = loss.item<double>();
+  if (session != nullptr) {
+    session->AfterBackward(value);
+    if (!session->BeforeOptimizerStep(value)) return value;
   }
   opt.step();
   {
     at::NoGradGuard no_grad;
     net.seen.add_(1);
   }
-  return loss.item<double>();
+  return value;
 }
 
 // A detached copy of every parameter and buffer, in named order.
@@ -823,16 +838,18 @@ struct GuardHarness {
     for (const auto& l : logs) absl::StrAppend(&all, l, "\n");
     return all;
   }
-  // Runs `steps` iterations in one epoch, injecting per step; returns steps run.
+  // Runs `steps` iterations in one epoch, injecting per step; returns steps
+  // run. `gradient_hooks` false: a host loop that does not publish
+  // AfterBackward / BeforeOptimizerStep.
   int Run(Net& net, torch::optim::Optimizer& opt, int steps,
-          const std::function<Inject(int)>& inject) {
+          const std::function<Inject(int)>& inject, bool gradient_hooks = true) {
     session.Bind(&net, &opt);
     session.Begin(RunInfo{});
     session.BeginEpoch();
     int ran = 0;
     for (int i = 0; i < steps && !session.ShouldStop(); ++i) {
       session.BeginIteration(4);
-      session.EndIteration(TrainStep(net, opt, inject(i)), 4);
+      session.EndIteration(TrainStep(net, opt, inject(i), gradient_hooks ? &session : nullptr), 4);
       ++ran;
     }
     return ran;
@@ -850,8 +867,9 @@ TEST(NonFiniteGuardTest, StopsOnANanLoss) {
   EXPECT_EQ(h.Run(net, opt, 8, [](int i) { return i == 3 ? Inject::kNanLoss : Inject::kNone; }), 4);
   EXPECT_EQ(h.session.stop_reason(), "nonfinite_guard: loss is nan at step 3");
   ASSERT_TRUE(h.session.End().ok());
-  EXPECT_THAT(h.Logs(), HasSubstr("[nonfinite_guard] loss is nan at step 3; stopping the run (the "
-                                  "optimizer step of step 3 has already run"));
+  EXPECT_THAT(h.Logs(), HasSubstr("[nonfinite_guard] loss is nan at step 3; stopping the run (its "
+                                  "optimizer step was skipped: the parameters are still finite)"));
+  EXPECT_TRUE(at::isfinite(net.fc->weight).all().item<bool>());
   EXPECT_THAT(h.recorder->Texts("nonfinite_guard/reason"),
               ElementsAre("**Stopped:** loss is nan at step 3"));
 }
@@ -913,13 +931,14 @@ TEST(NonFiniteGuardTest, SkipUndoesTheStepWithSgdMomentum) {
   // Parameters, the `seen` buffer (7 bumps) and thus the momentum equal a run
   // that never took step 3.
   EXPECT_TRUE(Equal(got, expected));
-  EXPECT_THAT(h.Logs(), HasSubstr("[nonfinite_guard] skipped step 3 (gradient of 'fc.weight' has "
-                                  "nan at step 3 (1 of 2 values)): parameters, buffers and "
-                                  "optimizer state restored to the end of step 2"));
+  EXPECT_THAT(h.Logs(), HasSubstr("[nonfinite_guard] skipped the optimizer step of step 3: "
+                                  "gradient of 'fc.weight' has nan at step 3 (1 of 2 values)"));
+  EXPECT_THAT(h.recorder->Texts("nonfinite_guard/skipped"),
+              ElementsAre("skipped step 3 (gradient of 'fc.weight' has nan at step 3 (1 of 2 "
+                          "values)): its optimizer step did not run"));
   EXPECT_THAT(h.recorder->Scalars("nonfinite_guard/skipped_steps"), ElementsAre(1.0));
   ASSERT_TRUE(h.session.End().ok());
-  EXPECT_THAT(h.Logs(), HasSubstr("skipped 1 step with a non-finite loss or gradient; the kept "
-                                  "copy of the training state took 28 bytes"));
+  EXPECT_THAT(h.Logs(), HasSubstr("skipped 1 step with a non-finite loss or gradient"));
 }
 
 TEST(NonFiniteGuardTest, SkipUndoesTheFirstStepAndAdamState) {
@@ -933,8 +952,7 @@ TEST(NonFiniteGuardTest, SkipUndoesTheFirstStepAndAdamState) {
             6);
   EXPECT_EQ(h.plugin->skipped_steps(), 2);
   EXPECT_TRUE(Equal(Weights(net), ReferenceSkipping(ref_opt, ref, 6, {0, 4})));
-  EXPECT_THAT(h.Logs(), HasSubstr("skipped step 0 (loss is nan at step 0): parameters, buffers and "
-                                  "optimizer state restored to the start of step 0"));
+  EXPECT_THAT(h.Logs(), HasSubstr("skipped the optimizer step of step 0: loss is nan at step 0"));
   // Adam's step counts match the reference (4 real steps).
   for (const auto& [key, state] : opt.state()) {
     EXPECT_EQ(static_cast<torch::optim::AdamParamState&>(*state).step(), 4);
@@ -956,24 +974,45 @@ TEST(NonFiniteGuardTest, SkipStopsAfterTooManySkipsInARow) {
   EXPECT_TRUE(Equal(Weights(net), ReferenceSkipping(ref_opt, ref, 5, {2, 3, 4})));
 }
 
-TEST(NonFiniteGuardTest, SkipNeedsAModelAndASupportedOptimizer) {
+TEST(NonFiniteGuardTest, SkipWorksWithAnyOptimizerButNotWithABrokenBuffer) {
   {
+    // No copy of the optimizer's state is needed: LBFGS is fine.
     Net net;
     torch::optim::LBFGS opt(net.parameters(), torch::optim::LBFGSOptions(0.1));
     GuardHarness h(R"({"action": "skip"})");
     h.session.Bind(&net, &opt);
     h.session.Begin(RunInfo{});
-    EXPECT_THAT(std::string(h.session.status().message()),
-                AllOf(HasSubstr("plugin 'nonfinite_guard' threw in OnTrainBegin"),
-                      HasSubstr("action \"skip\" must copy the optimizer's state, which it can "
-                                "for SGD, Adam, AdamW, Adagrad and RMSprop only")));
-    EXPECT_TRUE(h.session.ShouldStop());
+    EXPECT_TRUE(h.session.status().ok()) << h.session.status();
   }
   {
+    // A forward pass that wrote a non-finite buffer cannot be undone by
+    // skipping the update: the run stops and says why.
+    Net net;
+    torch::optim::SGD opt(net.parameters(), torch::optim::SGDOptions(0.1));
     GuardHarness h(R"({"action": "skip"})");
-    h.session.Begin(RunInfo{});
-    EXPECT_THAT(std::string(h.session.status().message()),
-                HasSubstr("action \"skip\" needs the model"));
+    EXPECT_EQ(h.Run(net, opt, 6,
+                    [](int i) { return i == 2 ? Inject::kNanLossAndBuffer : Inject::kNone; }),
+              3);
+    EXPECT_EQ(h.session.stop_reason(),
+              "nonfinite_guard: loss is nan at step 2; buffer 'seen' has nan at step 2 (1 of 1 "
+              "values)");
+    EXPECT_THAT(h.Logs(), HasSubstr("(a skip cannot undo a buffer's update)"));
+    EXPECT_EQ(h.plugin->skipped_steps(), 0);
+  }
+}
+
+TEST(NonFiniteGuardTest, AHostWithoutTheGradientHooksIsCheckedAfterTheStep) {
+  {
+    // "skip" cannot undo a step that already ran: it stops and says how to fix it.
+    Net net;
+    torch::optim::SGD opt(net.parameters(), torch::optim::SGDOptions(0.1));
+    GuardHarness h(R"({"action": "skip"})");
+    EXPECT_EQ(h.Run(net, opt, 8, [](int i) { return i == 3 ? Inject::kNanLoss : Inject::kNone; },
+                    /*gradient_hooks=*/false),
+              4);
+    EXPECT_EQ(h.session.stop_reason(), "nonfinite_guard: loss is nan at step 3");
+    EXPECT_THAT(h.Logs(), HasSubstr("this host does not call Session::BeforeOptimizerStep(), so "
+                                    "the optimizer step of step 3 has already run"));
   }
   {
     // "stop" without a model still checks the loss.
@@ -984,6 +1023,123 @@ TEST(NonFiniteGuardTest, SkipNeedsAModelAndASupportedOptimizer) {
     EXPECT_EQ(h.session.stop_reason(), "nonfinite_guard: loss is inf at step 0");
     EXPECT_THAT(h.Logs(), HasSubstr("no model is bound to the session: only the loss is checked"));
   }
+}
+
+// ---------------------------------------------------------------------------
+// grad_clip
+
+namespace gc = grad_clip;
+
+std::string ClipError(const std::string& json) {
+  auto made = CreatePlugin<gc::GradClipPlugin>(json);
+  return made.ok() ? "(created)" : std::string(made.status().message());
+}
+
+TEST(GradClipTest, BadOptionsNameTheOption) {
+  EXPECT_THAT(ClipError(R"({})"), HasSubstr("set option 'max_norm' (clip by total norm) or "
+                                            "'clip_value' (clip by value), or both"));
+  EXPECT_THAT(ClipError(R"({"max_norm": -1})"),
+              HasSubstr("option 'max_norm' must be a finite number >= 0"));
+  EXPECT_THAT(ClipError(R"({"max_norm": 1, "norm_type": 0})"),
+              HasSubstr("option 'norm_type' must be a number > 0 or the string \"inf\""));
+  EXPECT_THAT(ClipError(R"({"max_norm": 1, "norm_type": "two"})"),
+              HasSubstr("option 'norm_type' must be a number > 0"));
+  EXPECT_THAT(ClipError(R"({"clip_value": -0.5})"),
+              HasSubstr("option 'clip_value' must be a finite number >= 0"));
+  EXPECT_THAT(ClipError(R"({"max_norm": 1, "log_every_n": -1})"),
+              HasSubstr("option 'log_every_n' must be >= 0 (0: never), got -1"));
+  EXPECT_EQ(ClipError(R"({"max_norm": 1, "norm_type": "inf"})"), "(created)");
+  EXPECT_EQ(gc::GradClipPlugin::Info().default_priority, -50);
+}
+
+// Two identical sets of parameters with seeded random gradients.
+std::vector<at::Tensor> ParamsWithGrads(uint64_t seed, double scale) {
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  std::vector<at::Tensor> params;
+  for (auto shape : {std::vector<int64_t>{5, 3}, {3}, {2, 3}, {2}}) {
+    at::Tensor p = at::randn(shape, gen).set_requires_grad(true);
+    p.mutable_grad() = at::randn(shape, gen) * scale;
+    params.push_back(p);
+  }
+  return params;
+}
+
+TEST(GradClipTest, ClippingEqualsLibTorchsOwnFunctionsBitForBit) {
+  const double inf = std::numeric_limits<double>::infinity();
+  for (double norm_type : {2.0, 1.0, 3.5, inf}) {
+    for (double max_norm : {0.5, 1e6}) {  // clipped, and left alone
+      SCOPED_TRACE(absl::StrCat("norm_type ", norm_type, " max_norm ", max_norm));
+      auto ours = ParamsWithGrads(7, 3.0), theirs = ParamsWithGrads(7, 3.0);
+      const double norm = gc::TotalGradNorm(ours, norm_type);
+      const bool scaled = gc::ClipToNorm(ours, norm, max_norm);
+      const double expected = torch::nn::utils::clip_grad_norm_(theirs, max_norm, norm_type);
+      EXPECT_EQ(norm, expected);
+      EXPECT_EQ(scaled, max_norm < norm);
+      for (size_t i = 0; i < ours.size(); ++i) EXPECT_TRUE(ours[i].grad().equal(theirs[i].grad()));
+    }
+  }
+  auto ours = ParamsWithGrads(8, 3.0), theirs = ParamsWithGrads(8, 3.0);
+  gc::ClipToValue(ours, 0.25);
+  torch::nn::utils::clip_grad_value_(theirs, 0.25);
+  for (size_t i = 0; i < ours.size(); ++i) EXPECT_TRUE(ours[i].grad().equal(theirs[i].grad()));
+  EXPECT_EQ(gc::TotalGradNorm({at::zeros({2}).set_requires_grad(true)}, 2.0), 0.0);  // no grads
+}
+
+struct ClipHarness {
+  explicit ClipHarness(const std::string& json) {
+    session.bus().set_log_sink([this](absl::string_view l) { logs.emplace_back(l); });
+    auto made = CreatePlugin<gc::GradClipPlugin>(json);
+    EXPECT_TRUE(made.ok()) << made.status();
+    plugin = made->get();
+    EXPECT_TRUE(session.AddPlugin(*std::move(made), "grad_clip", -50).ok());
+    auto rec = MakePlugin<Recorder>();
+    recorder = rec.get();
+    EXPECT_TRUE(session.AddPlugin(std::move(rec), "recorder").ok());
+  }
+  std::vector<std::string> logs;
+  Session session;
+  gc::GradClipPlugin* plugin = nullptr;
+  Recorder* recorder = nullptr;
+};
+
+TEST(GradClipTest, LogsTheNormBeforeClippingAndLeavesANonFiniteNormAlone) {
+  Net net;
+  torch::optim::SGD opt(net.parameters(), torch::optim::SGDOptions(0.1));
+  ClipHarness h(R"({"max_norm": 0.001, "log_every_n": 2})");
+  h.session.Bind(&net, &opt);
+  h.session.Begin(RunInfo{});
+  h.session.BeginEpoch();
+  std::vector<double> seen_by_step;
+  for (int i = 0; i < 4; ++i) {
+    h.session.BeginIteration(4);
+    opt.zero_grad();
+    at::Tensor loss = (net.fc->forward(Inputs()) - Targets()).pow(2).mean();
+    loss.backward();
+    if (i == 3) net.fc->weight.grad()[0][0].fill_(kNan);
+    const double unclipped = gc::TotalGradNorm(net.parameters(), 2.0);
+    h.session.AfterBackward(loss.item<double>());
+    ASSERT_TRUE(h.session.BeforeOptimizerStep(loss.item<double>()));
+    seen_by_step.push_back(gc::TotalGradNorm(net.parameters(), 2.0));
+    if (i < 3) {
+      EXPECT_GT(unclipped, 0.001);
+      EXPECT_NEAR(seen_by_step.back(), 0.001, 1e-6) << "step " << i;
+    } else {
+      EXPECT_TRUE(std::isnan(seen_by_step.back()));  // left alone, not turned into all-nan
+      EXPECT_FALSE(std::isnan(net.fc->bias.grad().item<double>()));
+    }
+    opt.step();
+    h.session.EndIteration(loss.item<double>(), 4);
+  }
+  h.session.EndEpoch();
+  ASSERT_TRUE(h.session.End().ok());
+  // log_every_n 2: steps 0 and 2; the values are the norms before clipping.
+  ASSERT_EQ(h.recorder->Scalars("grad_clip/norm").size(), 2u);
+  EXPECT_GT(h.recorder->Scalars("grad_clip/norm")[0], 0.001);
+  EXPECT_EQ(h.plugin->clipped_steps(), 3);
+  std::string all;
+  for (const auto& l : h.logs) absl::StrAppend(&all, l, "\n");
+  EXPECT_THAT(all, HasSubstr("[grad_clip] scaled the gradients down in 3 of 4 steps (max_norm "
+                             "0.001)"));
 }
 
 // ---------------------------------------------------------------------------
