@@ -30,27 +30,28 @@ build() {
   command -v "$cxx" >/dev/null || { echo "fuzz: $cxx not found (apt-get install clang libclang-rt-14-dev)" >&2; exit 1; }
   mkdir -p "$out/gen" "$out/obj"
   # Generated code for the messages the tested sources use.
-  protoc -I "$root/framework" --cpp_out="$out/gen" \
-    trainbus/proto/run_config.proto \
+  protoc -I "$root/framework/trainer" --cpp_out="$out/gen" trainbus/proto/run_config.proto
+  protoc -I "$root/framework/tensorboard" --cpp_out="$out/gen" \
     trainbus/tensorboard/proto/tensor.proto trainbus/tensorboard/proto/summary.proto \
     trainbus/tensorboard/proto/event.proto trainbus/tensorboard/proto/plugins.proto \
     trainbus/tensorboard/proto/hparams.proto
   local flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer
                -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
-               -I "$root/framework" -I "$out/gen")
+               -I "$root/framework/core" -I "$root/framework/tensorboard"
+               -I "$root/framework/trainer" -I "$out/gen")
   local libs
   libs=$(pkg-config --libs protobuf absl_status absl_statusor absl_strings absl_str_format)
   # name: sources (relative to the repo or to $out/gen)
   declare -A sources=(
-    [event_file_fuzzer]="fuzz/event_file_fuzzer.cc framework/trainbus/tensorboard/inspect.cc
-      framework/trainbus/tensorboard/event_file_reader.cc framework/trainbus/tensorboard/record_framing.cc
-      framework/trainbus/tensorboard/crc32c.cc
+    [event_file_fuzzer]="fuzz/event_file_fuzzer.cc framework/tensorboard/trainbus/tensorboard/inspect.cc
+      framework/tensorboard/trainbus/tensorboard/event_file_reader.cc framework/tensorboard/trainbus/tensorboard/record_framing.cc
+      framework/tensorboard/trainbus/tensorboard/crc32c.cc
       gen:trainbus/tensorboard/proto/tensor.pb.cc gen:trainbus/tensorboard/proto/summary.pb.cc
       gen:trainbus/tensorboard/proto/event.pb.cc gen:trainbus/tensorboard/proto/plugins.pb.cc
       gen:trainbus/tensorboard/proto/hparams.pb.cc"
-    [run_config_fuzzer]="fuzz/run_config_fuzzer.cc framework/trainbus/config.cc
+    [run_config_fuzzer]="fuzz/run_config_fuzzer.cc framework/trainer/trainbus/config.cc
       gen:trainbus/proto/run_config.pb.cc"
-    [plugin_options_fuzzer]="fuzz/plugin_options_fuzzer.cc framework/trainbus/options.cc"
+    [plugin_options_fuzzer]="fuzz/plugin_options_fuzzer.cc framework/core/trainbus/options.cc"
   )
   local t src objs obj path
   for t in "${targets[@]}"; do

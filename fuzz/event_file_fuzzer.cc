@@ -19,7 +19,7 @@
 #include <filesystem>
 #include <sstream>
 #include <string>
-#include <string_view>
+#include "absl/strings/string_view.h"
 
 #include "trainbus/tensorboard/event_file_reader.h"
 #include "trainbus/tensorboard/inspect.h"
@@ -56,7 +56,7 @@ std::string Frame(const uint8_t* data, size_t size, bool corrupt_last) {
     data += 2;
     size -= 2;
     if (len > size) len = size;
-    tb::AppendRecord(std::string_view(reinterpret_cast<const char*>(data), len), &out);
+    tb::AppendRecord(absl::string_view(reinterpret_cast<const char*>(data), len), &out);
     last_footer = out.size() - tb::kRecordFooterSize;
     data += len;
     size -= len;

@@ -2,8 +2,9 @@
 # Builds (Release, build-bench/) and runs every benchmark, then prints the
 # numbers the tables in docs/BENCHMARKS.md are made of.
 #
-#   scripts/bench.sh                 # bus, trainer overhead, TensorBoard writer, checkpoint barrier
-#   scripts/bench.sh bus trainer     # a subset (bus | trainer | tensorboard | checkpoint)
+#   scripts/bench.sh                 # bus, trainer overhead, TensorBoard writer, checkpoint barrier,
+#                                    # the standalone writer's start-up
+#   scripts/bench.sh bus trainer     # a subset (bus | trainer | tensorboard | checkpoint | standalone)
 #
 # REPETITIONS (default 15) sets the repetitions of the trainer comparison,
 # run with random interleaving so that the bare loop and the trainer are
@@ -17,7 +18,7 @@ scripts/setup.sh
 build_dir="${BENCH_BUILD_DIR:-build-bench}"
 reps="${REPETITIONS:-15}"
 suites=("$@")
-[ ${#suites[@]} -eq 0 ] && suites=(bus trainer tensorboard checkpoint)
+[ ${#suites[@]} -eq 0 ] && suites=(bus trainer tensorboard checkpoint standalone)
 
 if [ ! -f "$build_dir/build.ninja" ]; then
   cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
@@ -30,7 +31,8 @@ for s in "${suites[@]}"; do
     trainer) targets+=(trainer_overhead_bench) ;;
     tensorboard) targets+=(tensorboard_writer_bench) ;;
     checkpoint) targets+=(checkpoint_barrier_bench) ;;
-    *) echo "bench: unknown suite '$s' (bus, trainer, tensorboard, checkpoint)" >&2; exit 2 ;;
+    standalone) targets+=(standalone_writer_bench) ;;
+    *) echo "bench: unknown suite '$s' (bus, trainer, tensorboard, checkpoint, standalone)" >&2; exit 2 ;;
   esac
 done
 cmake --build "$build_dir" -j "$(nproc)" --target "${targets[@]}"
@@ -89,6 +91,14 @@ for s in "${suites[@]}"; do
         --benchmark_out="$results/checkpoint_barrier.json" --benchmark_out_format=json \
         2>/dev/null | tee "$results/checkpoint_barrier.txt" >/dev/null
       medians "$results/checkpoint_barrier.txt"
+      ;;
+    standalone)
+      echo; echo "== a program that logs 1,000 scalars: writer alone vs with the tensor layer (median of 3) =="
+      "$build_dir/bench/tensorboard/standalone_writer_bench" --benchmark_repetitions=3 \
+        --benchmark_report_aggregates_only=true \
+        --benchmark_out="$results/standalone_writer.json" --benchmark_out_format=json \
+        | tee "$results/standalone_writer.txt" >/dev/null
+      medians "$results/standalone_writer.txt"
       ;;
   esac
 done

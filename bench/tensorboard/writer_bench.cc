@@ -19,6 +19,7 @@
 #include "trainbus/tensorboard/histogram.h"
 #include "trainbus/tensorboard/scalar_event.h"
 #include "trainbus/tensorboard/summaries.h"
+#include "trainbus/tensorboard/tensor_summaries.h"
 #include "trainbus/tensorboard/summary_writer.h"
 
 namespace {

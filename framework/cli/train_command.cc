@@ -96,8 +96,7 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
             << FormatSchedulePlan((*trainer)->plan());
   if (const int64_t k = config->trainer().accumulate_batches(); k > 1) {
     std::cout << "  each iteration is one optimizer step over " << k
-              << " accumulated passes of up to "
-              << (*trainer)->plan().epochs.front().first_batch_size / k << " samples\n";
+              << " accumulated forward/backward passes (trainer.accumulate_batches)\n";
   }
   if (!resume_path.empty()) {
     auto resolved = ResolveCheckpoint(resume_path);

@@ -50,9 +50,10 @@ class CheckpointPlugin : public Plugin {
   static absl::StatusOr<std::unique_ptr<CheckpointPlugin>> Create(const PluginContext& ctx) {
     const PluginOptions& o = ctx.options;
     auto p = std::make_unique<CheckpointPlugin>();
-    p->dir_ = o.GetString("dir").empty()
-                  ? (std::filesystem::path(ctx.log_dir) / "checkpoints").string()
-                  : o.GetString("dir");
+    // A second instance (its own id) saves into <run folder>/<id> by default.
+    const std::string folder = ctx.instance() == ctx.name ? "checkpoints" : ctx.instance();
+    p->dir_ = o.GetString("dir").empty() ? (std::filesystem::path(ctx.log_dir) / folder).string()
+                                         : o.GetString("dir");
     p->every_n_iterations_ = o.GetInt("every_n_iterations");
     p->every_n_epochs_ = o.GetInt("every_n_epochs");
     p->monitor_ = o.GetString("monitor");

@@ -78,13 +78,15 @@ class CsvPlugin : public Plugin {
     p->path_ = o.GetString("path");
     p->every_n_ = o.GetInt("every_n");
     p->records_ = o.GetBool("records");
+    // A second instance (its own id) writes <id>.csv by default.
+    p->stem_ = ctx.instance() == ctx.name ? "scalars" : ctx.instance();
     return p;
   }
 
   void OnTrainBegin(const TrainBeginEvent& e, Control& control) override {
     namespace fs = std::filesystem;
     const std::string default_name =
-        options_.format == Format::kCsv ? "scalars.csv" : "scalars.jsonl";
+        stem_ + (options_.format == Format::kCsv ? ".csv" : ".jsonl");
     fs::path path = path_.empty() ? fs::path(default_name) : fs::path(path_);
     if (path.is_relative()) path = fs::path(e.run->log_dir) / path;
     options_.path = path.string();
@@ -156,6 +158,7 @@ class CsvPlugin : public Plugin {
   }
 
   ScalarFileOptions options_;
+  std::string stem_ = "scalars";  // default file name without extension
   std::string path_;
   int64_t every_n_ = 1;
   bool records_ = true;

@@ -18,6 +18,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "trainbus/io/file_io.h"
 #include "absl/strings/str_format.h"
 
 namespace trainbus::csv {
@@ -29,7 +30,6 @@ namespace fs = std::filesystem;
 constexpr size_t kChunkBytes = 1 << 16;
 constexpr size_t kWakeRows = 4096;
 
-std::string OsError(int err) { return std::error_code(err, std::generic_category()).message(); }
 
 }  // namespace
 
@@ -127,19 +127,14 @@ absl::StatusOr<std::unique_ptr<ScalarFile>> ScalarFile::Open(ScalarFileOptions o
     }
   }
   const int fd = ::open(options.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("csv: cannot open ", options.path, " for writing: ", OsError(errno)));
-  }
+  if (fd < 0) return io::ErrnoError(errno, "csv", "open", options.path, "give the plugin's 'path' option a file it can write");
   // A new or empty file gets the header; a resumed run appends to its rows.
   struct stat st {};
   const std::string header = Header(options.format);
   if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0 && !header.empty()) {
-    if (::write(fd, header.data(), header.size()) != static_cast<ssize_t>(header.size())) {
-      const int err = errno;
+    if (const int err = io::WriteAll(fd, header.data(), header.size()); err != 0) {
       ::close(fd);
-      return absl::FailedPreconditionError(
-          absl::StrCat("csv: cannot write to ", options.path, ": ", OsError(err)));
+      return io::ErrnoError(err, "csv", "write to", options.path);
     }
   }
   return std::unique_ptr<ScalarFile>(new ScalarFile(std::move(options), fd));
@@ -231,25 +226,10 @@ absl::StatusOr<int64_t> RewindScalarFile(const std::string& path, Format format,
     start = end + 1;
   }
   if (removed == 0) return 0;
-  const std::string tmp = path + ".rewind-tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    return absl::InternalError(absl::StrCat("csv: cannot create ", tmp, ": ", OsError(errno)));
-  }
-  size_t done = 0;
-  int err = 0;
-  while (done < kept.size() && err == 0) {
-    const ssize_t n = ::write(fd, kept.data() + done, kept.size() - done);
-    if (n < 0 && errno != EINTR) err = errno;
-    if (n > 0) done += static_cast<size_t>(n);
-  }
-  if (err == 0 && ::fsync(fd) != 0) err = errno;
-  if (::close(fd) != 0 && err == 0) err = errno;
-  if (err == 0 && ::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
-  if (err != 0) {
-    ::unlink(tmp.c_str());
-    return absl::InternalError(absl::StrCat("csv: cannot rewind ", path, " to step ", step, ": ",
-                                            OsError(err), " (resuming a run)"));
+  absl::Status s = io::AtomicReplace(path, kept, "csv", path + ".rewind-tmp");
+  if (!s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("csv: cannot rewind ", path, " to step ", step,
+                                               " (resuming a run): ", s.message()));
   }
   return removed;
 }
@@ -314,27 +294,21 @@ void ScalarFile::WriteChunk(const std::string& data, uint64_t rows) {
   }
   // Where the chunk starts: a write that fails half-way is cut back to it,
   // so the file never ends in a torn row (a reader would take it for data).
-  struct stat st;
-  const bool regular = ::fstat(fd_, &st) == 0 && S_ISREG(st.st_mode);
+  struct stat st {};
+  const off_t start = ::fstat(fd_, &st) == 0 ? st.st_size : 0;
   size_t done = 0;
-  int err = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd_, data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      err = errno;
-      break;
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (err != 0 && done > 0 && regular) (void)::ftruncate(fd_, st.st_size);
+  const int err = io::WriteAll(fd_, data.data(), data.size(), &done);
+  if (err != 0 && done > 0) io::TruncateTornTail(fd_, start);
   std::lock_guard<std::mutex> lock(mu_);
   written_.notify_all();
   if (err == 0) {
     counters_.rows_written += rows;
   } else {
     // The whole chunk counts as lost: none of its rows stays in the file.
-    error_ = OsError(err);
+    if (error_.empty()) {
+      error_ = io::ErrnoText(err);
+      error_code_ = io::CodeForErrno(err);
+    }
     counters_.rows_lost += rows;
   }
 }
@@ -349,7 +323,10 @@ absl::Status ScalarFile::Close() {
   if (writer_.joinable()) writer_.join();
   std::lock_guard<std::mutex> lock(mu_);
   if (fd_ >= 0) {
-    if (::close(fd_) != 0 && error_.empty()) error_ = OsError(errno);
+    if (::close(fd_) != 0 && error_.empty()) {
+      error_ = io::ErrnoText(errno);
+      error_code_ = io::CodeForErrno(errno);
+    }
     fd_ = -1;
   }
   return StatusLocked();
@@ -362,7 +339,9 @@ absl::Status ScalarFile::status() const {
 
 absl::Status ScalarFile::StatusLocked() const {
   if (error_.empty()) return absl::OkStatus();
-  return absl::DataLossError(absl::StrCat(
+  // The code says what kind of failure it was (trainbus/io: a full disk is
+  // kResourceExhausted here as in event files and checkpoints).
+  return absl::Status(error_code_, absl::StrCat(
       "csv: writing ", options_.path, " failed: ", error_, "; ", counters_.rows_lost, " of ",
       counters_.rows_added, " rows ", writer_done_ ? "were" : "so far were",
       " not written (the file ends at the last whole row). Check the free space and permissions of ",

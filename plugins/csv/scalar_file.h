@@ -131,6 +131,7 @@ class ScalarFile {
   bool flush_requested_ = false;
   bool closing_ = false;
   std::string error_;  // the OS error of the first failed write; empty: none
+  absl::StatusCode error_code_ = absl::StatusCode::kInternal;  // io::CodeForErrno of it
   ScalarFileCounters counters_;
   std::thread writer_;
 };

@@ -148,7 +148,8 @@ class EarlyStoppingPlugin : public Plugin {
  public:
   static PluginInfo Info();
   static absl::StatusOr<std::unique_ptr<EarlyStoppingPlugin>> Create(const PluginContext& ctx);
-  explicit EarlyStoppingPlugin(Config config);
+  // `id`: the instance's name (PluginContext::id), the prefix of its records.
+  explicit EarlyStoppingPlugin(Config config, std::string id = "early_stopping");
 
   void OnTrainBegin(const TrainBeginEvent& e, Control& control) override;
   void OnIterationEnd(const IterationEndEvent& e, Control& control) override;
@@ -170,6 +171,7 @@ class EarlyStoppingPlugin : public Plugin {
   void RestoreWeights(Control& control);
 
   Tracker tracker_;
+  std::string prefix_;  // "<id>/": the tags this instance publishes
   NamedTensors best_weights_;
   bool saw_validation_ = false;
   bool warned_no_model_ = false;

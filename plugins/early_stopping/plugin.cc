@@ -15,7 +15,6 @@
 namespace trainbus::early_stopping {
 namespace {
 
-constexpr absl::string_view kPrefix = "early_stopping/";
 constexpr absl::string_view kStateHeader = "trainbus.early_stopping 1\n";
 constexpr absl::string_view kWeightsKey = "weights_bytes=";
 constexpr absl::string_view kTensorMagic = "TBT1";
@@ -119,10 +118,11 @@ absl::StatusOr<std::unique_ptr<EarlyStoppingPlugin>> EarlyStoppingPlugin::Create
     const PluginContext& ctx) {
   auto config = ConfigFromOptions(ctx.options);
   if (!config.ok()) return config.status();
-  return std::make_unique<EarlyStoppingPlugin>(*std::move(config));
+  return std::make_unique<EarlyStoppingPlugin>(*std::move(config), ctx.instance());
 }
 
-EarlyStoppingPlugin::EarlyStoppingPlugin(Config config) : tracker_(std::move(config)) {}
+EarlyStoppingPlugin::EarlyStoppingPlugin(Config config, std::string id)
+    : tracker_(std::move(config)), prefix_(absl::StrCat(id, "/")) {}
 
 void EarlyStoppingPlugin::OnTrainBegin(const TrainBeginEvent&, Control& control) {
   const Config& c = tracker_.config();
@@ -170,7 +170,7 @@ void EarlyStoppingPlugin::OnEpochEnd(const EpochEndEvent& e, Control& control) {
 
 void EarlyStoppingPlugin::OnRecord(const Record& record, Control& control) {
   const auto* scalar = std::get_if<ScalarValue>(&record.value);
-  if (scalar == nullptr || absl::StartsWith(record.tag, kPrefix)) return;
+  if (scalar == nullptr || absl::StartsWith(record.tag, prefix_)) return;
   tracker_.Observe(record.tag, scalar->value);
   if (record.tag == tracker_.config().monitor && tracker_.check_due()) {
     Handle(tracker_.TryCheck(control.step(), control.epoch()), control);
@@ -181,12 +181,12 @@ void EarlyStoppingPlugin::Handle(const CheckResult& r, Control& control) {
   if (!r.ran || r.warmup) return;
   if (r.improved && tracker_.config().restore_best_weights) SnapshotWeights(control);
   if (std::isfinite(tracker_.best())) {
-    control.Publish(Record::Scalar("early_stopping/best", tracker_.best(), r.step));
+    control.Publish(Record::Scalar(prefix_ + "best", tracker_.best(), r.step));
   }
-  control.Publish(Record::Scalar("early_stopping/wait", static_cast<double>(tracker_.wait()), r.step));
+  control.Publish(Record::Scalar(prefix_ + "wait", static_cast<double>(tracker_.wait()), r.step));
   if (r.stop == StopCause::kNone) return;
   control.Log(absl::StrCat("stopping: ", r.reason));
-  control.Publish(Record::Text("early_stopping/reason", r.markdown, r.step));
+  control.Publish(Record::Text(prefix_ + "reason", r.markdown, r.step));
   control.RequestStop(r.reason);
 }
 

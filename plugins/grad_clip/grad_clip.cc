@@ -58,10 +58,10 @@ double TotalGradNorm(const std::vector<at::Tensor>& params, double norm_type) {
     if (p.grad().defined()) norms.push_back(p.grad().detach().norm(norm_type));
   }
   if (norms.empty()) return 0.0;
-  if (std::isinf(norm_type)) {
-    // As clip_grad_norm_: the largest of the per-parameter maxima.
-    return at::stack(norms).max().item<double>();
-  }
+  // As clip_grad_norm_: one gradient's norm as is; else the largest of the
+  // per-parameter maxima (inf), or the norm of the per-parameter norms.
+  if (norms.size() == 1) return norms.front().item<double>();
+  if (std::isinf(norm_type)) return at::stack(norms).max().item<double>();
   return at::stack(norms).norm(norm_type).item<double>();
 }
 
@@ -111,7 +111,7 @@ PluginInfo GradClipPlugin::Info() {
 absl::StatusOr<std::unique_ptr<GradClipPlugin>> GradClipPlugin::Create(const PluginContext& ctx) {
   auto config = ConfigFromOptions(ctx.options);
   if (!config.ok()) return config.status();
-  return std::make_unique<GradClipPlugin>(*config);
+  return std::make_unique<GradClipPlugin>(*config, ctx.instance());
 }
 
 void GradClipPlugin::OnTrainBegin(const TrainBeginEvent&, Control& control) {
@@ -127,15 +127,18 @@ void GradClipPlugin::OnBeforeOptimizerStep(const BeforeOptimizerStepEvent& e, Co
   const double norm = TotalGradNorm(params, config_.norm_type);
   ++steps_;
   if (config_.log_every_n > 0 && e.step % config_.log_every_n == 0) {
-    control.Publish(Record::Scalar("grad_clip/norm", norm, e.step));
+    control.Publish(Record::Scalar(prefix_ + "norm", norm, e.step));
   }
-  if (!std::isfinite(norm)) return;
-  if (config_.clip_value > 0) ClipToValue(params, config_.clip_value);
-  if (config_.max_norm > 0) {
-    // After value clipping the norm has changed: measure again.
-    const double clipped_norm =
-        config_.clip_value > 0 ? TotalGradNorm(params, config_.norm_type) : norm;
-    if (ClipToNorm(params, clipped_norm, config_.max_norm)) ++clipped_;
+  // Value clipping first (it also turns an inf gradient into +-clip_value);
+  // the norm is then measured again.
+  double clipped_norm = norm;
+  if (config_.clip_value > 0) {
+    ClipToValue(params, config_.clip_value);
+    clipped_norm = TotalGradNorm(params, config_.norm_type);
+  }
+  if (config_.max_norm > 0 && std::isfinite(clipped_norm) &&
+      ClipToNorm(params, clipped_norm, config_.max_norm)) {
+    ++clipped_;
   }
 }
 

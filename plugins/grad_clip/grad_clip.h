@@ -4,14 +4,16 @@
 //
 // It runs in OnBeforeOptimizerStep, when the gradients are final (after
 // gradient accumulation, and averaged over ranks in a distributed run, so
-// every rank clips alike). A non-finite norm is left alone: scaling by it
-// would turn every gradient into nan; nonfinite_guard, which runs first,
-// decides what to do with such a step.
+// every rank clips alike). Value clipping comes first (it makes an inf
+// gradient finite); a norm that is still not finite is not used to scale:
+// scaling by it would turn every gradient into nan. nonfinite_guard, which
+// runs first, decides what to do with such a step.
 #ifndef TRAINBUS_PLUGINS_GRAD_CLIP_H_
 #define TRAINBUS_PLUGINS_GRAD_CLIP_H_
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -48,7 +50,9 @@ class GradClipPlugin : public Plugin {
  public:
   static PluginInfo Info();
   static absl::StatusOr<std::unique_ptr<GradClipPlugin>> Create(const PluginContext& ctx);
-  explicit GradClipPlugin(Config config) : config_(config) {}
+  // `id`: the instance's name (PluginContext::id), the prefix of its records.
+  explicit GradClipPlugin(Config config, std::string id = "grad_clip")
+      : config_(config), prefix_(id + "/") {}
 
   void OnTrainBegin(const TrainBeginEvent& e, Control& control) override;
   void OnBeforeOptimizerStep(const BeforeOptimizerStepEvent& e, Control& control) override;
@@ -58,6 +62,7 @@ class GradClipPlugin : public Plugin {
 
  private:
   Config config_;
+  std::string prefix_;  // "<id>/"
   int64_t steps_ = 0;    // steps measured by this process
   int64_t clipped_ = 0;  // of them, steps whose norm was scaled down
 };

@@ -108,19 +108,20 @@ std::optional<std::string> CheckBuffers(const torch::nn::Module& model, int64_t 
 
 PluginInfo NonFiniteGuardPlugin::Info() {
   return {"nonfinite_guard", "1.0.0",
-          "Stops the run (or skips the step) when the loss or a gradient is nan or infinite",
+          "Skips the optimizer step, and stops the run or goes on, when the loss or a gradient is nan or inf",
           OptionSpecs(),
-          /*default_priority=*/-100};  // first: later plugins see the restored step
+          /*default_priority=*/-100};  // first: before grad_clip and the rest
 }
 
 absl::StatusOr<std::unique_ptr<NonFiniteGuardPlugin>> NonFiniteGuardPlugin::Create(
     const PluginContext& ctx) {
   auto config = ConfigFromOptions(ctx.options);
   if (!config.ok()) return config.status();
-  return std::make_unique<NonFiniteGuardPlugin>(*config);
+  return std::make_unique<NonFiniteGuardPlugin>(*config, ctx.instance());
 }
 
-NonFiniteGuardPlugin::NonFiniteGuardPlugin(Config config) : config_(config) {}
+NonFiniteGuardPlugin::NonFiniteGuardPlugin(Config config, std::string id)
+    : config_(config), prefix_(absl::StrCat(id, "/")) {}
 
 void NonFiniteGuardPlugin::OnTrainBegin(const TrainBeginEvent&, Control& control) {
   if (config_.check_gradients && control.model() == nullptr) {
@@ -164,7 +165,7 @@ void NonFiniteGuardPlugin::Act(const std::string& problem, int64_t step, bool be
                                Control& control) {
   auto stop = [&](const std::string& reason, absl::string_view note) {
     control.Log(absl::StrCat(reason, "; stopping the run", note));
-    control.Publish(Record::Text("nonfinite_guard/reason", absl::StrCat("**Stopped:** ", reason),
+    control.Publish(Record::Text(prefix_ + "reason", absl::StrCat("**Stopped:** ", reason),
                                  step));
     control.RequestStop(reason);
   };
@@ -193,8 +194,8 @@ void NonFiniteGuardPlugin::Act(const std::string& problem, int64_t step, bool be
   ++consecutive_;
   const std::string message = absl::StrCat("skipped step ", step, " (", problem,
                                            "): its optimizer step did not run");
-  control.Publish(Record::Text("nonfinite_guard/skipped", message, step));
-  control.Publish(Record::Scalar("nonfinite_guard/skipped_steps", static_cast<double>(skipped_),
+  control.Publish(Record::Text(prefix_ + "skipped", message, step));
+  control.Publish(Record::Scalar(prefix_ + "skipped_steps", static_cast<double>(skipped_),
                                  step));
   if (config_.max_consecutive_skips > 0 && consecutive_ >= config_.max_consecutive_skips) {
     stop(absl::StrCat(consecutive_, " steps in a row were not finite (max_consecutive_skips ",

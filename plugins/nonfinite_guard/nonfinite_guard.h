@@ -55,7 +55,8 @@ class NonFiniteGuardPlugin : public Plugin {
  public:
   static PluginInfo Info();
   static absl::StatusOr<std::unique_ptr<NonFiniteGuardPlugin>> Create(const PluginContext& ctx);
-  explicit NonFiniteGuardPlugin(Config config);
+  // `id`: the instance's name (PluginContext::id), the prefix of its records.
+  explicit NonFiniteGuardPlugin(Config config, std::string id = "nonfinite_guard");
 
   void OnTrainBegin(const TrainBeginEvent& e, Control& control) override;
   void OnBeforeOptimizerStep(const BeforeOptimizerStepEvent& e, Control& control) override;
@@ -71,6 +72,7 @@ class NonFiniteGuardPlugin : public Plugin {
   void Act(const std::string& problem, int64_t step, bool before_step, Control& control);
 
   Config config_;
+  std::string prefix_;  // "<id>/"
   int64_t checked_before_step_ = -1;  // the last step checked in OnBeforeOptimizerStep
   int64_t skipped_ = 0;
   int64_t consecutive_ = 0;

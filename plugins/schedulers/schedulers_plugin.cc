@@ -60,12 +60,15 @@ PluginInfo SchedulersPlugin::Info() {
             "\"every_step\" or \"never\""}}};
 }
 
-std::string SchedulersPlugin::Tag(int g) { return absl::StrCat("schedulers/lr/group", g); }
+std::string SchedulersPlugin::Tag(int g, absl::string_view id) {
+  return absl::StrCat(id, "/lr/group", g);
+}
 
 absl::StatusOr<std::unique_ptr<SchedulersPlugin>> SchedulersPlugin::Create(
     const PluginContext& ctx) {
   const PluginOptions& o = ctx.options;
   auto p = std::make_unique<SchedulersPlugin>();
+  p->id_ = ctx.instance().empty() ? "schedulers" : ctx.instance();
   const std::string interval = o.GetString("interval");
   if (interval != "iteration" && interval != "epoch") {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -192,7 +195,7 @@ void SchedulersPlugin::Apply(Unit& u, Control& control, bool force_publish) {
     if (force_publish || publish_ == Publish::kEveryStep || changed) {
       published_[g] = lr;
       in_own_publish_ = true;
-      control.Publish(Record::Scalar(Tag(g), lr, next_step_));
+      control.Publish(Record::Scalar(Tag(g, id_), lr, next_step_));
       in_own_publish_ = false;
     }
   }

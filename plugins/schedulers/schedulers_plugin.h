@@ -33,8 +33,9 @@ class SchedulersPlugin : public Plugin {
   // state is applied at OnTrainBegin, replacing the lrs read from the optimizer.
   absl::Status LoadState(absl::string_view state) override;
 
-  // Tag of the records this plugin publishes for group `g`.
-  static std::string Tag(int g);
+  // Tag of the records the instance `id` publishes for group `g`
+  // ("schedulers/lr/group0" for the default instance).
+  static std::string Tag(int g, absl::string_view id = "schedulers");
 
   // Where a ReduceLROnPlateau metric comes from; the first source that
   // delivers the monitored name is kept for the rest of the run.
@@ -60,6 +61,7 @@ class SchedulersPlugin : public Plugin {
   absl::Status LoadInto(absl::string_view state);
 
   std::vector<Unit> units_;
+  std::string id_ = "schedulers";  // PluginContext::id: the prefix of its records
   bool per_epoch_ = false;
   Publish publish_ = Publish::kChanges;
   bool begun_ = false;

@@ -322,6 +322,34 @@ TEST(RunConfigTest, OutOfRangeNamesFileAndField) {
   }
 }
 
+// Several instances of one plugin: each has its own id, which --set names,
+// which must be unique and is a plain word.
+TEST(RunConfigTest, PluginInstancesAreNamedByTheirId) {
+  auto c = ParseRunConfig(R"({"plugins": [
+      {"name": "early_stopping", "id": "stop_on_loss"},
+      {"name": "early_stopping", "id": "stop_on_accuracy"},
+      {"name": "csv"}]})", "json", "x");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(ApplyOverride(&*c, "plugins.stop_on_accuracy.options.patience=7").ok());
+  ASSERT_TRUE(ApplyOverride(&*c, "plugins.csv.options.every_n=2").ok());  // no id: the name
+  EXPECT_FALSE(c->plugins(0).options().fields().contains("patience"));
+  EXPECT_EQ(c->plugins(1).options().fields().at("patience").number_value(), 7);
+  EXPECT_THAT(Msg(ApplyOverride(&*c, "plugins.early_stopping.options.patience=1")),
+              HasSubstr("the config has no plugin 'early_stopping'"));
+  ASSERT_TRUE(FinalizeRunConfig(&*c, "x").ok());
+
+  auto twice = ParseRunConfig(R"({"plugins": [{"name": "early_stopping"},
+      {"name": "early_stopping"}]})", "json", "cfg.json");
+  ASSERT_TRUE(twice.ok());
+  EXPECT_THAT(Msg(FinalizeRunConfig(&*twice, "cfg.json")),
+              HasSubstr("cfg.json: plugin 'early_stopping' is listed twice (plugins[0] and "
+                        "plugins[1]); to run two instances of one plugin, give each its own \"id\""));
+  auto dotted = ParseRunConfig(R"({"plugins": [{"name": "csv", "id": "a.b"}]})", "json", "cfg.json");
+  ASSERT_TRUE(dotted.ok());
+  EXPECT_THAT(Msg(FinalizeRunConfig(&*dotted, "cfg.json")),
+              HasSubstr("plugins[0].id \"a.b\" may not contain '/' or '.'"));
+}
+
 TEST(RunConfigTest, OverridesSetFieldsPluginsAndOptions) {
   auto c = ParseRunConfig(R"({"plugins": [{"name": "progress"}]})", "json", "x");
   ASSERT_TRUE(c.ok());
@@ -928,7 +956,7 @@ TEST(PluginLoaderTest, EachBrokenLibraryGivesItsError) {
       {"no_entry", "libtrainbus_test_no_entry.so", absl::StatusCode::kInvalidArgument,
        {"is not a trainbus plugin", "trainbus_plugin_descriptor", "TRAINBUS_PLUGIN("}},
       {"wrong_api", "libtrainbus_test_wrong_api.so", absl::StatusCode::kFailedPrecondition,
-       {"plugin API version mismatch", "API 999", "this trainbus has API 2", "Rebuild"}},
+       {"plugin API version mismatch", "API 999", "this trainbus has API 3", "Rebuild"}},
       {"wrong_abi", "libtrainbus_test_wrong_abi.so", absl::StatusCode::kFailedPrecondition,
        {"C++ ABI mismatch", absl::StrCat("_GLIBCXX_USE_CXX11_ABI=", 1 - TRAINBUS_CXX11_ABI),
         absl::StrCat("this trainbus has _GLIBCXX_USE_CXX11_ABI=", TRAINBUS_CXX11_ABI)}},

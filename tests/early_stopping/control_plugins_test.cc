@@ -53,6 +53,8 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::StartsWith;
 
+std::string Msg(const absl::Status& s) { return std::string(s.message()); }
+
 constexpr double kNan = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
@@ -1023,6 +1025,52 @@ TEST(NonFiniteGuardTest, AHostWithoutTheGradientHooksIsCheckedAfterTheStep) {
     EXPECT_EQ(h.session.stop_reason(), "nonfinite_guard: loss is inf at step 0");
     EXPECT_THAT(h.Logs(), HasSubstr("no model is bound to the session: only the loss is checked"));
   }
+}
+
+// ---------------------------------------------------------------------------
+// Two instances of one plugin in one run
+
+config::PluginConfig PluginFromJson(const std::string& json) {
+  config::PluginConfig p;
+  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(json, &p).ok()) << json;
+  return p;
+}
+
+// Two early_stopping monitors, loaded from the plugin library: each decides
+// on its own metric, publishes under its own id, and keeps its own state.
+TEST(PluginInstancesTest, TwoEarlyStoppingMonitorsEachWithItsOwnIdRecordsAndState) {
+  std::vector<std::string> lines;
+  Session session;
+  session.bus().set_log_sink([&](absl::string_view l) { lines.emplace_back(l); });
+  ASSERT_TRUE(session.LoadPlugin(PluginFromJson(R"({"name": "early_stopping", "id": "stop_on_loss",
+      "options": {"monitor": "val/loss", "patience": 5}})")).ok());
+  ASSERT_TRUE(session.LoadPlugin(PluginFromJson(R"({"name": "early_stopping", "id": "stop_on_accuracy",
+      "options": {"monitor": "val/accuracy", "mode": "max", "patience": 1}})")).ok());
+  EXPECT_THAT(Msg(session.LoadPlugin(PluginFromJson(R"({"name": "early_stopping", "id": "stop_on_loss"})"))),
+              HasSubstr("plugin 'stop_on_loss' is loaded twice; list it once, or give each "
+                        "instance its own `id`"));
+  auto rec = MakePlugin<Recorder>();
+  Recorder* recorder = rec.get();
+  ASSERT_TRUE(session.AddPlugin(std::move(rec), "recorder").ok());
+  session.Begin(RunInfo{});
+  int epochs = 0;
+  for (int epoch = 0; epoch < 10 && !session.ShouldStop(); ++epoch, ++epochs) {
+    session.BeginEpoch();
+    session.EndIteration(1.0, 4);
+    // The loss keeps improving; the accuracy stalls after the first epoch.
+    session.EndValidation(Metrics{{"val/loss", 1.0 / (epoch + 1)}, {"val/accuracy", 0.5}});
+    session.EndEpoch();
+  }
+  EXPECT_EQ(epochs, 2);  // improved at 0, no better at 1: patience 1 ran out
+  EXPECT_THAT(session.stop_reason(), StartsWith("stop_on_accuracy: "));
+  EXPECT_THAT(recorder->Scalars("stop_on_loss/best"), ElementsAre(1.0, 0.5));
+  EXPECT_THAT(recorder->Scalars("stop_on_accuracy/wait"), ElementsAre(0, 1));
+  EXPECT_TRUE(recorder->Scalars("early_stopping/best").empty());
+  EXPECT_THAT(lines, ::testing::Contains(StartsWith("[stop_on_accuracy] stopping: ")));
+  std::vector<std::string> names;
+  for (const auto& p : session.plugins()) names.push_back(p.name);
+  EXPECT_THAT(names, ElementsAre("stop_on_loss", "stop_on_accuracy", "recorder"));
+  ASSERT_TRUE(session.End().ok());
 }
 
 // ---------------------------------------------------------------------------

@@ -98,7 +98,7 @@ TEST(FuzzFindings, OptionsToJsonRoundTripKeepsValues) {
 // ("every_n_epo\xe3hs" is written as "every_n_epos"), so the saved config is
 // not the one that ran. Expected: ParseRunConfig rejects text that is not
 // valid UTF-8, naming the origin and the byte offset. Disabled until
-// framework/trainbus/config.cc checks it (see the report of the fuzzing work).
+// framework/trainer/trainbus/config.cc checks it (see the report of the fuzzing work).
 TEST(FuzzFindings, TextConfigWithInvalidUtf8IsRejected) {
   const std::string text =
       "name: \"t\"\nplugins { name: \"checkpoint\" options { fields { key: \"every_n_epo\xe3hs\" "

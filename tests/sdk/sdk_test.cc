@@ -49,6 +49,7 @@ class SdkTest : public ::testing::Test {
     embed_build_ = root_ + "/embed-build";
     plugin_build_ = root_ + "/plugin-build";
     headers_build_ = root_ + "/headers-build";
+    standalone_build_ = root_ + "/standalone-build";
 
     auto step = [](const std::string& what, const std::string& command) {
       const auto start = std::chrono::steady_clock::now();
@@ -89,6 +90,16 @@ class SdkTest : public ::testing::Test {
     headers_ = step("build header_check", build(headers_build_));
     step("configure embed", configure(examples + "/embed", embed_build_, ""));
     step("build embed", build(embed_build_));
+    // The writer alone: with CMake (the tensorboard_core component), and
+    // with pkg-config and nothing but the compiler.
+    step("configure standalone_writer",
+         configure(examples + "/standalone_writer", standalone_build_, ""));
+    step("build standalone_writer", build(standalone_build_));
+    step("build standalone_writer with pkg-config",
+         absl::StrCat("PKG_CONFIG_PATH=", Quote(prefix_ + "/lib/pkgconfig"), " ", SDK_CXX_COMPILER,
+                      " -O1 -o ", Quote(standalone_build_ + "/log_numbers_pc"), " ",
+                      Quote(examples + "/standalone_writer/log_numbers.cc"),
+                      " $(pkg-config --cflags --libs trainbus-tensorboard)"));
   }
 
   static void TearDownTestSuite() {
@@ -107,7 +118,8 @@ class SdkTest : public ::testing::Test {
   static std::string Trainbus() { return prefix_ + "/bin/trainbus"; }
   static std::string PluginLibrary() { return plugin_build_ + "/libtrainbus_grad_norm.so"; }
 
-  static inline std::string root_, prefix_, embed_build_, plugin_build_, headers_build_;
+  static inline std::string root_, prefix_, embed_build_, plugin_build_, headers_build_,
+      standalone_build_;
   static inline std::string setup_error_;
   static inline CommandResult headers_;
 };
@@ -141,7 +153,7 @@ TEST_F(SdkTest, PkgConfigPointsIntoTheInstallPrefix) {
 }
 
 TEST_F(SdkTest, OutOfTreeBuildsSeeOnlyTheInstalledPackage) {
-  for (const std::string& build : {embed_build_, plugin_build_, headers_build_}) {
+  for (const std::string& build : {embed_build_, plugin_build_, headers_build_, standalone_build_}) {
     const std::string cache = ReadFile(build + "/CMakeCache.txt");
     EXPECT_THAT(cache, HasSubstr(absl::StrCat("trainbus_DIR:PATH=", prefix_))) << build;
     const std::string commands = ReadFile(build + "/compile_commands.json");
@@ -150,6 +162,32 @@ TEST_F(SdkTest, OutOfTreeBuildsSeeOnlyTheInstalledPackage) {
                                 Not(HasSubstr(SDK_BUILD_DIR))))
         << build;
     EXPECT_THAT(commands, HasSubstr(absl::StrCat("-isystem ", prefix_, "/include"))) << build;
+  }
+}
+
+// A program that only logs numbers links the LibTorch-free writer: built
+// with CMake (find_package(trainbus COMPONENTS tensorboard_core), which does
+// not even look for LibTorch) and with pkg-config, it loads no LibTorch
+// library, and what it writes is a valid run.
+TEST_F(SdkTest, TheStandaloneWriterNeedsNoLibTorch) {
+  EXPECT_THAT(ReadFile(standalone_build_ + "/CMakeCache.txt"), Not(HasSubstr("Torch_DIR")));
+  for (const std::string& program : {standalone_build_ + "/log_numbers",
+                                    standalone_build_ + "/log_numbers_pc"}) {
+    SCOPED_TRACE(program);
+    CommandResult ldd = RunCommand(absl::StrCat("ldd ", Quote(program)));
+    ASSERT_EQ(ldd.exit_code, 0) << ldd.output;
+    EXPECT_THAT(ldd.output, AllOf(HasSubstr("libtrainbus_tensorboard_core.so"),
+                                  Not(HasSubstr("libtorch")), Not(HasSubstr("libc10")),
+                                  Not(HasSubstr("not found"))));
+    const std::string logs = absl::StrCat(root_, "/standalone-runs/", fs::path(program).filename().string());
+    CommandResult r = RunCommand(absl::StrCat(kCleanEnv, Quote(program), " ", Quote(logs + "/run"), " 500"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_THAT(r.output, HasSubstr("wrote 504 records to " + logs + "/run"));
+    CommandResult inspect = RunCommand(absl::StrCat(Trainbus(), " inspect --json ", Quote(logs)));
+    ASSERT_EQ(inspect.exit_code, 0) << inspect.output;
+    EXPECT_THAT(inspect.output, AllOf(HasSubstr("\"corrupt\": false"), HasSubstr("\"curve/sin\""),
+                                      HasSubstr("\"curve/values\""), HasSubstr("\"gradient\""),
+                                      HasSubstr("\"notes\"")));
   }
 }
 

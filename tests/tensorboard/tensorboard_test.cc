@@ -39,6 +39,7 @@
 #include "trainbus/tensorboard/rewind.h"
 #include "trainbus/tensorboard/scalar_event.h"
 #include "trainbus/tensorboard/summaries.h"
+#include "trainbus/tensorboard/tensor_summaries.h"
 #include "trainbus/tensorboard/summary_writer.h"
 #include "test_util.h"
 
@@ -51,6 +52,8 @@ namespace fs = std::filesystem;
 namespace tb = trainbus::tensorboard;
 using tb::proto::Event;
 using ::testing::HasSubstr;
+
+std::string Msg(const absl::Status& s) { return std::string(s.message()); }
 
 // ---- helpers ------------------------------------------------------------------
 
@@ -726,6 +729,84 @@ TEST(Writer, AudioIsPcmWav) {
   EXPECT_EQ(U16At(stereo, 22), 2);  // channels
   EXPECT_EQ(U32At(stereo, 24), 8000u);
   EXPECT_EQ(stereo.size(), 44u + 200u);
+}
+
+// The LibTorch-free forms (summaries.h) write exactly what the tensor forms
+// write for the same numbers: the tensor layer only converts.
+TEST(Writer, PlainArrayFormsEqualTheTensorForms) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  std::vector<float> floats;
+  for (int i = 0; i < 1000; ++i) floats.push_back(std::sin(0.37f * i) * (1 + i % 7));
+  ASSERT_TRUE(w->add_histogram("h", absl::MakeConstSpan(floats), 1));
+  ASSERT_TRUE(w->add_histogram("h", at::tensor(floats), 2));
+  at::Tensor hwc = at::arange(0, 4 * 6 * 3, at::kLong).reshape({4, 6, 3}).to(at::kByte);
+  std::vector<uint8_t> pixels(hwc.data_ptr<uint8_t>(), hwc.data_ptr<uint8_t>() + hwc.numel());
+  ASSERT_TRUE(w->add_image("img", tb::ImagePixels{pixels, 4, 6, 3}, 1));
+  ASSERT_TRUE(w->add_image("img", hwc, 2, "HWC"));
+  std::vector<double> labels{1, 0, 1, 1, 0}, predictions{0.9, 0.2, 0.6, 0.4, 0.55};
+  ASSERT_TRUE(w->add_pr_curve("pr", labels, predictions, 1, 11));
+  ASSERT_TRUE(w->add_pr_curve("pr", at::tensor(labels), at::tensor(predictions), 2, 11));
+  std::vector<float> stereo;
+  for (int i = 0; i < 64; ++i) stereo.push_back(std::cos(0.2f * i) * (i % 2 ? 1.5f : 0.5f));
+  ASSERT_TRUE(w->add_audio("au", tb::AudioSamples{stereo, 2, 8000}, 1));
+  ASSERT_TRUE(w->add_audio("au", at::tensor(stereo).reshape({32, 2}), 2, 8000));
+  ASSERT_TRUE(w->close().ok());
+  const auto vals = Values(ReadRun(dir.path()));
+  ASSERT_EQ(vals.size(), 8u);
+  for (size_t i = 0; i < vals.size(); i += 2) {
+    SCOPED_TRACE(vals[i].second.tag());
+    EXPECT_EQ(vals[i].first, 1);
+    EXPECT_EQ(vals[i + 1].first, 2);
+    EXPECT_EQ(vals[i].second.SerializeAsString(), vals[i + 1].second.SerializeAsString());
+  }
+  DecodedPng png = DecodePng(vals[2].second.image().encoded_image_string());
+  ASSERT_TRUE(png.ok);
+  EXPECT_EQ(png.pixels, pixels);
+}
+
+TEST(Writer, RawHistogramsAndBadPlainInputGetClearErrors) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  tb::RawHistogram raw;
+  raw.min = -1;
+  raw.max = 3;
+  raw.num = 6;
+  raw.sum = 5;
+  raw.sum_squares = 15;
+  raw.bucket_limits = {0, 1, 3};
+  raw.bucket_counts = {1, 2, 3};
+  ASSERT_TRUE(w->add_histogram_raw("raw", raw, 4));
+  tb::RawHistogram descending = raw;
+  descending.bucket_limits = {0, 2, 1};
+  EXPECT_FALSE(w->add_histogram_raw("raw", descending, 5));
+  EXPECT_THAT(Msg(w->last_rejection()),
+              HasSubstr("histogram 'raw': bucket_limits must be ascending; #2 is 1"));
+  tb::RawHistogram uneven = raw;
+  uneven.bucket_counts = {1, 2};
+  EXPECT_FALSE(w->add_histogram_raw("raw", uneven, 5));
+  EXPECT_THAT(Msg(w->last_rejection()), HasSubstr("bucket_limits (3) and bucket_counts (2)"));
+  std::vector<uint8_t> few(10);
+  EXPECT_FALSE(w->add_image("img", tb::ImagePixels{few, 4, 4, 3}, 1));
+  EXPECT_THAT(Msg(w->last_rejection()),
+              HasSubstr("image 'img': 10 bytes of pixels for 4 x 4 x 3 (48 needed)"));
+  EXPECT_FALSE(w->add_image("img", tb::ImagePixels{few, 5, 1, 2}, 1));
+  EXPECT_THAT(Msg(w->last_rejection()), HasSubstr("2 channel(s); an image needs 1 (gray), 3"));
+  std::vector<float> odd(5);
+  EXPECT_FALSE(w->add_audio("au", tb::AudioSamples{odd, 2, 8000}, 1));
+  EXPECT_THAT(Msg(w->last_rejection()),
+              HasSubstr("audio 'au': need at least one frame and 1-64 channels, got 5 sample(s) "
+                        "for 2 channel(s)"));
+  ASSERT_TRUE(w->close().ok());
+  const auto vals = Values(ReadRun(dir.path()));
+  ASSERT_EQ(vals.size(), 1u);
+  const auto& h = vals[0].second.histo();
+  EXPECT_EQ(h.min(), -1);
+  EXPECT_EQ(h.num(), 6);
+  EXPECT_THAT(std::vector<double>(h.bucket_limit().begin(), h.bucket_limit().end()),
+              ::testing::ElementsAre(0, 1, 3));
+  EXPECT_THAT(std::vector<double>(h.bucket().begin(), h.bucket().end()),
+              ::testing::ElementsAre(1, 2, 3));
 }
 
 TEST(Writer, AddRecordDispatchesEveryKind) {

@@ -1,0 +1,245 @@
+#include "trainbus/plugin_loader.h"
+
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <set>
+
+#include "absl/strings/string_view.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/match.h"
+
+namespace trainbus {
+namespace fs = std::filesystem;
+namespace {
+
+std::string Canonical(const std::string& path) {
+  std::error_code ec;
+  fs::path p = fs::weakly_canonical(path, ec);
+  return ec ? path : p.string();
+}
+
+std::string LibraryFileFor(const std::string& name) { return absl::StrCat("libtrainbus_", name, ".so"); }
+
+// The folder holding the shared library that contains this function.
+std::string ThisLibraryDir() {
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void*>(&ThisLibraryDir), &info) == 0 || info.dli_fname == nullptr) {
+    return "";
+  }
+  return fs::path(Canonical(info.dli_fname)).parent_path().string();
+}
+
+absl::Status Mismatch(const std::string& path, absl::string_view what, absl::string_view plugin_value,
+                      absl::string_view host_value) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      path, ": ", what, " mismatch: the plugin was built with ", plugin_value,
+      ", this trainbus has ", host_value,
+      ". Rebuild the plugin against this trainbus (same LibTorch and compiler settings)."));
+}
+
+}  // namespace
+
+std::string PluginLoader::BuiltinPluginDir() {
+  std::string here = ThisLibraryDir();
+#if defined(TRAINBUS_BUILD_FRAMEWORK_DIR) && defined(TRAINBUS_BUILD_PLUGIN_DIR)
+  // Running from the build tree: plugins sit in the build's plugin folder.
+  if (here.empty() || here == Canonical(TRAINBUS_BUILD_FRAMEWORK_DIR)) {
+    return TRAINBUS_BUILD_PLUGIN_DIR;
+  }
+#endif
+  // Installed: <libdir>/libtrainbus_framework.so and <libdir>/trainbus/plugins/.
+  return (fs::path(here) / "trainbus" / "plugins").string();
+}
+
+PluginLoader::PluginLoader(std::vector<std::string> extra_dirs) {
+  std::set<std::string> seen;
+  auto add = [&](const std::string& dir) {
+    if (dir.empty()) return;
+    std::string c = Canonical(dir);
+    if (seen.insert(c).second) dirs_.push_back(c);
+  };
+  add(BuiltinPluginDir());
+  if (const char* env = std::getenv("TRAINBUS_PLUGIN_PATH")) {
+    for (absl::string_view d : absl::StrSplit(env, ':', absl::SkipEmpty())) add(std::string(d));
+  }
+  for (const std::string& d : extra_dirs) add(d);
+}
+
+absl::StatusOr<PluginLibrary> PluginLoader::Open(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) {
+    return absl::NotFoundError(absl::StrCat("plugin library ", path, " does not exist"));
+  }
+  std::string abs = Canonical(path);
+  void* handle = dlopen(abs.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+  if (handle == nullptr) {
+    const char* err = dlerror();
+    return absl::InvalidArgumentError(absl::StrCat("cannot load plugin library ", abs, ": ",
+                                                   err ? err : "dlopen failed",
+                                                   ". Check that its dependencies are installed."));
+  }
+  // The library stays loaded (RTLD_NODELETE): plugin objects, their vtables
+  // and tensors with plugin deleters must outlive any handle we hold.
+  auto entry = reinterpret_cast<TrainbusPluginEntryFn>(dlsym(handle, TRAINBUS_PLUGIN_ENTRY_SYMBOL));
+  if (entry == nullptr) {
+    dlclose(handle);
+    return absl::InvalidArgumentError(absl::StrCat(
+        abs, " is not a trainbus plugin: it does not export ", TRAINBUS_PLUGIN_ENTRY_SYMBOL,
+        ". Add TRAINBUS_PLUGIN(YourPluginClass) to one source file of the library."));
+  }
+  const TrainbusPluginDescriptor* d = entry();
+  if (d == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(abs, ": ", TRAINBUS_PLUGIN_ENTRY_SYMBOL, "() returned null"));
+  }
+  // Compare the C fields first; nothing C++ is touched until they all match.
+  if (d->descriptor_size != sizeof(TrainbusPluginDescriptor)) {
+    return Mismatch(abs, "plugin descriptor size", absl::StrCat(d->descriptor_size, " bytes"),
+                    absl::StrCat(sizeof(TrainbusPluginDescriptor), " bytes"));
+  }
+  if (d->api_version != TRAINBUS_PLUGIN_API_VERSION) {
+    return Mismatch(abs, "plugin API version", absl::StrCat("API ", d->api_version),
+                    absl::StrCat("API ", TRAINBUS_PLUGIN_API_VERSION));
+  }
+  if (d->torch_version == nullptr || std::strcmp(d->torch_version, TRAINBUS_TORCH_VERSION) != 0) {
+    return Mismatch(abs, "LibTorch version",
+                    absl::StrCat("LibTorch ", d->torch_version ? d->torch_version : "(null)"),
+                    absl::StrCat("LibTorch ", TRAINBUS_TORCH_VERSION));
+  }
+  if (d->cxx11_abi != TRAINBUS_CXX11_ABI) {
+    return Mismatch(abs, "C++ ABI", absl::StrCat("_GLIBCXX_USE_CXX11_ABI=", d->cxx11_abi),
+                    absl::StrCat("_GLIBCXX_USE_CXX11_ABI=", TRAINBUS_CXX11_ABI));
+  }
+  if (d->info == nullptr || d->create == nullptr || d->name == nullptr || d->name[0] == '\0') {
+    return absl::InvalidArgumentError(
+        absl::StrCat(abs, ": the plugin descriptor has no name, info or create function"));
+  }
+  return PluginLibrary{abs, d};
+}
+
+std::vector<PluginLibrary> PluginLoader::Discover(std::vector<std::string>* problems) const {
+  std::vector<PluginLibrary> found;
+  std::set<std::string> seen_files;
+  for (const std::string& dir : dirs_) {
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) continue;
+    std::vector<std::string> files;
+    for (const auto& item : fs::directory_iterator(dir, ec)) {
+      const std::string f = item.path().string();
+      if (absl::EndsWith(f, ".so") && item.is_regular_file(ec)) files.push_back(f);
+    }
+    std::sort(files.begin(), files.end());
+    for (const std::string& f : files) {
+      if (!seen_files.insert(Canonical(f)).second) continue;
+      auto lib = Open(f);
+      if (lib.ok()) {
+        found.push_back(*lib);
+      } else if (problems != nullptr) {
+        problems->push_back(std::string(lib.status().message()));
+      }
+    }
+  }
+  return found;
+}
+
+absl::StatusOr<PluginLibrary> PluginLoader::Find(const std::string& name) const {
+  // Fast path: the conventional file name, in search order.
+  std::vector<PluginLibrary> matches;
+  for (const std::string& dir : dirs_) {
+    std::string candidate = (fs::path(dir) / LibraryFileFor(name)).string();
+    std::error_code ec;
+    if (!fs::exists(candidate, ec)) continue;
+    auto lib = Open(candidate);
+    if (!lib.ok()) return lib.status();
+    if (lib->descriptor->name == name) matches.push_back(*lib);
+  }
+  // Any other library in the folders that declares this name.
+  std::vector<std::string> problems;
+  for (const PluginLibrary& lib : Discover(&problems)) {
+    if (lib.descriptor->name != name) continue;
+    bool dup = false;
+    for (const auto& m : matches) dup |= (m.path == lib.path);
+    if (!dup) matches.push_back(lib);
+  }
+  if (matches.size() > 1) {
+    std::vector<std::string> paths;
+    for (const auto& m : matches) paths.push_back(m.path);
+    return absl::AlreadyExistsError(absl::StrCat(
+        "two plugins are named '", name, "': ", absl::StrJoin(paths, " and "),
+        ". Remove one, or give the one you want with `library:` in the plugin's config entry."));
+  }
+  if (matches.empty()) {
+    return absl::NotFoundError(absl::StrCat(
+        "no plugin named '", name, "' (looked for ", LibraryFileFor(name),
+        " and any trainbus plugin library in: ", absl::StrJoin(dirs_, ", "),
+        "). Build it, add its folder to TRAINBUS_PLUGIN_PATH or `plugin_paths`, or give "
+        "`library:` in the config; `trainbus plugins` lists what is found."));
+  }
+  return matches.front();
+}
+
+absl::StatusOr<PluginLibrary> PluginLoader::Resolve(const std::string& name,
+                                                    const std::string& library_path) const {
+  absl::StatusOr<PluginLibrary> lib =
+      library_path.empty() ? Find(name) : Open(library_path);
+  if (!lib.ok()) {
+    if (!library_path.empty() && absl::IsNotFound(lib.status())) {
+      return absl::NotFoundError(absl::StrCat("plugin '", name, "': library ", library_path,
+                                              " does not exist (relative paths are taken from ",
+                                              fs::current_path().string(), ")"));
+    }
+    return lib.status();
+  }
+  if (lib->descriptor->name != name) {
+    return absl::InvalidArgumentError(absl::StrCat("plugin '", name, "': ", lib->path,
+                                                   " provides plugin '", lib->descriptor->name,
+                                                   "', not '", name, "'"));
+  }
+  return lib;
+}
+
+absl::StatusOr<std::unique_ptr<Plugin>> PluginLoader::Create(
+    const std::string& name, const std::string& library_path,
+    const google::protobuf::Struct& options, const std::string& log_dir) const {
+  absl::StatusOr<PluginLibrary> lib = Resolve(name, library_path);
+  if (!lib.ok()) return lib.status();
+  return Create(*lib, name, options, log_dir);
+}
+
+absl::StatusOr<std::unique_ptr<Plugin>> PluginLoader::Create(
+    const PluginLibrary& lib, const std::string& name, const google::protobuf::Struct& options,
+    const std::string& log_dir, const std::string& id) {
+  const std::string instance = id.empty() ? name : id;
+  std::string where = instance == name ? absl::StrCat("plugin '", name, "'")
+                                       : absl::StrCat("plugin '", instance, "' (", name, ")");
+  PluginContext ctx;
+  ctx.name = name;
+  ctx.id = instance;
+  ctx.log_dir = log_dir;
+  ctx.library_path = lib.path;
+  try {
+    auto opts = PluginOptions::Create(lib.info().options, options, where);
+    if (!opts.ok()) return opts.status();
+    ctx.options = *std::move(opts);
+    auto plugin = lib.descriptor->create(ctx);
+    if (!plugin.ok()) {
+      return absl::Status(plugin.status().code(),
+                          absl::StrCat(where, " (", lib.path, "): ", plugin.status().message()));
+    }
+    return std::move(plugin).value();
+  } catch (const std::exception& ex) {
+    return absl::InternalError(
+        absl::StrCat(where, " (", lib.path, "): creating the plugin threw: ", ex.what()));
+  } catch (...) {
+    return absl::InternalError(
+        absl::StrCat(where, " (", lib.path, "): creating the plugin threw an unknown exception"));
+  }
+}
+
+}  // namespace trainbus

@@ -1,0 +1,734 @@
+#include "trainbus/tensorboard/event_file_writer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "trainbus/io/file_io.h"
+#include "trainbus/tensorboard/bounded_queue.h"
+#include "trainbus/tensorboard/event_file_name.h"
+#include "trainbus/tensorboard/proto/event.pb.h"
+#include "trainbus/tensorboard/record_framing.h"
+#include "trainbus/tensorboard/scalar_event.h"
+
+namespace trainbus::tensorboard {
+namespace {
+
+constexpr size_t kBufferCapacity = 256 * 1024;
+// Records larger than this bypass the buffer (written with writev).
+constexpr size_t kLargeRecord = kBufferCapacity / 4;
+constexpr size_t kDrainBatch = 4096;
+// Large records (images, histograms...) wake a sleeping writer thread once
+// this many of their bytes wait in the queue...
+constexpr int64_t kWakeBytes = 1 << 20;
+// ...and count as a full queue beyond this many (backpressure on memory).
+constexpr int64_t kMaxPendingBytes = int64_t{256} << 20;
+
+// OS errors read and are coded as in every trainbus write (trainbus/io).
+using io::CodeForErrno;
+using io::ErrnoText;
+
+// mkdir -p. Reports the component that failed.
+absl::Status MakeDirs(const std::string& dir) {
+  std::string prefix;
+  size_t pos = 0;
+  while (pos <= dir.size()) {
+    size_t next = dir.find('/', pos);
+    if (next == std::string::npos) next = dir.size();
+    prefix = dir.substr(0, next);
+    pos = next + 1;
+    if (prefix.empty() || prefix == "." || prefix == "..") continue;
+    if (::mkdir(prefix.c_str(), 0777) == 0) continue;
+    const int err = errno;
+    struct stat st;
+    if (err == EEXIST && ::stat(prefix.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) continue;
+    const int shown = (err == EEXIST) ? ENOTDIR : err;
+    return absl::Status(
+        CodeForErrno(shown),
+        absl::StrCat("cannot create TensorBoard log directory '", dir, "': ",
+                     prefix == dir ? std::string() : absl::StrCat("at '", prefix, "': "),
+                     ErrnoText(shown),
+                     ". Choose a log_dir in a writable location (check permissions, that no "
+                     "part of the path is a regular file, and free space)."));
+  }
+  return absl::OkStatus();
+}
+
+using io::WriteAll;
+
+}  // namespace
+
+class EventFileWriter::Impl {
+ public:
+  struct Item {
+    union {
+      float value;
+      std::string* payload;  // kind == kEncoded: an owned serialized Event
+      std::function<std::string()>* job;  // kind == kDeferred: owned; step holds its byte estimate
+    };
+    int64_t step;
+    double wall_time;
+    uint8_t kind;
+    uint8_t tag_size;
+    char tag[kInlineTagSize];
+  };
+  static constexpr uint8_t kScalar = 0;
+  static constexpr uint8_t kEncoded = 1;
+  static constexpr uint8_t kDeferred = 2;
+  static_assert(sizeof(Item) <= 56, "Item must fit one cache line with its sequence");
+
+  Impl(std::string dir, std::string path, int fd, const EventFileWriterOptions& options,
+       uint64_t initial_bytes)
+      : dir_(std::move(dir)),
+        path_(std::move(path)),
+        options_(options),
+        fd_(fd),
+        queue_(std::max<size_t>(options.max_queue, 16)),
+        buffer_(new char[kBufferCapacity]),
+        file_offset_(initial_bytes) {
+    wake_mask_ = queue_.capacity() / 4 - 1;
+    bytes_written_.store(initial_bytes, std::memory_order_relaxed);
+    records_written_.store(1, std::memory_order_relaxed);
+    record_ends_.reserve(kBufferCapacity / 32);
+    const double secs = std::min(std::max(options_.flush_secs, 0.01), 86400.0 * 365);
+    flush_interval_ = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(secs));
+    owner_pid_ = ::getpid();
+    thread_ = std::thread([this] { Run(); });
+  }
+
+  ~Impl() { (void)Close(); }
+
+  // ---- producer side -------------------------------------------------------
+
+  // `bytes` > 0 marks a large record holding that many bytes of payload.
+  template <typename Fill>
+  bool Push(Fill&& fill, int64_t bytes) {
+    if (failed_.load(std::memory_order_relaxed)) {
+      records_lost_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    uint64_t pos;
+    auto r = Queue::PushResult::kFull;
+    if (bytes == 0 || pending_bytes_.load(std::memory_order_relaxed) < kMaxPendingBytes) {
+      r = queue_.TryPush(fill, &pos);
+    }
+    if (r != Queue::PushResult::kOk) {
+      if (r == Queue::PushResult::kClosed || queue_.closed()) return false;
+      if (options_.on_full == QueueFullPolicy::kDrop) {
+        records_dropped_.fetch_add(1, std::memory_order_relaxed);
+        return false;
+      }
+      queue_full_waits_.fetch_add(1, std::memory_order_relaxed);
+      for (int spins = 0;; ++spins) {
+        Wake();
+        if (spins < 64) {
+          __builtin_ia32_pause();
+        } else if (spins < 256) {
+          std::this_thread::yield();
+        } else {
+          std::this_thread::sleep_for(std::chrono::microseconds(50));
+        }
+        if (bytes > 0 && pending_bytes_.load(std::memory_order_relaxed) >= kMaxPendingBytes) {
+          if (queue_.closed()) return false;
+          continue;
+        }
+        r = queue_.TryPush(fill, &pos);
+        if (r == Queue::PushResult::kOk) break;
+        if (r == Queue::PushResult::kClosed) return false;
+      }
+    }
+    // The writer sleeps when idle; wake it every quarter of the ring, and
+    // when large records hold more than kWakeBytes.
+    bool wake = (pos & wake_mask_) == 0;
+    if (bytes > 0) {
+      wake |= pending_bytes_.fetch_add(bytes, std::memory_order_relaxed) + bytes >= kWakeBytes;
+    }
+    if (wake) {
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      if (sleeping_.load(std::memory_order_relaxed)) Wake();
+    }
+    return true;
+  }
+
+  bool WriteScalar(absl::string_view tag, float value, int64_t step, double wall_time) {
+    if (tag.size() <= kInlineTagSize) {
+      return Push(
+          [&](Item& it) {
+            it.value = value;
+            it.step = step;
+            it.wall_time = wall_time;
+            it.kind = kScalar;
+            it.tag_size = static_cast<uint8_t>(tag.size());
+            std::memcpy(it.tag, tag.data(), tag.size());
+          },
+          0);
+    }
+    std::string event(ScalarEventSize(wall_time, step, tag), '\0');
+    EncodeScalarEvent(wall_time, step, tag, value, event.data());
+    return WriteEvent(std::move(event));
+  }
+
+  bool WriteEvent(std::string serialized) {
+    const int64_t bytes = static_cast<int64_t>(serialized.size()) + 1;
+    auto* payload = new std::string(std::move(serialized));
+    const bool ok = Push(
+        [&](Item& it) {
+          it.payload = payload;
+          it.kind = kEncoded;
+        },
+        bytes);
+    if (!ok) delete payload;
+    return ok;
+  }
+
+  bool WriteDeferredEvent(std::function<std::string()> build, size_t approx_bytes) {
+    const int64_t bytes = static_cast<int64_t>(approx_bytes) + 1;
+    auto* job = new std::function<std::string()>(std::move(build));
+    const bool ok = Push(
+        [&](Item& it) {
+          it.job = job;
+          it.step = bytes;
+          it.kind = kDeferred;
+        },
+        bytes);
+    if (!ok) delete job;
+    return ok;
+  }
+
+  void Wake() {
+    if (sleeping_.exchange(false, std::memory_order_seq_cst)) {
+      std::lock_guard<std::mutex> lock(mu_);
+      wake_cv_.notify_one();
+    }
+  }
+
+  // Asks the writer thread to flush everything enqueued so far; does not wait.
+  absl::Status RequestFlush() {
+    const uint64_t target = queue_.producer_position();
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (thread_exited_ || flushed_through_ >= target) return StatusLocked();
+      if (flush_target_.load(std::memory_order_relaxed) < target) {
+        flush_target_.store(target, std::memory_order_seq_cst);
+      }
+    }
+    Wake();
+    std::unique_lock<std::mutex> lock(mu_);
+    return StatusLocked();
+  }
+
+  absl::Status Flush() {
+    const uint64_t target = queue_.producer_position();
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (thread_exited_ || flushed_through_ >= target) return StatusLocked();
+      if (flush_target_.load(std::memory_order_relaxed) < target) {
+        flush_target_.store(target, std::memory_order_seq_cst);
+      }
+    }
+    Wake();
+    std::unique_lock<std::mutex> lock(mu_);
+    flushed_cv_.wait(lock, [&] {
+      return flushed_through_ >= target || thread_exited_ ||
+             failed_.load(std::memory_order_relaxed);
+    });
+    return StatusLocked();
+  }
+
+  absl::Status Close() {
+    std::lock_guard<std::mutex> close_lock(close_mu_);
+    if (!closed_.load(std::memory_order_relaxed)) {
+      closed_.store(true, std::memory_order_relaxed);
+      final_pos_ = queue_.Close();
+      closing_.store(true, std::memory_order_seq_cst);
+      Wake();
+      thread_.join();
+      if (::close(fd_) != 0 && errno != EINTR) Fail(errno, "closing");
+      fd_ = -1;
+      const uint64_t dropped = records_dropped_.load(std::memory_order_relaxed);
+      if (dropped > 0) {
+        std::fprintf(stderr,
+                     "[trainbus.tensorboard] WARNING: %llu record(s) were dropped from '%s' "
+                     "because the queue was full (QueueFullPolicy::kDrop); raise max_queue "
+                     "or use kWait to keep every record.\n",
+                     static_cast<unsigned long long>(dropped), path_.c_str());
+      }
+    }
+    return status();
+  }
+
+  absl::Status status() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return StatusLocked();
+  }
+
+  WriterCounters counters() const {
+    WriterCounters c;
+    c.records_written = records_written_.load(std::memory_order_relaxed);
+    c.bytes_written = bytes_written_.load(std::memory_order_relaxed);
+    c.records_dropped = records_dropped_.load(std::memory_order_relaxed);
+    c.records_lost = records_lost_.load(std::memory_order_relaxed);
+    c.queue_full_waits = queue_full_waits_.load(std::memory_order_relaxed);
+    return c;
+  }
+
+  const std::string& path() const { return path_; }
+  const std::string& dir() const { return dir_; }
+  pid_t owner_pid() const { return owner_pid_; }
+
+ private:
+  using Queue = internal::BoundedQueue<Item>;
+
+  absl::Status StatusLocked() const {
+    if (!failed_.load(std::memory_order_acquire)) {
+      if (thread_exited_ && !closed_.load(std::memory_order_relaxed)) {
+        return absl::InternalError(absl::StrCat("event file writer for '", path_,
+                                                "' stopped unexpectedly"));
+      }
+      return absl::OkStatus();
+    }
+    const uint64_t lost = records_lost_.load(std::memory_order_relaxed);
+    const uint64_t written = records_written_.load(std::memory_order_relaxed);
+    return absl::Status(
+        CodeForErrno(error_errno_),
+        absl::StrCat("TensorBoard event file '", path_, "': ", error_what_, " failed: ",
+                     ErrnoText(error_errno_), ". ", lost,
+                     " record(s) lost so far (not written); every later record is refused. "
+                     "The ",
+                     written,
+                     " record(s) written before the failure are intact and readable. Free disk "
+                     "space or raise the file-size limit (ulimit -f), then write to a new "
+                     "SummaryWriter (a new event file)."));
+  }
+
+  void Fail(int err, const char* what) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (failed_.load(std::memory_order_relaxed)) return;
+    error_errno_ = err;
+    error_what_ = what;
+    failed_.store(true, std::memory_order_release);
+    std::fprintf(stderr,
+                 "[trainbus.tensorboard] ERROR: %s '%s' failed: %s; %llu record(s) lost, later "
+                 "records are refused. Records written before stay readable.\n",
+                 what, path_.c_str(), ErrnoText(err).c_str(),
+                 static_cast<unsigned long long>(records_lost_.load(std::memory_order_relaxed)));
+    flushed_cv_.notify_all();
+  }
+
+  // ---- writer thread -------------------------------------------------------
+
+  void Run() {
+    auto next_flush = std::chrono::steady_clock::now() + flush_interval_;
+    for (;;) {
+      const size_t n = Drain();
+      if (closing_.load(std::memory_order_acquire)) {
+        if (queue_.consumer_position() < final_pos_) {
+          if (n == 0) Relax();
+          continue;
+        }
+        WriteBuffer();
+        MaybeFsync();
+        PublishFlushed();
+        break;
+      }
+      const uint64_t want = flush_target_.load(std::memory_order_acquire);
+      if (want > handled_flush_) {
+        if (queue_.consumer_position() < want) {
+          if (n == 0) Relax();
+          continue;
+        }
+        handled_flush_ = want;
+        WriteBuffer();
+        MaybeFsync();
+        PublishFlushed();
+        next_flush = std::chrono::steady_clock::now() + flush_interval_;
+        continue;
+      }
+      if (n == kDrainBatch && ++busy_rounds_ % 64 != 0) continue;
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= next_flush) {
+        WriteBuffer();
+        MaybeFsync();
+        PublishFlushed();
+        next_flush = now + flush_interval_;
+        continue;
+      }
+      if (n == 0) IdleWait(next_flush);
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    thread_exited_ = true;
+    flushed_cv_.notify_all();
+  }
+
+  // Waits for a producer that claimed a slot but has not published it yet.
+  void Relax() {
+    if (++relax_spins_ % 64 != 0) {
+      __builtin_ia32_pause();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+
+  void IdleWait(std::chrono::steady_clock::time_point deadline) {
+    sleeping_.store(true, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    auto pending = [&] {
+      return queue_.Front() != nullptr || closing_.load(std::memory_order_seq_cst) ||
+             flush_target_.load(std::memory_order_seq_cst) > handled_flush_;
+    };
+    if (!pending()) {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_cv_.wait_until(lock, deadline, [&] {
+        return !sleeping_.load(std::memory_order_seq_cst) ||
+               closing_.load(std::memory_order_seq_cst) ||
+               flush_target_.load(std::memory_order_seq_cst) > handled_flush_;
+      });
+    }
+    sleeping_.store(false, std::memory_order_relaxed);
+  }
+
+  size_t Drain() {
+    size_t n = 0;
+    while (n < kDrainBatch) {
+      Item* it = queue_.Front();
+      if (it == nullptr) break;
+      Process(*it);
+      queue_.Pop();
+      ++n;
+    }
+    return n;
+  }
+
+  void Process(Item& it) {
+    if (it.kind == kScalar) {
+      if (failed_local_) {
+        records_lost_.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      if (buffer_size_ + MaxScalarRecordSize(it.tag_size) > kBufferCapacity) {
+        WriteBuffer();
+        if (failed_local_) {
+          records_lost_.fetch_add(1, std::memory_order_relaxed);
+          return;
+        }
+      }
+      buffer_size_ += EncodeScalarRecord(it.wall_time, it.step,
+                                         absl::string_view(it.tag, it.tag_size), it.value,
+                                         buffer_.get() + buffer_size_);
+      record_ends_.push_back(buffer_size_);
+      return;
+    }
+    std::unique_ptr<std::string> payload;
+    if (it.kind == kDeferred) {
+      std::unique_ptr<std::function<std::string()>> job(it.job);
+      pending_bytes_.fetch_sub(it.step, std::memory_order_relaxed);
+      if (failed_local_) {
+        records_lost_.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      try {
+        payload = std::make_unique<std::string>((*job)());
+      } catch (const std::exception& e) {
+        records_lost_.fetch_add(1, std::memory_order_relaxed);
+        std::fprintf(stderr, "[trainbus.tensorboard] ERROR: building a record for '%s': %s\n",
+                     path_.c_str(), e.what());
+        FailFromWriter(EINVAL, "building a record for");
+        return;
+      }
+    } else {
+      payload.reset(it.payload);
+      pending_bytes_.fetch_sub(static_cast<int64_t>(payload->size()) + 1,
+                               std::memory_order_relaxed);
+    }
+    const size_t need = payload->size() + kRecordOverhead;
+    if (!failed_local_ && (need > kLargeRecord || buffer_size_ + need > kBufferCapacity)) {
+      WriteBuffer();
+    }
+    if (failed_local_) {
+      records_lost_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    if (need > kLargeRecord) {
+      WriteLarge(*payload);
+      return;
+    }
+    char* rec = buffer_.get() + buffer_size_;
+    std::memcpy(rec + kRecordHeaderSize, payload->data(), payload->size());
+    FinishRecordInPlace(rec, payload->size());
+    buffer_size_ += need;
+    record_ends_.push_back(buffer_size_);
+  }
+
+  void WriteBuffer() {
+    if (buffer_size_ == 0) return;
+    size_t done = 0;
+    const int err = WriteAll(fd_, buffer_.get(), buffer_size_, &done);
+    file_offset_ += done;
+    bytes_written_.fetch_add(done, std::memory_order_relaxed);
+    if (err == 0) {
+      records_written_.fetch_add(record_ends_.size(), std::memory_order_relaxed);
+    } else {
+      const size_t whole =
+          std::upper_bound(record_ends_.begin(), record_ends_.end(), done) - record_ends_.begin();
+      records_written_.fetch_add(whole, std::memory_order_relaxed);
+      records_lost_.fetch_add(record_ends_.size() - whole, std::memory_order_relaxed);
+      CutPartialRecord(done - (whole ? record_ends_[whole - 1] : 0));
+      FailFromWriter(err, "writing");
+    }
+    buffer_size_ = 0;
+    record_ends_.clear();
+  }
+
+  void WriteLarge(const std::string& data) {
+    char header[kRecordHeaderSize];
+    char footer[kRecordFooterSize];
+    EncodeRecordHeader(data.size(), header);
+    EncodeRecordFooter(data.data(), data.size(), footer);
+    struct iovec iov[3] = {{header, sizeof header},
+                           {const_cast<char*>(data.data()), data.size()},
+                           {footer, sizeof footer}};
+    size_t done = 0;
+    const int err = io::WriteAllV(fd_, iov, 3, &done);
+    file_offset_ += done;
+    bytes_written_.fetch_add(done, std::memory_order_relaxed);
+    if (err == 0) {
+      records_written_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      records_lost_.fetch_add(1, std::memory_order_relaxed);
+      CutPartialRecord(done);
+      FailFromWriter(err, "writing");
+    }
+  }
+
+  // Removes the `partial` bytes of a half-written record from the end of the
+  // file, so that the file ends on a record boundary. Best effort.
+  void CutPartialRecord(size_t partial) {
+    if (partial == 0) return;
+    const uint64_t good = file_offset_ - partial;
+    if (::ftruncate(fd_, static_cast<off_t>(good)) == 0) {
+      file_offset_ = good;
+      ::lseek(fd_, static_cast<off_t>(good), SEEK_SET);
+    }
+  }
+
+  void MaybeFsync() {
+    if (!options_.fsync_on_flush || failed_local_) return;
+    if (::fsync(fd_) != 0) FailFromWriter(errno, "fsync of");
+  }
+
+  void FailFromWriter(int err, const char* what) {
+    failed_local_ = true;
+    Fail(err, what);
+  }
+
+  void PublishFlushed() {
+    std::lock_guard<std::mutex> lock(mu_);
+    flushed_through_ = queue_.consumer_position();
+    flushed_cv_.notify_all();
+  }
+
+  const std::string dir_;
+  const std::string path_;
+  const EventFileWriterOptions options_;
+  int fd_;
+  pid_t owner_pid_;
+  Queue queue_;
+  uint64_t wake_mask_ = 0;
+  std::chrono::steady_clock::duration flush_interval_;
+
+  // Shared state.
+  std::atomic<bool> failed_{false};
+  std::atomic<bool> sleeping_{false};
+  std::atomic<bool> closing_{false};
+  std::atomic<uint64_t> flush_target_{0};
+  std::atomic<int64_t> pending_bytes_{0};  // payload bytes of queued large records
+  uint64_t final_pos_ = 0;  // written before closing_ is set
+  mutable std::mutex mu_;
+  std::condition_variable wake_cv_;
+  std::condition_variable flushed_cv_;
+  uint64_t flushed_through_ = 0;  // guarded by mu_
+  bool thread_exited_ = false;    // guarded by mu_
+  int error_errno_ = 0;           // guarded by mu_
+  const char* error_what_ = "";   // guarded by mu_
+  std::mutex close_mu_;
+  std::atomic<bool> closed_{false};  // set under close_mu_
+
+  // Counters.
+  std::atomic<uint64_t> records_written_{0};
+  std::atomic<uint64_t> bytes_written_{0};
+  std::atomic<uint64_t> records_dropped_{0};
+  std::atomic<uint64_t> records_lost_{0};
+  std::atomic<uint64_t> queue_full_waits_{0};
+
+  // Writer thread only.
+  std::unique_ptr<char[]> buffer_;
+  size_t buffer_size_ = 0;
+  std::vector<size_t> record_ends_;
+  uint64_t file_offset_;
+  uint64_t handled_flush_ = 0;
+  uint64_t busy_rounds_ = 0;
+  uint64_t relax_spins_ = 0;
+  bool failed_local_ = false;
+  std::thread thread_;
+};
+
+// ---- registry of live writers, flushed at exit --------------------------------
+
+namespace {
+
+struct Registry {
+  std::mutex mu;
+  std::unordered_set<EventFileWriter*> writers;
+};
+
+Registry& GetRegistry() {
+  static Registry* registry = new Registry;  // never destroyed: used at exit
+  return *registry;
+}
+
+void FlushAllAtExit();
+
+void Register(EventFileWriter* w) {
+  static const bool installed = [] {
+    std::atexit(FlushAllAtExit);
+    return true;
+  }();
+  (void)installed;
+  Registry& r = GetRegistry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  r.writers.insert(w);
+}
+
+void Unregister(EventFileWriter* w) {
+  Registry& r = GetRegistry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  r.writers.erase(w);
+}
+
+}  // namespace
+
+// Flushes are done outside the registry lock: a writer may be destroyed
+// concurrently only if user code races with exit(), which is undefined anyway.
+namespace {
+void FlushAllAtExit() {
+  Registry& r = GetRegistry();
+  std::vector<EventFileWriter*> live;
+  {
+    std::lock_guard<std::mutex> lock(r.mu);
+    live.assign(r.writers.begin(), r.writers.end());
+  }
+  for (EventFileWriter* w : live) (void)w->Flush();
+}
+}  // namespace
+
+void FlushAllEventFiles() { FlushAllAtExit(); }
+
+// ---- EventFileWriter ------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<EventFileWriter>> EventFileWriter::Open(
+    const std::string& log_dir, const EventFileWriterOptions& options) {
+  if (log_dir.empty()) {
+    return absl::InvalidArgumentError("TensorBoard log directory is empty; set log_dir");
+  }
+  if (absl::Status s = MakeDirs(log_dir); !s.ok()) return s;
+
+  std::string path;
+  int fd = -1;
+  for (int attempt = 0; attempt < 1000 && fd < 0; ++attempt) {
+    path = absl::StrCat(log_dir, log_dir.back() == '/' ? "" : "/",
+                        NewEventFileName(options.filename_suffix));
+    fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 && errno != EEXIST) break;
+  }
+  if (fd < 0) {
+    const int err = errno;
+    return absl::Status(
+        CodeForErrno(err),
+        absl::StrCat("cannot create TensorBoard event file '", path, "': ", ErrnoText(err),
+                     ". Check that the log directory '", log_dir,
+                     "' is writable and its file system is neither read-only nor full."));
+  }
+
+  // The first record, written and flushed before Open() returns.
+  proto::Event first;
+  first.set_wall_time(NowSeconds());
+  first.set_file_version("brain.Event:2");
+  std::string record;
+  AppendRecord(first.SerializeAsString(), &record);
+  size_t done = 0;
+  if (const int err = WriteAll(fd, record.data(), record.size(), &done); err != 0) {
+    ::close(fd);
+    ::unlink(path.c_str());
+    return absl::Status(CodeForErrno(err),
+                        absl::StrCat("cannot write TensorBoard event file '", path,
+                                     "': ", ErrnoText(err),
+                                     ". Free disk space or choose another log_dir."));
+  }
+  if (options.fsync_on_flush) ::fsync(fd);
+
+  auto impl = std::make_unique<Impl>(log_dir, path, fd, options, record.size());
+  std::unique_ptr<EventFileWriter> writer(new EventFileWriter(std::move(impl)));
+  Register(writer.get());
+  return writer;
+}
+
+EventFileWriter::EventFileWriter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+EventFileWriter::~EventFileWriter() {
+  Unregister(this);
+  if (impl_->owner_pid() == ::getpid()) {
+    (void)impl_->Close();
+  } else {
+    // A forked child's copy has no writer thread; leave the parent's file alone.
+    (void)impl_.release();
+  }
+}
+
+bool EventFileWriter::WriteScalar(absl::string_view tag, float value, int64_t step,
+                                  double wall_time) {
+  return impl_->WriteScalar(tag, value, step, wall_time);
+}
+
+bool EventFileWriter::WriteEvent(std::string serialized_event) {
+  return impl_->WriteEvent(std::move(serialized_event));
+}
+
+bool EventFileWriter::WriteDeferredEvent(std::function<std::string()> build, size_t approx_bytes) {
+  return impl_->WriteDeferredEvent(std::move(build), approx_bytes);
+}
+
+absl::Status EventFileWriter::RequestFlush() { return impl_->RequestFlush(); }
+
+absl::Status EventFileWriter::Flush() {
+  if (impl_->owner_pid() != ::getpid()) return absl::OkStatus();
+  return impl_->Flush();
+}
+
+absl::Status EventFileWriter::Close() {
+  Unregister(this);
+  return impl_->Close();
+}
+
+absl::Status EventFileWriter::status() const { return impl_->status(); }
+WriterCounters EventFileWriter::counters() const { return impl_->counters(); }
+const std::string& EventFileWriter::path() const { return impl_->path(); }
+const std::string& EventFileWriter::log_dir() const { return impl_->dir(); }
+
+}  // namespace trainbus::tensorboard

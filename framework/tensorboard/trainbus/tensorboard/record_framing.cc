@@ -1,0 +1,60 @@
+#include "trainbus/tensorboard/record_framing.h"
+
+#include <cstring>
+
+#include "trainbus/tensorboard/crc32c.h"
+
+namespace trainbus::tensorboard {
+namespace {
+
+inline void StoreLE32(uint32_t v, char* p) { std::memcpy(p, &v, 4); }
+inline void StoreLE64(uint64_t v, char* p) { std::memcpy(p, &v, 8); }
+inline uint32_t LoadLE32(const char* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline uint64_t LoadLE64(const char* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "record framing assumes a little-endian host");
+
+}  // namespace
+
+void EncodeRecordHeader(uint64_t length, char* header) {
+  StoreLE64(length, header);
+  StoreLE32(crc32c::Mask(crc32c::Value(header, 8)), header + 8);
+}
+
+void EncodeRecordFooter(const char* data, size_t length, char* footer) {
+  StoreLE32(crc32c::Mask(crc32c::Value(data, length)), footer);
+}
+
+void FinishRecordInPlace(char* record, size_t length) {
+  EncodeRecordHeader(length, record);
+  EncodeRecordFooter(record + kRecordHeaderSize, length,
+                     record + kRecordHeaderSize + length);
+}
+
+void AppendRecord(absl::string_view data, std::string* out) {
+  const size_t start = out->size();
+  out->resize(start + kRecordOverhead + data.size());
+  char* rec = out->data() + start;
+  if (!data.empty()) std::memcpy(rec + kRecordHeaderSize, data.data(), data.size());
+  FinishRecordInPlace(rec, data.size());
+}
+
+bool DecodeRecordHeader(const char* header, uint64_t* length) {
+  if (crc32c::Unmask(LoadLE32(header + 8)) != crc32c::Value(header, 8)) return false;
+  *length = LoadLE64(header);
+  return true;
+}
+
+bool CheckRecordFooter(const char* data, size_t length, const char* footer) {
+  return crc32c::Unmask(LoadLE32(footer)) == crc32c::Value(data, length);
+}
+
+}  // namespace trainbus::tensorboard

@@ -1,0 +1,57 @@
+// trainbus/tensorboard/record_framing.h — TFRecord framing of event files.
+//
+// An event file is a sequence of records, each framed as (little-endian):
+//
+//   uint64 length | uint32 masked_crc32c(length bytes) | data[length] |
+//   uint32 masked_crc32c(data)
+//
+// so every record costs kRecordOverhead (16) bytes on top of its data.
+//
+//   std::string file;
+//   AppendRecord(event.SerializeAsString(), &file);
+//
+// For writers that frame in place (the event file writer reserves the header,
+// encodes the data behind it, then fills header and footer):
+//
+//   char* rec = buffer;                      // kRecordOverhead + n bytes
+//   ... encode n data bytes at rec + kRecordHeaderSize ...
+//   FinishRecordInPlace(rec, n);
+//
+// DecodeRecordHeader() is the reader's side: it checks the length checksum.
+// All functions are thread-safe and allocation-free (AppendRecord appends).
+#ifndef TRAINBUS_TENSORBOARD_RECORD_FRAMING_H_
+#define TRAINBUS_TENSORBOARD_RECORD_FRAMING_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include "absl/strings/string_view.h"
+
+namespace trainbus::tensorboard {
+
+inline constexpr size_t kRecordHeaderSize = 12;  // length + its masked CRC
+inline constexpr size_t kRecordFooterSize = 4;   // masked CRC of the data
+inline constexpr size_t kRecordOverhead = kRecordHeaderSize + kRecordFooterSize;
+
+// Writes the 12-byte header for a record of `length` data bytes.
+void EncodeRecordHeader(uint64_t length, char* header);
+
+// Writes the 4-byte footer (masked CRC of `data[0, length)`).
+void EncodeRecordFooter(const char* data, size_t length, char* footer);
+
+// `record` points at kRecordHeaderSize bytes of room, then `length` data
+// bytes, then kRecordFooterSize bytes of room: fills header and footer.
+void FinishRecordInPlace(char* record, size_t length);
+
+// Appends the framed record holding `data` to `*out`.
+void AppendRecord(absl::string_view data, std::string* out);
+
+// Parses a 12-byte header. Returns false if the length checksum is wrong.
+bool DecodeRecordHeader(const char* header, uint64_t* length);
+
+// True if `footer` holds the masked CRC of `data[0, length)`.
+bool CheckRecordFooter(const char* data, size_t length, const char* footer);
+
+}  // namespace trainbus::tensorboard
+
+#endif  // TRAINBUS_TENSORBOARD_RECORD_FRAMING_H_

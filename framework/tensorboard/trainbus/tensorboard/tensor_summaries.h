@@ -1,0 +1,55 @@
+// trainbus/tensorboard/tensor_summaries.h — the summaries of summaries.h,
+// from LibTorch tensors.
+//
+// The tensor layer of the writer (library trainbus::tensorboard): each
+// function checks the tensor, brings it to the CPU as the plain form
+// summaries.h takes (floats or doubles, HWC uint8 pixels, interleaved
+// samples) and calls the LibTorch-free builder. Tensors may live on any
+// device and have any strides; they are read, never modified.
+//
+//   absl::StatusOr<proto::Summary> s = ImageSummary("input", img, "CHW");
+//
+// Image layouts: "CHW", "HWC", "HW" (one image) and "NCHW", "NHWC" (a batch,
+// tiled into one grid like torchvision's make_grid as PyTorch uses it:
+// min(N, 8) columns, no padding, black where the grid has no image). 1, 3 or
+// 4 channels. uint8 as is, floating point as v * 255 clamped to [0, 255] and
+// truncated (PyTorch's conversion; NaN becomes 0), bool as 0/255.
+#ifndef TRAINBUS_TENSORBOARD_TENSOR_SUMMARIES_H_
+#define TRAINBUS_TENSORBOARD_TENSOR_SUMMARIES_H_
+
+#include <cstdint>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "trainbus/tensorboard/summaries.h"
+
+namespace trainbus::tensorboard {
+
+// Any shape; floating, integer or bool dtype. float32 is bucketed in place.
+absl::StatusOr<proto::Summary> HistogramSummary(absl::string_view tag, const at::Tensor& values);
+
+// Checks the tensor and lays it out as one HWC uint8 canvas (a grid for a
+// batch) that owns its memory, in one copy.
+absl::StatusOr<ImageCanvas> PrepareImage(absl::string_view tag, const at::Tensor& image,
+                                         absl::string_view layout = "CHW");
+absl::StatusOr<proto::Summary> ImageSummary(absl::string_view tag, const at::Tensor& image,
+                                            absl::string_view layout = "CHW");
+
+// labels 0/1 (or bool), predictions in [0, 1]: the same number of elements.
+absl::StatusOr<std::vector<float>> ComputePrCurve(const at::Tensor& labels,
+                                                  const at::Tensor& predictions,
+                                                  int32_t num_thresholds);
+absl::StatusOr<proto::Summary> PrCurveSummary(absl::string_view tag, const at::Tensor& labels,
+                                              const at::Tensor& predictions,
+                                              int32_t num_thresholds = 127);
+
+// Samples in [-1, 1] (floating) or int16 PCM, shape [frames] or [frames, channels].
+absl::StatusOr<proto::Summary> AudioSummary(absl::string_view tag, const at::Tensor& samples,
+                                            double sample_rate);
+
+}  // namespace trainbus::tensorboard
+
+#endif  // TRAINBUS_TENSORBOARD_TENSOR_SUMMARIES_H_
