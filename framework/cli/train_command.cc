@@ -16,14 +16,6 @@
 namespace trainbus::cli {
 namespace {
 
-// This process's rank in a distributed run (RANK in the environment; 0 otherwise).
-int RankFromEnv() {
-  const char* world = std::getenv("WORLD_SIZE");
-  const char* rank = std::getenv("RANK");
-  if (world == nullptr || rank == nullptr || std::atoi(world) <= 1) return 0;
-  return std::atoi(rank);
-}
-
 }  // namespace
 
 int Train(const std::string& config_path, const std::vector<std::string>& overrides,
@@ -48,24 +40,11 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
     std::cerr << "trainbus: " << s.message() << "\n";
     return 2;
   }
-  // A new run claims a folder of its own by creating it (run_folder.h): never
-  // an older run's, never one another run started at the same moment has.
-  // Ranks other than 0 write nothing and claim nothing.
-  if (resume_path.empty() && RankFromEnv() == 0) {
-    const std::string wanted = config->name();
-    absl::StatusOr<std::string> claimed = ClaimRunFolder(config->log_root(), wanted);
-    if (!claimed.ok()) {
-      std::cerr << "trainbus: " << claimed.status().message() << "\n";
-      return 1;
-    }
-    config->set_name(*claimed);
-    if (config->name() != wanted) {
-      std::cout << (std::filesystem::path(config->log_root()) / wanted).string()
-                << " holds an earlier run; this one goes to "
-                << (std::filesystem::path(config->log_root()) / config->name()).string()
-                << " (--set name=... to choose)\n";
-    }
-  }
+  // A new run claims a folder of its own (Session::Create, run_folder.h):
+  // never an older run's, never one another run started at the same moment
+  // has. A resumed run continues in its own folder.
+  if (!resume_path.empty()) config->set_append(true);
+  const std::string wanted = config->name();
   auto trainer = Trainer::Create(*config);
   if (!trainer.ok()) {
     std::cerr << "trainbus: " << trainer.status().message() << "\n";
@@ -77,8 +56,8 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
       return 1;
     }
   }
-  const std::string run_dir = (std::filesystem::path(config->log_root()) / config->name()).string();
-  if (const int rank = RankFromEnv(); rank > 0) {
+  const std::string run_dir = (*trainer)->session().log_dir();
+  if (const int rank = RankFromEnvironment(); rank > 0) {
     // Ranks other than 0 write nothing and print only errors.
     std::cout << "rank " << rank << ": training" << std::endl;
     auto result = (*trainer)->Run();
@@ -90,7 +69,13 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
               << EndReasonName(result->reason) << ")\n";
     return 0;
   }
-  std::cout << "run " << config->name() << ": " << (*trainer)->train_samples()
+  const std::string name = std::filesystem::path(run_dir).filename().string();
+  if (name != wanted) {
+    std::cout << (std::filesystem::path(config->log_root()) / wanted).string()
+              << " holds an earlier run; this one goes to " << run_dir
+              << " (--set name=... to choose)\n";
+  }
+  std::cout << "run " << name << ": " << (*trainer)->train_samples()
             << " training samples (" << config->dataset().type() << "), "
             << config->trainer().epochs() << " epochs\n"
             << FormatSchedulePlan((*trainer)->plan());
@@ -123,6 +108,7 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
   if (std::filesystem::exists(run_dir, ec)) {
     if (result->reason == EndReason::kInterrupted) {
       std::cout << "\nContinue with:    trainbus train --config " << config_path
+                << (name != wanted ? absl::StrCat(" --set name=", name) : std::string())
                 << " --resume " << (std::filesystem::path(run_dir) / "checkpoints").string()
                 << "\n";
     }

@@ -814,6 +814,26 @@ class ModelSeer : public Plugin {
   torch::nn::Module* seen = nullptr;
 };
 
+// An embedded program's reruns never mix into one folder: Session::Create
+// claims <name>, then <name>-2, ... as `trainbus train` does; append keeps it.
+TEST(SessionTest, CreateClaimsANewRunFolderUnlessAppending) {
+  TempDir dir;
+  auto config = ParseRunConfig(absl::StrCat(R"({"name": "mine", "log_root": ")", dir.path(), R"("})"),
+                               "json", "test");
+  ASSERT_TRUE(config.ok());
+  auto first = Session::Create(*config);
+  auto second = Session::Create(*config);
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_EQ((*first)->log_dir(), dir.path() + "/mine");
+  EXPECT_EQ((*second)->log_dir(), dir.path() + "/mine-2");
+  EXPECT_TRUE(fs::is_directory(dir.path() + "/mine-2"));
+  config->set_append(true);
+  auto appended = Session::Create(*config);
+  ASSERT_TRUE(appended.ok());
+  EXPECT_EQ((*appended)->log_dir(), dir.path() + "/mine");
+  EXPECT_FALSE(fs::exists(dir.path() + "/mine-3"));
+}
+
 TEST(SessionTest, BindTakesHoldersSharedPointersAndPointers) {
   torch::nn::Sequential sequential(torch::nn::Linear(4, 3), torch::nn::Linear(3, 2));
   auto shared = std::make_shared<torch::nn::LinearImpl>(4, 2);

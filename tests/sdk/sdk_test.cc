@@ -67,18 +67,21 @@ class SdkTest : public ::testing::Test {
     step("install", absl::StrCat(SDK_CMAKE, " --install ", Quote(SDK_BUILD_DIR), " --prefix ",
                                  Quote(prefix_)));
     if (!setup_error_.empty()) return;
+    // The out-of-tree projects use the generator (and its make program) the
+    // outer build uses: Ninja, or CMake's default, Unix Makefiles.
     auto configure = [&](const std::string& src, const std::string& build,
                          const std::string& extra) {
       return absl::StrCat(
-          SDK_CMAKE, " -S ", Quote(src), " -B ", Quote(build), " -G Ninja",
+          SDK_CMAKE, " -S ", Quote(src), " -B ", Quote(build), " -G ", Quote(SDK_GENERATOR),
           " -DCMAKE_MAKE_PROGRAM=", Quote(SDK_MAKE_PROGRAM),
           " -DCMAKE_CXX_COMPILER=", Quote(SDK_CXX_COMPILER),
           " -DCMAKE_BUILD_TYPE=", SDK_BUILD_TYPE, " -DCMAKE_PREFIX_PATH=", Quote(prefix_),
           " -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF -DCMAKE_EXPORT_COMPILE_COMMANDS=ON", extra);
     };
     auto build = [&](const std::string& dir) {
-      // -k 0: report every failing file (e.g. every header that does not compile).
-      return absl::StrCat(SDK_CMAKE, " --build ", Quote(dir), " --parallel 2 -- -k 0");
+      // Keep going: report every failing file (e.g. every header that does not compile).
+      return absl::StrCat(SDK_CMAKE, " --build ", Quote(dir), " --parallel 2 -- ",
+                          std::string(SDK_GENERATOR) == "Ninja" ? "-k 0" : "-k");
     };
     const std::string examples = absl::StrCat(SDK_SOURCE_DIR, "/examples");
     step("configure custom_plugin",
@@ -95,11 +98,23 @@ class SdkTest : public ::testing::Test {
     step("configure standalone_writer",
          configure(examples + "/standalone_writer", standalone_build_, ""));
     step("build standalone_writer", build(standalone_build_));
+    // The other generator too, on the smallest project: a user's IDE may pick either.
+    const bool ninja = std::string(SDK_GENERATOR) == "Ninja";
+    other_generator_build_ = root_ + "/standalone-other-generator";
+    step(absl::StrCat("configure standalone_writer with ", ninja ? "Unix Makefiles" : "Ninja"),
+         absl::StrCat(SDK_CMAKE, " -S ", Quote(examples + "/standalone_writer"), " -B ",
+                      Quote(other_generator_build_), " -G ",
+                      Quote(ninja ? "Unix Makefiles" : "Ninja"),
+                      " -DCMAKE_CXX_COMPILER=", Quote(SDK_CXX_COMPILER),
+                      " -DCMAKE_BUILD_TYPE=", SDK_BUILD_TYPE, " -DCMAKE_PREFIX_PATH=",
+                      Quote(prefix_), " -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF"));
+    step("build standalone_writer with the other generator",
+         absl::StrCat(SDK_CMAKE, " --build ", Quote(other_generator_build_), " --parallel 2"));
     step("build standalone_writer with pkg-config",
-         absl::StrCat("PKG_CONFIG_PATH=", Quote(prefix_ + "/lib/pkgconfig"), " ", SDK_CXX_COMPILER,
-                      " -O1 -o ", Quote(standalone_build_ + "/log_numbers_pc"), " ",
-                      Quote(examples + "/standalone_writer/log_numbers.cc"),
-                      " $(pkg-config --cflags --libs trainbus-tensorboard)"));
+         absl::StrCat(SDK_CXX_COMPILER, " -O1 -o ", Quote(standalone_build_ + "/log_numbers_pc"),
+                      " ", Quote(examples + "/standalone_writer/log_numbers.cc"),
+                      " $(PKG_CONFIG_PATH=", Quote(prefix_ + "/lib/pkgconfig"),
+                      " pkg-config --cflags --libs trainbus-tensorboard)"));
   }
 
   static void TearDownTestSuite() {
@@ -119,7 +134,7 @@ class SdkTest : public ::testing::Test {
   static std::string PluginLibrary() { return plugin_build_ + "/libtrainbus_grad_norm.so"; }
 
   static inline std::string root_, prefix_, embed_build_, plugin_build_, headers_build_,
-      standalone_build_;
+      standalone_build_, other_generator_build_;
   static inline std::string setup_error_;
   static inline CommandResult headers_;
 };
@@ -172,14 +187,18 @@ TEST_F(SdkTest, OutOfTreeBuildsSeeOnlyTheInstalledPackage) {
 TEST_F(SdkTest, TheStandaloneWriterNeedsNoLibTorch) {
   EXPECT_THAT(ReadFile(standalone_build_ + "/CMakeCache.txt"), Not(HasSubstr("Torch_DIR")));
   for (const std::string& program : {standalone_build_ + "/log_numbers",
-                                    standalone_build_ + "/log_numbers_pc"}) {
+                                     standalone_build_ + "/log_numbers_pc",
+                                     other_generator_build_ + "/log_numbers"}) {
     SCOPED_TRACE(program);
     CommandResult ldd = RunCommand(absl::StrCat("ldd ", Quote(program)));
     ASSERT_EQ(ldd.exit_code, 0) << ldd.output;
     EXPECT_THAT(ldd.output, AllOf(HasSubstr("libtrainbus_tensorboard_core.so"),
                                   Not(HasSubstr("libtorch")), Not(HasSubstr("libc10")),
                                   Not(HasSubstr("not found"))));
-    const std::string logs = absl::StrCat(root_, "/standalone-runs/", fs::path(program).filename().string());
+    const fs::path p(program);
+    const std::string logs = absl::StrCat(root_, "/standalone-runs/",
+                                          p.parent_path().filename().string(), "-",
+                                          p.filename().string());
     CommandResult r = RunCommand(absl::StrCat(kCleanEnv, Quote(program), " ", Quote(logs + "/run"), " 500"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_THAT(r.output, HasSubstr("wrote 504 records to " + logs + "/run"));

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <system_error>
@@ -31,6 +32,13 @@ absl::StatusOr<std::string> ClaimRunFolder(const std::string& log_root, const st
   }
   return absl::ResourceExhaustedError(absl::StrCat(
       "no free run folder name ", name, "-N in ", log_root, "; choose another name (--set name=...)"));
+}
+
+int RankFromEnvironment() {
+  const char* world = std::getenv("WORLD_SIZE");
+  const char* rank = std::getenv("RANK");
+  if (world == nullptr || rank == nullptr || std::atoi(world) <= 1) return 0;
+  return std::atoi(rank);
 }
 
 }  // namespace trainbus

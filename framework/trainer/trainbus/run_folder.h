@@ -26,6 +26,10 @@ namespace trainbus {
 // and the OS error.
 absl::StatusOr<std::string> ClaimRunFolder(const std::string& log_root, const std::string& name);
 
+// This process's rank in a distributed run: RANK when WORLD_SIZE > 1 (as
+// torchrun and `trainbus train --nproc` set them), else 0.
+int RankFromEnvironment();
+
 }  // namespace trainbus
 
 #endif  // TRAINBUS_RUN_FOLDER_H_

@@ -11,6 +11,7 @@
 #include "trainbus/config.h"
 #include "trainbus/interrupt.h"
 #include "trainbus/plugin_loader.h"
+#include "trainbus/run_folder.h"
 
 namespace trainbus {
 namespace {
@@ -77,6 +78,13 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(const config::RunConfig
   }
   std::string root = config.log_root().empty() ? "runs" : config.log_root();
   std::string name = config.name().empty() ? DefaultRunName() : config.name();
+  // A new run gets a folder of its own, exactly as `trainbus train` does;
+  // ranks other than 0 write nothing and claim nothing.
+  if (!config.append() && RankFromEnvironment() == 0) {
+    absl::StatusOr<std::string> claimed = ClaimRunFolder(root, name);
+    if (!claimed.ok()) return claimed.status();
+    name = *std::move(claimed);
+  }
   session->log_dir_ = (std::filesystem::path(root) / name).string();
   session->run_.run_name = name;
   session->run_.log_dir = session->log_dir_;

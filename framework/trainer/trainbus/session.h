@@ -60,8 +60,11 @@ class Session {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
-  // A session with the enabled plugins of `config` loaded (log directory
-  // <log_root>/<name>). Fails on the first plugin that cannot be loaded.
+  // A session with the enabled plugins of `config` loaded. Its folder is
+  // <log_root>/<name>, claimed as `trainbus train` claims it: when that holds
+  // an earlier run, <name>-2, -3, ... (trainbus/run_folder.h; run().run_name
+  // and log_dir() say which). config.append: use <log_root>/<name> as it is.
+  // Fails on the first plugin that cannot be loaded.
   static absl::StatusOr<std::unique_ptr<Session>> Create(const config::RunConfig& config);
   // Reads a run config file (only `name`, `log_root`, `plugins`,
   // `plugin_paths` and `on_plugin_error` matter here) and calls Create().

@@ -281,14 +281,16 @@ void Trainer::Impl::ConnectToTheBus() {
 }
 
 std::string Trainer::Impl::RunDir() const {
+  // The session's folder when it has one (Session::Create claimed it).
+  if (session != nullptr && !session->log_dir().empty()) return session->log_dir();
   return (std::filesystem::path(config.log_root()) / config.name()).string();
 }
 
 void Trainer::Impl::FillRunInfo() {
   const auto& t = config.trainer();
   const auto& o = config.optimizer();
-  run.run_name = config.name();
   run.log_dir = RunDir();
+  run.run_name = std::filesystem::path(run.log_dir).filename().string();
   run.train_samples = data.train.size();
   run.batch_size = base_batch;  // the iteration's at the start; a schedule starts from it
   run.epochs = t.epochs();
