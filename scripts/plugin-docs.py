@@ -61,8 +61,10 @@ def table(plugin):
     lines.append(f"Hooks: {cell(hooks) if hooks else '(none)'}.")
     lines.append("")
     if "ranks" in plugin:
+        state = ("saved with checkpoints and restored by `--resume`" if plugin.get("keeps_state")
+                 else "none")
         lines.append(f"Runs on: {cell(plugin['ranks'])}; default priority "
-                     f"{plugin.get('default_priority', 0)}.")
+                     f"{plugin.get('default_priority', 0)}; state: {state}.")
         lines.append("")
     options = plugin.get("options", [])
     if not options:

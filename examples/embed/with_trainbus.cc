@@ -87,7 +87,10 @@ int main(int argc, char** argv) {
       torch::Tensor loss =
           torch::nn::functional::cross_entropy(model.forward(batch.data), batch.target);
       loss.backward();
-      optimizer.step();
+      // Gradient plugins (grad_clip, nonfinite_guard) act here; a skipped
+      // step (a nan gradient) is not applied.
+      (*session)->AfterBackward(loss.item<double>());
+      if ((*session)->BeforeOptimizerStep(loss.item<double>())) optimizer.step();
       loss_sum += loss.item<double>();
       ++batches;
       (*session)->EndIteration(loss.item<double>(), batch.data.size(0));

@@ -67,10 +67,32 @@ Usage:
       Read every event file under LOGDIR, check its checksums, and list runs
       and tags; exits 1 when a file is corrupt.
 
+Terms:
+  iteration   one batch: forward, loss, backward and one optimizer step
+              (with trainer.accumulate_batches k: k forward/backward passes,
+              still one step)
+  step        the global iteration number, 0 for the first iteration of a
+              run and never reset; the x axis of every TensorBoard curve
+  epoch       one pass over the training set; iterations per epoch are
+              ceil(samples / batch size), floor with trainer.drop_last
+  batch       the samples of one iteration (trainer.batch_size)
+
 Examples:
   trainbus train --config examples/shapes/config.json
   tensorboard --logdir runs
 )";
+
+// `trainbus <command> --help`: that command's part of the usage, and the terms.
+std::string CommandHelp(const std::string& command) {
+  const std::string usage = kUsage;
+  const size_t start = usage.find("  trainbus " + command + " ");
+  if (start == std::string::npos) return usage;
+  size_t end = usage.find("\n  trainbus ", start + 1);
+  const size_t terms = usage.find("\nTerms:");
+  if (end == std::string::npos || end > terms) end = terms;
+  const size_t examples = usage.find("\nExamples:");
+  return "Usage:\n" + usage.substr(start, end + 1 - start) + usage.substr(terms, examples - terms);
+}
 
 bool WantsHelp(int argc, char** argv) {
   if (argc < 2) return true;
@@ -85,7 +107,8 @@ bool WantsHelp(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   if (WantsHelp(argc, argv)) {
-    std::cout << kUsage;
+    const bool for_command = argc >= 3 && argv[1][0] != '-';
+    std::cout << (for_command ? CommandHelp(argv[1]) : std::string(kUsage));
     return argc < 2 ? 2 : 0;
   }
   // --set may repeat; absl flags keep only the last value, so take them here.

@@ -49,6 +49,8 @@ int ListPlugins(bool json) {
                 << ", \"description\": " << JsonString(info.description)
                 << ", \"hooks\": " << JsonString(HookMaskToString(libs[i].descriptor->hooks))
                 << ", \"ranks\": " << JsonString(Ranks(info))
+                << ", \"keeps_state\": "
+                << ((libs[i].descriptor->extras & kKeepsState) ? "true" : "false")
                 << ", \"default_priority\": " << info.default_priority
                 << ", \"options\": [";
       for (size_t k = 0; k < info.options.size(); ++k) {
@@ -75,7 +77,11 @@ int ListPlugins(bool json) {
               << "  built with: LibTorch " << lib.descriptor->torch_version << ", "
               << lib.descriptor->compiler_id << "\n"
               << "  hooks:   " << HookMaskToString(lib.descriptor->hooks) << "\n"
-              << "  runs on: " << Ranks(info) << ", priority " << info.default_priority << "\n";
+              << "  runs on: " << Ranks(info) << ", priority " << info.default_priority << "\n"
+              << "  state:   "
+              << ((lib.descriptor->extras & kKeepsState) ? "saved with checkpoints, restored by --resume"
+                                                          : "none (nothing to restore on --resume)")
+              << "\n";
     if (info.options.empty()) {
       std::cout << "  options: (none)\n";
       continue;

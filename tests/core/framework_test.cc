@@ -43,6 +43,7 @@ namespace fs = std::filesystem;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::string Msg(const absl::Status& s) { return std::string(s.message()); }
 
@@ -350,6 +351,38 @@ TEST(RunConfigTest, PluginInstancesAreNamedByTheirId) {
               HasSubstr("plugins[0].id \"a.b\" may not contain '/' or '.'"));
 }
 
+// Relative plugin folders and libraries in a config file are its neighbours,
+// wherever the program runs.
+TEST(RunConfigTest, RelativePluginPathsAreTakenFromTheConfigFilesFolder) {
+  TempDir dir;
+  fs::create_directories(dir.path() + "/project");
+  const std::string path = dir.Write("project/run.json", R"({"plugin_paths": ["plugins", "/opt/p"],
+      "plugins": [{"name": "mine", "library": "build/libtrainbus_mine.so"}, {"name": "csv"}]})");
+  auto c = LoadRunConfig(path);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT(c->plugin_paths(), ElementsAre(dir.path() + "/project/plugins", "/opt/p"));
+  EXPECT_EQ(c->plugins(0).library(), dir.path() + "/project/build/libtrainbus_mine.so");
+  EXPECT_EQ(c->plugins(1).library(), "");
+  ASSERT_TRUE(ApplyOverride(&*c, "plugins.mine.library=other/lib.so").ok());
+  EXPECT_EQ(c->plugins(0).library(), "other/lib.so");  // --set: from the current folder
+}
+
+// A plugin whose default is not valid JSON of its type is reported when its
+// library is opened (trainbus plugins), with the fix.
+TEST(OptionsTest, BadDefaultsAreFoundBeforeTheRunAndSayHowToWriteThem) {
+  EXPECT_TRUE(PluginOptions::CheckDefaults({{"stream", OptionType::kString, "\"stdout\"", ""},
+                                            {"n", OptionType::kInt, "3", ""}},
+                                           "plugin 'p'")
+                  .ok());
+  EXPECT_THAT(Msg(PluginOptions::CheckDefaults({{"stream", OptionType::kString, "stdout", ""}},
+                                               "plugin 'p'")),
+              HasSubstr("plugin 'p': the default of option 'stream' (stdout) is not a valid "
+                        "string in JSON; write a string default with its quotes, e.g. "
+                        "\"\\\"stdout\\\"\""));
+  EXPECT_THAT(Msg(PluginOptions::CheckDefaults({{"n", OptionType::kInt, "1.5", ""}}, "plugin 'p'")),
+              HasSubstr("the default of option 'n' (1.5) is not a valid int"));
+}
+
 TEST(RunConfigTest, OverridesSetFieldsPluginsAndOptions) {
   auto c = ParseRunConfig(R"({"plugins": [{"name": "progress"}]})", "json", "x");
   ASSERT_TRUE(c.ok());
@@ -433,6 +466,17 @@ class GradientHooks : public Plugin {
   void OnBeforeOptimizerStep(const BeforeOptimizerStepEvent&, Control&) override {}
   void OnValidationBegin(const ValidationBeginEvent&, Control&) override {}
 };
+
+// Keeps state (SaveState) and writes files (FlushForCheckpoint): found like hooks.
+class KeepsState : public Plugin {
+ public:
+  absl::StatusOr<std::string> SaveState() override { return std::string("x"); }
+};
+
+TEST(BusTest, ExtrasAreDetectedAtCompileTimeToo) {
+  EXPECT_EQ(ExtrasOf<KeepsState>(), kKeepsState);
+  EXPECT_EQ(ExtrasOf<GradientHooks>(), 0u);
+}
 
 TEST(BusTest, TheHookListNamesDescribesAndMasksEveryHook) {
   EXPECT_EQ(kNumHooks, 13);
@@ -1052,7 +1096,10 @@ TEST(CliTest, PluginsListsTheBuiltInPluginsWithOptions) {
   CommandResult r = RunTrainbus("plugins");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, AllOf(HasSubstr("progress 1.0.0"), HasSubstr("bar_width (int, default 30)"),
-                              HasSubstr("hooks:   OnTrainBegin, OnEpochBegin, OnIterationEnd")));
+                              HasSubstr("hooks:   OnTrainBegin, OnEpochBegin, OnIterationEnd"),
+                              HasSubstr("runs on: rank 0 only (writes output), priority 0"),
+                              HasSubstr("state:   saved with checkpoints, restored by --resume"),
+                              HasSubstr("state:   none (nothing to restore on --resume)")));
 }
 
 TEST(CliTest, PlanPrintsTheArithmetic) {
@@ -1092,7 +1139,14 @@ TEST(CliTest, BadConfigAndFlagsExitWithAClearMessage) {
   EXPECT_THAT(r.output, HasSubstr("unknown command 'frobnicate'"));
   r = RunTrainbus("--help");
   EXPECT_EQ(r.exit_code, 0);
-  EXPECT_THAT(r.output, HasSubstr("trainbus train --config FILE"));
+  EXPECT_THAT(r.output, AllOf(HasSubstr("trainbus train --config FILE"),
+                              HasSubstr("iteration   one batch: forward, loss, backward"),
+                              HasSubstr("step        the global iteration number")));
+  // A command's own help: only its part, and the terms.
+  r = RunTrainbus("plan --help");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_THAT(r.output, AllOf(HasSubstr("trainbus plan --samples N --batch-size B"),
+                              Not(HasSubstr("trainbus train --config")), HasSubstr("Terms:")));
 }
 
 // End to end: a plugin library whose Close() hangs cannot hold `trainbus

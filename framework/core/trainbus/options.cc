@@ -99,6 +99,26 @@ absl::Status CheckOptionType(const Value& v, OptionType type) {
   return absl::OkStatus();
 }
 
+absl::Status PluginOptions::CheckDefaults(const std::vector<OptionSpec>& specs,
+                                          absl::string_view where) {
+  for (const OptionSpec& spec : specs) {
+    if (spec.default_json.empty()) continue;
+    Value def;
+    auto parsed = google::protobuf::util::JsonStringToMessage(spec.default_json, &def);
+    if (!parsed.ok() || !CheckOptionType(def, spec.type).ok()) {
+      const bool bare_string = spec.type == OptionType::kString && !parsed.ok();
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": the default of option '", spec.name, "' (", spec.default_json,
+          ") is not a valid ", OptionTypeName(spec.type), " in JSON",
+          bare_string ? absl::StrCat("; write a string default with its quotes, e.g. \"\\\"",
+                                     spec.default_json, "\\\"\"")
+                      : std::string(),
+          ". Fix the plugin's Info()"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<PluginOptions> PluginOptions::Create(const std::vector<OptionSpec>& specs,
                                                     const google::protobuf::Struct& given,
                                                     absl::string_view where) {

@@ -62,6 +62,12 @@ class PluginOptions {
  public:
   PluginOptions() = default;
 
+  // Checks that every declared default is valid JSON of its option's type
+  // (a string default is written with its quotes: "\"stdout\""). The loader
+  // checks this when it opens a library, so `trainbus plugins` already
+  // reports a bad default, not only `train`.
+  static absl::Status CheckDefaults(const std::vector<OptionSpec>& specs, absl::string_view where);
+
   // Validates `given` against `specs`. `where` names the plugin for messages,
   // e.g. "plugin 'progress'".
   static absl::StatusOr<PluginOptions> Create(const std::vector<OptionSpec>& specs,

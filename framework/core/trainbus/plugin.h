@@ -174,6 +174,21 @@ constexpr uint32_t HooksOf() {
   return m;
 }
 
+// Other overrides the host reports (`trainbus plugins`), found the same way.
+enum PluginExtra : uint32_t {
+  kKeepsState = 1u << 0,            // overrides SaveState: restored by --resume
+  kFlushesForCheckpoint = 1u << 1,  // overrides FlushForCheckpoint: writes files
+};
+template <class T>
+constexpr uint32_t ExtrasOf() {
+  uint32_t m = 0;
+  if (!std::is_same_v<decltype(&T::SaveState), decltype(&Plugin::SaveState)>) m |= kKeepsState;
+  if (!std::is_same_v<decltype(&T::FlushForCheckpoint), decltype(&Plugin::FlushForCheckpoint)>) {
+    m |= kFlushesForCheckpoint;
+  }
+  return m;
+}
+
 // Creates a plugin object in-process (no shared library) with its hook mask
 // set, e.g. for a Session in a user's own program or in tests.
 template <class T, class... Args>
@@ -203,6 +218,7 @@ struct TrainbusPluginDescriptor {
   int32_t cxx11_abi;          // _GLIBCXX_USE_CXX11_ABI
   const char* compiler_id;    // e.g. "GCC 12.2.0"
   uint32_t hooks;             // mask of trainbus::Hook bits the plugin implements
+  uint32_t extras;            // trainbus::PluginExtra bits (keeps state, ...)
   // Valid only once the fields above matched the host:
   const trainbus::PluginInfo* (*info)();
   absl::StatusOr<std::unique_ptr<trainbus::Plugin>> (*create)(const trainbus::PluginContext&);
@@ -226,6 +242,7 @@ const TrainbusPluginDescriptor* DescriptorFor() {
       TRAINBUS_CXX11_ABI,
       TRAINBUS_COMPILER_ID,
       HooksOf<T>(),
+      ExtrasOf<T>(),
       []() -> const PluginInfo* { return &info; },
       [](const PluginContext& ctx) -> absl::StatusOr<std::unique_ptr<Plugin>> {
         auto made = T::Create(ctx);

@@ -120,7 +120,13 @@ absl::StatusOr<PluginLibrary> PluginLoader::Open(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat(abs, ": the plugin descriptor has no name, info or create function"));
   }
-  return PluginLibrary{abs, d};
+  PluginLibrary lib{abs, d};
+  if (absl::Status s = PluginOptions::CheckDefaults(
+          lib.info().options, absl::StrCat(abs, ": plugin '", d->name, "'"));
+      !s.ok()) {
+    return s;
+  }
+  return lib;
 }
 
 std::vector<PluginLibrary> PluginLoader::Discover(std::vector<std::string>* problems) const {

@@ -1,6 +1,7 @@
 #include "trainbus/config.h"
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -311,7 +312,20 @@ absl::StatusOr<config::RunConfig> LoadRunConfig(const std::string& path) {
   std::stringstream buffer;
   buffer << in.rdbuf();
   std::string text = buffer.str();
-  return ParseRunConfig(text, FormatFromPath(path, text), path);
+  auto config = ParseRunConfig(text, FormatFromPath(path, text), path);
+  if (!config.ok()) return config;
+  // Relative plugin folders and libraries are the config file's neighbours,
+  // wherever the program runs from (a --set value stays relative to the
+  // working folder, as a command-line path is).
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  auto beside_the_config = [&](std::string* p) {
+    if (!p->empty() && std::filesystem::path(*p).is_relative()) *p = (dir / *p).lexically_normal().string();
+  };
+  for (std::string& folder : *config->mutable_plugin_paths()) beside_the_config(&folder);
+  for (config::PluginConfig& plugin : *config->mutable_plugins()) {
+    beside_the_config(plugin.mutable_library());
+  }
+  return config;
 }
 
 absl::Status ApplyOverride(config::RunConfig* config, absl::string_view assignment) {

@@ -36,6 +36,8 @@
 namespace trainbus {
 
 // Reads and parses a config file (no defaults applied, no range checks).
+// Relative `plugin_paths` and plugin `library` entries become paths from the
+// config file's folder.
 absl::StatusOr<config::RunConfig> LoadRunConfig(const std::string& path);
 
 // Parses config text. `format` is "json" or "text"; `origin` names the source

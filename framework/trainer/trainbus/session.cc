@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "trainbus/config.h"
 #include "trainbus/interrupt.h"
 #include "trainbus/plugin_loader.h"
@@ -244,6 +245,17 @@ absl::StatusOr<CheckpointState> Session::Resume(const std::string& path) {
                 << "', which this run does not load; it is ignored\n";
     }
   }
+  // Say what was restored: a plugin that keeps state but found none starts
+  // from scratch, which the user should know.
+  std::vector<std::string> restored, fresh;
+  for (const auto& [name, plugin] : plugins_) {
+    (state->plugin_states.count(name) ? restored : fresh).push_back(name);
+  }
+  std::cerr << "[trainbus] resumed at step " << state->next_step << " from " << path
+            << "; restored the saved state of: "
+            << (restored.empty() ? "(no plugin)" : absl::StrJoin(restored, ", "))
+            << (fresh.empty() ? "" : absl::StrCat("; no saved state for: ", absl::StrJoin(fresh, ", ")))
+            << "\n";
   return state;
 }
 
