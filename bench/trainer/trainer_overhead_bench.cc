@@ -255,7 +255,10 @@ class LossRecorder : public trainbus::Plugin {
 double RunTrainer(bool with_plugins, std::vector<double>* losses) {
   TempDir dir;
   const trainbus::config::RunConfig config = MakeConfig(dir.path(), with_plugins);
-  auto session = trainbus::Session::Create(config);
+  // The trainer loads the config's plugins into the session it is given.
+  trainbus::config::RunConfig session_config = config;
+  session_config.clear_plugins();
+  auto session = trainbus::Session::Create(session_config);
   if (!session.ok()) Die(std::string(session.status().message()));
   losses->clear();
   losses->reserve(4096);

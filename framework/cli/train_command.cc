@@ -3,6 +3,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
 #include "google/protobuf/util/json_util.h"
@@ -69,7 +70,9 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
               << EndReasonName(result->reason) << ")\n";
     return 0;
   }
-  const std::string name = std::filesystem::path(run_dir).filename().string();
+  std::filesystem::path run_path = std::filesystem::path(run_dir).lexically_normal();
+  if (run_path.filename().empty()) run_path = run_path.parent_path();
+  const std::string name = run_path.filename().string();
   if (name != wanted) {
     std::cout << (std::filesystem::path(config->log_root()) / wanted).string()
               << " holds an earlier run; this one goes to " << run_dir
@@ -107,10 +110,15 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
   std::error_code ec;
   if (std::filesystem::exists(run_dir, ec)) {
     if (result->reason == EndReason::kInterrupted) {
-      std::cout << "\nContinue with:    trainbus train --config " << config_path
-                << (name != wanted ? absl::StrCat(" --set name=", name) : std::string())
-                << " --resume " << (std::filesystem::path(run_dir) / "checkpoints").string()
-                << "\n";
+      // The same overrides, and the folder by name: a resume appends to
+      // exactly this run (it may be <name>-2, not the config's <name>).
+      std::string again;
+      for (const std::string& o : overrides) {
+        if (!absl::StartsWith(o, "name=")) absl::StrAppend(&again, " --set '", o, "'");
+      }
+      std::cout << "\nContinue with:    trainbus train --config " << config_path << again
+                << " --set name=" << name << " --resume "
+                << (std::filesystem::path(run_dir) / "checkpoints").string() << "\n";
     }
     std::cout << "\nTensorBoard event files are in " << run_dir << "\n"
               << "View them with:   tensorboard --logdir " << config->log_root() << "\n"

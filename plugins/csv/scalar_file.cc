@@ -226,7 +226,7 @@ absl::StatusOr<int64_t> RewindScalarFile(const std::string& path, Format format,
     start = end + 1;
   }
   if (removed == 0) return 0;
-  absl::Status s = io::AtomicReplace(path, kept, "csv", path + ".rewind-tmp");
+  absl::Status s = io::AtomicReplace(path, kept, /*context=*/"", path + ".rewind-tmp");
   if (!s.ok()) {
     return absl::Status(s.code(), absl::StrCat("csv: cannot rewind ", path, " to step ", step,
                                                " (resuming a run): ", s.message()));
@@ -295,10 +295,10 @@ void ScalarFile::WriteChunk(const std::string& data, uint64_t rows) {
   // Where the chunk starts: a write that fails half-way is cut back to it,
   // so the file never ends in a torn row (a reader would take it for data).
   struct stat st {};
-  const off_t start = ::fstat(fd_, &st) == 0 ? st.st_size : 0;
+  const bool size_known = ::fstat(fd_, &st) == 0;
   size_t done = 0;
   const int err = io::WriteAll(fd_, data.data(), data.size(), &done);
-  if (err != 0 && done > 0) io::TruncateTornTail(fd_, start);
+  if (err != 0 && done > 0 && size_known) io::TruncateTornTail(fd_, st.st_size);
   std::lock_guard<std::mutex> lock(mu_);
   written_.notify_all();
   if (err == 0) {
@@ -324,8 +324,9 @@ absl::Status ScalarFile::Close() {
   std::lock_guard<std::mutex> lock(mu_);
   if (fd_ >= 0) {
     if (::close(fd_) != 0 && error_.empty()) {
-      error_ = io::ErrnoText(errno);
-      error_code_ = io::CodeForErrno(errno);
+      const int err = errno;
+      error_ = io::ErrnoText(err);
+      error_code_ = io::CodeForErrno(err);
     }
     fd_ = -1;
   }

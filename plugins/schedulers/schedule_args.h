@@ -5,6 +5,9 @@
 #ifndef TRAINBUS_PLUGINS_SCHEDULERS_SCHEDULE_ARGS_H_
 #define TRAINBUS_PLUGINS_SCHEDULERS_SCHEDULE_ARGS_H_
 
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>

@@ -1000,7 +1000,7 @@ TEST(PluginLoaderTest, EachBrokenLibraryGivesItsError) {
       {"no_entry", "libtrainbus_test_no_entry.so", absl::StatusCode::kInvalidArgument,
        {"is not a trainbus plugin", "trainbus_plugin_descriptor", "TRAINBUS_PLUGIN("}},
       {"wrong_api", "libtrainbus_test_wrong_api.so", absl::StatusCode::kFailedPrecondition,
-       {"plugin API version mismatch", "API 999", "this trainbus has API 3", "Rebuild"}},
+       {"plugin API version mismatch", "API 999", "this trainbus has API 4", "Rebuild"}},
       {"wrong_abi", "libtrainbus_test_wrong_abi.so", absl::StatusCode::kFailedPrecondition,
        {"C++ ABI mismatch", absl::StrCat("_GLIBCXX_USE_CXX11_ABI=", 1 - TRAINBUS_CXX11_ABI),
         absl::StrCat("this trainbus has _GLIBCXX_USE_CXX11_ABI=", TRAINBUS_CXX11_ABI)}},

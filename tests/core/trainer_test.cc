@@ -832,6 +832,14 @@ TEST(SessionTest, CreateClaimsANewRunFolderUnlessAppending) {
   ASSERT_TRUE(appended.ok());
   EXPECT_EQ((*appended)->log_dir(), dir.path() + "/mine");
   EXPECT_FALSE(fs::exists(dir.path() + "/mine-3"));
+  // A name with folders in it (an embedder's "group/exp") claims its last part.
+  config->set_append(false);
+  config->set_name("group/exp");
+  auto grouped = Session::Create(*config), again = Session::Create(*config);
+  ASSERT_TRUE(grouped.ok()) << grouped.status();
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ((*grouped)->log_dir(), dir.path() + "/group/exp");
+  EXPECT_EQ((*again)->log_dir(), dir.path() + "/group/exp-2");
 }
 
 TEST(SessionTest, BindTakesHoldersSharedPointersAndPointers) {

@@ -100,7 +100,7 @@ TEST(IoTest, WriteFileDurablyAndDurableRename) {
   EXPECT_EQ(ReadFile(b), "payload");
   EXPECT_FALSE(fs::exists(a));
   absl::Status s = DurableRename(a, b, "test");
-  EXPECT_THAT(std::string(s.message()), HasSubstr("test: cannot rename onto " + b));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("test: cannot rename " + a + " onto " + b));
 }
 
 }  // namespace

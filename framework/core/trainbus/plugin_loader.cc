@@ -53,7 +53,7 @@ std::string PluginLoader::BuiltinPluginDir() {
     return TRAINBUS_BUILD_PLUGIN_DIR;
   }
 #endif
-  // Installed: <libdir>/libtrainbus_framework.so and <libdir>/trainbus/plugins/.
+  // Installed: <libdir>/libtrainbus_core.so and <libdir>/trainbus/plugins/.
   return (fs::path(here) / "trainbus" / "plugins").string();
 }
 
@@ -197,7 +197,8 @@ absl::StatusOr<PluginLibrary> PluginLoader::Resolve(const std::string& name,
   if (!lib.ok()) {
     if (!library_path.empty() && absl::IsNotFound(lib.status())) {
       return absl::NotFoundError(absl::StrCat("plugin '", name, "': library ", library_path,
-                                              " does not exist (relative paths are taken from ",
+                                              " does not exist (a relative path in a config file is "
+                                              "taken from that file's folder; from --set, from ",
                                               fs::current_path().string(), ")"));
     }
     return lib.status();

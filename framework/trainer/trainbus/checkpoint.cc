@@ -174,14 +174,14 @@ absl::StatusOr<std::string> WriteCheckpoint(const std::string& root, const std::
   std::error_code ec;
   fs::create_directories(root, ec);
   if (ec) {
-    return absl::UnavailableError(absl::StrCat("checkpoint: cannot create folder ", root, ": ",
-                                               ec.message(), ". Check the path and permissions."));
+    return io::ErrnoError(ec.value(), kContext, "create folder", root,
+                          "Check the path and permissions.");
   }
   const std::string tmp = (fs::path(root) / absl::StrCat(".", name, ".tmp-", ::getpid())).string();
   const std::string final_dir = (fs::path(root) / name).string();
   fs::remove_all(tmp, ec);
   if (!fs::create_directory(tmp, ec) || ec) {
-    return absl::UnavailableError(absl::StrCat("checkpoint: cannot create ", tmp, ": ", ec.message()));
+    return io::ErrnoError(ec ? ec.value() : EEXIST, kContext, "create", tmp);
   }
   // A failed write (disk full, file size limit, I/O error) says which
   // checkpoint is missing, that the previous one is intact and what to do.

@@ -82,9 +82,12 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(const config::RunConfig
   // A new run gets a folder of its own, exactly as `trainbus train` does;
   // ranks other than 0 write nothing and claim nothing.
   if (!config.append() && RankFromEnvironment() == 0) {
-    absl::StatusOr<std::string> claimed = ClaimRunFolder(root, name);
+    // A name with folders in it ("group/exp") claims its last part.
+    const std::filesystem::path named(name);
+    const std::string parent = (std::filesystem::path(root) / named.parent_path()).string();
+    absl::StatusOr<std::string> claimed = ClaimRunFolder(parent, named.filename().string());
     if (!claimed.ok()) return claimed.status();
-    name = *std::move(claimed);
+    name = (named.parent_path() / *claimed).string();
   }
   session->log_dir_ = (std::filesystem::path(root) / name).string();
   session->run_.run_name = name;
@@ -245,17 +248,14 @@ absl::StatusOr<CheckpointState> Session::Resume(const std::string& path) {
                 << "', which this run does not load; it is ignored\n";
     }
   }
-  // Say what was restored: a plugin that keeps state but found none starts
-  // from scratch, which the user should know.
-  std::vector<std::string> restored, fresh;
+  // Say what was restored (`trainbus plugins` says which plugins keep state).
+  std::vector<std::string> restored;
   for (const auto& [name, plugin] : plugins_) {
-    (state->plugin_states.count(name) ? restored : fresh).push_back(name);
+    if (state->plugin_states.count(name)) restored.push_back(name);
   }
   std::cerr << "[trainbus] resumed at step " << state->next_step << " from " << path
             << "; restored the saved state of: "
-            << (restored.empty() ? "(no plugin)" : absl::StrJoin(restored, ", "))
-            << (fresh.empty() ? "" : absl::StrCat("; no saved state for: ", absl::StrJoin(fresh, ", ")))
-            << "\n";
+            << (restored.empty() ? "(no plugin)" : absl::StrJoin(restored, ", ")) << "\n";
   return state;
 }
 

@@ -31,6 +31,13 @@ using Clock = std::chrono::steady_clock;
 
 double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+// "runs/shapes-cnn-2/" -> "shapes-cnn-2": the run's name is its folder's.
+std::string RunNameOf(const std::string& log_dir) {
+  std::filesystem::path p = std::filesystem::path(log_dir).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  return p.filename().string();
+}
+
 using OptimizerBuilder = std::unique_ptr<torch::optim::Optimizer> (*)(
     const config::OptimizerConfig&, const std::vector<at::Tensor>&);
 
@@ -290,7 +297,7 @@ void Trainer::Impl::FillRunInfo() {
   const auto& t = config.trainer();
   const auto& o = config.optimizer();
   run.log_dir = RunDir();
-  run.run_name = std::filesystem::path(run.log_dir).filename().string();
+  run.run_name = RunNameOf(run.log_dir);
   run.train_samples = data.train.size();
   run.batch_size = base_batch;  // the iteration's at the start; a schedule starts from it
   run.epochs = t.epochs();

@@ -12,7 +12,12 @@
 
 namespace trainbus::io {
 
-std::string ErrnoText(int err) { return absl::StrCat(std::strerror(err), " (errno ", err, ")"); }
+std::string ErrnoText(int err) {
+  // strerror_r (GNU form): writer threads report errors concurrently.
+  char buf[256];
+  const char* text = ::strerror_r(err, buf, sizeof(buf));
+  return absl::StrCat(text, " (errno ", err, ")");
+}
 
 absl::StatusCode CodeForErrno(int err) {
   switch (err) {
@@ -121,7 +126,7 @@ absl::Status AtomicReplace(const std::string& path, absl::string_view contents,
 absl::Status DurableRename(const std::string& from, const std::string& to,
                            absl::string_view context) {
   if (::rename(from.c_str(), to.c_str()) != 0) {
-    return ErrnoError(errno, context, "rename onto", to);
+    return ErrnoError(errno, context, absl::StrCat("rename ", from, " onto"), to);
   }
   SyncDirectory(std::filesystem::path(to).parent_path().string());
   return absl::OkStatus();
