@@ -413,8 +413,12 @@ TEST(FlushBarrierTest, KillAtRandomMomentsThenResumeWritesEveryStepOnce) {
       if (c != '\n') continue;
       if (lines_after >= 0) ++lines_after;
       if (absl::StrContains(output.substr(output.rfind('\n', output.size() - 2) + 1),
-                            "[checkpoint] saving") &&
-          ++seen == checkpoints) {
+                            "[checkpoint] saving")) {
+        ++seen;
+      }
+      // From the k-th save on, once a checkpoint is committed (the commit
+      // waits for the writers' flush on its own thread): then the kill.
+      if (lines_after < 0 && seen >= checkpoints && fs::exists(run_dir + "/checkpoints/latest")) {
         lines_after = 0;
       }
     }

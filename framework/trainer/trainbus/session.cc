@@ -394,13 +394,7 @@ void Session::EndIteration(const IterationEndEvent& e) {
   // Ctrl-C / SIGTERM (interrupt.h): this iteration is the last one. Asked
   // before the hooks, so that they already see the stop (no lr is published
   // for a step that will not run).
-  if (const int sig = InterruptSignal(); sig != 0 && interrupt_signal_ == 0) {
-    interrupt_signal_ = sig;
-    const std::string name = sig == SIGINT    ? "SIGINT"
-                             : sig == SIGTERM ? "SIGTERM"
-                                              : absl::StrCat("signal ", sig);
-    bus_.RequestStop("trainbus", absl::StrCat("interrupted by ", name));
-  }
+  CheckInterrupt();
   if (bus_.optimizer_step_skipped() && !e.optimizer_step_skipped) {
     IterationEndEvent skipped = e;
     skipped.optimizer_step_skipped = true;
@@ -411,6 +405,17 @@ void Session::EndIteration(const IterationEndEvent& e) {
   bus_.clear_optimizer_step_skipped();
   bus_.clear_checkpoint_request();  // answered (or not) by this round of hooks
   iteration_time_ = Clock::now();
+}
+
+bool Session::CheckInterrupt() {
+  if (const int sig = InterruptSignal(); sig != 0 && interrupt_signal_ == 0) {
+    interrupt_signal_ = sig;
+    const std::string name = sig == SIGINT    ? "SIGINT"
+                             : sig == SIGTERM ? "SIGTERM"
+                                              : absl::StrCat("signal ", sig);
+    bus_.RequestStop("trainbus", absl::StrCat("interrupted by ", name));
+  }
+  return interrupt_signal_ != 0;
 }
 
 void Session::BeginValidation() {

@@ -162,6 +162,11 @@ class Session {
   const std::string& stop_reason() const { return bus_.stop_reason(); }
   // SIGINT or SIGTERM if a signal stopped the run (interrupt.h), else 0.
   int interrupt_signal() const { return interrupt_signal_; }
+  // Turns a pending Ctrl-C / SIGTERM into a stop of this run; true once the
+  // run is interrupted. EndIteration calls it; a distributed host calls it
+  // again before it blames another rank for a stop (the launcher signals
+  // every rank, and this rank's signal may arrive a moment later).
+  bool CheckInterrupt();
   void RequestStop(absl::string_view reason) { bus_.RequestStop("user", reason); }
 
   // Sends a record to every plugin's OnRecord().

@@ -456,7 +456,9 @@ void Trainer::Impl::AgreeOnStop() {
   if (!dist) return;
   auto any = dist->AnyTrue(session->ShouldStop());
   Check(any.status());
-  if (*any && !session->ShouldStop()) session->RequestStop("another rank stopped the run");
+  if (*any && !session->ShouldStop() && !session->CheckInterrupt()) {
+    session->RequestStop("another rank stopped the run");
+  }
 }
 
 int64_t Trainer::Impl::EpochFirstStep(int64_t e) const {
