@@ -10,6 +10,7 @@
 //     Only in OnBeforeOptimizerStep: the parameters stay as they were.
 //   - ask for a checkpoint:   control.RequestCheckpoint("best val/accuracy");
 //   - publish records:        control.Publish(Record::Scalar("x", 1.0, step));
+//     or, at the current step: control.PublishScalar("x", 1.0);
 //     Records reach every plugin's OnRecord() before Publish() returns.
 //   - read the run:           control.model(), control.optimizer(), control.run(),
 //     control.step(), control.epoch(). The model and optimizer are the live
@@ -115,6 +116,17 @@ class Control {
 
   // Writes "[<plugin>] <message>" to standard error.
   virtual void Log(absl::string_view message) = 0;
+
+  // Shorthands for the records plugins publish most, stamped at step():
+  // in OnIterationEnd the step that just ran, in OnValidationEnd and
+  // OnEpochEnd the last step before them.
+  //   control.PublishScalar("grad/norm", norm);
+  void PublishScalar(absl::string_view tag, double value) {
+    Publish(Record::Scalar(std::string(tag), value, step()));
+  }
+  void PublishText(absl::string_view tag, absl::string_view markdown) {
+    Publish(Record::Text(std::string(tag), std::string(markdown), step()));
+  }
 };
 
 }  // namespace trainbus

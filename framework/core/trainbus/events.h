@@ -50,6 +50,14 @@ struct Metric {
 };
 using Metrics = std::vector<Metric>;
 
+// "Every N" in trainbus, for every plugin and option: after the Nth, 2Nth,
+// 3Nth, ... iteration (or epoch), counted from 1. With N = 5 that is steps
+// 4, 9, 14, ... (step and epoch count from 0), the same iterations whose
+// checkpoints are named step-00000005, step-00000010, ... ("5 iterations
+// done"). N <= 0 means never. `index` is a 0-based step or epoch:
+//   if (trainbus::EveryN(every_n_, e.step)) ...
+inline bool EveryN(int64_t n, int64_t index) { return n > 0 && (index + 1) % n == 0; }
+
 // Returns the value of the metric called `name`, if present.
 inline std::optional<double> FindMetric(absl::Span<const Metric> metrics,
                                         absl::string_view name) {

@@ -7,6 +7,8 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/ascii.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace trainbus {
@@ -157,6 +159,22 @@ absl::StatusOr<PluginOptions> PluginOptions::Create(const std::vector<OptionSpec
     (*out.values_.mutable_fields())[key] = value;
   }
   return out;
+}
+
+absl::StatusOr<PluginOptions> PluginOptions::FromJson(const std::vector<OptionSpec>& specs,
+                                                      absl::string_view json,
+                                                      absl::string_view where) {
+  google::protobuf::Struct given;
+  absl::string_view trimmed = absl::StripAsciiWhitespace(json);
+  if (!trimmed.empty()) {
+    auto parsed = google::protobuf::util::JsonStringToMessage(std::string(trimmed), &given);
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": the options are not a JSON object (", parsed.message().as_string(), "): ",
+          json));
+    }
+  }
+  return Create(specs, given, where);
 }
 
 bool PluginOptions::IsSet(absl::string_view name) const {

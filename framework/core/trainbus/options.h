@@ -74,6 +74,13 @@ class PluginOptions {
                                               const google::protobuf::Struct& given,
                                               absl::string_view where);
 
+  // Create() from JSON text such as R"({"every_n": 5})", for tests and hosts
+  // that hold options as text. InvalidArgument names `where` for JSON that
+  // does not parse or is not an object, then as Create().
+  static absl::StatusOr<PluginOptions> FromJson(const std::vector<OptionSpec>& specs,
+                                                absl::string_view json,
+                                                absl::string_view where = "options");
+
   // True when the config set the option (defaults don't count).
   bool IsSet(absl::string_view name) const;
   // True when the option has a value: set, or with a non-empty default.
