@@ -78,10 +78,9 @@ class CheckpointPlugin : public Plugin {
   }
 
   void OnIterationEnd(const IterationEndEvent& e, Control& control) override {
-    const int64_t done = e.step + 1;  // iterations completed
     if (on_request_ && control.checkpoint_requested()) {
       Save(control, e.step, "requested");
-    } else if (every_n_iterations_ > 0 && done % every_n_iterations_ == 0) {
+    } else if (EveryN(every_n_iterations_, e.step)) {
       Save(control, e.step, absl::StrCat("every ", every_n_iterations_, " iterations"));
     }
     if (!monitor_.empty()) {
@@ -103,7 +102,7 @@ class CheckpointPlugin : public Plugin {
   }
 
   void OnEpochEnd(const EpochEndEvent& e, Control& control) override {
-    if (every_n_epochs_ > 0 && (e.epoch + 1) % every_n_epochs_ == 0) {
+    if (EveryN(every_n_epochs_, e.epoch)) {
       Save(control, e.step, absl::StrCat("end of epoch ", e.epoch + 1));
     }
   }

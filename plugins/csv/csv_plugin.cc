@@ -30,7 +30,6 @@ double Now() {
       .count();
 }
 
-bool Every(int64_t n, int64_t step) { return n > 0 && step % n == 0; }
 
 class CsvPlugin : public Plugin {
  public:
@@ -110,7 +109,7 @@ class CsvPlugin : public Plugin {
   }
 
   void OnIterationEnd(const IterationEndEvent& e, Control&) override {
-    if (!file_ || !Every(every_n_, e.step)) return;
+    if (!file_ || !trainbus::EveryN(every_n_, e.step)) return;
     const double t = Now();
     Add(t, e.step, "train/loss", e.loss);
     for (const Metric& m : e.metrics) Add(t, e.step, m.name, m.value);

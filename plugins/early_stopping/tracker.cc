@@ -168,20 +168,20 @@ void Tracker::Observe(absl::string_view name, double value) {
 }
 
 CheckResult Tracker::IterationEnd(int64_t step, int64_t epoch) {
-  if (config_.check_on == CheckOn::kIteration && (step + 1) % config_.every_n == 0) due_ = true;
+  if (config_.check_on == CheckOn::kIteration && EveryN(config_.every_n, step)) due_ = true;
   return TryCheck(step, epoch);
 }
 
 CheckResult Tracker::ValidationEnd(int64_t step, int64_t epoch) {
   if (config_.check_on == CheckOn::kValidation) {
     ++validations_;
-    if (validations_ % config_.every_n == 0) due_ = true;
+    if (EveryN(config_.every_n, validations_ - 1)) due_ = true;
   }
   return TryCheck(step, epoch);
 }
 
 CheckResult Tracker::EpochEnd(int64_t step, int64_t epoch) {
-  if (config_.check_on == CheckOn::kEpoch && (epoch + 1) % config_.every_n == 0) due_ = true;
+  if (config_.check_on == CheckOn::kEpoch && EveryN(config_.every_n, epoch)) due_ = true;
   return TryCheck(step, epoch);
 }
 

@@ -103,8 +103,7 @@ PluginInfo GradClipPlugin::Info() {
            {"clip_value", OptionType::kDouble, "0",
             "First clamp every gradient to [-clip_value, clip_value] (0: no value clipping)"},
            {"log_every_n", OptionType::kInt, "1",
-            "Publish grad_clip/norm (the norm before clipping) at steps that are multiples of N "
-            "(0: never)"}},
+            "Publish grad_clip/norm (the norm before clipping) every N iterations (0: never)"}},
           /*default_priority=*/-50};  // after nonfinite_guard (-100), before the rest
 }
 
@@ -126,7 +125,7 @@ void GradClipPlugin::OnBeforeOptimizerStep(const BeforeOptimizerStepEvent& e, Co
   // The norm users want to see is the one before any clipping.
   const double norm = TotalGradNorm(params, config_.norm_type);
   ++steps_;
-  if (config_.log_every_n > 0 && e.step % config_.log_every_n == 0) {
+  if (trainbus::EveryN(config_.log_every_n, e.step)) {
     control.Publish(Record::Scalar(prefix_ + "norm", norm, e.step));
   }
   // Value clipping first (it also turns an inf gradient into +-clip_value);

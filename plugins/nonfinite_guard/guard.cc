@@ -40,7 +40,7 @@ std::vector<OptionSpec> OptionSpecs() {
        "optimizer never applies it) and go on"},
       {"check_gradients", OptionType::kBool, "true",
        "Check every parameter's gradient too, not only the loss"},
-      {"every_n", OptionType::kInt, "1", "Check steps whose number is a multiple of N"},
+      {"every_n", OptionType::kInt, "1", "Check every N iterations (the Nth, 2Nth, ...)"},
       {"max_consecutive_skips", OptionType::kInt, "10",
        "skip: stop the run after this many skipped steps in a row (0: never)"},
   };
@@ -142,7 +142,7 @@ std::optional<std::string> NonFiniteGuardPlugin::Check(double loss, int64_t step
 void NonFiniteGuardPlugin::OnBeforeOptimizerStep(const BeforeOptimizerStepEvent& e,
                                                  Control& control) {
   checked_before_step_ = e.step;
-  if (e.step % config_.every_n != 0) return;
+  if (!trainbus::EveryN(config_.every_n, e.step)) return;
   if (std::optional<std::string> problem = Check(e.loss, e.step, control)) {
     Act(*problem, e.step, /*before_step=*/true, control);
   } else {
@@ -153,7 +153,7 @@ void NonFiniteGuardPlugin::OnBeforeOptimizerStep(const BeforeOptimizerStepEvent&
 void NonFiniteGuardPlugin::OnIterationEnd(const IterationEndEvent& e, Control& control) {
   // Checked before the step already, unless the host does not publish
   // BeforeOptimizerStep: then check here, after the step.
-  if (checked_before_step_ == e.step || e.step % config_.every_n != 0) return;
+  if (checked_before_step_ == e.step || !trainbus::EveryN(config_.every_n, e.step)) return;
   if (std::optional<std::string> problem = Check(e.loss, e.step, control)) {
     Act(*problem, e.step, /*before_step=*/false, control);
   } else {

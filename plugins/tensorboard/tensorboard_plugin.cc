@@ -41,7 +41,6 @@ namespace {
 
 namespace tb = trainbus::tensorboard;
 
-bool Every(int64_t n, int64_t step) { return n > 0 && step % n == 0; }
 
 class TensorBoardPlugin : public Plugin {
  public:
@@ -142,7 +141,7 @@ class TensorBoardPlugin : public Plugin {
   void OnIterationEnd(const IterationEndEvent& e, Control& control) override {
     if (!writer_) return;
     const int64_t s = e.step;
-    if (Every(options_.GetInt("loss_every_n"), s)) {
+    if (trainbus::EveryN(options_.GetInt("loss_every_n"), s)) {
       writer_->add_scalar("train/loss", e.loss, s);
       if (layout_pending_) written_.insert("train/loss");
       for (const Metric& m : e.metrics) {
@@ -150,13 +149,13 @@ class TensorBoardPlugin : public Plugin {
         if (layout_pending_) written_.insert(m.name);
       }
     }
-    if (Every(options_.GetInt("lr_every_n"), s)) {
+    if (trainbus::EveryN(options_.GetInt("lr_every_n"), s)) {
       for (size_t g = 0; g < e.learning_rates.size(); ++g) {
         writer_->add_scalar(absl::StrCat("lr/group", g), e.learning_rates[g], s);
       }
       if (layout_pending_ && !e.learning_rates.empty()) written_.insert("lr/");
     }
-    if (Every(options_.GetInt("timing_every_n"), s) && e.duration_seconds > 0) {
+    if (trainbus::EveryN(options_.GetInt("timing_every_n"), s) && e.duration_seconds > 0) {
       writer_->add_scalar("time/iteration_ms", e.duration_seconds * 1e3, s);
       writer_->add_scalar("time/samples_per_second", e.batch_size / e.duration_seconds, s);
     }
@@ -166,7 +165,7 @@ class TensorBoardPlugin : public Plugin {
       const int64_t n = std::min<int64_t>(options_.GetInt("images"), e.inputs->size(0));
       writer_->add_images("inputs", e.inputs->slice(0, 0, n).detach(), s, "NCHW");
     }
-    if (Every(options_.GetInt("histograms_every_n"), s) && control.model() != nullptr) {
+    if (trainbus::EveryN(options_.GetInt("histograms_every_n"), s) && control.model() != nullptr) {
       for (const auto& item : control.model()->named_parameters()) {
         const at::Tensor& p = item.value();
         writer_->add_histogram(absl::StrCat("weights/", item.key()), p.detach(), s);

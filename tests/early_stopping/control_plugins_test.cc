@@ -898,13 +898,14 @@ TEST(NonFiniteGuardTest, StopsOnAnInfGradientOrOnlyLaterWithoutGradientChecks) {
                 AllOf(StartsWith("nonfinite_guard: loss is "), HasSubstr(" at step 3")));
   }
   {
-    // every_n 2: step 3 is not checked; step 4 is, and finds the damage.
+    // every_n 2 checks every 2nd iteration (steps 1, 3, 5, ...): step 2 is
+    // not checked; step 3 is, and finds the damage.
     Net net;
     torch::optim::SGD opt(net.parameters(), torch::optim::SGDOptions(0.1));
     GuardHarness h(R"({"every_n": 2})");
-    EXPECT_EQ(h.Run(net, opt, 8, [](int i) { return i == 3 ? Inject::kInfGrad : Inject::kNone; }),
-              5);
-    EXPECT_THAT(h.session.stop_reason(), HasSubstr("at step 4"));
+    EXPECT_EQ(h.Run(net, opt, 8, [](int i) { return i == 2 ? Inject::kInfGrad : Inject::kNone; }),
+              4);
+    EXPECT_THAT(h.session.stop_reason(), HasSubstr("at step 3"));
   }
 }
 

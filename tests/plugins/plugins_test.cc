@@ -9,12 +9,15 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "trainbus/tensorboard/event_file_reader.h"
 #include "trainbus/tensorboard/inspect.h"
 #include "trainbus/tensorboard/proto/hparams.pb.h"
@@ -100,8 +103,8 @@ TEST(TensorBoardPluginTest, WritesEveryKindTheRunProduces) {
   EXPECT_EQ(tags["val/accuracy"].first_step, 5);
   EXPECT_EQ(tags["epoch/mean_loss"].count, 2);
   EXPECT_EQ(tags["weights/0.weight"].kind, "histogram");
-  EXPECT_EQ(tags["weights/0.weight"].count, 3);  // steps 0, 5, 10
-  EXPECT_EQ(tags["grads/0.weight"].count, 3);
+  EXPECT_EQ(tags["weights/0.weight"].count, 2);  // every 5th iteration: steps 4, 9
+  EXPECT_EQ(tags["grads/0.weight"].count, 2);
   EXPECT_EQ(tags["inputs"].kind, "image");
   EXPECT_EQ(tags["run/config"].kind, "text");
   EXPECT_EQ(tags["custom_scalars__config__"].kind, "custom_scalars");
@@ -210,6 +213,50 @@ TEST(TensorBoardPluginTest, ResumedRunWritesThePurgeStepAndContinuesTheCurves) {
 // On a terminal (a pseudo-terminal from script(1)) the progress bar is drawn
 // in place; a plugin's message must start a line of its own, never land on
 // the bar's line ("ETA 00:00[checkpoint] saving ...").
+// A resume whose plugin options differ from the checkpoint's says which,
+// per plugin; unchanged plugins say nothing.
+TEST(ResumeTest, ChangedPluginOptionsAreNamedOnResume) {
+  TempDir dir;
+  std::string config = SmallConfig(dir, R"({"name": "checkpoint", "options": {"every_n_epochs": 1}},
+      {"name": "early_stopping", "options": {"monitor": "val/loss", "patience": 5}})");
+  CommandResult first = RunTrainbus(absl::StrCat("train --config ", config));
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  CommandResult same = RunTrainbus(absl::StrCat("train --config ", config, " --set trainer.epochs=3 --resume ",
+                                                dir.path(), "/runs/small/checkpoints"));
+  ASSERT_EQ(same.exit_code, 0) << same.output;
+  EXPECT_THAT(same.output, Not(HasSubstr("runs with other options")));
+  CommandResult changed = RunTrainbus(absl::StrCat(
+      "train --config ", config, " --set trainer.epochs=4 --set plugins.early_stopping.options.patience=7",
+      " --set plugins.early_stopping.options.min_delta=0.01 --resume ", dir.path(), "/runs/small/checkpoints"));
+  ASSERT_EQ(changed.exit_code, 0) << changed.output;
+  EXPECT_THAT(changed.output,
+              AllOf(HasSubstr("warning: plugin 'early_stopping' runs with other options than when checkpoint"),
+                    HasSubstr("(min_delta 0 -> 0.01, patience 5 -> 7); its restored state was made under "
+                              "the old ones"),
+                    Not(HasSubstr("plugin 'checkpoint' runs with other options"))));
+}
+
+// --set adds a plugin the config does not name; csv then writes train/loss
+// after every 4th iteration (steps 3, 7, 11 of 12).
+TEST(CsvPluginTest, SetAddsThePluginAndEveryNCountsFromOne) {
+  TempDir dir;
+  std::string config = SmallConfig(dir, "");
+  CommandResult r = RunTrainbus(absl::StrCat("train --config ", config, " --set plugins.csv.options.every_n=4"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("plugins: csv"));
+  std::vector<int64_t> steps;
+  std::istringstream rows(test_util::ReadFile(dir.path() + "/runs/small/scalars.csv"));
+  std::string line;
+  while (std::getline(rows, line)) {
+    std::vector<std::string> cells = absl::StrSplit(line, ',');
+    int64_t step = 0;
+    if (cells.size() == 4 && cells[2] == "train/loss" && absl::SimpleAtoi(cells[1], &step)) {
+      steps.push_back(step);
+    }
+  }
+  EXPECT_THAT(steps, ::testing::ElementsAre(3, 7, 11));
+}
+
 TEST(ProgressPluginTest, PluginMessagesNeverLandOnTheProgressBarsLine) {
   TempDir dir;
   // Saving the best val/loss logs from OnValidationEnd, while the bar of the

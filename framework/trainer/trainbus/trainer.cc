@@ -199,6 +199,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::CreateImpl(const config::RunCo
   if (absl::Status s = impl->MakeModelAndOptimizer(); !s.ok()) return s;
   if (session == nullptr) session = std::make_unique<Session>();
   impl->session = std::move(session);
+  impl->session->set_reports_end(false);  // Run()'s result says how it ended
   if (absl::Status s = impl->LoadPlugins(load_plugins); !s.ok()) return s;
   impl->ConnectToTheBus();
   impl->FillRunInfo();
@@ -631,12 +632,12 @@ bool Trainer::Impl::RunEpoch() {
     const int64_t remaining = n - offset;
     if (t.drop_last() && remaining < batch) break;  // the partial last batch
     RunIteration(e, order, std::min(batch, remaining));
-    if (t.validate_every_n_iterations() > 0 && step % t.validate_every_n_iterations() == 0) {
+    if (EveryN(t.validate_every_n_iterations(), step - 1)) {
       ValidateNow(e);
       validated_at = step;
     }
   }
-  if (complete && t.validate_every_n_epochs() > 0 && (e + 1) % t.validate_every_n_epochs() == 0 &&
+  if (complete && EveryN(t.validate_every_n_epochs(), e) &&
       validated_at != step) {
     ValidateNow(e);
   }
