@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
   auto config = trainbus::LoadRunConfig(argc > 1 ? argv[1] : "embed_config.json");
   if (!config.ok()) { std::cerr << config.status().message() << "\n"; return 2; }
   if (argc > 2) config->set_log_root(argv[2]);  // the run's files go to <log_root>/<name>
-  auto session = trainbus::Session::Create(*config);  // loads the config's plugins
+  auto session = trainbus::Session::Create(*config);  // loads the plugins, claims runs/<name>
   if (!session.ok()) { std::cerr << session.status().message() << "\n"; return 2; }
   torch::manual_seed(0);
   XorDataset val(256, /*seed=*/2);

@@ -335,8 +335,14 @@ TEST(RunConfigTest, PluginInstancesAreNamedByTheirId) {
   ASSERT_TRUE(ApplyOverride(&*c, "plugins.csv.options.every_n=2").ok());  // no id: the name
   EXPECT_FALSE(c->plugins(0).options().fields().contains("patience"));
   EXPECT_EQ(c->plugins(1).options().fields().at("patience").number_value(), 7);
-  EXPECT_THAT(Msg(ApplyOverride(&*c, "plugins.early_stopping.options.patience=1")),
-              HasSubstr("the config has no plugin 'early_stopping'"));
+  // A plugin the config does not name is added by --set (then found by it).
+  ASSERT_TRUE(ApplyOverride(&*c, "plugins.progress.options.bar_width=10").ok());
+  ASSERT_EQ(c->plugins_size(), 4);
+  EXPECT_EQ(c->plugins(3).name(), "progress");
+  EXPECT_EQ(c->plugins(3).options().fields().at("bar_width").number_value(), 10);
+  ASSERT_TRUE(ApplyOverride(&*c, "plugins.progress.enabled=false").ok());
+  ASSERT_EQ(c->plugins_size(), 4);
+  EXPECT_FALSE(c->plugins(3).enabled());
   ASSERT_TRUE(FinalizeRunConfig(&*c, "x").ok());
 
   auto twice = ParseRunConfig(R"({"plugins": [{"name": "early_stopping"},
@@ -414,8 +420,9 @@ TEST(RunConfigTest, BadOverridesAreClear) {
               AllOf(HasSubstr("unknown field 'epoch'"), HasSubstr("epochs")));
   EXPECT_THAT(Msg(ApplyOverride(&*c, "trainer.epochs=three")),
               HasSubstr("trainer.epochs=three expects an integer, got \"three\""));
-  EXPECT_THAT(Msg(ApplyOverride(&*c, "plugins.tensorboard.options.x=1")),
-              HasSubstr("the config has no plugin 'tensorboard'"));
+  EXPECT_THAT(Msg(ApplyOverride(&*c, "plugins.tensorboard=1")),
+              HasSubstr("name a field of plugin 'tensorboard', e.g. plugins.tensorboard.enabled=false"));
+  EXPECT_EQ(c->plugins_size(), 0);  // a failed --set adds nothing
   EXPECT_THAT(Msg(ApplyOverride(&*c, "trainer=1")), HasSubstr("is a section"));
 }
 
@@ -922,6 +929,30 @@ TEST(SessionTest, EmbeddedLoopCountsStepsEpochsAndStops) {
   EXPECT_EQ(log.front(), "rec:TrainBegin");
   EXPECT_EQ(log.back(), "rec:TrainEnd completed");
   EXPECT_THAT(Msg(session.AddPlugin(MakePlugin<IterationOnly>(), "late")), HasSubstr("after Begin()"));
+}
+
+// An embedded loop that stops early hears why from End(), on standard error;
+// a host that reports the end itself (the Trainer) turns that off.
+TEST(SessionTest, AnEmbeddedRunThatStopsSaysWhy) {
+  for (bool reports : {true, false}) {
+    Session session;
+    session.set_reports_end(reports);
+    RunInfo run;
+    run.run_name = "mlp";
+    session.Begin(run);
+    session.BeginEpoch();
+    session.EndIteration(0.5, 8);
+    session.EndIteration(0.5, 8);
+    session.RequestStop("val/loss stopped improving");
+    ::testing::internal::CaptureStderr();
+    EXPECT_TRUE(session.End().ok());
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    if (reports) {
+      EXPECT_EQ(err, "[trainbus] run 'mlp' stopped after step 1: user: val/loss stopped improving\n");
+    } else {
+      EXPECT_EQ(err, "");
+    }
+  }
 }
 
 // --------------------------------------------------------------- loader ----

@@ -296,7 +296,36 @@ TEST_F(SdkTest, CustomPluginTakesEffectInARun) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, AllOf(HasSubstr("finished: 1 iterations"),
                               HasSubstr("stopped: grad_norm: gradient norm "),
-                              HasSubstr(" at step 0 (epoch 0) exceeds max_norm 1e-09")));
+                              HasSubstr(" at step 0 (epoch 1) exceeds max_norm 1e-09")));
+}
+
+// The README's plugin, built from examples/custom_plugin/loss_printer.cc
+// against the installed package, and added on the command line with --set.
+TEST_F(SdkTest, TheReadmePluginBuildsAndLogsEveryNthIteration) {
+  const std::string logs = root_ + "/loss-printer-runs";
+  CommandResult r = RunCommand(CustomPluginRun(
+      Trainbus(), logs, PluginLibrary(),
+      absl::StrCat(" --set plugins.loss_printer.library=", Quote(plugin_build_ + "/libtrainbus_loss_printer.so"),
+                   " --set plugins.loss_printer.options.every_n=2")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("plugins: grad_norm tensorboard csv loss_printer"));
+  // 4 iterations, every 2nd: after iterations 2 and 4.
+  int lines = 0;
+  for (size_t at = r.output.find("[loss_printer] loss "); at != std::string::npos;
+       at = r.output.find("[loss_printer] loss ", at + 1)) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, 2) << r.output;
+}
+
+// The example's own tests (trainbus/testing.h with GoogleTest), built and run
+// against the installed package.
+TEST_F(SdkTest, TheExamplePluginsTestsPassAgainstTheInstall) {
+  const std::string ctest = (fs::path(SDK_CMAKE).parent_path() / "ctest").string();
+  CommandResult r = RunCommand(absl::StrCat(kCleanEnv, Quote(ctest), " --test-dir ", Quote(plugin_build_),
+                                            " --output-on-failure"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, AllOf(HasSubstr("examples.grad_norm_test"), HasSubstr("100% tests passed")));
 }
 
 TEST_F(SdkTest, CustomPluginOptionsAreValidated) {

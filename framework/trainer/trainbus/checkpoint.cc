@@ -151,6 +151,7 @@ absl::StatusOr<CheckpointBlob> SerializeCheckpoint(torch::nn::Module* model,
     meta.set_rng_state(std::string(static_cast<const char*>(rng.data_ptr()), rng.numel()));
   }
   for (const auto& [name, bytes] : state.plugin_states) (*meta.mutable_plugin_states())[name] = bytes;
+  for (const auto& [name, json] : state.plugin_options) (*meta.mutable_plugin_options())[name] = json;
   meta.set_host_state(state.host_state);
   meta.set_torch_version(TRAINBUS_TORCH_VERSION);
   meta.set_trainbus_version(TRAINBUS_VERSION_STRING);
@@ -379,6 +380,7 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path, torch::n
   s.wall_time = meta.wall_time();
   s.host_state = meta.host_state();
   for (const auto& [name, bytes] : meta.plugin_states()) s.plugin_states[name] = bytes;
+  for (const auto& [name, json] : meta.plugin_options()) s.plugin_options[name] = json;
   return s;
 }
 

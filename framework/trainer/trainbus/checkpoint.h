@@ -55,6 +55,8 @@ struct CheckpointState {
   double epoch_loss_sum = 0.0;   // and the sum of their losses
   std::string reason;
   std::map<std::string, std::string> plugin_states;
+  // Each loaded plugin's options when it was saved (PluginOptions::ToJson).
+  std::map<std::string, std::string> plugin_options;
   std::string host_state;
   double wall_time = 0.0;
 };

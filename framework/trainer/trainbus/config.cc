@@ -373,13 +373,20 @@ absl::Status ApplyOverride(config::RunConfig* config, absl::string_view assignme
         if (instance.empty()) instance = element->GetReflection()->GetString(*element, name_field);
         if (instance == key) found = element;
       }
-      if (found == nullptr) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            where, ": the config has no plugin '", key, "'; add it to `plugins` first"));
-      }
       if (i + 1 == parts.size()) {
         return absl::InvalidArgumentError(absl::StrCat(where, ": name a field of plugin '", key,
                                                        "', e.g. plugins.", key, ".enabled=false"));
+      }
+      if (found == nullptr) {
+        // Not in the config: --set adds it (--set plugins.csv.enabled=true).
+        // A name that is no plugin fails when plugins are loaded, with the
+        // list of those there are.
+        found = r->AddMessage(msg, f);
+        const pb::FieldDescriptor* name_field = found->GetDescriptor()->FindFieldByName("name");
+        if (name_field == nullptr) {
+          return absl::InvalidArgumentError(absl::StrCat(where, ": no element '", key, "'"));
+        }
+        found->GetReflection()->SetString(found, name_field, key);
       }
       msg = found;
       continue;

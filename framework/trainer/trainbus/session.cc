@@ -3,12 +3,16 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <ctime>
+#include <map>
 #include <filesystem>
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "trainbus/config.h"
 #include "trainbus/interrupt.h"
 #include "trainbus/plugin_loader.h"
@@ -16,6 +20,52 @@
 
 namespace trainbus {
 namespace {
+
+// "patience 2 -> 5, min_delta 0 -> 0.1": the options whose values differ
+// between two PluginOptions::ToJson() texts.
+std::string DescribeOptionChanges(const std::string& before, const std::string& after) {
+  google::protobuf::Struct was, is;
+  if (!google::protobuf::util::JsonStringToMessage(before, &was).ok() ||
+      !google::protobuf::util::JsonStringToMessage(after, &is).ok()) {
+    return before == after ? "" : absl::StrCat(before, " -> ", after);
+  }
+  auto text = [](const google::protobuf::Struct& s, const std::string& key) {
+    auto it = s.fields().find(key);
+    if (it == s.fields().end()) return std::string("(none)");
+    std::string json;
+    (void)google::protobuf::util::MessageToJsonString(it->second, &json);
+    return json;
+  };
+  std::vector<std::string> keys;
+  for (const auto& [key, value] : was.fields()) keys.push_back(key);
+  for (const auto& [key, value] : is.fields()) {
+    if (!was.fields().count(key)) keys.push_back(key);
+  }
+  std::sort(keys.begin(), keys.end());
+  std::vector<std::string> changes;
+  for (const std::string& key : keys) {
+    const std::string a = text(was, key), b = text(is, key);
+    if (a != b) changes.push_back(absl::StrCat(key, " ", a, " -> ", b));
+  }
+  return absl::StrJoin(changes, ", ");
+}
+
+// A plugin whose options changed since the checkpoint restores a state made
+// under the old ones (a best value under another monitor, a schedule's
+// position under another schedule): say so, once per plugin.
+void WarnAboutChangedOptions(const std::string& path,
+                             const std::map<std::string, std::string>& saved,
+                             const std::map<std::string, std::string>& now) {
+  for (const auto& [plugin, options] : now) {
+    auto it = saved.find(plugin);
+    if (it == saved.end()) continue;  // a checkpoint from before options were kept
+    const std::string changes = DescribeOptionChanges(it->second, options);
+    if (changes.empty()) continue;
+    std::cerr << "[trainbus] warning: plugin '" << plugin << "' runs with other options than "
+              << "when checkpoint " << path << " was saved (" << changes
+              << "); its restored state was made under the old ones\n";
+  }
+}
 
 using Clock = std::chrono::steady_clock;
 
@@ -132,6 +182,10 @@ absl::Status Session::LoadPlugin(const config::PluginConfig& p,
   if (!LoadsOnRank(lib->info(), rank_)) return absl::OkStatus();
   auto plugin = PluginLoader::Create(*lib, p.name(), p.options(), log_dir_, id);
   if (!plugin.ok()) return plugin.status();
+  // Its effective options go into every checkpoint, so that a resume with
+  // other options says so (the restored state may not fit them).
+  auto options = PluginOptions::Create(lib->info().options, p.options(), id);
+  if (options.ok()) plugin_options_[id] = options->ToJson();
   return AddPlugin(std::move(plugin).value(), id,
                    p.has_priority() ? p.priority() : lib->info().default_priority);
 }
@@ -174,6 +228,7 @@ absl::Status Session::SaveCheckpoint(const std::string& root, const std::string&
     }
     if (!saved->empty()) state.plugin_states[name_] = *std::move(saved);
   }
+  state.plugin_options = plugin_options_;
   auto blob = SerializeCheckpoint(model_, optimizer_, state);
   if (!blob.ok()) return blob.status();
   if (checkpoint_writer_ == nullptr) checkpoint_writer_ = std::make_unique<CheckpointWriter>();
@@ -248,6 +303,7 @@ absl::StatusOr<CheckpointState> Session::Resume(const std::string& path) {
                 << "', which this run does not load; it is ignored\n";
     }
   }
+  WarnAboutChangedOptions(path, state->plugin_options, plugin_options_);
   // Say what was restored (`trainbus plugins` says which plugins keep state).
   std::vector<std::string> restored;
   for (const auto& [name, plugin] : plugins_) {
@@ -528,6 +584,15 @@ absl::Status Session::End(const TrainEndEvent& event) {
     end_status_ = bus_.status();
   } else {
     end_status_ = closed;
+  }
+  if (reports_end_ && (e.reason == EndReason::kStopRequested || e.reason == EndReason::kInterrupted)) {
+    std::cerr << "[trainbus] "
+              << (run_.run_name.empty() ? std::string("the run")
+                                        : absl::StrCat("run '", run_.run_name, "'"))
+              << " " << EndReasonName(e.reason)
+              << " after step " << e.step
+              << (e.stop_reason.empty() ? std::string() : absl::StrCat(": ", e.stop_reason))
+              << "\n";
   }
   return end_status_;
 }

@@ -36,6 +36,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <utility>
 #include <string>
@@ -168,6 +169,11 @@ class Session {
   // every rank, and this rank's signal may arrive a moment later).
   bool CheckInterrupt();
   void RequestStop(absl::string_view reason) { bus_.RequestStop("user", reason); }
+  // When a run ends other than completed (a stop request, Ctrl-C), End()
+  // prints why on standard error: "[trainbus] run 'x' stopped after step 41:
+  // early_stopping: ...". On by default; a host that reports the end itself
+  // (the Trainer, for `trainbus train`) turns it off.
+  void set_reports_end(bool on) { reports_end_ = on; }
 
   // Sends a record to every plugin's OnRecord().
   void Publish(Record record) { bus_.Publish(std::move(record)); }
@@ -188,6 +194,8 @@ class Session {
 
  private:
   std::vector<double> CurrentLearningRates() const;
+  // Effective options of each loaded plugin, by instance (PluginOptions::ToJson).
+  std::map<std::string, std::string> plugin_options_;
   void KeepAbandonedPluginsAlive();
   // Publishes on the bus; checkpoints asked for during it are committed after.
   void Dispatch(const std::function<void()>& publish);
@@ -211,6 +219,7 @@ class Session {
   bool set_up_ = false;
   bool begun_ = false;
   bool ended_ = false;
+  bool reports_end_ = true;
   bool in_epoch_ = false;
   bool aborted_ = false;
   int interrupt_signal_ = 0;
