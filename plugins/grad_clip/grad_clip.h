@@ -27,7 +27,7 @@ struct Config {
   double max_norm = 0.0;    // clip the total norm to this (0: no norm clipping)
   double norm_type = 2.0;   // p of the p-norm; +inf: the largest absolute value
   double clip_value = 0.0;  // clamp each gradient to [-v, v] first (0: none)
-  int64_t log_every_n = 1;  // publish grad_clip/norm at steps that are multiples (0: never)
+  int64_t log_every_n = 1;  // publish grad_clip/norm every N iterations (EveryN; 0: never)
 };
 
 absl::StatusOr<Config> ConfigFromOptions(const PluginOptions& options);

@@ -32,7 +32,7 @@ enum class Action { kStop, kSkip };
 struct Config {
   Action action = Action::kStop;
   bool check_gradients = true;
-  int64_t every_n = 1;                // check steps with step % every_n == 0
+  int64_t every_n = 1;                // check every N iterations (EveryN)
   int64_t max_consecutive_skips = 10; // skip: stop after this many skips in a row (0: never)
 };
 

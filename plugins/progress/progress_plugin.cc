@@ -100,7 +100,7 @@ class ProgressPlugin : public Plugin {
     if (tty_) {
       print = since_print >= refresh_ || done_ == 1 || last;
     } else if (every_n_ > 0) {
-      print = trainbus::EveryN(every_n_, done_ - 1);  // the epoch's Nth, 2Nth, ... iteration
+      print = trainbus::EveryN(every_n_, e.step);  // the run's Nth, 2Nth, ... iteration
     } else {
       print = since_print >= line_every_;
     }

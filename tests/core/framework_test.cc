@@ -344,6 +344,14 @@ TEST(RunConfigTest, PluginInstancesAreNamedByTheirId) {
   ASSERT_EQ(c->plugins_size(), 4);
   EXPECT_FALSE(c->plugins(3).enabled());
   ASSERT_TRUE(FinalizeRunConfig(&*c, "x").ok());
+  // Not added: a plugin the config has under other ids, and disabling a
+  // plugin the config does not have (a typo would disable nothing).
+  EXPECT_THAT(Msg(ApplyOverride(&*c, "plugins.early_stopping.options.patience=1")),
+              HasSubstr("the config has plugin 'early_stopping' under the ids stop_on_loss, "
+                        "stop_on_accuracy; name one of them, e.g. plugins.stop_on_loss.options"));
+  EXPECT_THAT(Msg(ApplyOverride(&*c, "plugins.tensorbaord.enabled=false")),
+              HasSubstr("the config has no plugin 'tensorbaord' to disable"));
+  EXPECT_EQ(c->plugins_size(), 4);
 
   auto twice = ParseRunConfig(R"({"plugins": [{"name": "early_stopping"},
       {"name": "early_stopping"}]})", "json", "cfg.json");

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <limits>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -289,6 +290,47 @@ TEST(FakeRunTest, AResumedRunContinuesFromTheSavedState) {
   EXPECT_EQ(result.iterations_run, 10);
   EXPECT_EQ((*second)->rises(), 10);  // as one run of 20 iterations
   EXPECT_FALSE((*second)->LoadState("garbage").ok());
+}
+
+// Stops before any iteration when asked in OnEpochBegin, and asks for a
+// checkpoint at the end of every epoch.
+class StopAtOnce : public Plugin {
+ public:
+  static PluginInfo Info() { return {"stop_at_once", "1.0.0", "test", {}}; }
+  static absl::StatusOr<std::unique_ptr<StopAtOnce>> Create(const PluginContext&) {
+    return std::make_unique<StopAtOnce>();
+  }
+  void OnEpochBegin(const EpochBeginEvent&, Control& control) override { control.RequestStop("now"); }
+  void OnEpochEnd(const EpochEndEvent&, Control& control) override {
+    control.RequestCheckpoint("epoch end");
+  }
+};
+
+TEST(FakeRunTest, AStopAskedBeforeTheFirstIterationRunsNone) {
+  auto plugin = CreatePlugin<StopAtOnce>();
+  ASSERT_TRUE(plugin.ok());
+  FakeRun run;
+  ASSERT_TRUE(run.Add(plugin->get(), "stop_at_once").ok());
+  FakeRunResult result = run.Run();
+  EXPECT_EQ(result.iterations_run, 0);
+  EXPECT_EQ(result.last_step, -1);
+  EXPECT_EQ(result.stop_reason, "stop_at_once: now");
+  EXPECT_THAT(result.checkpoint_requests, ElementsAre("-1: stop_at_once: epoch end"));
+  EXPECT_EQ(run.recorder().Count("IterationBegin"), 0);
+}
+
+class ThrowsInCreate : public Plugin {
+ public:
+  static PluginInfo Info() { return {"throws_in_create", "1.0.0", "test", {}}; }
+  static absl::StatusOr<std::unique_ptr<ThrowsInCreate>> Create(const PluginContext&) {
+    throw std::runtime_error("no GPU here");
+  }
+};
+
+TEST(CreatePluginTest, AnExceptionFromCreateIsAnError) {
+  auto plugin = CreatePlugin<ThrowsInCreate>();
+  ASSERT_FALSE(plugin.ok());
+  EXPECT_EQ(plugin.status().message(), "plugin 'throws_in_create': Create() threw: no GPU here");
 }
 
 // --- The "every N" rule on every bundled plugin that has an every-N option --

@@ -170,7 +170,7 @@ absl::StatusOr<PluginOptions> PluginOptions::FromJson(const std::vector<OptionSp
     auto parsed = google::protobuf::util::JsonStringToMessage(std::string(trimmed), &given);
     if (!parsed.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          where, ": the options are not a JSON object (", parsed.message().as_string(), "): ",
+          where, ": the options are not a JSON object (", std::string(parsed.message()), "): ",
           json));
     }
   }

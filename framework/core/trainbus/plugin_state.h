@@ -2,8 +2,9 @@
 //
 // Plugin::SaveState() returns bytes that the checkpoint stores and a resumed
 // run hands back to LoadState(). PluginState turns named values into those
-// bytes and back, exactly: doubles round-trip bit for bit (nan and inf
-// included), strings may hold any bytes.
+// bytes and back, exactly: doubles round-trip bit for bit (inf and -0
+// included; a nan comes back as a quiet nan of the same sign), strings may
+// hold any bytes.
 //
 //   absl::StatusOr<std::string> SaveState() override {
 //     trainbus::PluginState state;

@@ -76,6 +76,12 @@ FakeRun::FakeRun(FakeRunOptions options) : options_(std::move(options)) {
 
 FakeRun::~FakeRun() = default;
 
+void FakeRun::TakeCheckpointRequest(int64_t step) {
+  if (!bus_.checkpoint_requested()) return;
+  result_.checkpoint_requests.push_back(absl::StrCat(step, ": ", bus_.checkpoint_reason()));
+  bus_.clear_checkpoint_request();
+}
+
 absl::Status FakeRun::Add(Plugin* plugin, std::string name, int priority) {
   if (ran_) return absl::FailedPreconditionError("FakeRun::Add: the run has already run");
   return bus_.Add(plugin, std::move(name), priority);
@@ -114,13 +120,19 @@ FakeRunResult FakeRun::Run() {
     int64_t ran = 0;
     bool complete = true;
     for (int64_t b = 0; b < per_epoch; ++b) {
+      if (bus_.stop_requested()) {  // asked in OnEpochBegin: no iteration runs
+        complete = false;
+        break;
+      }
       bus_step_ = step;
       bus_.set_position(step, epoch);
       bus_.IterationBegin(IterationBeginEvent{step, epoch, b, options_.batch_size});
       const double loss = loss_(step);
       bus_.AfterBackward(AfterBackwardEvent{step, epoch, b, 0, 1, loss});
       bus_.BeforeOptimizerStep(BeforeOptimizerStepEvent{step, epoch, b, options_.batch_size, loss});
-      const bool skipped = bus_.optimizer_step_skipped();
+      // A hook that failed under the stop policy skips the step, as in a Session.
+      const bool skipped = bus_.optimizer_step_skipped() ||
+                           (!bus_.status().ok() && bus_.policy() == HookErrorPolicy::kStopRun);
       bus_.clear_optimizer_step_skipped();
       const std::vector<double> rates = bus_.LearningRates();
       IterationEndEvent e;
@@ -132,10 +144,7 @@ FakeRunResult FakeRun::Run() {
       e.learning_rates = rates;
       e.optimizer_step_skipped = skipped;
       bus_.IterationEnd(e);
-      if (bus_.checkpoint_requested()) {
-        result_.checkpoint_requests.push_back(absl::StrCat(step, ": ", bus_.checkpoint_reason()));
-        bus_.clear_checkpoint_request();
-      }
+      TakeCheckpointRequest(step);
       const std::vector<double> after = bus_.LearningRates();
       if (!after.empty()) result_.learning_rates.push_back(after[0]);
       loss_sum += loss;
@@ -157,6 +166,7 @@ FakeRunResult FakeRun::Run() {
       v.epoch = epoch;
       v.metrics = last_metrics;
       bus_.ValidationEnd(v);
+      TakeCheckpointRequest(step - 1);
     }
     EpochEndEvent end;
     end.epoch = epoch;
@@ -166,6 +176,7 @@ FakeRunResult FakeRun::Run() {
     end.complete = complete;
     end.metrics = last_metrics;
     bus_.EpochEnd(end);
+    TakeCheckpointRequest(step - 1);
   }
 
   TrainEndEvent end;

@@ -11,7 +11,8 @@
 //                          validations with the metrics you choose; it stops
 //                          when a plugin asks and says how the run ended.
 //
-// A complete test (GoogleTest; examples/custom_plugin/loss_printer_test.cc):
+// A complete test (GoogleTest; more in examples/custom_plugin/grad_norm_test.cc),
+// with a LossPrinter class (the README's plugin) in a header of its own:
 //
 //   auto plugin = trainbus::testing::CreatePlugin<LossPrinter>(R"({"every_n": 5})");
 //   ASSERT_TRUE(plugin.ok()) << plugin.status();
@@ -26,12 +27,14 @@
 // A FakeRun binds no model or optimizer unless you Bind() them (tiny LibTorch
 // modules work); without an optimizer, Control::SetLearningRate fails as it
 // does in a Session with none. Control::SaveCheckpoint is recorded in
-// FakeRunResult::checkpoints, not written. Everything runs on the calling
-// thread, like a real run's hooks.
+// FakeRunResult::checkpoints, not written. Hooks run on the calling thread,
+// like a real run's; Close() runs on a thread of the bus's within its time
+// limit, as in a real run.
 #ifndef TRAINBUS_TESTING_H_
 #define TRAINBUS_TESTING_H_
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <string>
@@ -68,7 +71,12 @@ absl::StatusOr<std::unique_ptr<T>> CreatePlugin(absl::string_view options_json =
   context.id = id.empty() ? info.name : std::move(id);
   context.options = *std::move(options);
   context.log_dir = std::move(log_dir);
-  absl::StatusOr<std::unique_ptr<T>> made = T::Create(context);
+  absl::StatusOr<std::unique_ptr<T>> made = absl::InternalError("Create() did not return");
+  try {
+    made = T::Create(context);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(where, ": Create() threw: ", e.what()));
+  }
   if (!made.ok()) {
     return absl::Status(made.status().code(),
                         absl::StrCat(where, ": ", made.status().message()));
@@ -142,12 +150,15 @@ struct FakeRunOptions {
 
 struct FakeRunResult {
   EndReason reason = EndReason::kCompleted;
-  std::string stop_reason;  // "<plugin>: <reason>" of the first stop request
+  // "<plugin>: <reason>" of the first stop request; for a hook that threw,
+  // the bus's message ("plugin 'x' threw in OnIterationEnd at step 3: ...").
+  std::string stop_reason;
   int64_t last_step = -1;   // the last step that ran
   int64_t iterations_run = 0;
   // The bus's first hook failure or the first Close() error; OK otherwise.
   absl::Status status;
-  // Lines plugins wrote with Control::Log, as "[<plugin>] <message>".
+  // Lines plugins wrote with Control::Log, as "[<plugin>] <message>", and the
+  // bus's own ("[trainbus] ...": a hook that threw, a Close() error).
   std::vector<std::string> log;
   // Control::RequestCheckpoint and Control::SaveCheckpoint calls, as
   // "<step>: <reason>" and "<step>: <root>/<name>: <reason>".
@@ -188,6 +199,9 @@ class FakeRun {
   Bus& bus() { return bus_; }
 
  private:
+  // Moves a pending Control::RequestCheckpoint into the result.
+  void TakeCheckpointRequest(int64_t step);
+
   FakeRunOptions options_;
   RunInfo run_;
   Bus bus_;

@@ -304,6 +304,12 @@ absl::StatusOr<config::RunConfig> ParseRunConfig(absl::string_view text, absl::s
 }
 
 absl::StatusOr<config::RunConfig> LoadRunConfig(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config ", path, " is a folder, not a config file; give the file, e.g. ", path,
+        "/config.json"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::NotFoundError(absl::StrCat("cannot read config file ", path, ": ",
@@ -311,7 +317,18 @@ absl::StatusOr<config::RunConfig> LoadRunConfig(const std::string& path) {
   }
   std::stringstream buffer;
   buffer << in.rdbuf();
+  if (in.bad()) {
+    return absl::DataLossError(absl::StrCat("cannot read config file ", path, ": ",
+                                            std::strerror(errno)));
+  }
   std::string text = buffer.str();
+  // An empty file would train every default with no plugins and write
+  // nothing: almost certainly the wrong file.
+  if (absl::StripAsciiWhitespace(text).empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config file ", path, " is empty; write {} to take every default, or start from "
+        "examples/shapes/config.json"));
+  }
   auto config = ParseRunConfig(text, FormatFromPath(path, text), path);
   if (!config.ok()) return config;
   // Relative plugin folders and libraries are the config file's neighbours,
@@ -378,15 +395,32 @@ absl::Status ApplyOverride(config::RunConfig* config, absl::string_view assignme
                                                        "', e.g. plugins.", key, ".enabled=false"));
       }
       if (found == nullptr) {
-        // Not in the config: --set adds it (--set plugins.csv.enabled=true).
-        // A name that is no plugin fails when plugins are loaded, with the
-        // list of those there are.
-        found = r->AddMessage(msg, f);
-        const pb::FieldDescriptor* name_field = found->GetDescriptor()->FindFieldByName("name");
-        if (name_field == nullptr) {
+        // Not in the config: --set adds it (--set plugins.csv.enabled=true),
+        // as instance `key` of plugin `key`. A name that is no plugin fails
+        // when plugins are loaded, with the list of those there are.
+        if (f->message_type() != config::PluginConfig::descriptor()) {
           return absl::InvalidArgumentError(absl::StrCat(where, ": no element '", key, "'"));
         }
-        found->GetReflection()->SetString(found, name_field, key);
+        std::vector<std::string> ids;  // instances of plugin `key` under other ids
+        for (int k = 0; k < r->FieldSize(*msg, f); ++k) {
+          const auto& element = static_cast<const config::PluginConfig&>(r->GetRepeatedMessage(*msg, f, k));
+          if (element.name() == key) ids.push_back(element.id());
+        }
+        if (!ids.empty()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              where, ": the config has plugin '", key, "' under the ids ", absl::StrJoin(ids, ", "),
+              "; name one of them, e.g. plugins.", ids[0], ".", parts[i + 1]));
+        }
+        const std::string rest = absl::StrJoin(parts.begin() + i + 1, parts.end(), ".");
+        if (rest == "enabled" && absl::StripAsciiWhitespace(value) == "false") {
+          return absl::InvalidArgumentError(absl::StrCat(
+              where, ": the config has no plugin '", key, "' to disable (check the name: ",
+              "`trainbus plugins` lists them)"));
+        }
+        auto* added = static_cast<config::PluginConfig*>(r->AddMessage(msg, f));
+        added->set_name(key);
+        added->set_id(key);
+        found = added;
       }
       msg = found;
       continue;

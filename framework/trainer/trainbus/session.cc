@@ -303,7 +303,12 @@ absl::StatusOr<CheckpointState> Session::Resume(const std::string& path) {
                 << "', which this run does not load; it is ignored\n";
     }
   }
-  WarnAboutChangedOptions(path, state->plugin_options, plugin_options_);
+  // Only plugins whose state is restored: the others start afresh anyway.
+  std::map<std::string, std::string> restored_options;
+  for (const auto& [name, options] : plugin_options_) {
+    if (state->plugin_states.count(name)) restored_options[name] = options;
+  }
+  WarnAboutChangedOptions(path, state->plugin_options, restored_options);
   // Say what was restored (`trainbus plugins` says which plugins keep state).
   std::vector<std::string> restored;
   for (const auto& [name, plugin] : plugins_) {
@@ -590,7 +595,8 @@ absl::Status Session::End(const TrainEndEvent& event) {
               << (run_.run_name.empty() ? std::string("the run")
                                         : absl::StrCat("run '", run_.run_name, "'"))
               << " " << EndReasonName(e.reason)
-              << " after step " << e.step
+              << (e.step < 0 ? std::string(" before its first step")
+                             : absl::StrCat(" after step ", e.step))
               << (e.stop_reason.empty() ? std::string() : absl::StrCat(": ", e.stop_reason))
               << "\n";
   }
