@@ -163,6 +163,113 @@ TEST(BatchScheduleTest, PlanFollowsTheScheduleEpochByEpoch) {
   EXPECT_EQ(capped->total_iterations, 6);
 }
 
+// The plan, walked iteration by iteration the way the trainer runs: the
+// reference the run-length plan must equal, epoch for epoch.
+std::vector<EpochPlan> WalkedPlan(int64_t samples, int64_t base, int64_t epochs, bool drop_last,
+                                  std::optional<int64_t> max_iterations, const BatchSchedule* s) {
+  std::vector<EpochPlan> rows;
+  int64_t step = 0;
+  for (int64_t e = 0; e < epochs && !(max_iterations && step >= *max_iterations); ++e) {
+    EpochPlan row;
+    row.epoch = e;
+    row.first_step = step;
+    for (int64_t offset = 0; offset < samples && !(max_iterations && step >= *max_iterations);) {
+      const int64_t b = s == nullptr ? base
+                        : s->At(s->interval == BatchSchedule::Interval::kEpoch ? e : step, base);
+      if (drop_last && samples - offset < b) break;
+      const int64_t bs = std::min(b, samples - offset);
+      if (row.iterations == 0) row.first_batch_size = bs;
+      row.last_batch_size = bs;
+      offset += bs;
+      row.samples += bs;
+      ++row.iterations;
+      ++step;
+    }
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+BatchSchedule ScheduleFrom(const std::string& json) {
+  google::protobuf::Value v;
+  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(json, &v).ok()) << json;
+  auto s = BatchSchedule::FromValue(v, "test");
+  EXPECT_TRUE(s.ok()) << s.status();
+  return *s;
+}
+
+TEST(BatchScheduleTest, TheRunLengthPlanIsTheIterationWalkEpochForEpoch) {
+  const std::vector<std::string> schedules = {
+      "", R"({"interval": "epoch", "mode": "step", "milestones": [2, 5], "sizes": [40, 7]})",
+      R"({"interval": "epoch", "mode": "multiply", "factor": 2, "every": 2})",
+      R"({"interval": "epoch", "mode": "multiply", "factor": 3, "max_batch_size": 100})",
+      R"({"interval": "epoch", "mode": "multiply", "factor": 0.5, "every": 1})",
+      R"({"interval": "epoch", "mode": "linear", "start": 1, "end": 6, "final_size": 90, "round_to": 5})",
+      R"({"interval": "iteration", "mode": "step", "milestones": [7, 30], "sizes": [25, 60]})",
+      R"({"interval": "iteration", "mode": "multiply", "factor": 2, "every": 5, "max_batch_size": 120})",
+      R"({"interval": "iteration", "mode": "linear", "start": 3, "end": 40, "final_size": 99})"};
+  int checked = 0;
+  for (const std::string& json : schedules) {
+    const BatchSchedule schedule = json.empty() ? BatchSchedule() : ScheduleFrom(json);
+    const BatchSchedule* s = json.empty() ? nullptr : &schedule;
+    for (int64_t samples : {1, 97, 300}) {
+      for (int64_t base : {1, 10, 33, 500}) {
+        for (bool drop_last : {false, true}) {
+          for (std::optional<int64_t> cap : {std::optional<int64_t>(), std::optional<int64_t>(7),
+                                             std::optional<int64_t>(100)}) {
+            const int64_t epochs = 12;
+            auto plan = PlanWithSchedule(samples, base, epochs, drop_last, cap, s);
+            std::vector<EpochPlan> walked = WalkedPlan(samples, base, epochs, drop_last, cap, s);
+            bool empty_epoch = false;
+            for (const EpochPlan& r : walked) empty_epoch |= r.iterations == 0;
+            const std::string where = absl::StrCat(json, " samples ", samples, " base ", base,
+                                                   " drop_last ", drop_last, " cap ", cap.value_or(-1));
+            if (empty_epoch) {
+              EXPECT_FALSE(plan.ok()) << where;
+              continue;
+            }
+            ASSERT_TRUE(plan.ok()) << where << ": " << plan.status();
+            ASSERT_EQ(plan->epochs.size(), walked.size()) << where;
+            int64_t total = 0;
+            for (size_t e = 0; e < walked.size(); ++e) {
+              const EpochPlan got = plan->epochs[static_cast<int64_t>(e)], want = walked[e];
+              EXPECT_EQ(got.first_step, want.first_step) << where << " epoch " << e;
+              EXPECT_EQ(got.iterations, want.iterations) << where << " epoch " << e;
+              EXPECT_EQ(got.samples, want.samples) << where << " epoch " << e;
+              EXPECT_EQ(got.first_batch_size, want.first_batch_size) << where << " epoch " << e;
+              EXPECT_EQ(got.last_batch_size, want.last_batch_size) << where << " epoch " << e;
+              total += want.iterations;
+            }
+            EXPECT_EQ(plan->total_iterations, total) << where;
+            ++checked;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 300);
+}
+
+// A plan of 2^61 iterations is a few rows, answered at once; 2^62 and more is
+// an error that says what to do.
+TEST(BatchScheduleTest, AnyPlanUpTo2To62IterationsIsAnsweredAtOnce) {
+  auto huge = Plain(4000, 64, int64_t{1} << 55, false);  // 63 iterations an epoch
+  ASSERT_TRUE(huge.ok()) << huge.status();
+  EXPECT_EQ(huge->total_iterations, 63 * (int64_t{1} << 55));
+  EXPECT_EQ(huge->epochs.runs().size(), 1u);
+  EXPECT_EQ(huge->epochs.back().first_step, 63 * ((int64_t{1} << 55) - 1));
+  const BatchSchedule grow = ScheduleFrom(R"({"interval": "epoch", "mode": "multiply", "factor": 2})");
+  auto growing = PlanWithSchedule(4000, 50, int64_t{1} << 50, false, std::nullopt, &grow);
+  ASSERT_TRUE(growing.ok()) << growing.status();
+  EXPECT_LT(growing->epochs.runs().size(), 10u);
+  EXPECT_EQ(growing->epochs.back().first_batch_size, 4000);  // never wraps to 1
+  EXPECT_THAT(Msg(Plain(4000, 1, int64_t{1} << 62, false).status()),
+              HasSubstr("the plan is longer than 2^62 iterations"));
+  auto capped = Plain(4000, 1, int64_t{1} << 62, false, int64_t{1} << 40);
+  ASSERT_TRUE(capped.ok());
+  EXPECT_EQ(capped->total_iterations, int64_t{1} << 40);
+}
+
 TEST(BatchScheduleTest, BadSchedulesAreClearErrors) {
   struct Case { std::string json, expected; };
   for (const Case& c : std::vector<Case>{

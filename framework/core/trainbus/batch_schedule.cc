@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -59,6 +60,11 @@ int64_t BatchSchedule::At(int64_t t, int64_t base) const {
       break;
   }
   if (max_batch_size > 0) size = std::min(size, static_cast<double>(max_batch_size));
+  // Past 2^53 (or inf from a large factor) llround would wrap to a tiny or
+  // negative size; a batch that large means "the whole set" anyway, and the
+  // trainer caps a batch at the set's size.
+  constexpr double kLargest = 9.0e15;
+  if (!(size < kLargest)) size = kLargest;
   int64_t rounded = static_cast<int64_t>(std::llround(size / round_to)) * round_to;
   return std::max<int64_t>(rounded, round_to);
 }
@@ -146,6 +152,61 @@ absl::StatusOr<BatchSchedule> BatchSchedule::FromValue(const Value& value, absl:
   return s;
 }
 
+EpochPlan EpochPlans::operator[](int64_t e) const {
+  // The last run that starts at or before e.
+  auto it = std::upper_bound(runs_.begin(), runs_.end(), e,
+                             [](int64_t epoch, const Run& r) { return epoch < r.first.epoch; });
+  const Run& run = *std::prev(it);
+  EpochPlan row = run.first;
+  row.epoch = e;
+  row.first_step = run.first.first_step + (e - run.first.epoch) * run.first.iterations;
+  return row;
+}
+
+void EpochPlans::Append(const EpochPlan& row, int64_t count) {
+  if (count <= 0) return;
+  if (!runs_.empty()) {
+    const EpochPlan& last = runs_.back().first;
+    if (last.iterations == row.iterations && last.samples == row.samples &&
+        last.first_batch_size == row.first_batch_size &&
+        last.last_batch_size == row.last_batch_size) {
+      runs_.back().count += count;
+      epochs_ += count;
+      return;
+    }
+  }
+  runs_.push_back(Run{row, count});
+  epochs_ += count;
+}
+
+int64_t BatchSchedule::NextChange(int64_t t, int64_t base) const {
+  switch (mode) {
+    case Mode::kStep: {
+      int64_t next = kNever;
+      for (int64_t m : milestones) {
+        if (m > t) next = std::min(next, m);
+      }
+      return next;
+    }
+    case Mode::kMultiply: {
+      if (factor == 1.0) return kNever;
+      const int64_t next = (t / every + 1) * every;
+      if (next < t) return kNever;  // past int64: nothing changes any more
+      // Saturated (the cap, the largest size, or round_to when shrinking):
+      // one more step of the factor gives the same size for good.
+      const int64_t now = At(t, base), then = At(next, base);
+      const bool at_floor = factor < 1.0 && now == round_to;
+      const bool at_cap = factor > 1.0 && now == then &&
+                          ((max_batch_size > 0 && now >= max_batch_size) || now >= 9'000'000'000'000'000);
+      return at_floor || at_cap ? kNever : next;
+    }
+    case Mode::kLinear:
+      if (t >= end) return kNever;
+      return t < start ? start : t + 1;
+  }
+  return t + 1;
+}
+
 absl::StatusOr<SchedulePlan> PlanWithSchedule(int64_t samples, int64_t base_batch, int64_t epochs,
                                               bool drop_last,
                                               std::optional<int64_t> max_iterations,
@@ -160,20 +221,78 @@ absl::StatusOr<SchedulePlan> PlanWithSchedule(int64_t samples, int64_t base_batc
   if (max_iterations && *max_iterations <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("max_iterations must be > 0, got ", *max_iterations));
   }
+  const int64_t budget = max_iterations ? std::min(*max_iterations, kMaxPlannedIterations)
+                                        : kMaxPlannedIterations;
+  auto no_iteration = [&](int64_t b, int64_t e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "batch_size ", b, " is larger than the ", samples,
+        " training samples and drop_last is set: epoch ", e + 1,
+        " would run no iteration. Lower the batch size (or its schedule's sizes) or unset "
+        "drop_last."));
+  };
   SchedulePlan plan;
   int64_t step = 0;
-  auto capped = [&] { return max_iterations && step >= *max_iterations; };
-  for (int64_t e = 0; e < epochs && !capped(); ++e) {
+  auto add = [&](const EpochPlan& row, int64_t count) {
+    plan.epochs.Append(row, count);
+    step += row.iterations * count;
+    plan.total_iterations = step;
+    int64_t seen = 0;
+    if (__builtin_mul_overflow(row.samples, count, &seen) ||
+        __builtin_add_overflow(plan.samples_seen, seen, &plan.samples_seen)) {
+      plan.samples_seen = INT64_MAX;
+    }
+  };
+  // Epoch e with a batch of b throughout, at most `left` iterations of it.
+  auto constant_epoch = [&](int64_t e, int64_t b, int64_t left) -> absl::StatusOr<EpochPlan> {
+    const int64_t full = samples / b, rest = samples % b;
+    int64_t iterations = drop_last ? full : full + (rest > 0 ? 1 : 0);
+    if (iterations == 0) return no_iteration(b, e);
+    bool partial_last = !drop_last && rest > 0;
+    if (iterations > left) {
+      iterations = left;
+      partial_last = false;
+    }
+    EpochPlan row;
+    row.epoch = e;
+    row.first_step = step;
+    row.iterations = iterations;
+    row.first_batch_size = iterations == 1 && partial_last ? rest : b;
+    row.last_batch_size = partial_last ? rest : b;
+    row.samples = partial_last ? (iterations - 1) * b + rest : iterations * b;
+    return row;
+  };
+
+  int64_t e = 0;
+  while (e < epochs && step < budget) {
+    const bool by_epoch = schedule == nullptr || schedule->interval == BatchSchedule::Interval::kEpoch;
+    // The batch is the same for every iteration from here to `until` (an
+    // epoch, or a step for iteration schedules): compute that stretch.
+    const int64_t t = by_epoch ? e : step;
+    const int64_t until = schedule == nullptr ? BatchSchedule::kNever : schedule->NextChange(t, base_batch);
+    if (by_epoch || until == BatchSchedule::kNever) {
+      const int64_t b = schedule == nullptr ? base_batch : schedule->At(t, base_batch);
+      auto row = constant_epoch(e, b, budget - step);
+      if (!row.ok()) return row.status();
+      const int64_t span = std::min(epochs, by_epoch ? until : BatchSchedule::kNever) - e;
+      const int64_t whole = std::min(span, (budget - step) / row->iterations);
+      if (whole == 0) {  // the budget ends inside this epoch
+        add(*row, 1);
+        ++e;
+        continue;
+      }
+      add(*row, whole);
+      e += whole;
+      continue;
+    }
+    // An iteration schedule that still changes: walk this epoch batch by batch.
     EpochPlan row;
     row.epoch = e;
     row.first_step = step;
     int64_t offset = 0;
     int64_t last_tried = base_batch;
-    while (offset < samples && !capped()) {
-      const int64_t b = schedule == nullptr
-                            ? base_batch
-                            : schedule->At(schedule->interval == BatchSchedule::Interval::kEpoch ? e : step,
-                                           base_batch);
+    int64_t s = step;
+    while (offset < samples && s < budget) {
+      const int64_t b = schedule->At(s, base_batch);
       last_tried = b;
       const int64_t remaining = samples - offset;
       if (drop_last && remaining < b) break;
@@ -183,33 +302,28 @@ absl::StatusOr<SchedulePlan> PlanWithSchedule(int64_t samples, int64_t base_batc
       offset += bs;
       row.samples += bs;
       ++row.iterations;
-      ++step;
+      ++s;
     }
-    if (row.iterations == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "batch_size ", last_tried, " is larger than the ", samples,
-          " training samples and drop_last is set: epoch ", e + 1,
-          " would run no iteration. Lower the batch size (or its schedule's sizes) or unset "
-          "drop_last."));
-    }
-    plan.total_iterations += row.iterations;
-    plan.samples_seen += row.samples;
-    plan.epochs.push_back(row);
+    if (row.iterations == 0) return no_iteration(last_tried, e);
+    add(row, 1);
+    ++e;
+  }
+  if (!max_iterations && e < epochs) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the plan is longer than 2^62 iterations (", epochs, " epochs of ",
+        plan.epochs.back().iterations, " iterations); lower trainer.epochs or set "
+        "trainer.max_iterations"));
   }
   return plan;
 }
 
 std::string FormatSchedulePlan(const SchedulePlan& plan) {
   std::string out;
-  auto same = [](const EpochPlan& a, const EpochPlan& b) {
-    return a.iterations == b.iterations && a.first_batch_size == b.first_batch_size &&
-           a.last_batch_size == b.last_batch_size;
-  };
-  for (size_t i = 0; i < plan.epochs.size();) {
-    size_t j = i;
-    while (j + 1 < plan.epochs.size() && same(plan.epochs[j + 1], plan.epochs[i])) ++j;
-    const EpochPlan& r = plan.epochs[i];
-    std::string epochs = i == j ? absl::StrCat("epoch ", i + 1) : absl::StrCat("epochs ", i + 1, "-", j + 1);
+  for (const EpochPlans::Run& run : plan.epochs.runs()) {
+    const EpochPlan& r = run.first;
+    const int64_t first = r.epoch + 1, last = r.epoch + run.count;
+    std::string epochs = first == last ? absl::StrCat("epoch ", first)
+                                       : absl::StrCat("epochs ", first, "-", last);
     std::string batch = absl::StrCat("batch ", r.first_batch_size);
     if (r.last_batch_size < r.first_batch_size) {
       absl::StrAppend(&batch, " (last batch ", r.last_batch_size, ")");  // the remainder
@@ -219,7 +333,6 @@ std::string FormatSchedulePlan(const SchedulePlan& plan) {
     absl::StrAppend(&out, "  ", epochs, ": ", batch, ", ", r.iterations,
                     r.iterations == 1 ? " iteration" : " iterations", " each, ", r.samples,
                     " samples each\n");
-    i = j + 1;
   }
   absl::StrAppend(&out, "  total: ", plan.total_iterations, " iterations over ", plan.epochs.size(),
                   plan.epochs.size() == 1 ? " epoch" : " epochs", ", ", plan.samples_seen,

@@ -21,6 +21,7 @@
 #define TRAINBUS_BATCH_SCHEDULE_H_
 
 #include <cstdint>
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <vector>
@@ -49,6 +50,11 @@ struct BatchSchedule {
   // The batch size at epoch or iteration `t` (by `interval`) for a run whose
   // configured batch size is `base`.
   int64_t At(int64_t t, int64_t base) const;
+  // A t' > t before which At() keeps At(t)'s value (it may keep it longer);
+  // kNever when it never changes again. Lets a plan skip the stretches where
+  // the size is constant instead of walking them.
+  static constexpr int64_t kNever = INT64_MAX;
+  int64_t NextChange(int64_t t, int64_t base) const;
 
   // Parses the JSON object described above. `where` names it in messages,
   // e.g. "plugin 'batch_size_schedule': option 'schedule'".
@@ -66,16 +72,47 @@ struct EpochPlan {
   int64_t last_batch_size = 0;
 };
 
+// The epochs of a plan as runs of epochs of the same shape: a plan of 2^62
+// iterations takes as many rows as its batch size changes, not one per epoch
+// (let alone per iteration). Read it like a vector of EpochPlan.
+class EpochPlans {
+ public:
+  struct Run {
+    EpochPlan first;    // the run's first epoch
+    int64_t count = 0;  // epochs in the run, each shaped like `first`
+  };
+
+  size_t size() const { return static_cast<size_t>(epochs_); }
+  bool empty() const { return epochs_ == 0; }
+  // Epoch e of the plan, 0 <= e < size().
+  EpochPlan operator[](int64_t e) const;
+  EpochPlan front() const { return (*this)[0]; }
+  EpochPlan back() const { return (*this)[epochs_ - 1]; }
+  const std::vector<Run>& runs() const { return runs_; }
+
+  // Appends `count` epochs shaped like `row`, the first of them `row` itself
+  // (its epoch must be size(), its first_step the step after the last one's).
+  void Append(const EpochPlan& row, int64_t count = 1);
+
+ private:
+  std::vector<Run> runs_;
+  int64_t epochs_ = 0;
+};
 struct SchedulePlan {
-  std::vector<EpochPlan> epochs;  // only the epochs that run
+  EpochPlans epochs;  // only the epochs that run
   int64_t total_iterations = 0;
-  int64_t samples_seen = 0;
+  int64_t samples_seen = 0;  // saturates at INT64_MAX
 };
 
-// The run iteration by iteration: `samples` per epoch, batches of the
+// The longest plan there is: 2^62 iterations.
+inline constexpr int64_t kMaxPlannedIterations = int64_t{1} << 62;
+
+// The run as the trainer will run it: `samples` per epoch, batches of the
 // scheduled size (of `base_batch` when `schedule` is null), `drop_last`
 // skipping an epoch's final partial batch, at most `max_iterations`.
-// InvalidArgument when an epoch would run no iteration at all.
+// Stretches of a constant batch size are computed, not walked, so any plan
+// is answered at once. InvalidArgument when an epoch would run no iteration,
+// or the plan is longer than kMaxPlannedIterations.
 absl::StatusOr<SchedulePlan> PlanWithSchedule(int64_t samples, int64_t base_batch, int64_t epochs,
                                               bool drop_last,
                                               std::optional<int64_t> max_iterations,
