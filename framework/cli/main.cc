@@ -9,6 +9,7 @@
 #include <cstring>
 #include <cstdio>
 #include <iostream>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -103,9 +104,29 @@ bool WantsHelp(int argc, char** argv) {
   return false;
 }
 
+int RunMain(int argc, char** argv);
+
 }  // namespace
 
+// The last line of defence: whatever a command throws (an allocation a
+// config asked for, a LibTorch error) ends in one line and exit 1, never in
+// terminate() and a backtrace.
 int main(int argc, char** argv) {
+  try {
+    return RunMain(argc, argv);
+  } catch (const std::bad_alloc&) {
+    std::cerr << "trainbus: out of memory (std::bad_alloc): the config asks for more than this "
+                 "machine has; lower its sizes (dataset, model, batch, queues)\n";
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    std::cerr << "trainbus: " << what.substr(0, what.find('\n')) << "\n";
+  }
+  return 1;
+}
+
+namespace {
+
+int RunMain(int argc, char** argv) {
   if (WantsHelp(argc, argv)) {
     const bool for_command = argc >= 3 && argv[1][0] != '-';
     std::cout << (for_command ? CommandHelp(argv[1]) : std::string(kUsage));
@@ -204,3 +225,5 @@ int main(int argc, char** argv) {
   std::cerr << "trainbus: unknown command '" << command << "'\n\n" << kUsage;
   return 2;
 }
+
+}  // namespace

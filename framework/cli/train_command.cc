@@ -17,6 +17,24 @@
 namespace trainbus::cli {
 namespace {
 
+// A config error in a field that a --set gave names that --set, not the
+// file: "--set trainer.epochs=0: trainer.epochs must be > 0, got 0".
+std::string BlameTheSet(const std::string& message, const std::string& config_path,
+                        const std::vector<std::string>& overrides) {
+  const std::string prefix = config_path + ": ";
+  if (!absl::StartsWith(message, prefix)) return message;
+  const absl::string_view rest = absl::string_view(message).substr(prefix.size());
+  for (auto it = overrides.rbegin(); it != overrides.rend(); ++it) {
+    const std::string key = it->substr(0, it->find('='));
+    if (absl::StartsWith(rest, key) &&
+        (rest.size() == key.size() || rest[key.size()] == ' ' || rest[key.size()] == '[' ||
+         rest[key.size()] == '.')) {
+      return absl::StrCat("--set ", *it, ": ", rest);
+    }
+  }
+  return message;
+}
+
 }  // namespace
 
 int Train(const std::string& config_path, const std::vector<std::string>& overrides,
@@ -38,7 +56,7 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
     }
   }
   if (absl::Status s = FinalizeRunConfig(&*config, config_path); !s.ok()) {
-    std::cerr << "trainbus: " << s.message() << "\n";
+    std::cerr << "trainbus: " << BlameTheSet(std::string(s.message()), config_path, overrides) << "\n";
     return 2;
   }
   // A new run claims a folder of its own (Session::Create, run_folder.h):

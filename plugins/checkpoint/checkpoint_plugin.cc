@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -64,9 +65,9 @@ class CheckpointPlugin : public Plugin {
       return absl::InvalidArgumentError(
           "options 'every_n_iterations' and 'every_n_epochs' must be >= 0");
     }
-    if (p->keep_last_ < 1) {
+    if (p->keep_last_ < 1 || p->keep_last_ > 10000) {
       return absl::InvalidArgumentError(
-          absl::StrCat("option 'keep_last' must be >= 1, got ", p->keep_last_));
+          absl::StrCat("option 'keep_last' must be between 1 and 10000, got ", p->keep_last_));
     }
     const std::string mode = o.GetString("mode");
     if (mode != "min" && mode != "max" && mode != "auto") {
@@ -84,8 +85,10 @@ class CheckpointPlugin : public Plugin {
       Save(control, e.step, absl::StrCat("every ", every_n_iterations_, " iterations"));
     }
     if (!monitor_.empty()) {
+      Saw("train/loss");
       if (monitor_ == "train/loss") Consider(control, e.step, e.loss);
       for (const Metric& m : e.metrics) {
+        Saw(m.name);
         if (m.name == monitor_) Consider(control, e.step, m.value);
       }
     }
@@ -93,12 +96,15 @@ class CheckpointPlugin : public Plugin {
 
   void OnValidationEnd(const ValidationEndEvent& e, Control& control) override {
     if (monitor_.empty()) return;
+    for (const Metric& m : e.metrics) Saw(m.name);
     if (auto v = FindMetric(e.metrics, monitor_)) Consider(control, e.step, *v);
   }
 
   void OnRecord(const Record& r, Control& control) override {
-    if (monitor_.empty() || r.tag != monitor_) return;
-    if (const auto* s = std::get_if<ScalarValue>(&r.value)) Consider(control, r.step, s->value);
+    if (monitor_.empty() || !std::holds_alternative<ScalarValue>(r.value)) return;
+    Saw(r.tag);
+    if (r.tag != monitor_) return;
+    Consider(control, r.step, std::get<ScalarValue>(r.value).value);
   }
 
   void OnEpochEnd(const EpochEndEvent& e, Control& control) override {
@@ -110,6 +116,14 @@ class CheckpointPlugin : public Plugin {
   void OnTrainEnd(const TrainEndEvent& e, Control& control) override {
     if (save_on_end_ && e.reason != EndReason::kFailed && e.step >= 0) {
       Save(control, e.step, absl::StrCat("end of run (", EndReasonName(e.reason), ")"));
+    }
+    // A typo in `monitor` would otherwise pass in silence: no best checkpoint.
+    if (!monitor_.empty() && !monitor_seen_ && e.reason != EndReason::kFailed &&
+        e.iterations_run > 0) {
+      control.Log(absl::StrCat("warning: option 'monitor' \"", monitor_,
+                               "\" never appeared in this run, so no best checkpoint was saved; "
+                               "metrics seen: ",
+                               seen_.empty() ? "(none)" : absl::StrJoin(seen_, ", ")));
     }
   }
 
@@ -153,6 +167,12 @@ class CheckpointPlugin : public Plugin {
     return false;
   }
 
+  // Notes a metric name for the warning about a monitor that never appears.
+  void Saw(const std::string& name) {
+    if (name == monitor_) monitor_seen_ = true;
+    if (!monitor_seen_ && seen_.size() < 200) seen_.insert(name);
+  }
+
   void Consider(Control& control, int64_t step, double value) {
     if (!std::isfinite(value)) return;
     const bool better = !has_best_ || (maximize_ ? value > best_value_ : value < best_value_);
@@ -193,6 +213,8 @@ class CheckpointPlugin : public Plugin {
 
   std::string dir_, monitor_;
   int64_t every_n_iterations_ = 0, every_n_epochs_ = 1, keep_last_ = 3;
+  bool monitor_seen_ = false;
+  std::set<std::string> seen_;  // metric names seen, for that warning
   bool save_on_end_ = true, on_request_ = true, maximize_ = false;
   std::vector<std::string> saved_;
   std::string best_name_;

@@ -66,9 +66,9 @@ class CsvPlugin : public Plugin {
       return absl::InvalidArgumentError(
           absl::StrCat("option 'every_n' must be >= 1, got ", o.GetInt("every_n")));
     }
-    if (o.GetInt("max_queue") < 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("option 'max_queue' must be >= 1, got ", o.GetInt("max_queue")));
+    if (o.GetInt("max_queue") < 1 || o.GetInt("max_queue") > (int64_t{1} << 20)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "option 'max_queue' must be between 1 and 1048576 rows, got ", o.GetInt("max_queue")));
     }
     auto p = std::make_unique<CsvPlugin>();
     p->options_.format = *format;

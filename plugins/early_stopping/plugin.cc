@@ -254,9 +254,11 @@ void EarlyStoppingPlugin::RestoreWeights(Control& control) {
                            absl::StrJoin(problems, ", ")));
 }
 
-void EarlyStoppingPlugin::OnTrainEnd(const TrainEndEvent&, Control& control) {
+void EarlyStoppingPlugin::OnTrainEnd(const TrainEndEvent& e, Control& control) {
   const Config& c = tracker_.config();
-  if (!tracker_.monitor_seen()) {
+  // After a failed start or a run with no iteration the metric had no chance
+  // to appear: a warning then would only point away from the real error.
+  if (!tracker_.monitor_seen() && e.reason != EndReason::kFailed && e.iterations_run > 0) {
     const auto& seen = tracker_.seen_names();
     control.Log(absl::StrCat("warning: the monitored metric '", c.monitor,
                              "' never appeared in this run, so early stopping never checked; "

@@ -58,10 +58,11 @@ class ProgressPlugin : public Plugin {
           absl::StrCat("option 'bar_width' must be in [0, 200], got ", o.GetInt("bar_width")));
     }
     if (o.GetDouble("refresh_seconds") < 0 || o.GetDouble("line_every_seconds") < 0 ||
-        o.GetInt("every_n_iterations") < 0 || o.GetInt("loss_window") < 1) {
+        o.GetInt("every_n_iterations") < 0 || o.GetInt("loss_window") < 1 ||
+        o.GetInt("loss_window") > 1000000) {
       return absl::InvalidArgumentError(
           "options 'refresh_seconds', 'line_every_seconds' and 'every_n_iterations' must be >= 0 "
-          "and 'loss_window' >= 1");
+          "and 'loss_window' between 1 and 1000000");
     }
     auto p = std::make_unique<ProgressPlugin>();
     p->out_ = stream == "stdout" ? stdout : stderr;

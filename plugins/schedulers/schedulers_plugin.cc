@@ -224,11 +224,23 @@ void SchedulersPlugin::StepUnit(Unit& u, std::optional<double> metric, Control& 
 
 void SchedulersPlugin::Observe(Source source, absl::string_view name, double value,
                                Control& control) {
+  if (seen_.size() < 200) seen_.insert(std::string(name));
   for (Unit& u : units_) {
     if (!u.scheduler || !u.scheduler->needs_metric() || u.monitor != name) continue;
+    u.monitor_seen = true;
     if (u.source == Source::kUnknown) u.source = source;
     if (u.source != source) continue;
     StepUnit(u, value, control);
+  }
+}
+
+void SchedulersPlugin::OnTrainEnd(const TrainEndEvent& e, Control& control) {
+  if (e.reason == EndReason::kFailed || e.iterations_run == 0) return;
+  for (const Unit& u : units_) {
+    if (!u.scheduler || !u.scheduler->needs_metric() || u.monitor_seen) continue;
+    control.Log(absl::StrCat("warning: ", u.where, ": ReduceLROnPlateau's monitor '", u.monitor,
+                             "' never appeared in this run, so its lr never changed; metrics seen: ",
+                             seen_.empty() ? "(none)" : absl::StrJoin(seen_, ", ")));
   }
 }
 

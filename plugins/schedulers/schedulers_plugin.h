@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,8 @@ class SchedulersPlugin : public Plugin {
   void OnValidationEnd(const ValidationEndEvent& e, Control& control) override;
   void OnEpochEnd(const EpochEndEvent& e, Control& control) override;
   void OnRecord(const Record& r, Control& control) override;
+  // Warns about a ReduceLROnPlateau monitor that never appeared (a typo).
+  void OnTrainEnd(const TrainEndEvent& e, Control& control) override;
 
   absl::StatusOr<std::string> SaveState() override;
   // Before the run begins (the checkpoint plugin restores state then); the
@@ -48,6 +51,7 @@ class SchedulersPlugin : public Plugin {
     std::vector<int> groups;      // optimizer param groups
     std::string monitor;          // ReduceLROnPlateau only
     Source source = Source::kUnknown;
+    bool monitor_seen = false;
     std::unique_ptr<Scheduler> scheduler;
   };
   const std::vector<Unit>& units() const { return units_; }
@@ -71,6 +75,7 @@ class SchedulersPlugin : public Plugin {
   std::vector<double> published_;  // last published lr per group (NaN: none)
   bool in_own_publish_ = false;
   int num_configured_groups_ = 0;  // length of 'groups' (0: 'schedule')
+  std::set<std::string> seen_;     // metric names seen (for that warning; at most 200)
 };
 
 }  // namespace trainbus::schedulers

@@ -88,9 +88,11 @@ class TensorBoardPlugin : public Plugin {
       return absl::InvalidArgumentError(
           absl::StrCat("option 'flush_secs' must be > 0, got ", o.GetDouble("flush_secs")));
     }
-    if (o.GetInt("max_queue") < 2) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("option 'max_queue' must be >= 2, got ", o.GetInt("max_queue")));
+    // The queue is allocated up front: a bound keeps a typo from asking for terabytes.
+    if (o.GetInt("max_queue") < 2 || o.GetInt("max_queue") > (int64_t{1} << 20)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "option 'max_queue' must be between 2 and 1048576 records (allocated up front), got ",
+          o.GetInt("max_queue")));
     }
     auto p = std::make_unique<TensorBoardPlugin>();
     p->options_ = o;

@@ -1,6 +1,9 @@
 #include "trainbus/config.h"
 
 #include <cmath>
+#include <set>
+#include <thread>
+#include <utility>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -104,12 +107,23 @@ absl::Status SetScalar(pb::Message* msg, const pb::FieldDescriptor* f, absl::str
 
 absl::Status AddRepeatedScalars(pb::Message* msg, const pb::FieldDescriptor* f,
                                 absl::string_view value, absl::string_view path) {
-  absl::string_view list = value;
-  absl::ConsumePrefix(&list, "[");
-  absl::ConsumeSuffix(&list, "]");
-  msg->GetReflection()->ClearField(msg, f);
-  for (absl::string_view item : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
+  absl::string_view list = absl::StripAsciiWhitespace(value);
+  const bool opened = absl::ConsumePrefix(&list, "[");
+  const bool closed = absl::ConsumeSuffix(&list, "]");
+  const bool empty = absl::StripAsciiWhitespace(list).empty();
+  std::vector<absl::string_view> items;
+  if (!empty) items = absl::StrSplit(list, ',');
+  bool malformed = opened != closed;
+  for (absl::string_view& item : items) {
     item = absl::StripAsciiWhitespace(item);
+    malformed |= item.empty();  // "[1,]", "[1,,2]", "[1," (unclosed)
+  }
+  if (malformed) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, " expects a list written like [64, 32], got \"", value, "\""));
+  }
+  msg->GetReflection()->ClearField(msg, f);
+  for (absl::string_view item : items) {
     const pb::Reflection* r = msg->GetReflection();
     std::string text(item);
     if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING) {
@@ -243,6 +257,63 @@ absl::Status CheckJsonKinds(const pb::Descriptor* d, const pb::Struct& object,
   return absl::OkStatus();
 }
 
+// A key given twice in one JSON object: protobuf keeps the last one without a
+// word (or, for an optional field, says "oneof field '_epochs' is already
+// set"). Names the key's path and the line of its second use. Text that is
+// not JSON is left to the parser.
+absl::Status CheckDuplicateKeys(absl::string_view text, absl::string_view origin) {
+  struct Frame {
+    bool object = false;
+    std::set<std::string> keys;
+    std::string key;    // the object's current key
+    int64_t index = 0;  // the array's current element
+  };
+  std::vector<Frame> stack;
+  bool expect_key = false;
+  int line = 1;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '\n') {
+      ++line;
+    } else if (c == '"') {
+      size_t end = i + 1;
+      while (end < text.size() && text[end] != '"') end += text[end] == '\\' ? 2 : 1;
+      if (end >= text.size()) return absl::OkStatus();  // unterminated: the parser says where
+      const std::string word(text.substr(i + 1, end - i - 1));
+      if (!stack.empty() && stack.back().object && expect_key) {
+        if (!stack.back().keys.insert(word).second) {
+          std::string path;
+          for (const Frame& f : stack) {
+            if (&f == &stack.back()) break;
+            path += f.object ? absl::StrCat(path.empty() ? "" : ".", f.key)
+                             : absl::StrCat("[", f.index, "]");
+          }
+          absl::StrAppend(&path, path.empty() ? "" : ".", word);
+          return absl::InvalidArgumentError(absl::StrCat(
+              origin, ": ", path, " is given twice (the second time on line ", line,
+              "); keep one"));
+        }
+        stack.back().key = word;
+        expect_key = false;
+      }
+      i = end;
+    } else if (c == '{' || c == '[') {
+      stack.emplace_back();
+      stack.back().object = c == '{';
+      expect_key = c == '{';
+    } else if (c == '}' || c == ']') {
+      if (!stack.empty()) stack.pop_back();
+    } else if (c == ',' && !stack.empty()) {
+      if (stack.back().object) {
+        expect_key = true;
+      } else {
+        ++stack.back().index;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RangeError(absl::string_view origin, absl::string_view field, absl::string_view rule,
                         absl::string_view got) {
   return absl::InvalidArgumentError(
@@ -267,6 +338,7 @@ absl::StatusOr<config::RunConfig> ParseRunConfig(absl::string_view text, absl::s
         "); save the config as UTF-8 text"));
   }
   if (format == "json") {
+    if (absl::Status s = CheckDuplicateKeys(text, origin); !s.ok()) return s;
     // Kinds first (see CheckJsonKinds); text that is not JSON at all is left
     // to protobuf's parser, which says where.
     pb::Value json;
@@ -467,6 +539,10 @@ absl::Status ApplyOverride(config::RunConfig* config, absl::string_view assignme
 
 namespace {
 
+// Upper bounds of config fields that size memory, threads or a plan.
+constexpr int64_t kMaxThreads = 1024;
+constexpr int64_t kMaxIterations = int64_t{1} << 62;
+
 // FinalizeRunConfig, one section at a time: each fills in its defaults and
 // checks its fields, naming the field and the file in every message.
 absl::Status FinalizeTrainer(config::TrainerConfig* t, absl::string_view origin) {
@@ -475,7 +551,9 @@ absl::Status FinalizeTrainer(config::TrainerConfig* t, absl::string_view origin)
   if (!t->has_seed()) t->set_seed(42);
   if (!t->has_validate_every_n_epochs()) t->set_validate_every_n_epochs(1);
   if (!t->has_validate_every_n_iterations()) t->set_validate_every_n_iterations(0);
-  if (t->epochs() <= 0) return RangeError(origin, "trainer.epochs", "> 0", absl::StrCat(t->epochs()));
+  if (t->epochs() <= 0 || t->epochs() > kMaxIterations) {
+    return RangeError(origin, "trainer.epochs", "between 1 and 2^62", absl::StrCat(t->epochs()));
+  }
   {
     const pb::Value& b = t->batch_size();
     const bool full = b.kind_case() == pb::Value::kStringValue && b.string_value() == "full";
@@ -504,8 +582,14 @@ absl::Status FinalizeTrainer(config::TrainerConfig* t, absl::string_view origin)
             origin, ": trainer.normalize.mode \"given\" needs mean and std with one value per "
             "channel each, got ", n->mean_size(), " and ", n->std_size()));
       }
+      for (int i = 0; i < n->mean_size(); ++i) {
+        if (!std::isfinite(n->mean(i))) {
+          return RangeError(origin, absl::StrCat("trainer.normalize.mean[", i, "]"), "finite",
+                            absl::StrCat(n->mean(i)));
+        }
+      }
       for (int i = 0; i < n->std_size(); ++i) {
-        if (!(n->std(i) > 0)) {
+        if (!(n->std(i) > 0) || !std::isfinite(n->std(i))) {
           return RangeError(origin, absl::StrCat("trainer.normalize.std[", i, "]"), "> 0",
                             absl::StrCat(n->std(i)));
         }
@@ -515,8 +599,8 @@ absl::Status FinalizeTrainer(config::TrainerConfig* t, absl::string_view origin)
           origin, ": trainer.normalize.mean/std are only used with mode \"given\""));
     }
   }
-  if (t->has_max_iterations() && t->max_iterations() <= 0) {
-    return RangeError(origin, "trainer.max_iterations", "> 0 (or unset)",
+  if (t->has_max_iterations() && (t->max_iterations() <= 0 || t->max_iterations() > kMaxIterations)) {
+    return RangeError(origin, "trainer.max_iterations", "between 1 and 2^62 (or unset)",
                       absl::StrCat(t->max_iterations()));
   }
   if (t->validate_every_n_epochs() < 0) {
@@ -532,9 +616,18 @@ absl::Status FinalizeTrainer(config::TrainerConfig* t, absl::string_view origin)
     return RangeError(origin, "trainer.accumulate_batches", "between 1 and 65536",
                       absl::StrCat(t->accumulate_batches()));
   }
-  if (t->has_num_threads() && t->num_threads() <= 0) {
-    return RangeError(origin, "trainer.num_threads", "> 0 (or unset)",
+  // Each thread is created up front: a huge count only stalls the start.
+  if (t->has_num_threads() && (t->num_threads() <= 0 || t->num_threads() > kMaxThreads)) {
+    return RangeError(origin, "trainer.num_threads",
+                      absl::StrCat("between 1 and ", kMaxThreads, " (this machine has ",
+                                   std::thread::hardware_concurrency(),
+                                   " CPUs; leave it unset for LibTorch's choice)"),
                       absl::StrCat(t->num_threads()));
+  }
+  if (t->has_distributed_timeout_seconds() &&
+      (t->distributed_timeout_seconds() < 1 || t->distributed_timeout_seconds() > 86400)) {
+    return RangeError(origin, "trainer.distributed_timeout_seconds", "between 1 and 86400",
+                      absl::StrCat(t->distributed_timeout_seconds()));
   }
   return absl::OkStatus();
 }
@@ -589,6 +682,18 @@ absl::Status FinalizeDataset(config::DatasetConfig* d, absl::string_view origin)
   }
   if (d->val_samples() < 0) {
     return RangeError(origin, "dataset.val_samples", ">= 0", absl::StrCat(d->val_samples()));
+  }
+  // Shapes are drawn in memory, 3.1 KB each (28x28 floats): a million is 3 GB.
+  constexpr int64_t kMaxShapes = 1'000'000;
+  if (d->type() == "shapes") {
+    for (auto [field, n] : {std::pair<const char*, int64_t>{"dataset.train_samples", d->train_samples()},
+                            {"dataset.val_samples", d->val_samples()}}) {
+      if (n > kMaxShapes) {
+        return RangeError(origin, field,
+                          "at most 1000000 for \"shapes\" (drawn in memory, 3.1 KB each)",
+                          absl::StrCat(n));
+      }
+    }
   }
   return absl::OkStatus();
 }

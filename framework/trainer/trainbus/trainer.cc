@@ -6,6 +6,9 @@
 #include <stdexcept>
 #include <filesystem>
 #include <map>
+#include <new>
+
+#include <c10/util/Exception.h>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -188,15 +191,54 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::RunConfig
   return CreateImpl(config, std::move(session), /*load_plugins=*/true);
 }
 
+namespace {
+
+// A step of setting up a run that LibTorch may fail by throwing (an
+// allocation too large, a c10::Error): the exception becomes one line naming
+// the part of the config behind it and what to do, never a terminate.
+template <class Step>
+absl::Status Guarded(const std::string& what, const std::string& fix, Step&& step) {
+  try {
+    return step();
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(what, ": out of memory (std::bad_alloc); ", fix));
+  } catch (const c10::Error& e) {
+    std::string message = e.what_without_backtrace();
+    message = message.substr(0, message.find('\n'));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", message, "; ", fix));
+  } catch (const std::exception& e) {
+    std::string message = e.what();
+    message = message.substr(0, message.find('\n'));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", message, "; ", fix));
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::CreateImpl(const config::RunConfig& config,
                                                              std::unique_ptr<Session> session,
                                                              bool load_plugins) {
   auto impl = std::make_unique<Impl>();
   impl->config = config;
   if (config.trainer().has_num_threads()) at::set_num_threads(config.trainer().num_threads());
-  if (absl::Status s = impl->LoadData(); !s.ok()) return s;
+  const auto& d = config.dataset();
+  const std::string dataset = absl::StrCat("dataset (", d.type().empty() ? "shapes" : d.type(),
+                                           ", train_samples ", d.train_samples(), ")");
+  if (absl::Status s = Guarded(dataset, "lower dataset.train_samples / val_samples",
+                               [&] { return impl->LoadData(); });
+      !s.ok()) {
+    return s;
+  }
   if (absl::Status s = impl->JoinRanksAndSizeTheBatch(); !s.ok()) return s;
-  if (absl::Status s = impl->MakeModelAndOptimizer(); !s.ok()) return s;
+  const std::string model = absl::StrCat(
+      "model (", config.model().type().empty() ? "the default" : config.model().type(),
+      ", hidden [", absl::StrJoin(config.model().hidden(), ", "), "])");
+  if (absl::Status s = Guarded(model, "make model.hidden smaller",
+                               [&] { return impl->MakeModelAndOptimizer(); });
+      !s.ok()) {
+    return s;
+  }
   if (session == nullptr) session = std::make_unique<Session>();
   impl->session = std::move(session);
   impl->session->set_reports_end(false);  // Run()'s result says how it ended
@@ -227,7 +269,9 @@ absl::Status Trainer::Impl::JoinRanksAndSizeTheBatch() {
   // batch larger than the set stays an error).
   base_batch = ResolveBatchSize(t, data.train.size());
   if (world * t.accumulate_batches() > 1) {
-    base_batch = std::min(base_batch * world * t.accumulate_batches(), data.train.size());
+    // Capped by the set first: the product cannot overflow.
+    base_batch = std::min(std::min(base_batch, data.train.size()) * world * t.accumulate_batches(),
+                          data.train.size());
   }
   // The plan's errors (empty set, drop_last with too large a batch) before
   // any plugin exists: one iteration of it is enough to find them.

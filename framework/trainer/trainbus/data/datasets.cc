@@ -143,9 +143,18 @@ absl::StatusOr<at::Tensor> ReadIdx(const fs::path& file, int rank) {
   }
   std::vector<int64_t> sizes;
   size_t count = 1;
+  const size_t available = b.size() - header;
   for (int i = 0; i < rank; ++i) {
     sizes.push_back(BigEndian32(&b[4 + 4 * i]));
-    count *= static_cast<size_t>(sizes.back());
+    const size_t d = static_cast<size_t>(sizes.back());
+    // Checked before multiplying: dimensions whose product wraps past 2^64
+    // must not pass the size check below.
+    if (d != 0 && count > available / d) {
+      return absl::DataLossError(absl::StrCat(
+          file.string(), ": the header's dimensions ", absl::StrJoin(sizes, " x "),
+          "... need more than the ", available, " data bytes the file holds (corrupt or truncated)"));
+    }
+    count *= d;
   }
   if (b.size() != header + count) {
     return absl::DataLossError(absl::StrCat(file.string(), ": the header promises ", count,

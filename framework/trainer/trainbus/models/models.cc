@@ -10,6 +10,8 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 
 namespace trainbus {
 
@@ -57,6 +59,27 @@ absl::StatusOr<nn::Sequential> BuildMlp(const config::ModelConfig& config, Input
   return model;
 }
 
+// Parameters of the model `config` describes, as the builders above make it
+// (a double: the product of two widths cannot overflow).
+double ParameterCount(const config::ModelConfig& config, InputShape in, int64_t num_classes) {
+  double total = 0;
+  if (config.type() == "cnn" && config.hidden_size() == 2) {
+    const double c1 = config.hidden(0), c2 = config.hidden(1);
+    total += in.channels * c1 * 9 + c1 + c1 * c2 * 9 + c2;
+    total += c2 * (in.height / 4) * (in.width / 4) * num_classes + num_classes;
+  } else if (config.type() == "mlp") {
+    double width = static_cast<double>(in.channels) * in.height * in.width;
+    for (int64_t h : config.hidden()) {
+      total += width * h + h;
+      width = static_cast<double>(h);
+    }
+    total += width * num_classes + num_classes;
+  }
+  return total;
+}
+
+constexpr double kMaxParameters = 1e9;
+
 using ModelBuilder = absl::StatusOr<nn::Sequential> (*)(const config::ModelConfig&, InputShape,
                                                         int64_t);
 
@@ -81,6 +104,16 @@ absl::StatusOr<torch::nn::Sequential> MakeModel(const config::ModelConfig& confi
     for (const auto& [name, builder] : Models()) absl::StrAppend(&known, known.empty() ? "" : ", ", "\"", name, "\"");
     return absl::InvalidArgumentError(
         absl::StrCat("unknown model type \"", config.type(), "\"; use one of ", known));
+  }
+  // Counted before anything is allocated: a width typo must not ask the
+  // machine for tens of gigabytes (weights, gradients and optimizer state).
+  const double parameters = ParameterCount(config, in, num_classes);
+  if (parameters > kMaxParameters) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "model.hidden [%s] gives the %s model %.3g parameters (about %.0f GB with gradients "
+        "and optimizer state); at most %.0e: make model.hidden smaller",
+        absl::StrJoin(config.hidden(), ", "), config.type(), parameters,
+        parameters * 4 * 4 / 1e9, kMaxParameters));
   }
   return it->second(config, in, num_classes);
 }
