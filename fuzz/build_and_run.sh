@@ -23,14 +23,16 @@ seconds="${FUZZ_SECONDS:-25}"
 cxx="${FUZZ_CXX:-clang++}"
 what="${1:-all}"
 only="${2:-}"
-targets=(event_file_fuzzer run_config_fuzzer plugin_options_fuzzer)
+targets=(event_file_fuzzer run_config_fuzzer plugin_options_fuzzer mnist_idx_fuzzer cifar10_fuzzer
+         checkpoint_meta_fuzzer)
 
 build() {
   local start; start=$(date +%s)
   command -v "$cxx" >/dev/null || { echo "fuzz: $cxx not found (apt-get install clang libclang-rt-14-dev)" >&2; exit 1; }
   mkdir -p "$out/gen" "$out/obj"
   # Generated code for the messages the tested sources use.
-  protoc -I "$root/framework/trainer" --cpp_out="$out/gen" trainbus/proto/run_config.proto
+  protoc -I "$root/framework/trainer" --cpp_out="$out/gen" trainbus/proto/run_config.proto \
+    trainbus/proto/checkpoint.proto
   protoc -I "$root/framework/tensorboard" --cpp_out="$out/gen" \
     trainbus/tensorboard/proto/tensor.proto trainbus/tensorboard/proto/summary.proto \
     trainbus/tensorboard/proto/event.proto trainbus/tensorboard/proto/plugins.proto \
@@ -40,7 +42,7 @@ build() {
                -I "$root/framework/core" -I "$root/framework/tensorboard"
                -I "$root/framework/trainer" -I "$out/gen")
   local libs
-  libs=$(pkg-config --libs protobuf absl_status absl_statusor absl_strings absl_str_format)
+  libs="$(pkg-config --libs protobuf absl_status absl_statusor absl_strings absl_str_format) -lz"
   # name: sources (relative to the repo or to $out/gen)
   declare -A sources=(
     [event_file_fuzzer]="fuzz/event_file_fuzzer.cc framework/tensorboard/trainbus/tensorboard/inspect.cc
@@ -52,6 +54,10 @@ build() {
     [run_config_fuzzer]="fuzz/run_config_fuzzer.cc framework/trainer/trainbus/config.cc
       gen:trainbus/proto/run_config.pb.cc"
     [plugin_options_fuzzer]="fuzz/plugin_options_fuzzer.cc framework/core/trainbus/options.cc"
+    [mnist_idx_fuzzer]="fuzz/mnist_idx_fuzzer.cc framework/trainer/trainbus/data/file_formats.cc"
+    [cifar10_fuzzer]="fuzz/cifar10_fuzzer.cc framework/trainer/trainbus/data/file_formats.cc"
+    [checkpoint_meta_fuzzer]="fuzz/checkpoint_meta_fuzzer.cc framework/trainer/trainbus/checkpoint_meta.cc
+      gen:trainbus/proto/checkpoint.pb.cc"
   )
   local t src objs obj path
   for t in "${targets[@]}"; do

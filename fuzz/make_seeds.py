@@ -8,6 +8,7 @@ kind, a truncated and a corrupt one (mode byte 0x00: raw file), and the same
 events as payload sequences (mode byte 0x01: the fuzzer frames them).
 run_config: JSON, text-format and --set override inputs (mode byte first).
 plugin_options: option objects for the target's specs.
+mnist_idx, cifar10: dataset files, valid and broken; checkpoint_meta: meta.pb messages.
 """
 import os
 import struct
@@ -138,6 +139,45 @@ trainer.batch_size=16''')
     write("plugin_options", "unknown_key", b'{"bar_widht": 3}')
     write("plugin_options", "big_numbers", b'{"count": 1e300, "ids": [9.3e18], "rate": -1e308}')
     write("plugin_options", "defaults", b'{"count": 1}\n#\x01"12"\n#\x04[1,2]\n#\x07{"a": 1}\n#\x00tru')
+
+    data_file_seeds()
+    checkpoint_meta_seeds()
+
+
+def data_file_seeds():
+    """mnist_idx: rank byte, then an IDX file; cifar10: binary batches."""
+    def idx(sizes, fill=0):
+        n = 1
+        for d in sizes:
+            n *= d
+        return bytes([0, 0, 8, len(sizes)]) + b"".join(struct.pack(">I", d) for d in sizes) + bytes([fill]) * n
+    write("mnist_idx", "labels", b"\x00" + idx([5], 3))
+    write("mnist_idx", "images", b"\x02" + idx([2, 4, 4], 200))
+    write("mnist_idx", "truncated", b"\x02" + idx([2, 4, 4])[:-3])
+    write("mnist_idx", "wrapping", b"\x02" + bytes([0, 0, 8, 3]) + b"\xff" * 12)
+    record = bytes([7]) + bytes(range(256)) * 12
+    write("cifar10", "one_record", record)
+    write("cifar10", "two_records", record + bytes([0]) + bytes(3072))
+    write("cifar10", "bad_label", bytes([12]) + bytes(3072))
+    write("cifar10", "short", record[:-1])
+
+
+def checkpoint_meta_seeds():
+    """checkpoint_meta: meta.pb messages, encoded by protoc from text."""
+    def encode(text: str) -> bytes:
+        return subprocess.run(
+            ["protoc", "-I", os.path.join(ROOT, "framework", "trainer"),
+             "--encode=trainbus.checkpoint.CheckpointMeta", "trainbus/proto/checkpoint.proto"],
+            input=text.encode(), stdout=subprocess.PIPE, check=True).stdout
+    write("checkpoint_meta", "valid", encode(
+        'format_version: 1 next_step: 120 epoch: 2 batch_index: 3 reason: "every 10 iterations" '
+        'files { name: "model.pt" size: 1000 crc32: 12345 } files { name: "optimizer.pt" size: 10 } '
+        'plugin_states { key: "early_stopping" value: "best=0.5" } '
+        'plugin_options { key: "early_stopping" value: "{\\"patience\\":2}" } '
+        'learning_rates: 0.1 epoch_iterations: 4 epoch_loss_sum: 2.5 batch_size: 64'))
+    write("checkpoint_meta", "escaping_name", encode('format_version: 1 files { name: "../../etc/passwd" }'))
+    write("checkpoint_meta", "negative", encode("format_version: 1 next_step: -5 epoch: -1"))
+    write("checkpoint_meta", "other_version", encode("format_version: 2"))
 
 
 if __name__ == "__main__":

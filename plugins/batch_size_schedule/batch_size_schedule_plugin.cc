@@ -98,7 +98,10 @@ class BatchSizeSchedulePlugin : public Plugin {
 
  private:
   void Apply(Control& control, int64_t t, bool at_next_iteration) {
-    const int64_t next = schedule_.At(t, base_);
+    int64_t next = schedule_.At(t, base_);
+    // A batch is at most the training set (the trainer cuts it there): say
+    // so, and scale the lr by the batch that really runs.
+    if (control.run().train_samples > 0) next = std::min(next, control.run().train_samples);
     if (next == current_) return;
     absl::Status s = control.SetBatchSize(next, at_next_iteration);
     if (!s.ok()) throw std::runtime_error(std::string(s.message()));

@@ -66,13 +66,17 @@ const std::vector<Case>& Cases() {
        "train --config {dir}/run.json --set model.type=mlp --set 'model.hidden=[65536,65536]'", 1,
        "gives the mlp model 4.35e+09 parameters"},
       {"size", "a generated dataset too large for memory",
-       "train --config {dir}/run.json --set dataset.train_samples=1000000000000", 2,
+       "train --config {dir}/run.json --set dataset.train_samples=1e12", 2,
        "dataset.train_samples must be at most 1000000 for \"shapes\""},
       {"size", "a plan longer than 2^62 iterations", "plan --samples 4000 --batch-size 1 --epochs 4611686018427387904", 2,
        "the plan is longer than 2^62 iterations"},
       {"size", "a plugin queue of a trillion records",
        "train --config {dir}/run.json --set plugins.tensorboard.options.max_queue=1e12", 1,
        "option 'max_queue' must be between 2 and 1048576 records (allocated up front)"},
+      {"size", "a batch schedule multiplying by 1e300 with no maximum (the run completes)",
+       "train --config {dir}/run.json --set trainer.epochs=2 --set "
+       "'plugins.batch_size_schedule.options.schedule={\"mode\": \"multiply\", \"factor\": 1e300}'",
+       0, "batch size 50 -> 100 from the next epoch"},
       {"threads and processes", "`trainer.num_threads=100000`",
        "train --config {dir}/run.json --set trainer.num_threads=100000", 2,
        "trainer.num_threads must be between 1 and 1024"},
@@ -165,7 +169,7 @@ TEST(BadInputSizeTest, AHugeEpochCountIsPlannedAtOnce) {
   TempDir dir;
   CommandResult r = RunLimited(absl::StrCat(
       "train --config ", SmallConfig(dir),
-      " --set trainer.epochs=1000000000000000000 --set trainer.max_iterations=3"));
+      " --set trainer.epochs=1e18 --set trainer.max_iterations=3"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("finished: 3 iterations"));
   CommandResult plan = RunLimited("plan --samples 4000 --batch-size 64 --epochs 1000000000000000");

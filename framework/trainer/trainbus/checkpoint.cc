@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <cerrno>
 #include <chrono>
@@ -43,17 +42,6 @@ void Stage(const char* stage) {
   if (internal::checkpoint_stage_hook) internal::checkpoint_stage_hook(stage);
 }
 
-uint32_t Crc32(const std::string& bytes) {
-  uLong crc = crc32(0L, Z_NULL, 0);
-  // zlib takes uInt lengths: feed large buffers in pieces.
-  size_t off = 0;
-  while (off < bytes.size()) {
-    uInt n = static_cast<uInt>(std::min<size_t>(bytes.size() - off, 1u << 30));
-    crc = crc32(crc, reinterpret_cast<const Bytef*>(bytes.data() + off), n);
-    off += n;
-  }
-  return static_cast<uint32_t>(crc);
-}
 
 // Every write of a checkpoint goes through trainbus/io (one message style).
 constexpr absl::string_view kContext = "checkpoint";
@@ -295,24 +283,14 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path, torch::n
   if (!dir.ok()) return dir.status();
   auto meta_bytes = ReadFile((fs::path(*dir) / kMetaFile).string());
   if (!meta_bytes.ok()) return meta_bytes.status();
-  checkpoint::CheckpointMeta meta;
-  if (!meta.ParseFromString(*meta_bytes)) {
-    return absl::DataLossError(absl::StrCat("checkpoint ", *dir, ": ", kMetaFile, " is corrupt (not a CheckpointMeta)"));
-  }
-  if (meta.format_version() != kCheckpointFormatVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "checkpoint ", *dir, ": format version ", meta.format_version(), ", this trainbus reads version ",
-        kCheckpointFormatVersion));
-  }
+  auto parsed = ParseCheckpointMeta(*meta_bytes, *dir);  // checkpoint_meta.h: no LibTorch
+  if (!parsed.ok()) return parsed.status();
+  const checkpoint::CheckpointMeta& meta = *parsed;
   std::map<std::string, std::string> files;
   for (const auto& d : meta.files()) {
     auto bytes = ReadFile((fs::path(*dir) / d.name()).string());
     if (!bytes.ok()) return bytes.status();
-    if (bytes->size() != d.size() || Crc32(*bytes) != d.crc32()) {
-      return absl::DataLossError(absl::StrCat("checkpoint ", *dir, ": ", d.name(), " is corrupt (",
-                                              bytes->size(), " bytes, expected ", d.size(),
-                                              ", or its CRC-32 differs). Resume from an older checkpoint."));
-    }
+    if (absl::Status s = VerifyCheckpointFile(d, *bytes, *dir); !s.ok()) return s;
     files[d.name()] = std::move(*bytes);
   }
   try {

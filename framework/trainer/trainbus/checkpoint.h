@@ -38,11 +38,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "trainbus/checkpoint_meta.h"  // kCheckpointFormatVersion
 #include "trainbus/control.h"
 
 namespace trainbus {
 
-inline constexpr uint32_t kCheckpointFormatVersion = 1;
 
 // The position and plugin states a checkpoint restores.
 struct CheckpointState {

@@ -62,7 +62,14 @@ absl::Status SetScalar(pb::Message* msg, const pb::FieldDescriptor* f, absl::str
     }
     case pb::FieldDescriptor::CPPTYPE_INT64: {
       int64_t v;
-      if (!absl::SimpleAtoi(value, &v)) return bad("an integer");
+      // 1e18 is an integer too (as in a JSON config): exactly, below 2^63.
+      double d;
+      if (!absl::SimpleAtoi(value, &v)) {
+        if (!absl::SimpleAtod(value, &d) || std::floor(d) != d || !(std::fabs(d) < 9.2e18)) {
+          return bad("an integer");
+        }
+        v = static_cast<int64_t>(d);
+      }
       r->SetInt64(msg, f, v);
       break;
     }

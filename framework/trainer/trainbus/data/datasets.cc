@@ -13,6 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "trainbus/data/file_formats.h"
 
 namespace trainbus {
 namespace {
@@ -124,67 +125,27 @@ absl::StatusOr<std::vector<uint8_t>> ReadFile(const fs::path& file) {
   return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-uint32_t BigEndian32(const uint8_t* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
-}
-
-// An IDX file (MNIST's format): magic 0x0000 08 <rank>, big-endian sizes,
-// then unsigned bytes. LibTorch's MNIST reader insists on exactly 60000 and
-// 10000 samples; this one takes any count (subsets, tests) and says which
-// file is wrong and how.
+// An IDX file (MNIST's format, file_formats.h). LibTorch's MNIST reader
+// insists on exactly 60000 and 10000 samples; this one takes any count
+// (subsets, tests) and says which file is wrong and how.
 absl::StatusOr<at::Tensor> ReadIdx(const fs::path& file, int rank) {
   auto bytes = ReadFile(file);
   if (!bytes.ok()) return bytes.status();
   const std::vector<uint8_t>& b = *bytes;
-  const size_t header = 4 + 4 * static_cast<size_t>(rank);
-  if (b.size() < header || b[0] != 0 || b[1] != 0 || b[2] != 0x08 || b[3] != rank) {
-    return absl::DataLossError(absl::StrCat(file.string(), " is not an IDX file of unsigned bytes with ",
-                                            rank, " dimensions (bad magic number)"));
-  }
-  std::vector<int64_t> sizes;
-  size_t count = 1;
-  const size_t available = b.size() - header;
-  for (int i = 0; i < rank; ++i) {
-    sizes.push_back(BigEndian32(&b[4 + 4 * i]));
-    const size_t d = static_cast<size_t>(sizes.back());
-    // Checked before multiplying: dimensions whose product wraps past 2^64
-    // must not pass the size check below.
-    if (d != 0 && count > available / d) {
-      return absl::DataLossError(absl::StrCat(
-          file.string(), ": the header's dimensions ", absl::StrJoin(sizes, " x "),
-          "... need more than the ", available, " data bytes the file holds (corrupt or truncated)"));
-    }
-    count *= d;
-  }
-  if (b.size() != header + count) {
-    return absl::DataLossError(absl::StrCat(file.string(), ": the header promises ", count,
-                                            " bytes of data, the file holds ", b.size() - header));
-  }
-  return at::from_blob(const_cast<uint8_t*>(b.data() + header), sizes, at::kByte).clone();
+  auto layout = ParseIdx(absl::string_view(reinterpret_cast<const char*>(b.data()), b.size()), rank,
+                         file.string());
+  if (!layout.ok()) return layout.status();
+  return at::from_blob(const_cast<uint8_t*>(b.data() + layout->data_offset), layout->sizes, at::kByte)
+      .clone();
 }
 
-// One CIFAR-10 binary batch: records of 1 label byte + 3x32x32 pixel bytes.
+// One CIFAR-10 binary batch (file_formats.h).
 absl::Status ReadCifarBatch(const fs::path& file, std::vector<uint8_t>* images,
                             std::vector<int64_t>* labels) {
-  constexpr size_t kRecord = 1 + 3 * 32 * 32;
-  std::ifstream in(file, std::ios::binary);
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (!in.eof() && in.fail()) {
-    return absl::DataLossError(absl::StrCat("cannot read ", file.string()));
-  }
-  if (bytes.empty() || bytes.size() % kRecord != 0) {
-    return absl::DataLossError(absl::StrCat(file.string(), " is not a CIFAR-10 binary batch: ",
-                                            bytes.size(), " bytes is not a multiple of ", kRecord));
-  }
-  for (size_t off = 0; off < bytes.size(); off += kRecord) {
-    if (bytes[off] > 9) {
-      return absl::DataLossError(absl::StrCat(file.string(), ": label ", int(bytes[off]),
-                                              " at byte ", off, " is not in 0..9"));
-    }
-    labels->push_back(bytes[off]);
-    images->insert(images->end(), bytes.begin() + off + 1, bytes.begin() + off + kRecord);
-  }
-  return absl::OkStatus();
+  auto bytes = ReadFile(file);
+  if (!bytes.ok()) return bytes.status();
+  return ParseCifarBatch(absl::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size()),
+                         file.string(), images, labels);
 }
 
 Dataset CifarTensors(std::vector<uint8_t>& images, std::vector<int64_t>& labels) {
