@@ -58,6 +58,7 @@ class BatchSizeSchedulePlugin : public Plugin {
   void OnTrainBegin(const TrainBeginEvent& e, Control& control) override {
     base_ = e.run->batch_size;
     if (current_ == 0) current_ = schedule_.At(0, base_);  // not restored from a checkpoint
+    if (e.run->train_samples > 0) current_ = std::min(current_, e.run->train_samples);
     if (base_lrs_.empty()) {  // restored from a checkpoint otherwise
       for (int g = 0; g < control.num_param_groups(); ++g) {
         base_lrs_.push_back(control.learning_rate(g));

@@ -33,8 +33,8 @@ class CheckpointPlugin : public Plugin {
         "Saves model, optimizer, position and plugin states for exact resume (--resume)",
         {{"dir", OptionType::kString, "\"\"",
           "Folder for checkpoints (default: <run folder>/checkpoints)"},
-         {"every_n_iterations", OptionType::kInt, "0", "Save every N iterations (0: never)"},
-         {"every_n_epochs", OptionType::kInt, "1", "Save every N epochs (0: never)"},
+         {"every_n_iterations", OptionType::kInt, "0", "Save every N iterations (>= 0; 0: never)"},
+         {"every_n_epochs", OptionType::kInt, "1", "Save every N epochs (>= 0; 0: never)"},
          {"monitor", OptionType::kString, "\"\"",
           "Also save when this metric improves (e.g. \"val/loss\"); kept as \"best\""},
          {"mode", OptionType::kString, "\"auto\"",
@@ -95,6 +95,7 @@ class CheckpointPlugin : public Plugin {
   }
 
   void OnValidationEnd(const ValidationEndEvent& e, Control& control) override {
+    validated_ = true;
     if (monitor_.empty()) return;
     for (const Metric& m : e.metrics) Saw(m.name);
     if (auto v = FindMetric(e.metrics, monitor_)) Consider(control, e.step, *v);
@@ -118,8 +119,9 @@ class CheckpointPlugin : public Plugin {
       Save(control, e.step, absl::StrCat("end of run (", EndReasonName(e.reason), ")"));
     }
     // A typo in `monitor` would otherwise pass in silence: no best checkpoint.
+    // (A resumed run that ended before it validated had no chance to see it.)
     if (!monitor_.empty() && !monitor_seen_ && e.reason != EndReason::kFailed &&
-        e.iterations_run > 0) {
+        e.iterations_run > 0 && (validated_ || control.run().start_step == 0)) {
       control.Log(absl::StrCat("warning: option 'monitor' \"", monitor_,
                                "\" never appeared in this run, so no best checkpoint was saved; "
                                "metrics seen: ",
@@ -214,6 +216,7 @@ class CheckpointPlugin : public Plugin {
   std::string dir_, monitor_;
   int64_t every_n_iterations_ = 0, every_n_epochs_ = 1, keep_last_ = 3;
   bool monitor_seen_ = false;
+  bool validated_ = false;  // in this session
   std::set<std::string> seen_;  // metric names seen, for that warning
   bool save_on_end_ = true, on_request_ = true, maximize_ = false;
   std::vector<std::string> saved_;

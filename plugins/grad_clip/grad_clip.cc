@@ -97,13 +97,13 @@ PluginInfo GradClipPlugin::Info() {
           "Clips gradients before the optimizer step (by total norm and/or by value) and logs "
           "their norm",
           {{"max_norm", OptionType::kDouble, "0",
-            "Scale the gradients so their total norm is at most this (0: no norm clipping)"},
+            "Scale the gradients so their total norm is at most this (>= 0; 0: no norm clipping)"},
            {"norm_type", OptionType::kAny, "2",
             "The p of the total p-norm: a number > 0, or \"inf\" (largest absolute gradient)"},
            {"clip_value", OptionType::kDouble, "0",
-            "First clamp every gradient to [-clip_value, clip_value] (0: no value clipping)"},
+            "First clamp every gradient to [-clip_value, clip_value] (>= 0; 0: no value clipping)"},
            {"log_every_n", OptionType::kInt, "1",
-            "Publish grad_clip/norm (the norm before clipping) every N iterations (0: never)"}},
+            "Publish grad_clip/norm (the norm before clipping) every N iterations (>= 0; 0: never)"}},
           /*default_priority=*/-50};  // after nonfinite_guard (-100), before the rest
 }
 

@@ -40,9 +40,9 @@ std::vector<OptionSpec> OptionSpecs() {
        "optimizer never applies it) and go on"},
       {"check_gradients", OptionType::kBool, "true",
        "Check every parameter's gradient too, not only the loss"},
-      {"every_n", OptionType::kInt, "1", "Check every N iterations (the Nth, 2Nth, ...)"},
+      {"every_n", OptionType::kInt, "1", "Check every N iterations (>= 1; the Nth, 2Nth, ...)"},
       {"max_consecutive_skips", OptionType::kInt, "10",
-       "skip: stop the run after this many skipped steps in a row (0: never)"},
+       "skip: stop the run after this many skipped steps in a row (>= 0; 0: never)"},
   };
 }
 

@@ -236,6 +236,8 @@ void SchedulersPlugin::Observe(Source source, absl::string_view name, double val
 
 void SchedulersPlugin::OnTrainEnd(const TrainEndEvent& e, Control& control) {
   if (e.reason == EndReason::kFailed || e.iterations_run == 0) return;
+  // A resumed run that ended before it validated had no chance to see it.
+  if (!validated_ && control.run().start_step > 0) return;
   for (const Unit& u : units_) {
     if (!u.scheduler || !u.scheduler->needs_metric() || u.monitor_seen) continue;
     control.Log(absl::StrCat("warning: ", u.where, ": ReduceLROnPlateau's monitor '", u.monitor,
@@ -257,6 +259,7 @@ void SchedulersPlugin::OnIterationEnd(const IterationEndEvent& e, Control& contr
 }
 
 void SchedulersPlugin::OnValidationEnd(const ValidationEndEvent& e, Control& control) {
+  validated_ = true;
   if (!begun_) return;
   next_step_ = e.step + 1;
   for (const Metric& m : e.metrics) Observe(Source::kValidation, m.name, m.value, control);

@@ -76,6 +76,7 @@ class SchedulersPlugin : public Plugin {
   bool in_own_publish_ = false;
   int num_configured_groups_ = 0;  // length of 'groups' (0: 'schedule')
   std::set<std::string> seen_;     // metric names seen (for that warning; at most 200)
+  bool validated_ = false;         // OnValidationEnd ran in this session
 };
 
 }  // namespace trainbus::schedulers

@@ -100,7 +100,7 @@ TEST(IterationPlanTest, BadInputIsAClearError) {
   EXPECT_THAT(Msg(Plain(0, 10, 1, false).status()), HasSubstr("training set is empty"));
   EXPECT_THAT(Msg(Plain(100, 256, 1, true).status()),
               AllOf(HasSubstr("batch_size 256 is larger than the 100"), HasSubstr("drop_last")));
-  EXPECT_THAT(Msg(Plain(100, 10, 1, false, 0).status()), HasSubstr("max_iterations must be > 0"));
+  EXPECT_THAT(Msg(Plain(100, 10, 1, false, 0).status()), HasSubstr("max_iterations must be between 1 and 2^62, got 0"));
 }
 
 // ------------------------------------------------------ batch schedules ----
@@ -265,6 +265,20 @@ TEST(BatchScheduleTest, AnyPlanUpTo2To62IterationsIsAnsweredAtOnce) {
   EXPECT_EQ(growing->epochs.back().first_batch_size, 4000);  // never wraps to 1
   EXPECT_THAT(Msg(Plain(4000, 1, int64_t{1} << 62, false).status()),
               HasSubstr("the plan is longer than 2^62 iterations"));
+  // Slow schedules are answered at once too: a linear ramp over 10^15
+  // iterations, and a multiply schedule that settles below its cap (round_to).
+  const BatchSchedule ramp = ScheduleFrom(
+      R"({"interval": "iteration", "mode": "linear", "start": 0, "end": 1000000000000000, "final_size": 4000})");
+  auto ramped = PlanWithSchedule(4000, 50, 1000000000, false, std::nullopt, &ramp);
+  ASSERT_TRUE(ramped.ok()) << ramped.status();
+  EXPECT_LT(ramped->epochs.runs().size(), 5000u);
+  const BatchSchedule settles = ScheduleFrom(
+      R"({"interval": "epoch", "mode": "multiply", "factor": 2, "max_batch_size": 90, "round_to": 64})");
+  auto settled = PlanWithSchedule(1000, 10, int64_t{1} << 50, false, std::nullopt, &settles);
+  ASSERT_TRUE(settled.ok()) << settled.status();
+  EXPECT_LT(settled->epochs.runs().size(), 5u);
+  EXPECT_THAT(Msg(Plain(4000, 64, 2, false, (int64_t{1} << 62) + 1).status()),
+              HasSubstr("max_iterations must be between 1 and 2^62"));
   auto capped = Plain(4000, 1, int64_t{1} << 62, false, int64_t{1} << 40);
   ASSERT_TRUE(capped.ok());
   EXPECT_EQ(capped->total_iterations, int64_t{1} << 40);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <iterator>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -180,31 +181,55 @@ void EpochPlans::Append(const EpochPlan& row, int64_t count) {
 }
 
 int64_t BatchSchedule::NextChange(int64_t t, int64_t base) const {
-  switch (mode) {
-    case Mode::kStep: {
-      int64_t next = kNever;
-      for (int64_t m : milestones) {
-        if (m > t) next = std::min(next, m);
-      }
-      return next;
+  if (mode == Mode::kStep) {
+    int64_t next = kNever;
+    for (int64_t m : milestones) {
+      if (m > t) next = std::min(next, m);
     }
-    case Mode::kMultiply: {
-      if (factor == 1.0) return kNever;
-      const int64_t next = (t / every + 1) * every;
-      if (next < t) return kNever;  // past int64: nothing changes any more
-      // Saturated (the cap, the largest size, or round_to when shrinking):
-      // one more step of the factor gives the same size for good.
-      const int64_t now = At(t, base), then = At(next, base);
-      const bool at_floor = factor < 1.0 && now == round_to;
-      const bool at_cap = factor > 1.0 && now == then &&
-                          ((max_batch_size > 0 && now >= max_batch_size) || now >= 9'000'000'000'000'000);
-      return at_floor || at_cap ? kNever : next;
-    }
-    case Mode::kLinear:
-      if (t >= end) return kNever;
-      return t < start ? start : t + 1;
+    return next;
   }
-  return t + 1;
+  // multiply and linear are monotone in t: once the size is the one it ends
+  // at it never changes again; before that, find the first t' > t with
+  // another size by doubling, then bisecting (a handful of At() calls, however
+  // slow the ramp).
+  const int64_t now = At(t, base);
+  const int64_t last = mode == Mode::kLinear ? end : kMaxPlannedIterations;
+  if (t >= last || now == At(last, base)) return kNever;
+  int64_t step = 1, lo = t, hi = t;
+  while (true) {
+    hi = step > last - t ? last : t + step;
+    if (At(hi, base) != now) break;
+    lo = hi;
+    step *= 2;
+  }
+  while (hi - lo > 1) {  // At(lo) == now, At(hi) != now
+    const int64_t mid = lo + (hi - lo) / 2;
+    (At(mid, base) == now ? lo : hi) = mid;
+  }
+  return hi;
+}
+
+bool BatchSchedule::NonDecreasing(int64_t base) const {
+  switch (mode) {
+    case Mode::kMultiply:
+      return factor >= 1.0;
+    case Mode::kLinear:
+      return final_size >= base;
+    case Mode::kStep: {
+      std::vector<std::pair<int64_t, int64_t>> steps;
+      for (size_t i = 0; i < milestones.size() && i < sizes.size(); ++i) {
+        steps.emplace_back(milestones[i], sizes[i]);
+      }
+      std::sort(steps.begin(), steps.end());
+      int64_t previous = base;
+      for (const auto& [milestone, size] : steps) {
+        if (size < previous) return false;
+        previous = size;
+      }
+      return true;
+    }
+  }
+  return false;
 }
 
 absl::StatusOr<SchedulePlan> PlanWithSchedule(int64_t samples, int64_t base_batch, int64_t epochs,
@@ -218,8 +243,9 @@ absl::StatusOr<SchedulePlan> PlanWithSchedule(int64_t samples, int64_t base_batc
     return absl::InvalidArgumentError(absl::StrCat("batch_size must be > 0, got ", base_batch));
   }
   if (epochs <= 0) return absl::InvalidArgumentError(absl::StrCat("epochs must be > 0, got ", epochs));
-  if (max_iterations && *max_iterations <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("max_iterations must be > 0, got ", *max_iterations));
+  if (max_iterations && (*max_iterations <= 0 || *max_iterations > kMaxPlannedIterations)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_iterations must be between 1 and 2^62, got ", *max_iterations));
   }
   const int64_t budget = max_iterations ? std::min(*max_iterations, kMaxPlannedIterations)
                                         : kMaxPlannedIterations;
@@ -268,7 +294,26 @@ absl::StatusOr<SchedulePlan> PlanWithSchedule(int64_t samples, int64_t base_batc
     // The batch is the same for every iteration from here to `until` (an
     // epoch, or a step for iteration schedules): compute that stretch.
     const int64_t t = by_epoch ? e : step;
-    const int64_t until = schedule == nullptr ? BatchSchedule::kNever : schedule->NextChange(t, base_batch);
+    int64_t until = schedule == nullptr ? BatchSchedule::kNever : schedule->NextChange(t, base_batch);
+    const int64_t b_now = schedule == nullptr ? base_batch : schedule->At(t, base_batch);
+    // A growing schedule past the set's size plans alike from here on: one
+    // batch of the whole set (drop_last refuses it below, as the walk would).
+    if (schedule != nullptr && b_now >= samples && !drop_last && schedule->NonDecreasing(base_batch)) {
+      until = BatchSchedule::kNever;
+    }
+    if (!by_epoch && until != BatchSchedule::kNever) {
+      // An iteration schedule whose next change is epochs away: whole epochs
+      // of the current size until then, computed.
+      auto row = constant_epoch(e, b_now, budget - step);
+      if (!row.ok()) return row.status();
+      const int64_t whole = std::min({epochs - e, (until - step) / row->iterations,
+                                      (budget - step) / row->iterations});
+      if (whole > 0 && row->iterations * whole <= until - step) {
+        add(*row, whole);
+        e += whole;
+        continue;
+      }
+    }
     if (by_epoch || until == BatchSchedule::kNever) {
       const int64_t b = schedule == nullptr ? base_batch : schedule->At(t, base_batch);
       auto row = constant_epoch(e, b, budget - step);
@@ -311,7 +356,7 @@ absl::StatusOr<SchedulePlan> PlanWithSchedule(int64_t samples, int64_t base_batc
   if (!max_iterations && e < epochs) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the plan is longer than 2^62 iterations (", epochs, " epochs of ",
-        plan.epochs.back().iterations, " iterations); lower trainer.epochs or set "
+        plan.epochs.front().iterations, " iterations and more); lower trainer.epochs or set "
         "trainer.max_iterations"));
   }
   return plan;

@@ -55,6 +55,9 @@ struct BatchSchedule {
   // the size is constant instead of walking them.
   static constexpr int64_t kNever = INT64_MAX;
   int64_t NextChange(int64_t t, int64_t base) const;
+  // True when At() never decreases in t (multiply by >= 1, a linear ramp
+  // upwards, steps of growing sizes), so sizes past a cap stay past it.
+  bool NonDecreasing(int64_t base) const;
 
   // Parses the JSON object described above. `where` names it in messages,
   // e.g. "plugin 'batch_size_schedule': option 'schedule'".

@@ -3,7 +3,6 @@
 #include <zlib.h>
 
 #include <algorithm>
-#include <cmath>
 
 #include "absl/strings/str_cat.h"
 
@@ -32,7 +31,8 @@ uint32_t Crc32(absl::string_view bytes) {
 absl::StatusOr<checkpoint::CheckpointMeta> ParseCheckpointMeta(absl::string_view bytes,
                                                                const std::string& dir) {
   checkpoint::CheckpointMeta meta;
-  if (!meta.ParseFromArray(bytes.data(), static_cast<int>(std::min<size_t>(bytes.size(), INT32_MAX)))) {
+  if (bytes.size() > static_cast<size_t>(INT32_MAX) ||
+      !meta.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     return absl::DataLossError(
         absl::StrCat("checkpoint ", dir, ": meta.pb is corrupt (not a CheckpointMeta)"));
   }
@@ -54,9 +54,6 @@ absl::StatusOr<checkpoint::CheckpointMeta> ParseCheckpointMeta(absl::string_view
       {"batch_size", meta.batch_size()},       {"epoch_iterations", meta.epoch_iterations()}};
   for (const auto& [field, value] : counts) {
     if (value < 0) return Corrupt(dir, absl::StrCat(field, " is ", value));
-  }
-  if (!std::isfinite(meta.epoch_loss_sum())) {
-    return Corrupt(dir, absl::StrCat("epoch_loss_sum is ", meta.epoch_loss_sum()));
   }
   return meta;
 }

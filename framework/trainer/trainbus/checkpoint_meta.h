@@ -22,7 +22,8 @@ uint32_t Crc32(absl::string_view bytes);
 // Parses meta.pb of the checkpoint in `dir` (named in messages) and checks
 // what the loader relies on: the format version (FailedPrecondition when it
 // is another), file names that stay inside the folder, positions and sizes
-// that are not negative, a finite loss sum (DataLoss otherwise).
+// that are not negative (DataLoss otherwise). The epoch's loss sum may be
+// nan or inf: a step nonfinite_guard skipped still counts in it.
 absl::StatusOr<checkpoint::CheckpointMeta> ParseCheckpointMeta(absl::string_view bytes,
                                                                const std::string& dir);
 
