@@ -3,8 +3,8 @@
 # numbers the tables in docs/BENCHMARKS.md are made of.
 #
 #   scripts/bench.sh                 # bus, trainer overhead, TensorBoard writer, checkpoint barrier,
-#                                    # the standalone writer's start-up
-#   scripts/bench.sh bus trainer     # a subset (bus | trainer | tensorboard | checkpoint | standalone)
+#                                    # the standalone writer's start-up, the health plugin
+#   scripts/bench.sh bus trainer     # a subset (bus | trainer | tensorboard | checkpoint | standalone | health)
 #
 # REPETITIONS (default 15) sets the repetitions of the trainer comparison,
 # run with random interleaving so that the bare loop and the trainer are
@@ -18,7 +18,7 @@ scripts/setup.sh
 build_dir="${BENCH_BUILD_DIR:-build-bench}"
 reps="${REPETITIONS:-15}"
 suites=("$@")
-[ ${#suites[@]} -eq 0 ] && suites=(bus trainer tensorboard checkpoint standalone)
+[ ${#suites[@]} -eq 0 ] && suites=(bus trainer tensorboard checkpoint standalone health)
 
 if [ ! -f "$build_dir/build.ninja" ]; then
   cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
@@ -32,7 +32,8 @@ for s in "${suites[@]}"; do
     tensorboard) targets+=(tensorboard_writer_bench) ;;
     checkpoint) targets+=(checkpoint_barrier_bench) ;;
     standalone) targets+=(standalone_writer_bench) ;;
-    *) echo "bench: unknown suite '$s' (bus, trainer, tensorboard, checkpoint, standalone)" >&2; exit 2 ;;
+    health) targets+=(health_bench) ;;
+    *) echo "bench: unknown suite '$s' (bus, trainer, tensorboard, checkpoint, standalone, health)" >&2; exit 2 ;;
   esac
 done
 cmake --build "$build_dir" -j "$(nproc)" --target "${targets[@]}"
@@ -99,6 +100,14 @@ for s in "${suites[@]}"; do
         --benchmark_out="$results/standalone_writer.json" --benchmark_out_format=json \
         | tee "$results/standalone_writer.txt" >/dev/null
       medians "$results/standalone_writer.txt"
+      ;;
+    health)
+      echo; echo "== health plugin: per iteration, without and with gradient statistics (median of 5) =="
+      "$build_dir/bench/health/health_bench" --benchmark_repetitions=5 \
+        --benchmark_report_aggregates_only=true \
+        --benchmark_out="$results/health.json" --benchmark_out_format=json \
+        2>/dev/null | tee "$results/health.txt" >/dev/null
+      medians "$results/health.txt"
       ;;
   esac
 done

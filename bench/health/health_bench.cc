@@ -1,0 +1,78 @@
+// What the health plugin adds to one iteration, on the default example's
+// model (the CNN: conv 1->8, conv 8->16, linear 784->6; 8.6k parameters)
+// with gradients in place, through a Session as the trainer drives it:
+//
+//   BM_HealthPerIteration/0    the loss checks only (gradients_every_n 0)
+//   BM_HealthPerIteration/50   and the gradient statistics every 50th iteration (the default)
+//   BM_HealthPerIteration/1    and the gradient statistics every iteration
+//   BM_NoPluginPerIteration    the same Session calls with no plugin: the baseline
+//
+//   scripts/bench.sh health
+#include <memory>
+#include <string>
+
+#include <benchmark/benchmark.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/pooling.h>
+#include <torch/nn/modules/activation.h>
+#include <torch/optim/sgd.h>
+
+#include "absl/strings/str_cat.h"
+#include "health.h"
+#include "trainbus/session.h"
+#include "trainbus/testing.h"
+
+namespace {
+
+torch::nn::Sequential ModelWithGradients() {
+  torch::manual_seed(0);
+  torch::nn::Sequential m(torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 8, 3).padding(1)),
+                          torch::nn::ReLU(), torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(2)),
+                          torch::nn::Conv2d(torch::nn::Conv2dOptions(8, 16, 3).padding(1)),
+                          torch::nn::ReLU(), torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(2)),
+                          torch::nn::Flatten(), torch::nn::Linear(16 * 7 * 7, 6));
+  for (auto& p : m->parameters()) p.mutable_grad() = torch::randn_like(p) * 0.01;
+  return m;
+}
+
+void Iterations(benchmark::State& state, bool with_health) {
+  torch::nn::Sequential model = ModelWithGradients();
+  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.05));
+  trainbus::Session session;
+  if (with_health) {
+    auto plugin = trainbus::testing::CreatePlugin<trainbus::health::HealthPlugin>(
+        absl::StrCat(R"({"gradients_every_n": )", state.range(0), "}"));
+    if (!plugin.ok()) {
+      state.SkipWithError(std::string(plugin.status().message()).c_str());
+      return;
+    }
+    (void)session.AddPlugin(*std::move(plugin), "health");
+  }
+  session.Bind(model, &optimizer);
+  trainbus::RunInfo run;
+  run.epochs = 1;
+  run.batch_size = 64;
+  session.Begin(run);
+  session.BeginEpoch();
+  int64_t i = 0;
+  for (auto _ : state) {
+    const double loss = 1.0 + 0.01 * static_cast<double>(i++ % 7);  // healthy: nothing to report
+    (void)session.BeforeOptimizerStep(loss);
+    session.EndIteration(loss, 64);
+  }
+  state.SetItemsProcessed(state.iterations());
+  session.EndEpoch(false);
+  (void)session.End();
+}
+
+void BM_HealthPerIteration(benchmark::State& state) { Iterations(state, true); }
+BENCHMARK(BM_HealthPerIteration)->Arg(0)->Arg(50)->Arg(1)->Unit(benchmark::kMicrosecond);
+
+void BM_NoPluginPerIteration(benchmark::State& state) { Iterations(state, false); }
+BENCHMARK(BM_NoPluginPerIteration)->Arg(0)->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();
