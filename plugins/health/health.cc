@@ -72,6 +72,7 @@ absl::StatusOr<Config> ConfigFromOptions(const PluginOptions& o) {
   c.plateau_threshold = o.GetDouble("plateau_threshold");
   c.overfit_checks = o.GetInt("overfit_checks");
   c.chance_tolerance = o.GetDouble("chance_tolerance");
+  c.chance_checks = o.GetInt("chance_checks");
   c.classes = o.GetInt("classes");
   c.gradients_every_n = o.GetInt("gradients_every_n");
   c.vanish_below = o.GetDouble("vanish_below");
@@ -101,6 +102,9 @@ absl::StatusOr<Config> ConfigFromOptions(const PluginOptions& o) {
   }
   if (!(c.chance_tolerance >= 0 && c.chance_tolerance < 1)) {
     return Bad("chance_tolerance", absl::StrCat("must be in [0, 1) (0: off), got ", c.chance_tolerance));
+  }
+  if (c.chance_checks < 1) {
+    return Bad("chance_checks", absl::StrCat("must be >= 1, got ", c.chance_checks));
   }
   if (c.classes < 0 || c.classes == 1) {
     return Bad("classes", absl::StrCat("must be 0 (from the outputs) or >= 2, got ", c.classes));
@@ -153,9 +157,12 @@ PluginInfo HealthPlugin::Info() {
            {"overfit_checks", OptionType::kInt, "3",
             "Overfitting: validations in a row where val/loss is worse than its best and its gap "
             "to the training loss grows (>= 0; 0: off)"},
-           {"chance_tolerance", OptionType::kDouble, "0.05",
+           {"chance_tolerance", OptionType::kDouble, "0.1",
             "Collapse to chance: val/loss within this fraction of ln(classes) and val/accuracy "
             "below 1.5/classes ([0, 1); 0: off)"},
+           {"chance_checks", OptionType::kInt, "3",
+            "Collapse to chance: validations in a row at chance, so an untrained start is not one "
+            "(>= 1)"},
            {"classes", OptionType::kInt, "0",
             "Classes for the collapse check (0: from the model's outputs; >= 2)"},
            {"gradients_every_n", OptionType::kInt, "50",
@@ -193,6 +200,19 @@ HealthPlugin::HealthPlugin(Config config, std::string id)
       overfit_(config_.overfit_checks),
       gradients_(config_.vanish_below, config_.explode_above, config_.vanish_checks),
       classes_(config_.classes) {}
+
+void HealthPlugin::OnTrainBegin(const TrainBeginEvent& e, Control& control) {
+  if (e.run->start_step > 0) return;  // the run's layout was written by its first session
+  const std::string p = "^" + prefix_;
+  CustomScalarCategory category{"health", {}, false};
+  category.charts.push_back({"loss: spike score (MADs) and trend", {p + "loss_spike_score$", p + "loss_trend$"}, {}});
+  category.charts.push_back({"gradient norm per layer", {p + "grad_norm/"}, {}});
+  category.charts.push_back({"update / weight per layer", {p + "update_ratio/"}, {}});
+  category.charts.push_back({"dead gradients and overfit gap", {p + "dead_gradients$", p + "overfit_gap$"}, {}});
+  category.charts.push_back({"findings", {p + "findings$"}, {}});
+  control.Publish(Record{prefix_ + "layout", control.step(), 0.0,
+                         CustomScalarsValue{CustomScalarLayout{std::move(category)}}});
+}
 
 void HealthPlugin::OnBeforeOptimizerStep(const BeforeOptimizerStepEvent& e, Control& control) {
   // The gradients are final here (accumulated, averaged over ranks).
@@ -264,8 +284,10 @@ void HealthPlugin::OnValidationEnd(const ValidationEndEvent& e, Control& control
   }
   train_loss_sum_ = 0;
   train_loss_count_ = 0;
-  if (config_.chance_tolerance > 0 && loss && accuracy && !chance_reported_ &&
-      LooksLikeChance(*loss, *accuracy, classes_, config_.chance_tolerance)) {
+  const bool at_chance = config_.chance_tolerance > 0 && loss && accuracy &&
+                         LooksLikeChance(*loss, *accuracy, classes_, config_.chance_tolerance);
+  at_chance_ = at_chance ? at_chance_ + 1 : 0;
+  if (at_chance_ >= config_.chance_checks && !chance_reported_) {
     chance_reported_ = true;
     // The last step's gradients are still in the model: measure them now.
     if (control.model() != nullptr) dead_fraction_ = DeadFraction(*control.model());
@@ -275,7 +297,8 @@ void HealthPlugin::OnValidationEnd(const ValidationEndEvent& e, Control& control
                           "% of the gradients are exactly zero (dead units)");
     }
     Report({"chance", e.step,
-            absl::StrCat("the model has collapsed to chance at step ", e.step, ": val/loss ",
+            absl::StrCat("the model has collapsed to chance at step ", e.step, " (",
+                         at_chance_, " validations in a row): val/loss ",
                          Number(*loss), " is near ln(", classes_, ") = ",
                          Number(std::log(static_cast<double>(classes_))), " and val/accuracy ",
                          Number(*accuracy), " near 1/", classes_, dead),
@@ -423,6 +446,7 @@ absl::StatusOr<std::string> HealthPlugin::SaveState() {
   s.SetBool("overfit_active", overfit_.active_);
   s.SetInt("classes", classes_);
   s.SetBool("chance_reported", chance_reported_);
+  s.SetInt("at_chance", at_chance_);
   s.SetDouble("dead_fraction", dead_fraction_);
   s.SetDouble("train_loss_sum", train_loss_sum_);
   s.SetInt("train_loss_count", train_loss_count_);
@@ -450,6 +474,7 @@ absl::Status HealthPlugin::LoadState(absl::string_view bytes) {
         s->GetBool("overfit_has_gap", &overfit_.has_gap_), s->GetInt("overfit_growing", &overfit_.growing_),
         s->GetInt("overfit_began", &overfit_.began_), s->GetBool("overfit_active", &overfit_.active_),
         s->GetInt("classes", &classes_), s->GetBool("chance_reported", &chance_reported_),
+        s->GetInt("at_chance", &at_chance_),
         s->GetDouble("dead_fraction", &dead_fraction_), s->GetDouble("train_loss_sum", &train_loss_sum_),
         s->GetInt("train_loss_count", &train_loss_count_), s->GetString("gradient_layers", &layers),
         s->GetString("findings", &findings)}) {

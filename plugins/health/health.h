@@ -29,7 +29,8 @@ struct Config {
   int64_t plateau_patience = 5;
   double plateau_threshold = 1e-3;
   int64_t overfit_checks = 3;
-  double chance_tolerance = 0.05;
+  double chance_tolerance = 0.1;
+  int64_t chance_checks = 3;  // validations in a row at chance (not just an untrained start)
   int64_t classes = 0;  // 0: from the model's outputs
   int64_t gradients_every_n = 50;
   double vanish_below = 1e-8;
@@ -55,6 +56,9 @@ class HealthPlugin : public Plugin {
   static absl::StatusOr<std::unique_ptr<HealthPlugin>> Create(const PluginContext& ctx);
   HealthPlugin(Config config, std::string id);
 
+  // Publishes a Custom Scalars category grouping its signals (the
+  // tensorboard plugin writes it with the run's layout).
+  void OnTrainBegin(const TrainBeginEvent& e, Control& control) override;
   void OnBeforeOptimizerStep(const BeforeOptimizerStepEvent& e, Control& control) override;
   void OnIterationEnd(const IterationEndEvent& e, Control& control) override;
   void OnValidationEnd(const ValidationEndEvent& e, Control& control) override;
@@ -86,6 +90,7 @@ class HealthPlugin : public Plugin {
   double train_loss_sum_ = 0;          // since the last validation
   int64_t train_loss_count_ = 0;
   bool chance_reported_ = false;
+  int64_t at_chance_ = 0;  // validations in a row at chance
 };
 
 }  // namespace trainbus::health

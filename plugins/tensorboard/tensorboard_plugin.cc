@@ -23,6 +23,7 @@
 // ends with it.
 #include <cmath>
 #include <map>
+#include <regex>
 #include <set>
 #include <vector>
 #include <memory>
@@ -199,7 +200,15 @@ class TensorBoardPlugin : public Plugin {
   }
 
   void OnRecord(const Record& r, Control&) override {
-    if (writer_ && options_.GetBool("records")) writer_->add_record(r);
+    if (!writer_ || !options_.GetBool("records")) return;
+    // Another plugin's Custom Scalars categories join this run's one layout
+    // (TensorBoard shows a run's last layout only), written with it.
+    if (const auto* layout = std::get_if<CustomScalarsValue>(&r.value); layout && layout_pending_) {
+      contributed_.insert(contributed_.end(), layout->layout.begin(), layout->layout.end());
+      return;
+    }
+    if (layout_pending_ && std::holds_alternative<ScalarValue>(r.value)) written_.insert(r.tag);
+    writer_->add_record(r);
   }
 
   void OnTrainEnd(const TrainEndEvent& e, Control&) override {
@@ -247,10 +256,36 @@ class TensorBoardPlugin : public Plugin {
     chart("loss: train vs val", {"train/loss", "val/loss"});
     chart("accuracy: train vs val", {"train/accuracy", "val/accuracy"});
     if (written_.count("lr/")) charts.push_back({"learning rate", {"^lr/"}, {}});
-    written_.clear();
-    if (!charts.empty()) {
-      writer_->add_custom_scalars({CustomScalarCategory{"training", std::move(charts), false}});
+    CustomScalarLayout layout;
+    if (!charts.empty()) layout.push_back(CustomScalarCategory{"training", std::move(charts), false});
+    // Contributed categories keep the regexes that match a tag written so
+    // far, and the charts that keep one: every chart shows something.
+    for (CustomScalarCategory& category : contributed_) {
+      std::vector<CustomScalarChart> kept;
+      for (CustomScalarChart& c : category.charts) {
+        std::vector<std::string> resolving;
+        for (const std::string& pattern : c.multiline_tags) {
+          std::regex re;
+          try {
+            re = std::regex(pattern);
+          } catch (const std::regex_error&) {
+            continue;  // TensorBoard could not use it either
+          }
+          for (const std::string& tag : written_) {
+            if (std::regex_search(tag, re)) {
+              resolving.push_back(pattern);
+              break;
+            }
+          }
+        }
+        c.multiline_tags = std::move(resolving);
+        if (!c.multiline_tags.empty() || !c.margin_series.empty()) kept.push_back(std::move(c));
+      }
+      if (!kept.empty()) layout.push_back({category.title, std::move(kept), category.closed});
     }
+    contributed_.clear();
+    written_.clear();
+    if (!layout.empty()) writer_->add_custom_scalars(layout);
   }
 
   // Removes what an earlier session wrote at steps >= `step` (and its hparams
@@ -306,6 +341,7 @@ class TensorBoardPlugin : public Plugin {
   bool hparams_written_ = false;
   bool layout_pending_ = false;
   std::set<std::string> written_;  // scalar tags seen while the layout is pending
+  CustomScalarLayout contributed_;  // other plugins' categories, written with the layout
   bool images_written_ = false;
   int64_t start_step_ = 0;
   int64_t last_step_ = 0;

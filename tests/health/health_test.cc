@@ -162,8 +162,8 @@ TEST(HealthPluginTest, APlateauOverfittingAndCollapseToChance) {
   HealthRun chance = RunHealth(R"({"classes": 6, "plateau_patience": 0, "overfit_checks": 0})",
                          [](int64_t) { return std::log(6.0); },
                          [](int64_t) { return Metrics{{"val/loss", 1.7918}, {"val/accuracy", 0.1667}}; });
-  EXPECT_THAT(KindsOf(chance.findings), ElementsAre("chance@99"));
-  EXPECT_THAT(chance.findings[0].message, HasSubstr("collapsed to chance at step 99: val/loss 1.792 is near ln(6)"));
+  EXPECT_THAT(KindsOf(chance.findings), ElementsAre("chance@299"));
+  EXPECT_THAT(chance.findings[0].message, HasSubstr("collapsed to chance at step 299 (3 validations in a row): val/loss 1.792 is near ln(6)"));
 }
 
 TEST(HealthPluginTest, FindingsCanStopTheRunOrAskForACheckpoint) {
@@ -255,7 +255,7 @@ TEST(HealthRunTest, ATooHighLearningRateCollapsesToChanceAndIsNamed) {
   TempDir dir;
   CommandResult r = RunTrainbus(SmallExample(dir) + " --set optimizer.lr=2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_THAT(r.output, AllOf(HasSubstr("[health] the model has collapsed to chance at step 18"),
+  EXPECT_THAT(r.output, AllOf(HasSubstr("[health] the model has collapsed to chance at step 56 (3 validations in a row)"),
                               HasSubstr("is near ln(6) = 1.792"), HasSubstr("of the gradients are exactly zero (dead units)"),
                               HasSubstr("lower the learning rate")))
       << r.output;

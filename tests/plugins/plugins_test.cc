@@ -21,6 +21,7 @@
 #include "trainbus/tensorboard/event_file_reader.h"
 #include "trainbus/tensorboard/inspect.h"
 #include "trainbus/tensorboard/proto/hparams.pb.h"
+#include "trainbus/tensorboard/proto/plugins.pb.h"
 #include "test_util.h"
 
 namespace trainbus {
@@ -255,6 +256,46 @@ TEST(CsvPluginTest, SetAddsThePluginAndEveryNCountsFromOne) {
     }
   }
   EXPECT_THAT(steps, ::testing::ElementsAre(3, 7, 11));
+}
+
+// Another plugin's Custom Scalars category (health's) is written in the
+// run's one layout beside the training charts, keeping only the regexes
+// that match a tag the run wrote.
+TEST(TensorBoardPluginTest, OtherPluginsLayoutCategoriesJoinTheRunsLayout) {
+  TempDir dir;
+  std::string config = SmallConfig(dir, R"({"name": "tensorboard"},
+      {"name": "health", "options": {"gradients_every_n": 2}})");
+  CommandResult r = RunTrainbus(absl::StrCat("train --config ", config));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::vector<tensorboard::proto::Layout> layouts;
+  for (const auto& entry : fs::directory_iterator(dir.path() + "/runs/small")) {
+    if (entry.path().filename().string().find("tfevents") == std::string::npos) continue;
+    auto contents = tensorboard::ReadEventFile(entry.path().string());
+    ASSERT_TRUE(contents.ok());
+    for (const auto& e : contents->events) {
+      for (const auto& v : e.summary().value()) {
+        if (v.tag() != "custom_scalars__config__") continue;
+        tensorboard::proto::Layout layout;
+        ASSERT_TRUE(layout.ParseFromString(v.tensor().string_val(0)));
+        layouts.push_back(layout);
+      }
+    }
+  }
+  ASSERT_EQ(layouts.size(), 1u);  // one layout: TensorBoard shows a run's last one only
+  std::map<std::string, std::vector<std::string>> charts;
+  for (const auto& category : layouts[0].category()) {
+    for (const auto& chart : category.chart()) {
+      for (const auto& tag : chart.multiline().tag()) charts[category.title()].push_back(tag);
+    }
+  }
+  EXPECT_THAT(charts["training"], ::testing::Contains("^train/loss$"));
+  for (const char* resolving : {"^health/grad_norm/", "^health/update_ratio/", "^health/dead_gradients$",
+                                "^health/overfit_gap$"}) {
+    EXPECT_THAT(charts["health"], ::testing::Contains(resolving));
+  }
+  // No finding, no spike score yet (its window is 50): those regexes would show nothing.
+  EXPECT_THAT(charts["health"], Not(::testing::Contains("^health/findings$")));
+  EXPECT_THAT(charts["health"], Not(::testing::Contains("^health/loss_spike_score$")));
 }
 
 TEST(ProgressPluginTest, PluginMessagesNeverLandOnTheProgressBarsLine) {
