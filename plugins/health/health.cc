@@ -78,48 +78,39 @@ absl::StatusOr<Config> ConfigFromOptions(const PluginOptions& o) {
   c.vanish_below = o.GetDouble("vanish_below");
   c.vanish_checks = o.GetInt("vanish_checks");
   c.explode_above = o.GetDouble("explode_above");
-  if (c.spike_window != 0 && (c.spike_window < 5 || c.spike_window > 100000)) {
-    return Bad("spike_window", absl::StrCat("must be 0 (off) or 5-100000, got ", c.spike_window));
-  }
-  if (!(c.spike_mads > 0) || !std::isfinite(c.spike_mads)) {
-    return Bad("spike_mads", absl::StrCat("must be a finite number > 0, got ", c.spike_mads));
-  }
-  if (c.divergence_window != 0 && (c.divergence_window < 10 || c.divergence_window > 100000)) {
-    return Bad("divergence_window",
-               absl::StrCat("must be 0 (off) or 10-100000, got ", c.divergence_window));
-  }
-  if (!(c.divergence_rise > 0) || !std::isfinite(c.divergence_rise)) {
-    return Bad("divergence_rise", absl::StrCat("must be a finite number > 0, got ", c.divergence_rise));
-  }
-  if (c.plateau_patience < 0) {
-    return Bad("plateau_patience", absl::StrCat("must be >= 0 (0: off), got ", c.plateau_patience));
-  }
-  if (!(c.plateau_threshold >= 0) || !std::isfinite(c.plateau_threshold)) {
-    return Bad("plateau_threshold", absl::StrCat("must be a finite number >= 0, got ", c.plateau_threshold));
-  }
-  if (c.overfit_checks < 0) {
-    return Bad("overfit_checks", absl::StrCat("must be >= 0 (0: off), got ", c.overfit_checks));
-  }
-  if (!(c.chance_tolerance >= 0 && c.chance_tolerance < 1)) {
-    return Bad("chance_tolerance", absl::StrCat("must be in [0, 1) (0: off), got ", c.chance_tolerance));
-  }
-  if (c.chance_checks < 1) {
-    return Bad("chance_checks", absl::StrCat("must be >= 1, got ", c.chance_checks));
-  }
-  if (c.classes < 0 || c.classes == 1) {
-    return Bad("classes", absl::StrCat("must be 0 (from the outputs) or >= 2, got ", c.classes));
-  }
-  if (c.gradients_every_n < 0) {
-    return Bad("gradients_every_n", absl::StrCat("must be >= 0 (0: off), got ", c.gradients_every_n));
-  }
-  if (!(c.vanish_below >= 0) || !std::isfinite(c.vanish_below)) {
-    return Bad("vanish_below", absl::StrCat("must be a finite number >= 0, got ", c.vanish_below));
-  }
-  if (c.vanish_checks < 1) {
-    return Bad("vanish_checks", absl::StrCat("must be >= 1, got ", c.vanish_checks));
-  }
-  if (!(c.explode_above >= 0)) {
-    return Bad("explode_above", absl::StrCat("must be >= 0 (0: off), got ", c.explode_above));
+  // Each numeric option's range, checked in declaration order.
+  struct Range {
+    const char* option;
+    bool ok;
+    const char* rule;
+    std::string got;
+  };
+  auto finite = [](double v, bool ok) { return ok && std::isfinite(v); };
+  const Range ranges[] = {
+      {"spike_window", c.spike_window == 0 || (c.spike_window >= 5 && c.spike_window <= 100000),
+       "0 (off) or 5-100000", absl::StrCat(c.spike_window)},
+      {"spike_mads", finite(c.spike_mads, c.spike_mads > 0), "a finite number > 0", absl::StrCat(c.spike_mads)},
+      {"divergence_window",
+       c.divergence_window == 0 || (c.divergence_window >= 10 && c.divergence_window <= 100000),
+       "0 (off) or 10-100000", absl::StrCat(c.divergence_window)},
+      {"divergence_rise", finite(c.divergence_rise, c.divergence_rise > 0), "a finite number > 0",
+       absl::StrCat(c.divergence_rise)},
+      {"plateau_patience", c.plateau_patience >= 0, ">= 0 (0: off)", absl::StrCat(c.plateau_patience)},
+      {"plateau_threshold", finite(c.plateau_threshold, c.plateau_threshold >= 0),
+       "a finite number >= 0", absl::StrCat(c.plateau_threshold)},
+      {"overfit_checks", c.overfit_checks >= 0, ">= 0 (0: off)", absl::StrCat(c.overfit_checks)},
+      {"chance_tolerance", c.chance_tolerance >= 0 && c.chance_tolerance < 1, "in [0, 1) (0: off)",
+       absl::StrCat(c.chance_tolerance)},
+      {"chance_checks", c.chance_checks >= 1, ">= 1", absl::StrCat(c.chance_checks)},
+      {"classes", c.classes == 0 || c.classes >= 2, "0 (from the outputs) or >= 2", absl::StrCat(c.classes)},
+      {"gradients_every_n", c.gradients_every_n >= 0, ">= 0 (0: off)", absl::StrCat(c.gradients_every_n)},
+      {"vanish_below", finite(c.vanish_below, c.vanish_below >= 0), "a finite number >= 0",
+       absl::StrCat(c.vanish_below)},
+      {"vanish_checks", c.vanish_checks >= 1, ">= 1", absl::StrCat(c.vanish_checks)},
+      {"explode_above", c.explode_above >= 0, ">= 0 (0: off)", absl::StrCat(c.explode_above)},
+  };
+  for (const Range& r : ranges) {
+    if (!r.ok) return Bad(r.option, absl::StrCat("must be ", r.rule, ", got ", r.got));
   }
   for (const char* option : {"stop_on", "checkpoint_on"}) {
     std::set<std::string>& into = std::string(option) == "stop_on" ? c.stop_on : c.checkpoint_on;
