@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
 namespace trainbus::health {
 namespace {
@@ -15,8 +14,8 @@ double Median(std::vector<double> v) {
   return (upper + *std::max_element(v.begin(), v.begin() + n / 2)) / 2.0;
 }
 
-double Mean(std::deque<double>::const_iterator begin, std::deque<double>::const_iterator end) {
-  return std::accumulate(begin, end, 0.0) / static_cast<double>(end - begin);
+double MedianOf(std::deque<double>::const_iterator begin, std::deque<double>::const_iterator end) {
+  return Median(std::vector<double>(begin, end));
 }
 
 }  // namespace
@@ -34,18 +33,19 @@ RobustStats Robust(const std::deque<double>& values) {
 SpikeDetector::Result SpikeDetector::Add(double value) {
   Result r;
   if (!std::isfinite(value)) return r;  // the guard's job, and it would poison the window
-  if (static_cast<int64_t>(values_.size()) >= window_) {
+  // Judged once the window holds enough values for a median (20, or the
+  // whole window if shorter): spikes come early, with a warm-up's lr rise.
+  if (static_cast<int64_t>(values_.size()) >= std::min<int64_t>(window_, kSpikeWarmup)) {
     const RobustStats s = Robust(values_);
     // A floor on the spread: a perfectly flat window would make any wobble a spike.
     const double spread = std::max(s.mad, 1e-3 * std::max(std::fabs(s.median), 1e-12));
     r.score = std::max(0.0, (value - s.median) / spread);
-    r.spike = *r.score > k_;
+    const bool above = *r.score > k_;
+    r.spike = above && !in_spell_;
+    in_spell_ = above;
   }
-  // A spike does not enter the window: the baseline stays the run's normal.
-  if (!r.spike) {
-    values_.push_back(value);
-    if (static_cast<int64_t>(values_.size()) > window_) values_.pop_front();
-  }
+  values_.push_back(value);
+  if (static_cast<int64_t>(values_.size()) > window_) values_.pop_front();
   return r;
 }
 
@@ -56,12 +56,9 @@ TrendDetector::Result TrendDetector::Add(double value) {
   if (static_cast<int64_t>(values_.size()) > window_) values_.pop_front();
   if (static_cast<int64_t>(values_.size()) < window_) return r;
   const auto mid = values_.begin() + window_ / 2;
-  const double older = Mean(values_.begin(), mid), newer = Mean(mid, values_.end());
+  const double older = MedianOf(values_.begin(), mid), newer = MedianOf(mid, values_.end());
   r.rise = (newer - older) / std::max(std::fabs(older), 1e-12);
-  // Still rising inside the newer half: its last quarter above its first.
-  const auto quarter = mid + (values_.end() - mid) / 2;
-  const bool rising = Mean(quarter, values_.end()) > Mean(mid, quarter);
-  const bool diverging = *r.rise > rise_ && rising;
+  const bool diverging = *r.rise > rise_;
   r.started = diverging && !active_;
   if (diverging) {
     active_ = true;
@@ -98,6 +95,7 @@ std::optional<int64_t> OverfitDetector::Add(double train_loss, double val_loss, 
   if (!has_best_ || val_loss < best_val_) {
     best_val_ = val_loss;
     has_best_ = true;
+    active_ = false;  // recovered: a later spell is a new finding
   }
   if (worse && has_gap_ && gap > last_gap_) {
     if (growing_ == 0) began_ = step;
@@ -105,7 +103,6 @@ std::optional<int64_t> OverfitDetector::Add(double train_loss, double val_loss, 
   } else {
     growing_ = 0;
     began_ = -1;
-    active_ = false;
   }
   last_gap_ = gap;
   has_gap_ = true;
@@ -119,7 +116,7 @@ std::optional<int64_t> OverfitDetector::Add(double train_loss, double val_loss, 
 bool LooksLikeChance(double loss, double accuracy, int64_t classes, double tolerance) {
   if (classes < 2 || !std::isfinite(loss)) return false;
   const double chance_loss = std::log(static_cast<double>(classes));
-  return std::fabs(loss - chance_loss) <= tolerance * chance_loss &&
+  return loss >= (1 - tolerance) * chance_loss &&
          accuracy < 1.5 / static_cast<double>(classes);
 }
 

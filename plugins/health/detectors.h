@@ -25,33 +25,41 @@ struct RobustStats {
 RobustStats Robust(const std::deque<double>& values);
 
 // Loss spikes: a value more than `k` scaled MADs above the median of the
-// `window` values before it. Needs a full window first.
+// `window` values before it (of the kSpikeWarmup or more seen so far, at
+// the start). Every value enters the window (median and MAD shrug off a
+// lone outlier), so after a jump to a new level the baseline follows within
+// half a window; a run of spikes in a row is one spike, found at its start.
+inline constexpr int64_t kSpikeWarmup = 20;
 class SpikeDetector {
  public:
   SpikeDetector(int64_t window, double k) : window_(window), k_(k) {}
   // The value's distance above the median in MADs (0 below it), once the
-  // window is full; and whether that makes it a spike.
+  // window holds kSpikeWarmup values (or is full); and whether that makes it a spike.
   struct Result {
     std::optional<double> score;
     bool spike = false;
   };
   Result Add(double value);
   std::deque<double>& values() { return values_; }
+  bool& in_spell() { return in_spell_; }
 
  private:
   int64_t window_;
   double k_;
   std::deque<double> values_;
+  bool in_spell_ = false;  // the previous value was a spike too
 };
 
-// Divergence: over a full window, the mean of its newer half is above the
-// mean of its older half by more than `rise` (relative), and the newer half
-// keeps rising. Reports when it starts; again only after it has ended.
+// Divergence: over a full window, the median of its newer half is above
+// the median of its older half by more than `rise` (relative): the loss has
+// trended up, whether it still climbs or jumped and stayed (medians, so one
+// wild batch is the spike detector's, not this one's). Reports when it
+// starts; again only after it has ended (the rise fell below half of `rise`).
 class TrendDetector {
  public:
   TrendDetector(int64_t window, double rise) : window_(window), rise_(rise) {}
   struct Result {
-    std::optional<double> rise;  // (newer - older) / |older|, once the window is full
+    std::optional<double> rise;  // (newer - older) / |older| of the medians, once the window is full
     bool started = false;
   };
   Result Add(double value);
@@ -91,7 +99,8 @@ class PlateauDetector {
 
 // Overfitting: the validation loss is above its best and the gap between
 // validation and training loss has grown at each of `checks` validations in
-// a row. Reports the step where that began.
+// a row. Reports the step where that began; again only after the
+// validation loss has reached a new best.
 class OverfitDetector {
  public:
   explicit OverfitDetector(int64_t checks) : checks_(checks) {}
@@ -111,9 +120,10 @@ class OverfitDetector {
   int64_t checks_;
 };
 
-// Collapse to chance: a classifier whose validation loss is within
-// `tolerance` (relative) of ln(classes) and whose accuracy is below 1.5 /
-// classes has learned nothing beyond the class frequencies.
+// Collapse to chance: a classifier whose validation loss is not below
+// ln(classes) by more than `tolerance` (relative; far above it is as bad)
+// and whose accuracy is below 1.5 / classes has learned nothing beyond the
+// class frequencies.
 bool LooksLikeChance(double loss, double accuracy, int64_t classes, double tolerance);
 
 // Vanishing and exploding gradients of one layer: its gradient norm below

@@ -70,9 +70,11 @@ absl::StatusOr<Config> ConfigFromOptions(const PluginOptions& o) {
   c.plateau_monitor = o.GetString("plateau_monitor");
   c.plateau_patience = o.GetInt("plateau_patience");
   c.plateau_threshold = o.GetDouble("plateau_threshold");
+  c.plateau_request = o.GetString("plateau_request");
   c.overfit_checks = o.GetInt("overfit_checks");
   c.chance_tolerance = o.GetDouble("chance_tolerance");
   c.chance_checks = o.GetInt("chance_checks");
+  c.chance_after = o.GetInt("chance_after");
   c.classes = o.GetInt("classes");
   c.gradients_every_n = o.GetInt("gradients_every_n");
   c.vanish_below = o.GetDouble("vanish_below");
@@ -102,6 +104,7 @@ absl::StatusOr<Config> ConfigFromOptions(const PluginOptions& o) {
       {"chance_tolerance", c.chance_tolerance >= 0 && c.chance_tolerance < 1, "in [0, 1) (0: off)",
        absl::StrCat(c.chance_tolerance)},
       {"chance_checks", c.chance_checks >= 1, ">= 1", absl::StrCat(c.chance_checks)},
+      {"chance_after", c.chance_after >= 0, ">= 0", absl::StrCat(c.chance_after)},
       {"classes", c.classes == 0 || c.classes >= 2, "0 (from the outputs) or >= 2", absl::StrCat(c.classes)},
       {"gradients_every_n", c.gradients_every_n >= 0, ">= 0 (0: off)", absl::StrCat(c.gradients_every_n)},
       {"vanish_below", finite(c.vanish_below, c.vanish_below >= 0), "a finite number >= 0",
@@ -111,6 +114,10 @@ absl::StatusOr<Config> ConfigFromOptions(const PluginOptions& o) {
   };
   for (const Range& r : ranges) {
     if (!r.ok) return Bad(r.option, absl::StrCat("must be ", r.rule, ", got ", r.got));
+  }
+  if (c.plateau_request.find_first_of("/ ") != std::string::npos) {
+    return Bad("plateau_request", absl::StrCat("must be a plugin id (no '/' or space), got '",
+                                               c.plateau_request, "'"));
   }
   for (const char* option : {"stop_on", "checkpoint_on"}) {
     std::set<std::string>& into = std::string(option) == "stop_on" ? c.stop_on : c.checkpoint_on;
@@ -134,7 +141,7 @@ PluginInfo HealthPlugin::Info() {
             "Loss spikes: iterations in the running median (5-100000; 0: off)"},
            {"spike_mads", OptionType::kDouble, "8",
             "Loss spikes: a loss this many scaled MADs above the running median is a spike (> 0)"},
-           {"divergence_window", OptionType::kInt, "200",
+           {"divergence_window", OptionType::kInt, "100",
             "Divergence: iterations compared, the newer half against the older (10-100000; 0: off)"},
            {"divergence_rise", OptionType::kDouble, "0.5",
             "Divergence: the relative rise of the mean loss that counts (> 0)"},
@@ -145,15 +152,21 @@ PluginInfo HealthPlugin::Info() {
             "Plateaus: checks without an improvement before it is one (>= 0; 0: off)"},
            {"plateau_threshold", OptionType::kDouble, "0.001",
             "Plateaus: the relative improvement that counts (>= 0)"},
+           {"plateau_request", OptionType::kString, "\"\"",
+            "Plateaus: the id of a schedulers plugin to ask for one ReduceLROnPlateau reduction "
+            "when a plateau starts (\"schedulers\"; empty: only report)"},
            {"overfit_checks", OptionType::kInt, "3",
             "Overfitting: validations in a row where val/loss is worse than its best and its gap "
             "to the training loss grows (>= 0; 0: off)"},
            {"chance_tolerance", OptionType::kDouble, "0.1",
-            "Collapse to chance: val/loss within this fraction of ln(classes) and val/accuracy "
-            "below 1.5/classes ([0, 1); 0: off)"},
+            "Collapse to chance: val/loss not below ln(classes) by more than this fraction and "
+            "val/accuracy below 1.5/classes ([0, 1); 0: off)"},
            {"chance_checks", OptionType::kInt, "3",
             "Collapse to chance: validations in a row at chance, so an untrained start is not one "
             "(>= 1)"},
+           {"chance_after", OptionType::kInt, "50",
+            "Collapse to chance: not judged before this many iterations (an untrained model is "
+            "at chance too; >= 0)"},
            {"classes", OptionType::kInt, "0",
             "Classes for the collapse check (0: from the model's outputs; >= 2)"},
            {"gradients_every_n", OptionType::kInt, "50",
@@ -200,7 +213,7 @@ void HealthPlugin::OnTrainBegin(const TrainBeginEvent& e, Control& control) {
   category.charts.push_back({"gradient norm per layer", {p + "grad_norm/"}, {}});
   category.charts.push_back({"update / weight per layer", {p + "update_ratio/"}, {}});
   category.charts.push_back({"dead gradients and overfit gap", {p + "dead_gradients$", p + "overfit_gap$"}, {}});
-  category.charts.push_back({"findings", {p + "findings$"}, {}});
+  category.charts.push_back({"findings", {p + "finding_count$"}, {}});
   control.Publish(Record{prefix_ + "layout", control.step(), 0.0,
                          CustomScalarsValue{CustomScalarLayout{std::move(category)}}});
 }
@@ -239,10 +252,10 @@ void HealthPlugin::OnIterationEnd(const IterationEndEvent& e, Control& control) 
     if (r.rise) control.PublishScalar(prefix_ + "loss_trend", *r.rise);
     if (r.started) {
       Report({"divergence", e.step,
-              absl::StrCat("the loss is diverging at step ", e.step, ": its mean over the last ",
+              absl::StrCat("the loss is diverging at step ", e.step, ": its median over the last ",
                            config_.divergence_window - config_.divergence_window / 2,
-                           " iterations is ", Number(100 * *r.rise), "% above the ",
-                           config_.divergence_window / 2, " before, and still rising"),
+                           " iterations is ", Number(100 * *r.rise), "% above that of the ",
+                           config_.divergence_window / 2, " before"),
               "lower the learning rate, or clip gradients (grad_clip)"},
              control);
     }
@@ -278,7 +291,7 @@ void HealthPlugin::OnValidationEnd(const ValidationEndEvent& e, Control& control
   const bool at_chance = config_.chance_tolerance > 0 && loss && accuracy &&
                          LooksLikeChance(*loss, *accuracy, classes_, config_.chance_tolerance);
   at_chance_ = at_chance ? at_chance_ + 1 : 0;
-  if (at_chance_ >= config_.chance_checks && !chance_reported_) {
+  if (at_chance_ >= config_.chance_checks && e.step + 1 >= config_.chance_after && !chance_reported_) {
     chance_reported_ = true;
     // The last step's gradients are still in the model: measure them now.
     if (control.model() != nullptr) dead_fraction_ = DeadFraction(*control.model());
@@ -287,10 +300,12 @@ void HealthPlugin::OnValidationEnd(const ValidationEndEvent& e, Control& control
       dead = absl::StrCat("; ", Number(100 * dead_fraction_),
                           "% of the gradients are exactly zero (dead units)");
     }
+    const double chance_loss = std::log(static_cast<double>(classes_));
+    const bool near = *loss <= chance_loss * (1 + config_.chance_tolerance);
     Report({"chance", e.step,
             absl::StrCat("the model has collapsed to chance at step ", e.step, " (",
                          at_chance_, " validations in a row): val/loss ",
-                         Number(*loss), " is near ln(", classes_, ") = ",
+                         Number(*loss), near ? " is near ln(" : " is above ln(", classes_, ") = ",
                          Number(std::log(static_cast<double>(classes_))), " and val/accuracy ",
                          Number(*accuracy), " near 1/", classes_, dead),
             "it learned nothing beyond the class frequencies: lower the learning rate (a too "
@@ -389,14 +404,24 @@ void HealthPlugin::CheckGradients(int64_t step, Control& control) {
 void HealthPlugin::CheckPlateau(double value, int64_t step, Control& control) {
   if (config_.plateau_patience == 0) return;
   if (plateau_.Add(value)) {
+    std::string hint = "lower the learning rate (schedulers' ReduceLROnPlateau does it for you, "
+                       "or this plugin's plateau_request asks it) or grow the batch "
+                       "(batch_size_schedule)";
+    if (!config_.plateau_request.empty()) {
+      hint = absl::StrCat("asked ", config_.plateau_request, " for a ReduceLROnPlateau reduction");
+    }
     Report({"plateau", step,
             absl::StrCat("plateau at step ", step, ": ", config_.plateau_monitor,
                          " has not improved by ", Number(100 * config_.plateau_threshold),
                          "% on its best (", Number(plateau_.best()), ") for ",
                          config_.plateau_patience, " checks"),
-            "lower the learning rate (schedulers' ReduceLROnPlateau does it for you) or grow "
-            "the batch (batch_size_schedule)"},
+            hint},
            control);
+    if (!config_.plateau_request.empty()) {
+      // The schedulers plugin applies its own factor, min_lr and cooldown.
+      control.Publish(Record::Text(absl::StrCat(config_.plateau_request, "/requests"),
+                                   absl::StrCat("reduce_lr: ", findings_.back().message), step));
+    }
   }
 }
 
@@ -404,7 +429,7 @@ void HealthPlugin::Report(Finding finding, Control& control) {
   control.Log(absl::StrCat(finding.message, "; ", finding.hint));
   findings_.push_back(std::move(finding));
   const Finding& f = findings_.back();
-  control.PublishScalar(prefix_ + "findings", static_cast<double>(findings_.size()));
+  control.PublishScalar(prefix_ + "finding_count", static_cast<double>(findings_.size()));
   control.Publish(Record::Text(prefix_ + "findings", Table(), control.step()));
   if (config_.checkpoint_on.count(f.kind)) control.RequestCheckpoint(absl::StrCat("health: ", f.kind));
   if (config_.stop_on.count(f.kind)) control.RequestStop(f.message);
@@ -422,6 +447,7 @@ std::string HealthPlugin::Table() const {
 absl::StatusOr<std::string> HealthPlugin::SaveState() {
   PluginState s;
   s.SetString("spike_window", Join(spikes_.values()));
+  s.SetBool("spike_spell", spikes_.in_spell());
   s.SetString("trend_window", Join(trend_.values()));
   s.SetBool("trend_active", trend_.active());
   s.SetDouble("plateau_best", plateau_.best_);
@@ -457,7 +483,8 @@ absl::Status HealthPlugin::LoadState(absl::string_view bytes) {
   if (!s.ok()) return s.status();
   std::string spike, trend, layers, findings;
   for (absl::Status st :
-       {s->GetString("spike_window", &spike), s->GetString("trend_window", &trend),
+       {s->GetString("spike_window", &spike), s->GetBool("spike_spell", &spikes_.in_spell()),
+        s->GetString("trend_window", &trend),
         s->GetBool("trend_active", &trend_.active()), s->GetDouble("plateau_best", &plateau_.best_),
         s->GetBool("plateau_has_best", &plateau_.has_best_), s->GetInt("plateau_stale", &plateau_.stale_),
         s->GetBool("plateau_active", &plateau_.active_), s->GetDouble("overfit_best", &overfit_.best_val_),

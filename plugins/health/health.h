@@ -23,14 +23,16 @@ namespace trainbus::health {
 struct Config {
   int64_t spike_window = 50;
   double spike_mads = 8.0;
-  int64_t divergence_window = 200;
+  int64_t divergence_window = 100;
   double divergence_rise = 0.5;
   std::string plateau_monitor = "val/loss";
   int64_t plateau_patience = 5;
   double plateau_threshold = 1e-3;
+  std::string plateau_request;  // a schedulers plugin's id to ask for a reduction ("": none)
   int64_t overfit_checks = 3;
   double chance_tolerance = 0.1;
   int64_t chance_checks = 3;  // validations in a row at chance (not just an untrained start)
+  int64_t chance_after = 50;  // iterations before chance is judged
   int64_t classes = 0;  // 0: from the model's outputs
   int64_t gradients_every_n = 50;
   double vanish_below = 1e-8;

@@ -557,15 +557,11 @@ class ReduceLROnPlateau : public Schedule {
       cooldown_counter_ -= 1;
       num_bad_epochs_ = 0;
     }
-    if (num_bad_epochs_ > patience_) {
-      for (size_t i = 0; i < g_->size(); ++i) {
-        const double old_lr = g_->lr[i];
-        const double new_lr = std::max(old_lr * factor_, min_lrs_[i]);
-        if (old_lr - new_lr > eps_) g_->lr[i] = new_lr;
-      }
-      cooldown_counter_ = cooldown_;
-      num_bad_epochs_ = 0;
-    }
+    if (num_bad_epochs_ > patience_) Reduce();
+    return absl::OkStatus();
+  }
+  absl::Status ReduceNow() override {
+    Reduce();
     return absl::OkStatus();
   }
 
@@ -587,6 +583,16 @@ class ReduceLROnPlateau : public Schedule {
   }
 
  private:
+  // PyTorch's _reduce_lr, then the cooldown starts.
+  void Reduce() {
+    for (size_t i = 0; i < g_->size(); ++i) {
+      const double old_lr = g_->lr[i];
+      const double new_lr = std::max(old_lr * factor_, min_lrs_[i]);
+      if (old_lr - new_lr > eps_) g_->lr[i] = new_lr;
+    }
+    cooldown_counter_ = cooldown_;
+    num_bad_epochs_ = 0;
+  }
   bool IsBetter(double a, double best) const {
     if (!max_mode_ && !abs_mode_) {
       const double rel_epsilon = 1. - threshold_;

@@ -7,7 +7,9 @@
 //   OnIterationEnd  (interval "iteration") step every schedule; the new lr is
 //                   used by the next optimizer step.
 //   OnEpochEnd      (interval "epoch") the same, once per epoch.
-//   ReduceLROnPlateau steps whenever its monitored value is seen.
+//   ReduceLROnPlateau steps whenever its monitored value is seen, and reduces
+//                   once more when another plugin asks: a text record
+//                   "reduce_lr: <why>" on "<id>/requests" (health on a plateau).
 #include "schedulers_plugin.h"
 
 #include <algorithm>
@@ -21,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 
 namespace trainbus::schedulers {
 namespace {
@@ -279,12 +282,53 @@ void SchedulersPlugin::OnEpochEnd(const EpochEndEvent& e, Control& control) {
 
 void SchedulersPlugin::OnRecord(const Record& r, Control& control) {
   if (!begun_ || in_own_publish_) return;
+  if (const auto* text = std::get_if<TextValue>(&r.value); text != nullptr && r.tag == id_ + "/requests") {
+    next_step_ = std::max(next_step_, r.step + 1);
+    OnRequest(text->markdown, control);
+    return;
+  }
   const auto* scalar = std::get_if<ScalarValue>(&r.value);
   if (scalar == nullptr) return;
   // A record of step s (published by a plugin that runs before this one, in
   // the same hook) changes the lr used from step s + 1 on.
   next_step_ = std::max(next_step_, r.step + 1);
   Observe(Source::kRecord, r.tag, scalar->value, control);
+}
+
+void SchedulersPlugin::OnRequest(absl::string_view request, Control& control) {
+  if (!absl::StartsWith(request, "reduce_lr")) {
+    control.Log(absl::StrCat("warning: ignored the request '", request, "' on ", id_,
+                             "/requests: the one request understood is 'reduce_lr: <why>'"));
+    return;
+  }
+  absl::string_view why = absl::StripAsciiWhitespace(absl::StripPrefix(
+      absl::StripPrefix(request, "reduce_lr"), ":"));
+  bool reduced_any = false;
+  for (Unit& u : units_) {
+    if (!u.scheduler->needs_metric()) continue;
+    reduced_any = true;
+    Scheduler& s = *u.scheduler;
+    std::vector<double> current;
+    for (int g : u.groups) current.push_back(control.learning_rate(g));
+    s.SyncLrs(current);
+    absl::Status st = s.ReduceNow();
+    if (!st.ok()) Throw(absl::StrCat(u.where, " ", st.message()));
+    for (size_t i = 0; i < u.groups.size(); ++i) {
+      control.Log(absl::StrCat("ReduceLROnPlateau (", u.where, "): lr of group ", u.groups[i],
+                               s.lrs()[i] != current[i] ? " reduced from " : " stays at ",
+                               FormatLr(current[i]),
+                               s.lrs()[i] != current[i] ? absl::StrCat(" to ", FormatLr(s.lrs()[i])) : " (min_lr)",
+                               " on request: ", why));
+    }
+    Apply(u, control, /*force_publish=*/false);
+  }
+  if (!reduced_any && !warned_no_plateau_) {
+    warned_no_plateau_ = true;
+    control.Log(absl::StrCat("warning: asked to reduce the lr (", why, ") but no ReduceLROnPlateau "
+                             "is configured, so nothing changed: add one to 'schedule' or "
+                             "'groups' (its monitor may be any metric; its patience decides how "
+                             "often it also acts on its own)"));
+  }
 }
 
 // State: "<magic> 1 <units>\n" then one line per unit: "<source> <scheduler state>".

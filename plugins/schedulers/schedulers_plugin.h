@@ -62,6 +62,9 @@ class SchedulersPlugin : public Plugin {
   void StepUnit(Unit& u, std::optional<double> metric, Control& control);
   void Observe(Source source, absl::string_view name, double value, Control& control);
   void Apply(Unit& u, Control& control, bool force_publish);
+  // A text record on "<id>/requests" from another plugin: "reduce_lr: <why>"
+  // applies one ReduceLROnPlateau reduction now (health asks on a plateau).
+  void OnRequest(absl::string_view request, Control& control);
   absl::Status LoadInto(absl::string_view state);
 
   std::vector<Unit> units_;
@@ -77,6 +80,7 @@ class SchedulersPlugin : public Plugin {
   int num_configured_groups_ = 0;  // length of 'groups' (0: 'schedule')
   std::set<std::string> seen_;     // metric names seen (for that warning; at most 200)
   bool validated_ = false;         // OnValidationEnd ran in this session
+  bool warned_no_plateau_ = false; // a reduce_lr request found no ReduceLROnPlateau
 };
 
 }  // namespace trainbus::schedulers

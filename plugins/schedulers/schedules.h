@@ -67,6 +67,11 @@ class Schedule {
     return absl::FailedPreconditionError(absl::string_view("this schedule takes no metric"));
   }
   virtual bool needs_metric() const { return false; }
+  // One reduction now, asked for by another plugin that saw a plateau
+  // (ReduceLROnPlateau only: its factor and min_lr, then its cooldown).
+  virtual absl::Status ReduceNow() {
+    return absl::FailedPreconditionError(absl::string_view("only ReduceLROnPlateau reduces on request"));
+  }
   // The schedule's own step count (last_epoch).
   virtual int64_t last_epoch() const = 0;
   // "SequentialLR(LinearLR,CosineAnnealingLR)": checked when state is loaded.
@@ -100,6 +105,7 @@ class Scheduler {
   bool needs_metric() const { return root_->needs_metric(); }
   absl::Status Step() { return root_->Step(); }
   absl::Status StepWithMetric(double metric) { return root_->StepWithMetric(metric); }
+  absl::Status ReduceNow() { return root_->ReduceNow(); }
   int64_t last_epoch() const { return root_->last_epoch(); }
   const Schedule& root() const { return *root_; }
   std::string type() const { return root_->type(); }

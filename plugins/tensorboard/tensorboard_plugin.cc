@@ -199,8 +199,9 @@ class TensorBoardPlugin : public Plugin {
     if (!s.ok()) throw std::runtime_error(std::string(s.message()));
   }
 
-  void OnRecord(const Record& r, Control&) override {
+  void OnRecord(const Record& r, Control& control) override {
     if (!writer_ || !options_.GetBool("records")) return;
+    WarnOnASecondKind(r, control);
     // Another plugin's Custom Scalars categories join this run's one layout
     // (TensorBoard shows a run's last layout only), written with it.
     if (const auto* layout = std::get_if<CustomScalarsValue>(&r.value); layout && layout_pending_) {
@@ -239,6 +240,18 @@ class TensorBoardPlugin : public Plugin {
   }
 
  private:
+  // TensorBoard keeps one kind of data per tag: a text under a scalar's tag
+  // hides one of them in every dashboard. Said once per tag.
+  void WarnOnASecondKind(const Record& r, Control& control) {
+    const char* kind = RecordKindName(r.value);  // one static string per kind
+    auto [it, first] = kind_of_tag_.try_emplace(r.tag, kind);
+    if (first || it->second == kind || !mixed_tags_.insert(r.tag).second) return;
+    control.Log(absl::StrCat("warning: tag '", r.tag, "' was published as ", it->second,
+                             " and now as ", kind,
+                             " at step ", r.step, ": TensorBoard keeps one kind of data per tag "
+                             "and will show only one of them; publish them under different tags"));
+  }
+
   // Train vs val loss, train vs val accuracy, learning rates: each chart and
   // each series only for tags this run writes, so that every one of them
   // resolves in TensorBoard (an embedded loop may have no accuracy at all).
@@ -341,6 +354,8 @@ class TensorBoardPlugin : public Plugin {
   bool hparams_written_ = false;
   bool layout_pending_ = false;
   std::set<std::string> written_;  // scalar tags seen while the layout is pending
+  std::map<std::string, const char*> kind_of_tag_;  // published records: tag -> kind
+  std::set<std::string> mixed_tags_;          // tags already warned about
   CustomScalarLayout contributed_;  // other plugins' categories, written with the layout
   bool images_written_ = false;
   int64_t start_step_ = 0;

@@ -3,7 +3,10 @@
 // its state across a resume, and real runs of the trainbus program.
 #include <cmath>
 #include <cstdint>
+#include <map>
+#include <optional>
 #include <random>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -12,6 +15,7 @@
 #include <torch/nn/modules/linear.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "detectors.h"
 #include "health.h"
 #include "test_util.h"
@@ -63,6 +67,41 @@ TEST(DetectorsTest, ASpikeIsFoundOnceAndDoesNotMoveTheBaseline) {
   EXPECT_LT(Robust(d.values()).median, 1.1);
 }
 
+TEST(DetectorsTest, AJumpToANewLevelIsOneSpikeAndTheBaselineFollows) {
+  SpikeDetector d(20, 8.0);
+  std::vector<int64_t> spikes;
+  std::optional<double> last_score;
+  for (int64_t i = 0; i < 100; ++i) {
+    const double v = (i < 40 ? 1.0 : 5.0) + 0.01 * ((i * 7) % 5);
+    SpikeDetector::Result r = d.Add(v);
+    if (r.spike) spikes.push_back(i);
+    last_score = r.score;
+  }
+  EXPECT_THAT(spikes, ElementsAre(40));  // not 40, 41, 42, ...
+  EXPECT_GT(Robust(d.values()).median, 4.9);
+  ASSERT_TRUE(last_score.has_value());
+  EXPECT_LT(*last_score, 8.0);
+}
+
+TEST(DetectorsTest, SpikesAreJudgedAfterTheWarmUpNotAFullWindow) {
+  SpikeDetector d(50, 8.0);
+  for (int64_t i = 0; i < kSpikeWarmup; ++i) EXPECT_FALSE(d.Add(1.0 + 0.01 * (i % 3)).score);
+  EXPECT_TRUE(d.Add(1.0).score.has_value());
+  EXPECT_TRUE(d.Add(9.0).spike);
+}
+
+TEST(DetectorsTest, DivergenceIsARiseOfTheMedianNotOneWildValue) {
+  TrendDetector t(20, 0.5);
+  std::vector<int64_t> started;
+  for (int64_t i = 0; i < 80; ++i) {
+    double v = i < 50 ? 1.0 + 0.01 * (i % 4) : 2.0 + 0.01 * (i % 4);
+    if (i == 30) v = 1000;  // one wild batch: the spike detector's
+    if (t.Add(v).started) started.push_back(i);
+  }
+  // Ten of the newer half at 2.0 raise its median above 1.5.
+  EXPECT_THAT(started, ElementsAre(55));
+}
+
 TEST(DetectorsTest, PlateauOverfitChanceAndGradients) {
   PlateauDetector plateau(3, 0.01, /*lower_is_better=*/true);
   std::vector<int> started;
@@ -84,6 +123,7 @@ TEST(DetectorsTest, PlateauOverfitChanceAndGradients) {
   EXPECT_TRUE(LooksLikeChance(std::log(6.0), 1.0 / 6, 6, 0.05));
   EXPECT_FALSE(LooksLikeChance(std::log(6.0), 0.6, 6, 0.05));
   EXPECT_FALSE(LooksLikeChance(0.3, 0.1, 6, 0.05));
+  EXPECT_TRUE(LooksLikeChance(2.5, 0.16, 6, 0.05));  // far above ln 6 at chance accuracy is as bad
 
   GradientWatch watch(1e-8, 100, 2);
   EXPECT_EQ(watch.Add("a", 0.0), GradientWatch::Change::kNone);
@@ -239,34 +279,132 @@ TEST(HealthPluginTest, BadOptionsAreNamed) {
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("option 'spike_window' must be 0 (off) or 5-100000, got 3"));
 }
 
-// Real runs of the default example, smaller: a learning rate of 2 kills the
-// network early (val/accuracy at chance, loss at ln 6), and the plugin says
-// so; the same run at the example's own lr finds nothing.
-std::string SmallExample(const TempDir& dir) {
+// Real runs of the default example (the trainbus program, its CNN and its
+// data) with every plugin off but health and what the test reads: each
+// problem is made to happen for real and found at its step.
+std::string Example(const TempDir& dir, const std::string& extra) {
   return absl::StrCat("train --config ", TRAINBUS_SOURCE_DIR, "/examples/shapes/config.json",
-                      " --set log_root=", dir.path(), " --set trainer.epochs=3",
-                      " --set dataset.train_samples=1200 --set dataset.val_samples=300",
-                      " --set trainer.num_threads=1 --set plugins.progress.enabled=false",
-                      " --set plugins.tensorboard.enabled=false --set plugins.checkpoint.enabled=false",
-                      " --set plugins.early_stopping.enabled=false --set plugins.health.enabled=true");
+                      " --set log_root=", dir.path(), " --set trainer.num_threads=1",
+                      " --set plugins.progress.enabled=false --set plugins.tensorboard.enabled=false",
+                      " --set plugins.checkpoint.enabled=false --set plugins.early_stopping.enabled=false",
+                      " --set plugins.health.enabled=true --set plugins.csv.enabled=true ", extra);
+}
+// The smaller example: 3 epochs of 19 iterations.
+std::string SmallExample(const TempDir& dir, const std::string& extra) {
+  return Example(dir, absl::StrCat("--set trainer.epochs=3 --set dataset.train_samples=1200 "
+                                   "--set dataset.val_samples=300 ", extra));
 }
 
-TEST(HealthRunTest, ATooHighLearningRateCollapsesToChanceAndIsNamed) {
+// "kind@step" of each finding line the run printed, in order (overfitting:
+// the step where it began).
+std::vector<std::string> PrintedFindings(const std::string& output) {
+  static const std::regex kLine(
+      R"(\[health\] (loss spike at|the loss is diverging at|vanishing gradients at|exploding gradients at|the model has collapsed to chance at|plateau at|overfitting since) step (\d+))");
+  static const std::map<std::string, std::string> kKinds = {
+      {"loss spike at", "spike"},          {"the loss is diverging at", "divergence"},
+      {"vanishing gradients at", "vanishing"}, {"exploding gradients at", "exploding"},
+      {"the model has collapsed to chance at", "chance"}, {"plateau at", "plateau"},
+      {"overfitting since", "overfitting"}};
+  std::vector<std::string> out;
+  for (auto it = std::sregex_iterator(output.begin(), output.end(), kLine); it != std::sregex_iterator(); ++it) {
+    out.push_back(absl::StrCat(kKinds.at((*it)[1].str()), "@", (*it)[2].str()));
+  }
+  return out;
+}
+
+// The csv plugin's rows for `tag`: "step:value".
+std::vector<std::string> CsvRows(const TempDir& dir, const std::string& tag) {
+  std::vector<std::string> rows;
+  for (absl::string_view line :
+       absl::StrSplit(test_util::ReadFile(dir.path() + "/shapes-cnn/scalars.csv"), '\n')) {
+    std::vector<std::string> f = absl::StrSplit(line, ',');
+    if (f.size() == 4 && f[2] == tag) rows.push_back(absl::StrCat(f[1], ":", f[3]));
+  }
+  return rows;
+}
+
+TEST(HealthRunTest, ATooHighLearningRateSpikesKillsTheReLUsAndCollapsesToChance) {
   TempDir dir;
-  CommandResult r = RunTrainbus(SmallExample(dir) + " --set optimizer.lr=2");
+  CommandResult r = RunTrainbus(Example(dir, "--set optimizer.lr=0.5"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_THAT(r.output, AllOf(HasSubstr("[health] the model has collapsed to chance at step 56 (3 validations in a row)"),
-                              HasSubstr("is near ln(6) = 1.792"), HasSubstr("of the gradients are exactly zero (dead units)"),
-                              HasSubstr("lower the learning rate")))
+  // lr 0.5 (ten times the example's): two wild batches while the warm-up
+  // raises the lr, then every ReLU dies (gradients exactly zero, checked every
+  // 50th iteration, 3 checks in a row) and the network predicts one class.
+  EXPECT_THAT(PrintedFindings(r.output),
+              ElementsAre("spike@33", "spike@37", "vanishing@149", "chance@188"))
       << r.output;
+  EXPECT_THAT(r.output, AllOf(HasSubstr("loss spike at step 33 (epoch 1, batch 33): 5.991"),
+                              HasSubstr("in 5 layers: 0.weight, 0.bias, 3.weight, 3.bias, 7.weight"),
+                              HasSubstr("is near ln(6) = 1.792"),
+                              HasSubstr("99.9% of the gradients are exactly zero (dead units)"),
+                              HasSubstr("[health] 4 findings: 1 chance, 2 spike, 1 vanishing")));
+  // The records: the running count of findings, and the dead share.
+  EXPECT_THAT(CsvRows(dir, "health/finding_count"), ElementsAre("33:1", "37:2", "149:3", "188:4"));
+  EXPECT_THAT(CsvRows(dir, "health/dead_gradients"), ::testing::Contains(::testing::StartsWith("149:0.99")));
+}
+
+TEST(HealthRunTest, ACollapseWithALossAboveChanceIsNamedToo) {
+  TempDir dir;
+  CommandResult r = RunTrainbus(SmallExample(dir, "--set optimizer.lr=5"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(PrintedFindings(r.output), ElementsAre("chance@56")) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("val/loss 2.284 is above ln(6) = 1.792 and val/accuracy 0.1667 near 1/6"));
+}
+
+TEST(HealthRunTest, AnLrJumpAfterTrainingDivergesTheLoss) {
+  TempDir dir;
+  // Two good epochs at 0.05, then StepLR multiplies the lr by 20.
+  CommandResult r = RunTrainbus(Example(
+      dir, R"(--set trainer.epochs=4 --set 'plugins.schedulers.options.schedule={"type":"StepLR","step_size":126,"gamma":20}')"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // One spike (the jump itself: a run of wild losses is one spike), the
+  // divergence once the newer half of the window is at the new level, and
+  // the dead ReLUs that follow.
+  EXPECT_THAT(PrintedFindings(r.output), ElementsAre("spike@127", "divergence@151", "vanishing@249"))
+      << r.output;
+  EXPECT_THAT(r.output, HasSubstr("the loss is diverging at step 151: its median over the last 50 "
+                                  "iterations is 274.3% above that of the 50 before"));
+  EXPECT_THAT(CsvRows(dir, "health/loss_trend"), ::testing::Contains(::testing::StartsWith("151:2.74")));
+}
+
+TEST(HealthRunTest, ATinyTrainingSetOverfits) {
+  TempDir dir;
+  // One batch of 64 training images, 60 epochs at a constant lr.
+  CommandResult r = RunTrainbus(Example(dir, "--set trainer.epochs=60 --set dataset.train_samples=64 "
+                                             "--set dataset.val_samples=500 --set plugins.schedulers.enabled=false"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // It overfits from step 24 on (val/loss worse than its best 1.291 while the
+  // gap grows), which is also a plateau of val/loss, then the memorising
+  // network throws a wild batch. The untrained start (at chance for 3
+  // validations) is not a collapse: chance is judged from iteration 50.
+  EXPECT_THAT(PrintedFindings(r.output), ElementsAre("overfitting@24", "plateau@28", "spike@29"))
+      << r.output;
+  EXPECT_THAT(r.output, HasSubstr("overfitting since step 24: val/loss (1.566, best 1.291) has worsened"));
+  EXPECT_THAT(CsvRows(dir, "health/overfit_gap"), ::testing::Contains(::testing::StartsWith("26:1.02")));
+}
+
+TEST(HealthRunTest, APlateauAsksTheSchedulersForALowerLr) {
+  TempDir dir;
+  // A constant lr (ReduceLROnPlateau with a patience it never reaches) and a
+  // validation every 10 iterations: val/loss stops improving by 0.1 % and
+  // health asks schedulers for one reduction.
+  CommandResult r = RunTrainbus(Example(
+      dir, R"(--set trainer.validate_every_n_iterations=10 --set 'plugins.schedulers.options.schedule={"type":"ReduceLROnPlateau","patience":1000,"factor":0.1}' --set plugins.health.options.plateau_request=schedulers)"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(PrintedFindings(r.output), ElementsAre("plateau@149")) << r.output;
+  EXPECT_THAT(r.output, AllOf(HasSubstr("for 5 checks; asked schedulers for a ReduceLROnPlateau reduction"),
+                              HasSubstr("[schedulers] ReduceLROnPlateau (schedule): lr of group 0 reduced "
+                                        "from 0.05 to 0.005 on request: plateau at step 149")));
+  EXPECT_THAT(CsvRows(dir, "schedulers/lr/group0"), ElementsAre(::testing::StartsWith("150:0.005")));
 }
 
 TEST(HealthRunTest, TheExampleAsConfiguredHasNoProblems) {
   TempDir dir;
-  CommandResult r = RunTrainbus(SmallExample(dir));
+  CommandResult r = RunTrainbus(Example(dir, ""));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_THAT(r.output, AllOf(HasSubstr("[health] no problems found"), Not(HasSubstr("collapsed"))))
-      << r.output;
+  EXPECT_THAT(PrintedFindings(r.output), ::testing::IsEmpty()) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("[health] no problems found")) << r.output;
+  EXPECT_THAT(CsvRows(dir, "health/finding_count"), ::testing::IsEmpty());
 }
 
 }  // namespace

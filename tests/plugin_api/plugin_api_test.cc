@@ -411,6 +411,37 @@ TEST(EveryNConventionTest, EveryBundledPluginActsAfterTheNthIteration) {
   EXPECT_THAT(event_steps, ElementsAre(4, 9, 14, 19));
 }
 
+// Publishes a scalar and then a text under one tag (the health plugin once
+// did, with its finding count and its findings table).
+class OneTagTwoKinds : public Plugin {
+ public:
+  void OnIterationEnd(const IterationEndEvent& e, Control& control) override {
+    control.PublishScalar("mine/findings", 1.0);
+    if (e.step >= 2) control.PublishText("mine/findings", "| a table |");
+  }
+};
+
+TEST(TensorBoardPluginTest, ATagPublishedAsTwoKindsIsNamedOnce) {
+  TempDir dir;
+  std::unique_ptr<Plugin> tensorboard = LoadBundled(
+      "tensorboard", R"({"loss_every_n": 0, "lr_every_n": 0, "timing_every_n": 0, "histograms_every_n": 0,
+          "images": 0, "hparams": false, "layout": false, "validation": false})", dir.path());
+  ASSERT_TRUE(tensorboard);
+  FakeRunOptions options;
+  options.iterations_per_epoch = 5;
+  options.log_dir = dir.path();
+  FakeRun run(options);
+  OneTagTwoKinds publisher;
+  ASSERT_TRUE(run.Add(&publisher, "mine", -1).ok());
+  ASSERT_TRUE(run.Add(tensorboard.get(), "tensorboard").ok());
+  FakeRunResult result = run.Run();
+  ASSERT_TRUE(result.status.ok()) << result.status;
+  EXPECT_THAT(result.log, ElementsAre(HasSubstr("writing event files to"), "[tensorboard] warning: tag 'mine/findings' was published as "
+                                      "scalar and now as text at step 2: TensorBoard keeps one kind of "
+                                      "data per tag and will show only one of them; publish them under "
+                                      "different tags"));
+}
+
 TEST(EveryNConventionTest, TheGuardChecksTheNthIterationOnly) {
   TempDir dir;
   std::unique_ptr<Plugin> guard =

@@ -31,6 +31,7 @@
 #include "absl/strings/str_split.h"
 #include "google/protobuf/util/json_util.h"
 #include "schedulers_plugin.h"
+#include "lr_schedules.h"
 #include "schedules.h"
 #include "trainbus/session.h"
 #include "trainbus/tensorboard/event_file_reader.h"
@@ -45,6 +46,7 @@ using trainbus::test_util::TempDir;
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 google::protobuf::Value Json(const std::string& text) {
   google::protobuf::Value v;
@@ -654,6 +656,58 @@ TEST(SchedulersPluginTest, APlateauRecordFromAnEarlierPluginIsStampedAtTheNextSt
   EXPECT_EQ(lr_records[1].first, 4);
   EXPECT_NEAR(lr_records[1].second, 0.01, 1e-15);
   EXPECT_EQ(lr_records[2].first, 7);
+}
+
+// Another plugin (health, on a plateau) asks for a reduction with a text
+// record "reduce_lr: <why>" on "schedulers/requests": ReduceLROnPlateau
+// applies its factor and min_lr once and starts its cooldown; without a
+// ReduceLROnPlateau the request is refused once, in words.
+TEST(SchedulersPluginTest, AReduceLrRequestReducesOnceAndNamesWhy) {
+  {
+    Rig rig({0.1});
+    auto p = MakeSchedulers(R"({"schedule": {"type": "ReduceLROnPlateau", "patience": 1000,
+        "factor": 0.5, "min_lr": 0.03, "cooldown": 2}})");
+    ASSERT_TRUE(p.ok()) << p.status();
+    rig.Add(std::move(p).value());
+    rig.session.Begin(RunInfo());
+    rig.session.BeginEpoch();
+    ::testing::internal::CaptureStderr();
+    rig.session.EndIteration(1.0, 4);
+    rig.session.Publish(Record::Text("schedulers/requests", "reduce_lr: plateau at step 0", 0));
+    EXPECT_DOUBLE_EQ(rig.lr(0), 0.05);
+    rig.session.EndIteration(1.0, 4);
+    rig.session.Publish(Record::Text("schedulers/requests", "reduce_lr: again", 1));
+    EXPECT_DOUBLE_EQ(rig.lr(0), 0.03);  // min_lr
+    rig.session.Publish(Record::Text("schedulers/requests", "warmup please", 1));
+    rig.session.Publish(Record::Text("other/requests", "reduce_lr: not for us", 1));
+    EXPECT_DOUBLE_EQ(rig.lr(0), 0.03);
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    EXPECT_THAT(log, HasSubstr("lr of group 0 reduced from 0.1 to 0.05 on request: plateau at step 0"));
+    EXPECT_THAT(log, HasSubstr("lr of group 0 reduced from 0.05 to 0.03 on request: again"));
+    EXPECT_THAT(log, HasSubstr("ignored the request 'warmup please' on schedulers/requests"));
+    EXPECT_EQ(dynamic_cast<const internal::ReduceLROnPlateau&>(rig.plugin->units()[0].scheduler->root())
+                  .cooldown_counter(), 2);
+    rig.session.EndEpoch();
+    ASSERT_TRUE(rig.session.End().ok());
+  }
+  {
+    Rig rig({0.1});
+    auto p = MakeSchedulers(R"({"schedule": {"type": "StepLR", "step_size": 100}})");
+    ASSERT_TRUE(p.ok()) << p.status();
+    rig.Add(std::move(p).value());
+    rig.session.Begin(RunInfo());
+    rig.session.BeginEpoch();
+    ::testing::internal::CaptureStderr();
+    rig.session.EndIteration(1.0, 4);
+    rig.session.Publish(Record::Text("schedulers/requests", "reduce_lr: plateau", 0));
+    rig.session.Publish(Record::Text("schedulers/requests", "reduce_lr: plateau 2", 0));
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    EXPECT_DOUBLE_EQ(rig.lr(0), 0.1);
+    EXPECT_THAT(log, HasSubstr("asked to reduce the lr (plateau) but no ReduceLROnPlateau is configured"));
+    EXPECT_THAT(log, Not(HasSubstr("plateau 2")));  // said once
+    rig.session.EndEpoch();
+    ASSERT_TRUE(rig.session.End().ok());
+  }
 }
 
 TEST(SchedulersPluginTest, SteppingPastOneCycleTotalStepsStopsTheRun) {

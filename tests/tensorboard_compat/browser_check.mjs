@@ -2,7 +2,7 @@
 // TensorBoard's web UI over a run trainbus wrote, and saves screenshots.
 //
 //   node browser_check.mjs BASE_URL RUN TAG[,TAG...] OUT_DIR
-//        [--image-tag=inputs] [--hparams-metrics=TAG,TAG...]
+//        [--image-tag=inputs] [--hparams-metrics=TAG,TAG...] [--text=RUN:TAG:WORDS]
 //
 // Checks, each dashboard within a bounded time:
 //   scalars  (#timeseries, TensorBoard 2.x's default page): RUN is listed in
@@ -10,8 +10,10 @@
 //            table lists RUN (so its data arrived, not just its name);
 //   hparams  (#hparams): the table view has a row for RUN;
 //   images   (#images): the image tag (default "inputs") of RUN renders as an
-//            <img> with naturalWidth > 0.
-// Writes OUT_DIR/{scalars,hparams,images}.png. On the first failure it prints
+//            <img> with naturalWidth > 0;
+//   text     (#text, with --text): the text record TAG of that RUN renders as a
+//            markdown table whose cells contain WORDS.
+// Writes OUT_DIR/{scalars,hparams,images}.png (and text.png). On the first failure it prints
 // one line naming the dashboard and what was missing, saves
 // OUT_DIR/failure-<dashboard>.png and exits 1.
 //
@@ -203,6 +205,20 @@ async function checkHparams(page, base, run, metrics) {
   await page.waitForTimeout(300);
 }
 
+async function checkText(page, base, { run, tag, words }) {
+  await withRetries(page, 'text', async (left) => {
+    await page.goto(`${base}/#text`);
+    const card = page.locator('tf-text-loader')
+        .filter({ has: page.getByText(run, { exact: true }) })
+        .filter({ has: page.getByText(tag, { exact: true }) });
+    await expectVisible(card, `text "${tag}" of run "${run}" not shown on #text`, left());
+    await expectVisible(card.locator('table td').filter({ hasText: words }),
+        `text "${tag}" of run "${run}" on #text has no table cell with "${words}"`, left());
+  });
+  await scrollAllToTop(page);
+  await page.waitForTimeout(300);
+}
+
 async function checkImages(page, base, run, imageTag) {
   await withRetries(page, 'images', async (left) => {
     await page.goto(`${base}/#images`);
@@ -238,12 +254,16 @@ async function screenshot(page, file, items, minHeight = 0) {
 }
 
 function parseArgs(argv) {
-  const options = { imageTag: 'inputs', hparamsMetrics: [] };
+  const options = { imageTag: 'inputs', hparamsMetrics: [], text: null };
   const positional = [];
   for (const a of argv) {
     if (a.startsWith('--image-tag=')) options.imageTag = a.slice('--image-tag='.length);
     else if (a.startsWith('--hparams-metrics=')) options.hparamsMetrics = splitList(a.slice('--hparams-metrics='.length));
-    else if (a.startsWith('--')) usage(`unknown option ${a}`);
+    else if (a.startsWith('--text=')) {
+      const [run, tag, ...words] = a.slice('--text='.length).split(':');
+      if (!run || !tag || words.length === 0) usage(`--text needs RUN:TAG:WORDS, got ${a}`);
+      options.text = { run, tag, words: words.join(':') };
+    } else if (a.startsWith('--')) usage(`unknown option ${a}`);
     else positional.push(a);
   }
   if (positional.length !== 4) usage('expected 4 arguments');
@@ -255,12 +275,12 @@ function splitList(s) { return s.split(',').map(t => t.trim()).filter(Boolean); 
 
 function usage(problem) {
   console.log(`browser_check: ${problem}\nusage: node browser_check.mjs BASE_URL RUN TAG[,TAG...] ` +
-      'OUT_DIR [--image-tag=inputs] [--hparams-metrics=TAG,TAG...]');
+      'OUT_DIR [--image-tag=inputs] [--hparams-metrics=TAG,TAG...] [--text=RUN:TAG:WORDS]');
   process.exit(2);
 }
 
 async function main() {
-  const { base, run, tags, outDir, imageTag, hparamsMetrics } = parseArgs(process.argv.slice(2));
+  const { base, run, tags, outDir, imageTag, hparamsMetrics, text } = parseArgs(process.argv.slice(2));
   fs.mkdirSync(outDir, { recursive: true });
 
   const { chromium } = loadPlaywright();
@@ -301,8 +321,14 @@ async function main() {
     await screenshot(page, path.join(outDir, 'images.png'),
         page.locator('tf-image-dashboard tf-image-loader'), 520);
 
+    if (text) {
+      current = 'text';
+      await checkText(page, base, text);
+      await screenshot(page, path.join(outDir, 'text.png'), page.locator('tf-text-loader'), 360);
+    }
+
     console.log(`browser_check: OK run "${run}": ${tags.length} scalar cards, hparams row, ` +
-        `image "${imageTag}"; screenshots in ${outDir}`);
+        `image "${imageTag}"${text ? `, text "${text.tag}" of "${text.run}"` : ''}; screenshots in ${outDir}`);
   } catch (e) {
     const dashboard = e instanceof CheckFailure ? e.dashboard : current;
     const message = e instanceof CheckFailure ? e.message : (e.what || e.message.split('\n')[0]);

@@ -2,8 +2,10 @@
 
 Trains the default example into a temporary directory, serves it with the
 pinned TensorBoard (its default loader, the Rust data server) on 127.0.0.1,
-and drives Debian's chromium through the Scalars (Time Series), HParams and
-Images dashboards with browser_check.mjs (playwright-core). The screenshots go
+and drives Debian's chromium through the Scalars (Time Series), HParams,
+Images and Text dashboards with browser_check.mjs (playwright-core). A second
+run, the example at lr 0.5 with the health plugin, gives the Text dashboard
+its findings table (health/findings). The screenshots go
 to $TRAINBUS_SCREENSHOT_DIR if set, else to a temporary folder that is kept
 (and named in the failure message) only when the check fails.
 
@@ -30,6 +32,12 @@ import tbcompat  # noqa: E402
 RUN = "shapes-cnn"  # examples/shapes/config.json "name"
 SCALAR_TAGS = ["train/loss", "lr/group0", "val/loss", "val/accuracy"]
 IMAGE_TAG = "inputs"
+# The health plugin's findings: a run that spikes, loses its ReLUs and
+# collapses to chance (tests/health checks the findings themselves).
+HEALTH_RUN = "shapes-cnn-lr0.5"
+HEALTH_SETS = ["name=" + HEALTH_RUN, "optimizer.lr=0.5", "plugins.health.enabled=true"]
+TEXT_TAG = "health/findings"
+TEXT_MUST_SHOW = "collapsed to chance"
 # trainbus writes no hparams experiment record, so TensorBoard offers every
 # scalar tag as a metric and shows the first five (alphabetically); the
 # screenshot shows these instead.
@@ -73,13 +81,16 @@ def wait_until_served(client, timeout=60):
             runs = client.runs()
             scalars = client.scalar_tags().get(RUN, {})
             images = client.image_tags().get(RUN, {})
+            texts = client.text_tags().get(HEALTH_RUN, [])
             groups = client.hparams_session_groups().get("sessionGroups", [])
             missing_scalars = [t for t in SCALAR_TAGS if t not in scalars]
             has_group = any(g.get("name", "").split("/")[0] == RUN for g in groups)
             state = "runs %s, missing scalar tags %s, image tag %s %s, hparams session groups %s" % (
                 runs, missing_scalars, IMAGE_TAG, "present" if IMAGE_TAG in images else "missing",
-                [g.get("name") for g in groups])
-            if RUN in runs and not missing_scalars and IMAGE_TAG in images and has_group:
+                [g.get("name") for g in groups]) + ", text tag %s of %s %s" % (
+                TEXT_TAG, HEALTH_RUN, "present" if TEXT_TAG in texts else "missing")
+            if (RUN in runs and not missing_scalars and IMAGE_TAG in images and has_group
+                    and TEXT_TAG in texts):
                 return
         except tbcompat.HttpError as e:
             state = str(e).splitlines()[0]
@@ -100,6 +111,9 @@ class BrowserTest(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.describe())
         self.assertTrue((Path(logdir) / RUN).is_dir(), "no run folder %s/%s\n%s"
                         % (logdir, RUN, result.describe()))
+        health = tbcompat.run_trainbus(tbcompat.train_args(logdir, *HEALTH_SETS))
+        self.assertEqual(health.returncode, 0, health.describe())
+        self.assertIn(TEXT_MUST_SHOW, health.describe())
 
         server = tbcompat.TensorBoardServer(logdir, "fast")
         self.addCleanup(server.stop)  # also when anything below fails
@@ -113,7 +127,8 @@ class BrowserTest(unittest.TestCase):
         env = dict(os.environ, NODE_PATH=str(node_modules), TRAINBUS_TEST_TOOLS=str(tools_dir()),
                    CHROMIUM=chromium)
         argv = [node, str(HERE / "browser_check.mjs"), server.url(""), RUN, ",".join(SCALAR_TAGS),
-                str(shots), "--image-tag=" + IMAGE_TAG, "--hparams-metrics=" + ",".join(HPARAMS_METRICS)]
+                str(shots), "--image-tag=" + IMAGE_TAG, "--hparams-metrics=" + ",".join(HPARAMS_METRICS),
+                "--text=%s:%s:%s" % (HEALTH_RUN, TEXT_TAG, TEXT_MUST_SHOW)]
         start = time.monotonic()
         try:
             proc = subprocess.run(argv, cwd=str(HERE), env=env, capture_output=True, text=True,
@@ -128,7 +143,7 @@ class BrowserTest(unittest.TestCase):
                       "--- stderr (tail) ---\n%s\n--- TensorBoard log (tail) ---\n%s"
                       % (proc.stdout.strip() or "(no output)", shots, " ".join(argv), proc.returncode,
                          seconds, tbcompat.tail(proc.stderr), server.log_tail()))
-        for name in ("scalars.png", "hparams.png", "images.png"):
+        for name in ("scalars.png", "hparams.png", "images.png", "text.png"):
             self.assertGreater((shots / name).stat().st_size if (shots / name).exists() else 0, 0,
                                "browser_check.mjs succeeded but wrote no %s in %s" % (name, shots))
         if not shots_env:
