@@ -210,6 +210,7 @@ void HealthPlugin::OnTrainBegin(const TrainBeginEvent& e, Control& control) {
   const std::string p = "^" + prefix_;
   CustomScalarCategory category{"health", {}, false};
   category.charts.push_back({"loss: spike score (MADs) and trend", {p + "loss_spike_score$", p + "loss_trend$"}, {}});
+  category.charts.push_back({"gradient norm per param group", {p + "param_group/"}, {}});
   category.charts.push_back({"gradient norm per layer", {p + "grad_norm/"}, {}});
   category.charts.push_back({"update / weight per layer", {p + "update_ratio/"}, {}});
   category.charts.push_back({"dead gradients and overfit gap", {p + "dead_gradients$", p + "overfit_gap$"}, {}});
@@ -338,11 +339,19 @@ void HealthPlugin::CheckGradients(int64_t step, Control& control) {
   gradients_checked_at_ = step;
   torch::nn::Module* model = control.model();
   if (model == nullptr) return;
-  // Which param group (for its lr) each parameter is in.
-  std::map<const void*, double> lr_of;
+  // Which param group each parameter is in, and that group's lr.
+  struct Group {
+    size_t index;
+    double lr;
+  };
+  std::map<const void*, Group> group_of;
+  std::vector<double> group_squares;  // sum of squared gradient norms per group
   if (torch::optim::Optimizer* opt = control.optimizer()) {
     for (const auto& group : opt->param_groups()) {
-      for (const at::Tensor& p : group.params()) lr_of[p.unsafeGetTensorImpl()] = group.options().get_lr();
+      for (const at::Tensor& p : group.params()) {
+        group_of[p.unsafeGetTensorImpl()] = {group_squares.size(), group.options().get_lr()};
+      }
+      group_squares.push_back(0.0);
     }
   }
   int64_t zeros = 0, entries = 0;
@@ -358,9 +367,13 @@ void HealthPlugin::CheckGradients(int64_t step, Control& control) {
     entries += grad.numel();
     const std::string layer = item.key();
     control.PublishScalar(absl::StrCat(prefix_, "grad_norm/", layer), norm);
-    auto lr = lr_of.find(item.value().unsafeGetTensorImpl());
-    if (lr != lr_of.end() && weight > 0) {
-      control.PublishScalar(absl::StrCat(prefix_, "update_ratio/", layer), lr->second * norm / weight);
+    auto group = group_of.find(item.value().unsafeGetTensorImpl());
+    if (group != group_of.end()) {
+      group_squares[group->second.index] += norm * norm;
+      if (weight > 0) {
+        control.PublishScalar(absl::StrCat(prefix_, "update_ratio/", layer),
+                              group->second.lr * norm / weight);
+      }
     }
     switch (gradients_.Add(layer, norm)) {
       case GradientWatch::Change::kVanished:
@@ -394,6 +407,9 @@ void HealthPlugin::CheckGradients(int64_t step, Control& control) {
                          Number(config_.explode_above), ")"),
             "clip gradients (grad_clip max_norm) or lower the learning rate"},
            control);
+  }
+  for (size_t g = 0; g < group_squares.size(); ++g) {
+    control.PublishScalar(absl::StrCat(prefix_, "param_group/", g, "/grad_norm"), std::sqrt(group_squares[g]));
   }
   if (entries > 0) {
     dead_fraction_ = static_cast<double>(zeros) / static_cast<double>(entries);

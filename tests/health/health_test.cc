@@ -341,6 +341,18 @@ TEST(HealthRunTest, ATooHighLearningRateSpikesKillsTheReLUsAndCollapsesToChance)
   // The records: the running count of findings, and the dead share.
   EXPECT_THAT(CsvRows(dir, "health/finding_count"), ElementsAre("33:1", "37:2", "149:3", "188:4"));
   EXPECT_THAT(CsvRows(dir, "health/dead_gradients"), ::testing::Contains(::testing::StartsWith("149:0.99")));
+  // Every 50th iteration: the norm over the optimizer's one param group.
+  std::vector<std::string> group = CsvRows(dir, "health/param_group/0/grad_norm");
+  ASSERT_THAT(group, ::testing::SizeIs(6));
+  double squares = 0;
+  for (const char* layer : {"0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias"}) {
+    const std::vector<std::string> rows = CsvRows(dir, absl::StrCat("health/grad_norm/", layer));
+    ASSERT_FALSE(rows.empty()) << layer;
+    const double norm = std::stod(rows[0].substr(rows[0].find(':') + 1));  // step 49
+    squares += norm * norm;
+  }
+  EXPECT_THAT(group[0], ::testing::StartsWith("49:"));
+  EXPECT_NEAR(std::stod(group[0].substr(3)), std::sqrt(squares), 1e-9 * std::sqrt(squares));
 }
 
 TEST(HealthRunTest, ACollapseWithALossAboveChanceIsNamedToo) {
