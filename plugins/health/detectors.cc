@@ -40,6 +40,7 @@ SpikeDetector::Result SpikeDetector::Add(double value) {
     // A floor on the spread: a perfectly flat window would make any wobble a spike.
     const double spread = std::max(s.mad, 1e-3 * std::max(std::fabs(s.median), 1e-12));
     r.score = std::max(0.0, (value - s.median) / spread);
+    r.median = s.median;
     const bool above = *r.score > k_;
     r.spike = above && !in_spell_;
     in_spell_ = above;

@@ -37,6 +37,7 @@ class SpikeDetector {
   // window holds kSpikeWarmup values (or is full); and whether that makes it a spike.
   struct Result {
     std::optional<double> score;
+    double median = 0.0;  // the window's median the value was judged against
     bool spike = false;
   };
   Result Add(double value);

@@ -10,6 +10,7 @@
 #include <torch/optim/optimizer.h>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -144,7 +145,8 @@ PluginInfo HealthPlugin::Info() {
            {"divergence_window", OptionType::kInt, "100",
             "Divergence: iterations compared, the newer half against the older (10-100000; 0: off)"},
            {"divergence_rise", OptionType::kDouble, "0.5",
-            "Divergence: the relative rise of the mean loss that counts (> 0)"},
+            "Divergence: the relative rise of the newer half's median loss over the older half's "
+            "that counts (> 0)"},
            {"plateau_monitor", OptionType::kString, "\"val/loss\"",
             "Plateaus: the metric watched (validation or iteration metric, or any scalar record's "
             "tag; a name with 'acc' is better higher)"},
@@ -206,6 +208,14 @@ HealthPlugin::HealthPlugin(Config config, std::string id)
       classes_(config_.classes) {}
 
 void HealthPlugin::OnTrainBegin(const TrainBeginEvent& e, Control& control) {
+  if (!config_.plateau_request.empty() && e.run->world_size > 1) {
+    // health runs on rank 0 only: an lr lowered there alone would split the ranks.
+    control.Log(absl::StrCat("warning: plateau_request is ignored in a data-parallel run (",
+                             e.run->world_size, " ranks): only rank 0 runs health, and an lr "
+                             "lowered on one rank would split them; use the schedulers plugin's "
+                             "ReduceLROnPlateau, which every rank runs"));
+    config_.plateau_request.clear();
+  }
   if (e.run->start_step > 0) return;  // the run's layout was written by its first session
   const std::string p = "^" + prefix_;
   CustomScalarCategory category{"health", {}, false};
@@ -235,14 +245,13 @@ void HealthPlugin::OnIterationEnd(const IterationEndEvent& e, Control& control) 
     ++train_loss_count_;
   }
   if (config_.spike_window > 0) {
-    const SpikeDetector::Result r = spikes_.Add(e.loss);
+    const SpikeDetector::Result r = spikes_.Add(e.loss);  // r.median: the baseline it was judged against
     if (r.score) control.PublishScalar(prefix_ + "loss_spike_score", *r.score);
     if (r.spike) {
       Report({"spike", e.step,
               absl::StrCat("loss spike at step ", e.step, " (epoch ", e.epoch + 1, ", batch ",
                            e.batch_index, "): ", Number(e.loss), ", ", Number(*r.score),
-                           " scaled MADs above the running median ",
-                           Number(Robust(spikes_.values()).median)),
+                           " scaled MADs above the running median ", Number(r.median)),
               "often one bad batch; if they repeat, lower the learning rate or clip gradients "
               "(grad_clip)"},
              control);
@@ -291,8 +300,10 @@ void HealthPlugin::OnValidationEnd(const ValidationEndEvent& e, Control& control
   train_loss_count_ = 0;
   const bool at_chance = config_.chance_tolerance > 0 && loss && accuracy &&
                          LooksLikeChance(*loss, *accuracy, classes_, config_.chance_tolerance);
-  at_chance_ = at_chance ? at_chance_ + 1 : 0;
-  if (at_chance_ >= config_.chance_checks && e.step + 1 >= config_.chance_after && !chance_reported_) {
+  // Only validations from iteration chance_after on count: an untrained
+  // start is at chance too.
+  if (e.step + 1 >= config_.chance_after) at_chance_ = at_chance ? at_chance_ + 1 : 0;
+  if (at_chance_ >= config_.chance_checks && !chance_reported_) {
     chance_reported_ = true;
     // The last step's gradients are still in the model: measure them now.
     if (control.model() != nullptr) dead_fraction_ = DeadFraction(*control.model());
@@ -316,12 +327,22 @@ void HealthPlugin::OnValidationEnd(const ValidationEndEvent& e, Control& control
 }
 
 void HealthPlugin::OnRecord(const Record& r, Control& control) {
+  if (requests_sent_ > 0 && !request_answered_ &&
+      absl::StartsWith(r.tag, absl::StrCat(config_.plateau_request, "/lr/"))) {
+    request_answered_ = true;  // the schedulers plugin changed an lr after a request
+  }
   if (r.tag != config_.plateau_monitor || r.tag.rfind(prefix_, 0) == 0) return;
   if (const auto* s = std::get_if<ScalarValue>(&r.value)) CheckPlateau(s->value, r.step, control);
 }
 
 void HealthPlugin::OnTrainEnd(const TrainEndEvent& e, Control& control) {
   if (e.reason == EndReason::kFailed) return;
+  if (requests_sent_ > 0 && !request_answered_) {
+    control.Log(absl::StrCat("warning: asked '", config_.plateau_request, "' for an lr reduction ",
+                             requests_sent_, requests_sent_ == 1 ? " time" : " times",
+                             " but no lr change from it followed: is a schedulers plugin loaded "
+                             "with that id and a ReduceLROnPlateau (see its lines above)?"));
+  }
   if (findings_.empty()) {
     control.Log("no problems found");
     return;
@@ -435,6 +456,7 @@ void HealthPlugin::CheckPlateau(double value, int64_t step, Control& control) {
            control);
     if (!config_.plateau_request.empty()) {
       // The schedulers plugin applies its own factor, min_lr and cooldown.
+      ++requests_sent_;
       control.Publish(Record::Text(absl::StrCat(config_.plateau_request, "/requests"),
                                    absl::StrCat("reduce_lr: ", findings_.back().message), step));
     }
@@ -464,6 +486,8 @@ absl::StatusOr<std::string> HealthPlugin::SaveState() {
   PluginState s;
   s.SetString("spike_window", Join(spikes_.values()));
   s.SetBool("spike_spell", spikes_.in_spell());
+  s.SetInt("requests_sent", requests_sent_);
+  s.SetBool("request_answered", request_answered_);
   s.SetString("trend_window", Join(trend_.values()));
   s.SetBool("trend_active", trend_.active());
   s.SetDouble("plateau_best", plateau_.best_);
@@ -499,8 +523,7 @@ absl::Status HealthPlugin::LoadState(absl::string_view bytes) {
   if (!s.ok()) return s.status();
   std::string spike, trend, layers, findings;
   for (absl::Status st :
-       {s->GetString("spike_window", &spike), s->GetBool("spike_spell", &spikes_.in_spell()),
-        s->GetString("trend_window", &trend),
+       {s->GetString("spike_window", &spike), s->GetString("trend_window", &trend),
         s->GetBool("trend_active", &trend_.active()), s->GetDouble("plateau_best", &plateau_.best_),
         s->GetBool("plateau_has_best", &plateau_.has_best_), s->GetInt("plateau_stale", &plateau_.stale_),
         s->GetBool("plateau_active", &plateau_.active_), s->GetDouble("overfit_best", &overfit_.best_val_),
@@ -512,6 +535,13 @@ absl::Status HealthPlugin::LoadState(absl::string_view bytes) {
         s->GetDouble("dead_fraction", &dead_fraction_), s->GetDouble("train_loss_sum", &train_loss_sum_),
         s->GetInt("train_loss_count", &train_loss_count_), s->GetString("gradient_layers", &layers),
         s->GetString("findings", &findings)}) {
+    if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat("health state: ", st.message()));
+  }
+  // Added after the first release: absent from older checkpoints.
+  for (absl::Status st : {s->Has("spike_spell") ? s->GetBool("spike_spell", &spikes_.in_spell()) : absl::OkStatus(),
+                          s->Has("requests_sent") ? s->GetInt("requests_sent", &requests_sent_) : absl::OkStatus(),
+                          s->Has("request_answered") ? s->GetBool("request_answered", &request_answered_)
+                                                     : absl::OkStatus()}) {
     if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat("health state: ", st.message()));
   }
   if (!Split(spike, &spikes_.values()) || !Split(trend, &trend_.values())) {

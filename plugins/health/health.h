@@ -92,7 +92,9 @@ class HealthPlugin : public Plugin {
   double train_loss_sum_ = 0;          // since the last validation
   int64_t train_loss_count_ = 0;
   bool chance_reported_ = false;
-  int64_t at_chance_ = 0;  // validations in a row at chance
+  int64_t at_chance_ = 0;  // validations in a row at chance (from chance_after on)
+  int64_t requests_sent_ = 0;     // plateau_request records published
+  bool request_answered_ = false; // an lr record of that plugin followed one
 };
 
 }  // namespace trainbus::health

@@ -560,7 +560,12 @@ class ReduceLROnPlateau : public Schedule {
     if (num_bad_epochs_ > patience_) Reduce();
     return absl::OkStatus();
   }
+  // Refused (FailedPrecondition, nothing changes) during the cooldown.
   absl::Status ReduceNow() override {
+    if (cooldown_counter_ > 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "it is in its cooldown (", cooldown_counter_, " more check(s))"));
+    }
     Reduce();
     return absl::OkStatus();
   }

@@ -215,6 +215,7 @@ void SchedulersPlugin::StepUnit(Unit& u, std::optional<double> metric, Control& 
   if (metric) {
     for (size_t i = 0; i < u.groups.size(); ++i) {
       if (s.lrs()[i] != current[i]) {
+        u.reduced_for_step = next_step_;
         control.Log(absl::StrCat("ReduceLROnPlateau (", u.where, "): ", u.monitor, " = ",
                                  FormatLr(*metric), " has not improved enough; lr of group ",
                                  u.groups[i], " reduced from ", FormatLr(current[i]), " to ",
@@ -244,7 +245,8 @@ void SchedulersPlugin::OnTrainEnd(const TrainEndEvent& e, Control& control) {
   for (const Unit& u : units_) {
     if (!u.scheduler || !u.scheduler->needs_metric() || u.monitor_seen) continue;
     control.Log(absl::StrCat("warning: ", u.where, ": ReduceLROnPlateau's monitor '", u.monitor,
-                             "' never appeared in this run, so its lr never changed; metrics seen: ",
+                             "' never appeared in this run, so its lr changed ",
+                             u.reduced_on_request ? "only on requests" : "never", "; metrics seen: ",
                              seen_.empty() ? "(none)" : absl::StrJoin(seen_, ", ")));
   }
 }
@@ -281,12 +283,18 @@ void SchedulersPlugin::OnEpochEnd(const EpochEndEvent& e, Control& control) {
 }
 
 void SchedulersPlugin::OnRecord(const Record& r, Control& control) {
-  if (!begun_ || in_own_publish_) return;
+  if (in_own_publish_) return;
   if (const auto* text = std::get_if<TextValue>(&r.value); text != nullptr && r.tag == id_ + "/requests") {
+    if (!begun_) {
+      control.Log(absl::StrCat("warning: ignored the request '", text->markdown,
+                               "': it came before the run began"));
+      return;
+    }
     next_step_ = std::max(next_step_, r.step + 1);
     OnRequest(text->markdown, control);
     return;
   }
+  if (!begun_) return;
   const auto* scalar = std::get_if<ScalarValue>(&r.value);
   if (scalar == nullptr) return;
   // A record of step s (published by a plugin that runs before this one, in
@@ -307,17 +315,27 @@ void SchedulersPlugin::OnRequest(absl::string_view request, Control& control) {
   for (Unit& u : units_) {
     if (!u.scheduler->needs_metric()) continue;
     reduced_any = true;
+    if (u.reduced_for_step == next_step_) {
+      control.Log(absl::StrCat("ReduceLROnPlateau (", u.where, "): not reduced again on request (",
+                               why, "): it already reduced the lr for step ", next_step_));
+      continue;
+    }
     Scheduler& s = *u.scheduler;
     std::vector<double> current;
     for (int g : u.groups) current.push_back(control.learning_rate(g));
     s.SyncLrs(current);
-    absl::Status st = s.ReduceNow();
-    if (!st.ok()) Throw(absl::StrCat(u.where, " ", st.message()));
+    if (absl::Status st = s.ReduceNow(); !st.ok()) {
+      control.Log(absl::StrCat("ReduceLROnPlateau (", u.where, "): not reduced on request (", why,
+                               "): ", st.message()));
+      continue;
+    }
+    u.reduced_on_request = true;
+    u.reduced_for_step = next_step_;
     for (size_t i = 0; i < u.groups.size(); ++i) {
+      const bool changed = s.lrs()[i] != current[i];
       control.Log(absl::StrCat("ReduceLROnPlateau (", u.where, "): lr of group ", u.groups[i],
-                               s.lrs()[i] != current[i] ? " reduced from " : " stays at ",
-                               FormatLr(current[i]),
-                               s.lrs()[i] != current[i] ? absl::StrCat(" to ", FormatLr(s.lrs()[i])) : " (min_lr)",
+                               changed ? " reduced from " : " stays at ", FormatLr(current[i]),
+                               changed ? absl::StrCat(" to ", FormatLr(s.lrs()[i])) : " (min_lr or eps)",
                                " on request: ", why));
     }
     Apply(u, control, /*force_publish=*/false);

@@ -52,6 +52,8 @@ class SchedulersPlugin : public Plugin {
     std::string monitor;          // ReduceLROnPlateau only
     Source source = Source::kUnknown;
     bool monitor_seen = false;
+    bool reduced_on_request = false;
+    int64_t reduced_for_step = -1;  // the step whose lr its last reduction set
     std::unique_ptr<Scheduler> scheduler;
   };
   const std::vector<Unit>& units() const { return units_; }

@@ -666,7 +666,7 @@ TEST(SchedulersPluginTest, AReduceLrRequestReducesOnceAndNamesWhy) {
   {
     Rig rig({0.1});
     auto p = MakeSchedulers(R"({"schedule": {"type": "ReduceLROnPlateau", "patience": 1000,
-        "factor": 0.5, "min_lr": 0.03, "cooldown": 2}})");
+        "factor": 0.5, "min_lr": 0.03}})");
     ASSERT_TRUE(p.ok()) << p.status();
     rig.Add(std::move(p).value());
     rig.session.Begin(RunInfo());
@@ -675,16 +675,42 @@ TEST(SchedulersPluginTest, AReduceLrRequestReducesOnceAndNamesWhy) {
     rig.session.EndIteration(1.0, 4);
     rig.session.Publish(Record::Text("schedulers/requests", "reduce_lr: plateau at step 0", 0));
     EXPECT_DOUBLE_EQ(rig.lr(0), 0.05);
+    rig.session.Publish(Record::Text("schedulers/requests", "reduce_lr: twice", 0));
+    EXPECT_DOUBLE_EQ(rig.lr(0), 0.05);  // once for a step
     rig.session.EndIteration(1.0, 4);
     rig.session.Publish(Record::Text("schedulers/requests", "reduce_lr: again", 1));
     EXPECT_DOUBLE_EQ(rig.lr(0), 0.03);  // min_lr
-    rig.session.Publish(Record::Text("schedulers/requests", "warmup please", 1));
-    rig.session.Publish(Record::Text("other/requests", "reduce_lr: not for us", 1));
+    rig.session.EndIteration(1.0, 4);
+    rig.session.Publish(Record::Text("schedulers/requests", "reduce_lr: at the floor", 2));
+    rig.session.Publish(Record::Text("schedulers/requests", "warmup please", 2));
+    rig.session.Publish(Record::Text("other/requests", "reduce_lr: not for us", 2));
     EXPECT_DOUBLE_EQ(rig.lr(0), 0.03);
     const std::string log = ::testing::internal::GetCapturedStderr();
     EXPECT_THAT(log, HasSubstr("lr of group 0 reduced from 0.1 to 0.05 on request: plateau at step 0"));
+    EXPECT_THAT(log, HasSubstr("not reduced again on request (twice): it already reduced the lr for step 1"));
     EXPECT_THAT(log, HasSubstr("lr of group 0 reduced from 0.05 to 0.03 on request: again"));
+    EXPECT_THAT(log, HasSubstr("lr of group 0 stays at 0.03 (min_lr or eps) on request: at the floor"));
     EXPECT_THAT(log, HasSubstr("ignored the request 'warmup please' on schedulers/requests"));
+    EXPECT_THAT(log, Not(HasSubstr("not for us")));
+    rig.session.EndEpoch();
+    ASSERT_TRUE(rig.session.End().ok());
+  }
+  {
+    Rig rig({0.1});
+    auto p = MakeSchedulers(R"({"schedule": {"type": "ReduceLROnPlateau", "patience": 1000,
+        "factor": 0.5, "cooldown": 2}})");
+    ASSERT_TRUE(p.ok()) << p.status();
+    rig.Add(std::move(p).value());
+    rig.session.Begin(RunInfo());
+    rig.session.BeginEpoch();
+    ::testing::internal::CaptureStderr();
+    rig.session.EndIteration(1.0, 4);
+    rig.session.Publish(Record::Text("schedulers/requests", "reduce_lr: first", 0));
+    rig.session.EndIteration(1.0, 4);
+    rig.session.Publish(Record::Text("schedulers/requests", "reduce_lr: too soon", 1));
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    EXPECT_DOUBLE_EQ(rig.lr(0), 0.05);
+    EXPECT_THAT(log, HasSubstr("not reduced on request (too soon): it is in its cooldown (2 more check(s))"));
     EXPECT_EQ(dynamic_cast<const internal::ReduceLROnPlateau&>(rig.plugin->units()[0].scheduler->root())
                   .cooldown_counter(), 2);
     rig.session.EndEpoch();
