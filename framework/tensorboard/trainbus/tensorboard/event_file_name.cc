@@ -44,6 +44,18 @@ std::string HostName() {
   return buf[0] ? std::string(buf) : std::string("localhost");
 }
 
+double CoarseNowSeconds() {
+  static const bool usable = [] {
+    struct timespec res;
+    return ::clock_getres(CLOCK_REALTIME_COARSE, &res) == 0 && res.tv_sec == 0 &&
+           res.tv_nsec <= 10'000'000;
+  }();
+  if (!usable) return NowSeconds();
+  struct timespec ts;
+  ::clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
 double NowSeconds() {
   struct timespec ts;
   ::clock_gettime(CLOCK_REALTIME, &ts);

@@ -102,7 +102,8 @@ class EventFileWriter::Impl {
         queue_(std::max<size_t>(options.max_queue, 16)),
         buffer_(new char[kBufferCapacity]),
         file_offset_(initial_bytes) {
-    wake_mask_ = queue_.capacity() / 4 - 1;
+    ahead_ = queue_.capacity() / 8;
+    wake_mask_ = ahead_ - 1;
     bytes_written_.store(initial_bytes, std::memory_order_relaxed);
     records_written_.store(1, std::memory_order_relaxed);
     record_ends_.reserve(kBufferCapacity / 32);
@@ -136,14 +137,25 @@ class EventFileWriter::Impl {
         return false;
       }
       queue_full_waits_.fetch_add(1, std::memory_order_relaxed);
+      // A short spin (the writer thread is usually about to free a batch),
+      // then block until it has: a waiting producer burns no CPU.
+      auto room = [&] {
+        return queue_.closed() || failed_.load(std::memory_order_relaxed) ||
+               ((bytes == 0 || pending_bytes_.load(std::memory_order_relaxed) < kMaxPendingBytes) &&
+                queue_.HasRoom());
+      };
       for (int spins = 0;; ++spins) {
         Wake();
         if (spins < 64) {
           __builtin_ia32_pause();
-        } else if (spins < 256) {
+        } else if (spins < 72) {
           std::this_thread::yield();
         } else {
-          std::this_thread::sleep_for(std::chrono::microseconds(50));
+          WaitForRoom(room);
+        }
+        if (failed_.load(std::memory_order_relaxed)) {
+          records_lost_.fetch_add(1, std::memory_order_relaxed);
+          return false;
         }
         if (bytes > 0 && pending_bytes_.load(std::memory_order_relaxed) >= kMaxPendingBytes) {
           if (queue_.closed()) return false;
@@ -154,8 +166,9 @@ class EventFileWriter::Impl {
         if (r == Queue::PushResult::kClosed) return false;
       }
     }
-    // The writer sleeps when idle; wake it every quarter of the ring, and
-    // when large records hold more than kWakeBytes.
+    // The writer sleeps when idle; wake it every eighth of the ring (it
+    // backs the next eighth with memory then), and when large records hold
+    // more than kWakeBytes.
     bool wake = (pos & wake_mask_) == 0;
     if (bytes > 0) {
       wake |= pending_bytes_.fetch_add(bytes, std::memory_order_relaxed) + bytes >= kWakeBytes;
@@ -212,6 +225,26 @@ class EventFileWriter::Impl {
     return ok;
   }
 
+  // Blocks a producer until room() (checked under room_mu_, which the writer
+  // thread takes to notify after a drained batch, a failure or Close), or
+  // 100 ms as a backstop.
+  template <typename Room>
+  void WaitForRoom(Room&& room) {
+    std::unique_lock<std::mutex> lock(room_mu_);
+    producers_waiting_.fetch_add(1, std::memory_order_seq_cst);
+    room_cv_.wait_for(lock, std::chrono::milliseconds(100), room);
+    producers_waiting_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  // Wakes producers blocked in WaitForRoom() (cheap when there are none).
+  void NotifyRoom() {
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the waiter's fetch_add
+    if (producers_waiting_.load(std::memory_order_relaxed) != 0) {
+      std::lock_guard<std::mutex> lock(room_mu_);
+      room_cv_.notify_all();
+    }
+  }
+
   void Wake() {
     if (sleeping_.exchange(false, std::memory_order_seq_cst)) {
       std::lock_guard<std::mutex> lock(mu_);
@@ -258,6 +291,7 @@ class EventFileWriter::Impl {
       closed_.store(true, std::memory_order_relaxed);
       final_pos_ = queue_.Close();
       closing_.store(true, std::memory_order_seq_cst);
+      NotifyRoom();
       Wake();
       thread_.join();
       if (::close(fd_) != 0 && errno != EINTR) Fail(errno, "closing");
@@ -324,6 +358,7 @@ class EventFileWriter::Impl {
     error_errno_ = err;
     error_what_ = what;
     failed_.store(true, std::memory_order_release);
+    NotifyRoom();
     std::fprintf(stderr,
                  "[trainbus.tensorboard] ERROR: %s '%s' failed: %s; %llu record(s) lost, later "
                  "records are refused. Records written before stay readable.\n",
@@ -336,8 +371,13 @@ class EventFileWriter::Impl {
 
   void Run() {
     auto next_flush = std::chrono::steady_clock::now() + flush_interval_;
+    queue_.PopulateAhead(0, ahead_);
     for (;;) {
       const size_t n = Drain();
+      if (n > 0) {
+        queue_.PopulateAhead(queue_.consumer_position(), 2 * ahead_);
+        NotifyRoom();  // producers blocked on a full queue: there is room now
+      }
       if (closing_.load(std::memory_order_acquire)) {
         if (queue_.consumer_position() < final_pos_) {
           if (n == 0) Relax();
@@ -551,6 +591,7 @@ class EventFileWriter::Impl {
   pid_t owner_pid_;
   Queue queue_;
   uint64_t wake_mask_ = 0;
+  uint64_t ahead_ = 0;  // cells backed with memory ahead of the consumer (first lap)
   std::chrono::steady_clock::duration flush_interval_;
 
   // Shared state.
@@ -563,6 +604,9 @@ class EventFileWriter::Impl {
   mutable std::mutex mu_;
   std::condition_variable wake_cv_;
   std::condition_variable flushed_cv_;
+  std::mutex room_mu_;                          // producers blocked on a full queue
+  std::condition_variable room_cv_;
+  std::atomic<int> producers_waiting_{0};
   uint64_t flushed_through_ = 0;  // guarded by mu_
   bool thread_exited_ = false;    // guarded by mu_
   int error_errno_ = 0;           // guarded by mu_

@@ -87,7 +87,7 @@ bool SummaryWriter::Reject(const absl::Status& status) {
 bool SummaryWriter::add_scalar(absl::string_view tag, double value, int64_t step,
                                std::optional<double> wall_time) {
   return main_->WriteScalar(tag, static_cast<float>(value), step,
-                            wall_time ? *wall_time : NowSeconds());
+                            wall_time ? *wall_time : CoarseNowSeconds());
 }
 
 EventFileWriter* SummaryWriter::SubWriter(const std::string& dir) {

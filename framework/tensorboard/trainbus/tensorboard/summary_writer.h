@@ -76,7 +76,8 @@
 //
 // Values:
 //   - step is int64; wall_time is seconds since the epoch (double, sub-second
-//     precision), "now" when not given.
+//     precision), "now" when not given (add_scalar's "now" is the kernel's
+//     coarse clock, to 1-4 ms: CoarseNowSeconds() in event_file_name.h).
 //   - add_scalar stores the value as float (TensorBoard stores scalars as
 //     float32).
 //   - add_scalars(main_tag, {series: value}) writes each series to its own
