@@ -9,7 +9,9 @@
 # REPETITIONS (default 15) sets the repetitions of the trainer comparison,
 # run with random interleaving so that the bare loop and the trainer are
 # measured side by side under the same machine load; the ratio is computed
-# from the medians of that one run. Raw results (JSON) go to
+# from the medians of that one run. WRITER_REPETITIONS (default 5) sets the
+# writer bench's runs; it prints the median and the range [min-max] of
+# each figure (scripts/bench-summary.py). Raw results (JSON) go to
 # build-bench/results/. The trainer bench's progress lines go to
 # build-bench/results/trainer_overhead.stderr.
 set -euo pipefail
@@ -17,6 +19,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 build_dir="${BENCH_BUILD_DIR:-build-bench}"
 reps="${REPETITIONS:-15}"
+writer_reps="${WRITER_REPETITIONS:-5}"
 suites=("$@")
 [ ${#suites[@]} -eq 0 ] && suites=(bus trainer tensorboard checkpoint standalone health)
 
@@ -39,7 +42,8 @@ done
 cmake --build "$build_dir" -j "$(nproc)" --target "${targets[@]}"
 results="$build_dir/results"
 mkdir -p "$results"
-echo "bench: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+cpu_model="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+echo "bench: $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), CPU ${cpu_model:-?}, load $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 
 # Medians of a console run with --benchmark_report_aggregates_only=true:
 # "<name>_median <time> <unit> <cpu> <unit> <iterations> [counters]".
@@ -78,12 +82,12 @@ for s in "${suites[@]}"; do
            }' "$results/trainer_overhead.txt"
       ;;
     tensorboard)
-      echo; echo "== TensorBoard writer (median of 3) =="
-      "$build_dir/bench/tensorboard/tensorboard_writer_bench" --benchmark_repetitions=3 \
-        --benchmark_report_aggregates_only=true \
+      echo; echo "== TensorBoard writer: median [min-max] of $writer_reps runs =="
+      "$build_dir/bench/tensorboard/tensorboard_writer_bench" --benchmark_repetitions="$writer_reps" \
+        --benchmark_display_aggregates_only=true \
         --benchmark_out="$results/tensorboard_writer.json" --benchmark_out_format=json \
-        | tee "$results/tensorboard_writer.txt" >/dev/null
-      medians "$results/tensorboard_writer.txt"
+        >"$results/tensorboard_writer.txt"
+      scripts/bench-summary.py "$results/tensorboard_writer.json"
       ;;
     checkpoint)
       echo; echo "== checkpoint flush barrier: without / with file-writing plugins (median of 3) =="

@@ -1,10 +1,13 @@
 // trainbus/tensorboard/bounded_queue.h — internal: the writer's ring buffer.
 //
-// A bounded multi-producer, single-consumer queue after Dmitry Vyukov's
-// bounded MPMC design: every cell carries a sequence number, a producer
-// claims a slot with one CAS on the enqueue position and publishes it with a
-// release store; the single consumer reads cells in order without any
-// read-modify-write. No locks, no allocation after construction.
+// A bounded multi-producer, single-consumer ring. A producer claims a slot
+// with one CAS on the enqueue position (after checking that the consumer has
+// released it) and publishes it by stamping the cell with its position, a
+// release store; the single consumer reads cells in order and hands slots
+// back in batches through one released position. Only producers write cells,
+// so a record crosses between cores once (Vyukov's bounded queue, where the
+// consumer also stamps every cell, moves each cache line twice). No locks,
+// no allocation after construction.
 //
 // Extras over the classic design:
 //   - Close() sets a bit in the enqueue position with one atomic OR. Every
@@ -12,8 +15,10 @@
 //     later push fails with kClosed: the consumer knows exactly what to
 //     drain, and nothing accepted is ever left behind.
 //   - The consumer works in place: Front() / Pop(), no copy out.
-//   - Cells store their sequence relative to their index (seq - index), so
-//     the all-zero state is the valid empty queue. The cells come straight
+//   - A cell is published for position p when its stamp is p + 1; cells
+//     store the stamp relative to their index (stamp - index), so the
+//     all-zero memory is the valid empty queue and a stamp from an earlier
+//     lap never matches. The cells come straight
 //     from mmap: the kernel hands out zero pages only when a cell is first
 //     touched, so a writer with the default 65,536-record queue (4 MiB)
 //     starts without 1,024 page faults and uses the memory it needs.
@@ -65,29 +70,29 @@ class BoundedQueue {
     uint64_t pos = enqueue_pos_.load(std::memory_order_relaxed);
     for (;;) {
       if (pos & kClosedBit) return PushResult::kClosed;
-      Cell& cell = cells_[pos & mask_];
-      const uint64_t seq = Seq(cell, pos);
-      const int64_t diff = static_cast<int64_t>(seq - pos);
-      if (diff == 0) {
-        if (enqueue_pos_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
-          fill(cell.data);
-          SetSeq(cell, pos, pos + 1);
-          *position = pos;
-          return PushResult::kOk;
-        }
-      } else if (diff < 0) {
-        return PushResult::kFull;
-      } else {
-        pos = enqueue_pos_.load(std::memory_order_relaxed);
+      // Acquire: the consumer is done reading what the slot held a lap ago.
+      // The producers' copy of released_ sits in the line they CAS anyway;
+      // the consumer's line is read only when the copy says full.
+      if (pos - released_copy_.load(std::memory_order_acquire) > mask_) {
+        const uint64_t released = released_.load(std::memory_order_acquire);
+        if (pos - released > mask_) return PushResult::kFull;
+        released_copy_.store(released, std::memory_order_release);
+      }
+      if (enqueue_pos_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
+        Cell& cell = cells_[pos & mask_];
+        fill(cell.data);
+        cell.relative_stamp.store(pos + 1 - (pos & mask_), std::memory_order_release);
+        *position = pos;
+        return PushResult::kOk;
       }
     }
   }
 
-  // True when the next push would not find the queue full (a hint: another
-  // producer may take the slot first).
-  bool HasRoom() const {
+  // True when `n` more pushes would not find the queue full (a hint: other
+  // producers may take the slots first).
+  bool HasRoom(uint64_t n = 1) const {
     const uint64_t pos = enqueue_pos_.load(std::memory_order_acquire) & ~kClosedBit;
-    return static_cast<int64_t>(Seq(cells_[pos & mask_], pos) - pos) >= 0;
+    return pos + n - released_.load(std::memory_order_acquire) <= mask_ + 1;
   }
 
   // Consumer only: backs the cells up to position + `ahead` with memory now,
@@ -105,7 +110,7 @@ class BoundedQueue {
       // sequence of its first cell (race-free with the producers).
       for (size_t b = populated_bytes_; b < want; b += kPage) {
         reinterpret_cast<Cell*>(reinterpret_cast<char*>(cells_) + b)
-            ->relative_seq.fetch_add(0, std::memory_order_relaxed);
+            ->relative_stamp.fetch_add(0, std::memory_order_relaxed);
       }
     }
     populated_bytes_ = want;
@@ -113,16 +118,19 @@ class BoundedQueue {
 
   // Consumer only: the next published item, or nullptr.
   T* Front() {
-    Cell& cell = cells_[dequeue_pos_ & mask_];
-    if (Seq(cell, dequeue_pos_) != dequeue_pos_ + 1) return nullptr;
-    return &cell.data;
+    const Cell& cell = cells_[dequeue_pos_ & mask_];
+    const uint64_t stamp = cell.relative_stamp.load(std::memory_order_acquire) + (dequeue_pos_ & mask_);
+    if (stamp != dequeue_pos_ + 1) return nullptr;
+    return &cells_[dequeue_pos_ & mask_].data;
   }
-  // Consumer only: releases the item Front() returned.
+  // Consumer only: done with the item Front() returned. Its slot goes back
+  // to the producers with the next Release(), at the latest 64 pops later.
   void Pop() {
-    Cell& cell = cells_[dequeue_pos_ & mask_];
-    SetSeq(cell, dequeue_pos_, dequeue_pos_ + mask_ + 1);
     ++dequeue_pos_;
+    if ((dequeue_pos_ & 63) == 0) Release();
   }
+  // Consumer only: hands every popped slot back to the producers now.
+  void Release() { released_.store(dequeue_pos_, std::memory_order_release); }
   // Consumer only: how many items were popped so far.
   uint64_t consumer_position() const { return dequeue_pos_; }
 
@@ -145,26 +153,20 @@ class BoundedQueue {
   static constexpr int kMadvPopulateWrite = 23;  // Linux 5.14's value
 #endif
   struct alignas(64) Cell {
-    std::atomic<uint64_t> relative_seq;  // the classic design's sequence minus the cell's index
+    std::atomic<uint64_t> relative_stamp;  // published position + 1, minus the cell's index
     T data;
   };
-  static_assert(sizeof(T) <= 56, "queue items must fit a cache line with their sequence");
+  static_assert(sizeof(T) <= 56, "queue items must fit a cache line with their stamp");
   static_assert(std::is_trivially_default_constructible_v<T> && std::is_trivially_destructible_v<T>,
                 "queue items live in raw zeroed memory");
   static_assert(std::is_trivially_default_constructible_v<std::atomic<uint64_t>>);
-
-  // The sequence of the cell at `pos` (any position mapping to it).
-  uint64_t Seq(const Cell& cell, uint64_t pos) const {
-    return cell.relative_seq.load(std::memory_order_acquire) + (pos & mask_);
-  }
-  void SetSeq(Cell& cell, uint64_t pos, uint64_t seq) {
-    cell.relative_seq.store(seq - (pos & mask_), std::memory_order_release);
-  }
 
   Cell* cells_ = nullptr;
   size_t bytes_ = 0;
   uint64_t mask_ = 0;
   alignas(64) std::atomic<uint64_t> enqueue_pos_{0};
+  std::atomic<uint64_t> released_copy_{0};  // producers' last look at released_ (may lag)
+  alignas(64) std::atomic<uint64_t> released_{0};  // every slot before it is free again
   alignas(64) uint64_t dequeue_pos_ = 0;
   size_t populated_bytes_ = 0;  // consumer only
 };

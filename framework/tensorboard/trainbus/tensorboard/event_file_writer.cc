@@ -137,22 +137,17 @@ class EventFileWriter::Impl {
         return false;
       }
       queue_full_waits_.fetch_add(1, std::memory_order_relaxed);
-      // A short spin (the writer thread is usually about to free a batch),
-      // then block until it has: a waiting producer burns no CPU.
+      // Block until the writer thread has freed an eighth of the ring (not
+      // one slot: a producer let through per slot would spin in step with the
+      // writer, doubling the CPU per record). A waiting producer burns no CPU.
       auto room = [&] {
         return queue_.closed() || failed_.load(std::memory_order_relaxed) ||
                ((bytes == 0 || pending_bytes_.load(std::memory_order_relaxed) < kMaxPendingBytes) &&
-                queue_.HasRoom());
+                queue_.HasRoom(ahead_));
       };
-      for (int spins = 0;; ++spins) {
+      for (;;) {
         Wake();
-        if (spins < 64) {
-          __builtin_ia32_pause();
-        } else if (spins < 72) {
-          std::this_thread::yield();
-        } else {
-          WaitForRoom(room);
-        }
+        WaitForRoom(room);
         if (failed_.load(std::memory_order_relaxed)) {
           records_lost_.fetch_add(1, std::memory_order_relaxed);
           return false;
@@ -375,6 +370,7 @@ class EventFileWriter::Impl {
     for (;;) {
       const size_t n = Drain();
       if (n > 0) {
+        queue_.Release();
         queue_.PopulateAhead(queue_.consumer_position(), 2 * ahead_);
         NotifyRoom();  // producers blocked on a full queue: there is room now
       }
