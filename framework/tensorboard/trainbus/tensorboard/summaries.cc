@@ -51,6 +51,16 @@ absl::StatusOr<proto::Summary> ScalarSummary(absl::string_view tag, double value
   return s;
 }
 
+absl::Status CheckHistogramSummary(absl::string_view tag, absl::Span<const double> values) {
+  absl::Status st = CheckHistogramValues(values);
+  return st.ok() ? st : Invalid("histogram", tag, st.message());
+}
+
+absl::Status CheckHistogramSummary(absl::string_view tag, absl::Span<const float> values) {
+  absl::Status st = CheckHistogramValues(values);
+  return st.ok() ? st : Invalid("histogram", tag, st.message());
+}
+
 absl::StatusOr<proto::Summary> HistogramSummary(absl::string_view tag,
                                                 absl::Span<const double> values) {
   proto::Summary s;

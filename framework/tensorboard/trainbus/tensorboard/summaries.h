@@ -66,6 +66,10 @@ inline constexpr char kHParamsSessionEndTag[] = "_hparams_/session_end_info";
 
 absl::StatusOr<proto::Summary> ScalarSummary(absl::string_view tag, double value);
 
+// HistogramSummary's errors for `values`, without building it (one fast pass).
+absl::Status CheckHistogramSummary(absl::string_view tag, absl::Span<const double> values);
+absl::Status CheckHistogramSummary(absl::string_view tag, absl::Span<const float> values);
+
 absl::StatusOr<proto::Summary> HistogramSummary(absl::string_view tag,
                                                 absl::Span<const double> values);
 // Floats are bucketed as they are: no copy to double.

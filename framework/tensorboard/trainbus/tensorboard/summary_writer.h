@@ -258,6 +258,11 @@ class SummaryWriter {
   // Enqueues a built summary (or rejects the error) for the run's own file.
   bool Enqueue(absl::StatusOr<proto::Summary> summary, int64_t step,
                std::optional<double> wall_time);
+  // Checks and copies the values; the buckets are counted on the writer thread.
+  bool EnqueueHistogram(absl::string_view tag, absl::Span<const double> values, int64_t step,
+                        std::optional<double> wall_time);
+  bool EnqueueHistogram(absl::string_view tag, absl::Span<const float> values, int64_t step,
+                        std::optional<double> wall_time);
   // Enqueues an image to be PNG-encoded on the writer thread.
   bool EnqueueImage(absl::string_view tag, absl::StatusOr<ImageCanvas> canvas, int64_t step,
                     std::optional<double> wall_time);

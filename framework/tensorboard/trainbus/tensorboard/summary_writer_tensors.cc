@@ -16,7 +16,12 @@ namespace trainbus::tensorboard {
 bool SummaryWriter::add_histogram(absl::string_view tag, const at::Tensor& values, int64_t step,
                                   std::optional<double> wall_time) {
   if (closed_.load(std::memory_order_relaxed)) return false;
-  return Enqueue(HistogramSummary(tag, values), step, wall_time);
+  absl::StatusOr<at::Tensor> t = HistogramValues(tag, values);
+  if (!t.ok()) return Reject(t.status());
+  if (t->scalar_type() == at::kFloat) {
+    return EnqueueHistogram(tag, absl::MakeConstSpan(t->data_ptr<float>(), t->numel()), step, wall_time);
+  }
+  return EnqueueHistogram(tag, absl::MakeConstSpan(t->data_ptr<double>(), t->numel()), step, wall_time);
 }
 
 bool SummaryWriter::add_image(absl::string_view tag, const at::Tensor& image, int64_t step,

@@ -42,18 +42,23 @@ absl::Span<const double> Doubles(const at::Tensor& flat) {
 
 }  // namespace
 
-absl::StatusOr<proto::Summary> HistogramSummary(absl::string_view tag, const at::Tensor& values) {
+absl::StatusOr<at::Tensor> HistogramValues(absl::string_view tag, const at::Tensor& values) {
   if (!values.defined()) return Invalid("histogram", tag, "the tensor is undefined");
   at::Tensor t = values.detach().to(at::kCPU).reshape({-1});
-  if (t.scalar_type() == at::kFloat) {
-    t = t.contiguous();
-    return HistogramSummary(tag, absl::MakeConstSpan(t.data_ptr<float>(), t.numel()));
-  }
+  if (t.scalar_type() == at::kFloat) return t.contiguous();
   if (at::isFloatingType(t.scalar_type()) || at::isIntegralType(t.scalar_type(), true)) {
-    t = t.to(at::kDouble).contiguous();
-    return HistogramSummary(tag, Doubles(t));
+    return t.to(at::kDouble).contiguous();
   }
   return UnsupportedDtype("histogram", tag, t, "a floating, integer or bool tensor");
+}
+
+absl::StatusOr<proto::Summary> HistogramSummary(absl::string_view tag, const at::Tensor& values) {
+  absl::StatusOr<at::Tensor> t = HistogramValues(tag, values);
+  if (!t.ok()) return t.status();
+  if (t->scalar_type() == at::kFloat) {
+    return HistogramSummary(tag, absl::MakeConstSpan(t->data_ptr<float>(), t->numel()));
+  }
+  return HistogramSummary(tag, Doubles(*t));
 }
 
 absl::StatusOr<ImageCanvas> PrepareImage(absl::string_view tag, const at::Tensor& image,

@@ -30,6 +30,10 @@ namespace trainbus::tensorboard {
 
 // Any shape; floating, integer or bool dtype. float32 is bucketed in place.
 absl::StatusOr<proto::Summary> HistogramSummary(absl::string_view tag, const at::Tensor& values);
+// The values a histogram of `values` counts: a flat, contiguous CPU tensor
+// of float (as given) or double (every other floating, integer or bool
+// dtype); or the error HistogramSummary would return for it.
+absl::StatusOr<at::Tensor> HistogramValues(absl::string_view tag, const at::Tensor& values);
 
 // Checks the tensor and lays it out as one HWC uint8 canvas (a grid for a
 // batch) that owns its memory, in one copy.
