@@ -31,12 +31,12 @@ targets=()
 for s in "${suites[@]}"; do
   case "$s" in
     bus) targets+=(bus_bench) ;;
-    trainer) targets+=(trainer_overhead_bench) ;;
+    trainer|trainer-large) targets+=(trainer_overhead_bench) ;;
     tensorboard) targets+=(tensorboard_writer_bench) ;;
     checkpoint) targets+=(checkpoint_barrier_bench) ;;
     standalone) targets+=(standalone_writer_bench) ;;
     health) targets+=(health_bench) ;;
-    *) echo "bench: unknown suite '$s' (bus, trainer, tensorboard, checkpoint, standalone, health)" >&2; exit 2 ;;
+    *) echo "bench: unknown suite '$s' (bus, trainer, trainer-large, tensorboard, checkpoint, standalone, health)" >&2; exit 2 ;;
   esac
 done
 cmake --build "$build_dir" -j "$(nproc)" --target "${targets[@]}"
@@ -80,6 +80,18 @@ for s in "${suites[@]}"; do
              name = $1; sub(/\/.*$/, "", name); sub(/^BM_Paired/, "", name)
              for (i = 1; i <= NF; ++i) if ($i ~ /^ratio=/) { r = substr($i, 7); printf "  %-26s / bare loop: %.4f  (%+.2f%%)\n", name, r, 100 * (r - 1) }
            }' "$results/trainer_overhead.txt"
+      ;;
+    trainer-large)
+      # The same comparison on a model whose iteration takes >= 10 ms (an MLP
+      # 1024 wide, 2 epochs): paired runs only, LARGE_REPETITIONS (default 3).
+      echo; echo "== trainer overhead on a larger model (hidden 1024, 2 epochs; ${LARGE_REPETITIONS:-3} repetitions of 3 pairs) =="
+      TRAINBUS_OVERHEAD_HIDDEN=1024 TRAINBUS_OVERHEAD_EPOCHS=2 TRAINBUS_OVERHEAD_PAIRS=3 \
+      "$build_dir/bench/trainer/trainer_overhead_bench" --benchmark_repetitions="${LARGE_REPETITIONS:-3}" \
+        --benchmark_filter='^BM_Paired(Trainer|BareLoop)/' --benchmark_min_time=0 \
+        --benchmark_display_aggregates_only=true \
+        --benchmark_out="$results/trainer_large.json" --benchmark_out_format=json \
+        2>"$results/trainer_large.stderr" >"$results/trainer_large.txt"
+      scripts/bench-summary.py "$results/trainer_large.json"
       ;;
     tensorboard)
       echo; echo "== TensorBoard writer: median [min-max] of $writer_reps runs =="

@@ -163,19 +163,21 @@ void BM_AddScalarLatency(benchmark::State& state) {
   uint64_t waits = 0;
   for (auto _ : state) {
     state.PauseTiming();
-    ScratchDir dir;
-    auto w = NewWriter(dir.path());
-    state.ResumeTiming();
-    for (int64_t i = 0; i < kCalls; ++i) {
-      const uint64_t t0 = __rdtsc();
-      w->add_scalar("loss/train", 0.5, i);
-      const uint64_t t1 = __rdtsc();
-      ticks[i] = static_cast<uint32_t>(std::min<uint64_t>(t1 - t0, UINT32_MAX));
+    {
+      ScratchDir dir;
+      auto w = NewWriter(dir.path());
+      state.ResumeTiming();
+      for (int64_t i = 0; i < kCalls; ++i) {
+        const uint64_t t0 = __rdtsc();
+        w->add_scalar("loss/train", 0.5, i);
+        const uint64_t t1 = __rdtsc();
+        ticks[i] = static_cast<uint32_t>(std::min<uint64_t>(t1 - t0, UINT32_MAX));
+      }
+      state.PauseTiming();
+      all.insert(all.end(), ticks.begin(), ticks.end());
+      if (!w->close().ok()) state.SkipWithError("close failed");
+      waits += w->counters().queue_full_waits;
     }
-    state.PauseTiming();
-    all.insert(all.end(), ticks.begin(), ticks.end());
-    if (!w->close().ok()) state.SkipWithError("close failed");
-    waits += w->counters().queue_full_waits;
     state.ResumeTiming();
   }
   LatencyCounters(state, all);
@@ -192,44 +194,45 @@ void BM_FourProducersEndToEnd(benchmark::State& state) {
   std::vector<std::vector<uint32_t>> ticks(kThreads, std::vector<uint32_t>(kPerThread));
   std::vector<uint32_t> all;
   uint64_t waits = 0;
-  const double cpu0 = ProcessCpuNs();
+  double cpu = 0;  // from the start signal until everything is flushed
   for (auto _ : state) {
     state.PauseTiming();
-    ScratchDir dir;
-    auto w = NewWriter(dir.path());
-    std::atomic<int> ready{0};
-    std::atomic<bool> go{false};
-    std::vector<std::thread> threads;
-    for (int t = 0; t < kThreads; ++t) {
-      threads.emplace_back([&, t] {
-        const std::string tag = "producer/" + std::to_string(t);
-        ready.fetch_add(1);
-        while (!go.load(std::memory_order_acquire)) {
-        }
-        for (int64_t i = 0; i < kPerThread; ++i) {
-          const uint64_t t0 = __rdtsc();
-          w->add_scalar(tag, 0.5, i);
-          const uint64_t t1 = __rdtsc();
-          ticks[t][i] = static_cast<uint32_t>(std::min<uint64_t>(t1 - t0, UINT32_MAX));
-        }
-      });
+    {
+      ScratchDir dir;
+      auto w = NewWriter(dir.path());
+      std::atomic<int> ready{0};
+      std::atomic<bool> go{false};
+      std::vector<std::thread> threads;
+      for (int t = 0; t < kThreads; ++t) {
+        threads.emplace_back([&, t] {
+          const std::string tag = "producer/" + std::to_string(t);
+          ready.fetch_add(1);
+          while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
+          for (int64_t i = 0; i < kPerThread; ++i) {
+            const uint64_t t0 = __rdtsc();
+            w->add_scalar(tag, 0.5, i);
+            const uint64_t t1 = __rdtsc();
+            ticks[t][i] = static_cast<uint32_t>(std::min<uint64_t>(t1 - t0, UINT32_MAX));
+          }
+        });
+      }
+      while (ready.load() < kThreads) std::this_thread::yield();
+      state.ResumeTiming();
+      const double cpu0 = ProcessCpuNs();
+      go.store(true, std::memory_order_release);
+      for (auto& th : threads) th.join();
+      if (!w->flush().ok()) state.SkipWithError("flush failed");
+      cpu += ProcessCpuNs() - cpu0;
+      state.PauseTiming();
+      for (auto& t : ticks) all.insert(all.end(), t.begin(), t.end());
+      if (!w->close().ok()) state.SkipWithError("close failed");
+      waits += w->counters().queue_full_waits;
     }
-    while (ready.load() < kThreads) {
-    }
-    state.ResumeTiming();
-    go.store(true, std::memory_order_release);
-    for (auto& th : threads) th.join();
-    if (!w->flush().ok()) state.SkipWithError("flush failed");
-    state.PauseTiming();
-    for (auto& t : ticks) all.insert(all.end(), t.begin(), t.end());
-    if (!w->close().ok()) state.SkipWithError("close failed");
-    waits += w->counters().queue_full_waits;
     state.ResumeTiming();
   }
+  state.counters["cpu_ns_per_event"] = cpu / static_cast<double>(state.iterations() * kThreads * kPerThread);
   LatencyCounters(state, all);
   state.counters["queue_full_waits"] = static_cast<double>(waits) / static_cast<double>(state.iterations());
-  state.counters["cpu_ns_per_event"] =
-      (ProcessCpuNs() - cpu0) / static_cast<double>(state.iterations() * kThreads * kPerThread);
   state.SetItemsProcessed(state.iterations() * kThreads * kPerThread);
 }
 BENCHMARK(BM_FourProducersEndToEnd)->Iterations(4)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -55,12 +55,15 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-// TRAINBUS_OVERHEAD_HIDDEN=N overrides it (to find the size of ~1 ms/iteration elsewhere).
-const int64_t kHidden = [] {
-  const char* v = std::getenv("TRAINBUS_OVERHEAD_HIDDEN");
-  return v != nullptr && std::atoll(v) > 0 ? std::atoll(v) : int64_t{16};
-}();
-constexpr int64_t kEpochs = 5;
+// TRAINBUS_OVERHEAD_HIDDEN=N and TRAINBUS_OVERHEAD_EPOCHS=E override the
+// hidden width (16: ~0.8 ms an iteration here) and the epochs (5); scripts/bench.sh
+// trainer-large runs a model of >= 10 ms an iteration with them.
+int64_t FromEnv(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::atoll(v) > 0 ? std::atoll(v) : fallback;
+}
+const int64_t kHidden = FromEnv("TRAINBUS_OVERHEAD_HIDDEN", 16);
+const int64_t kEpochs = FromEnv("TRAINBUS_OVERHEAD_EPOCHS", 5);
 constexpr int64_t kBatch = 64;
 constexpr uint64_t kSeed = 42;
 constexpr double kLr = 0.05, kMomentum = 0.9;
@@ -538,7 +541,7 @@ TRAINBUS_OVERHEAD_BENCH(BM_BareLoopWithAccuracy);
 TRAINBUS_OVERHEAD_BENCH(BM_TrainerNoPlugins);
 // Paired: 6 pairs per repetition, alternating which variant goes first.
 #define TRAINBUS_PAIRED_BENCH(fn) \
-  BENCHMARK(fn)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(6)
+  BENCHMARK(fn)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(FromEnv("TRAINBUS_OVERHEAD_PAIRS", 6))
 TRAINBUS_PAIRED_BENCH(BM_PairedTrainer);
 TRAINBUS_PAIRED_BENCH(BM_PairedTrainerNoPlugins);
 TRAINBUS_PAIRED_BENCH(BM_PairedBareLoopWithAccuracy);

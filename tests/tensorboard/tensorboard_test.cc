@@ -348,8 +348,8 @@ TEST(Writer, FirstRecordIsFileVersionAndScalarsRoundTrip) {
   }
 }
 
-// add_scalar's default wall time is the coarse clock: at most one tick
-// (<= 10 ms, else it falls back to the precise clock) behind, never ahead,
+// add_scalar's default wall time is the coarse clock: about one tick
+// (<= 4 ms, else it falls back to the precise clock) behind, never ahead,
 // and finer than a second.
 TEST(Writer, WallTimeDefaultsToNowWithSubSecondPrecision) {
   TempDir dir;
@@ -1165,9 +1165,9 @@ TEST(Concurrency, EightThreadsLoseAndDuplicateNothing) {
   }
 }
 
-// A producer facing a full queue spins briefly, then sleeps until the writer
-// thread has made room: during a 300 ms stall of the writer it makes a
-// handful of context switches, not thousands of polls, and loses nothing.
+// A producer facing a full queue sleeps until the writer thread has made
+// room: during a 300 ms stall of the writer it makes a handful of context
+// switches, not thousands of polls, and loses nothing.
 TEST(Concurrency, AProducerFacingAFullQueueBlocksInsteadOfPolling) {
   TempDir dir;
   tb::EventFileWriterOptions opt;

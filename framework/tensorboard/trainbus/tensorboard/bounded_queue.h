@@ -22,9 +22,10 @@
 //     from mmap: the kernel hands out zero pages only when a cell is first
 //     touched, so a writer with the default 65,536-record queue (4 MiB)
 //     starts without 1,024 page faults and uses the memory it needs.
-//   - PopulateAhead() lets the consumer take those first-lap page faults
-//     ahead of the producers (MADV_POPULATE_WRITE), so that a producer's
-//     first pass over the ring does not stall for microseconds a page.
+//   - PopulateAhead() lets the consumer take those first-lap page faults a
+//     little ahead of the producers (MADV_POPULATE_WRITE), so that a
+//     producer's first pass over the ring does not stall for microseconds a
+//     page, while a writer that logs little still backs little.
 //
 // Cells are one cache line each (T must fit in 56 bytes, and be trivially
 // constructible and destructible: cells are raw zeroed memory).
@@ -72,9 +73,19 @@ class BoundedQueue {
       if (pos & kClosedBit) return PushResult::kClosed;
       // Acquire: the consumer is done reading what the slot held a lap ago.
       // The producers' copy of released_ sits in the line they CAS anyway;
-      // the consumer's line is read only when the copy says full.
-      if (pos - released_copy_.load(std::memory_order_acquire) > mask_) {
+      // the consumer's line is read only when the copy says full. A
+      // released position beyond `pos` means `pos` is stale: reload it.
+      const uint64_t copy = released_copy_.load(std::memory_order_acquire);
+      if (static_cast<int64_t>(pos - copy) < 0) {
+        pos = enqueue_pos_.load(std::memory_order_relaxed);
+        continue;
+      }
+      if (pos - copy > mask_) {
         const uint64_t released = released_.load(std::memory_order_acquire);
+        if (static_cast<int64_t>(pos - released) < 0) {
+          pos = enqueue_pos_.load(std::memory_order_relaxed);
+          continue;
+        }
         if (pos - released > mask_) return PushResult::kFull;
         released_copy_.store(released, std::memory_order_release);
       }
@@ -107,7 +118,7 @@ class BoundedQueue {
     char* begin = reinterpret_cast<char*>(cells_) + populated_bytes_;
     if (::madvise(begin, want - populated_bytes_, kMadvPopulateWrite) != 0) {
       // Before Linux 5.14: touch each page with an atomic no-op on the
-      // sequence of its first cell (race-free with the producers).
+      // stamp of its first cell (race-free with the producers).
       for (size_t b = populated_bytes_; b < want; b += kPage) {
         reinterpret_cast<Cell*>(reinterpret_cast<char*>(cells_) + b)
             ->relative_stamp.fetch_add(0, std::memory_order_relaxed);
@@ -115,6 +126,9 @@ class BoundedQueue {
     }
     populated_bytes_ = want;
   }
+
+  // Consumer only: true once every cell is backed (after the first lap).
+  bool populated() const { return populated_bytes_ >= bytes_; }
 
   // Consumer only: the next published item, or nullptr.
   T* Front() {

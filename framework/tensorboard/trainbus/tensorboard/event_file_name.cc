@@ -48,7 +48,7 @@ double CoarseNowSeconds() {
   static const bool usable = [] {
     struct timespec res;
     return ::clock_getres(CLOCK_REALTIME_COARSE, &res) == 0 && res.tv_sec == 0 &&
-           res.tv_nsec <= 10'000'000;
+           res.tv_nsec <= 4'000'000;
   }();
   if (!usable) return NowSeconds();
   struct timespec ts;

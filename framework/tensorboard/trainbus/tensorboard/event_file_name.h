@@ -45,7 +45,7 @@ double NowSeconds();
 // The wall time add_scalar stamps when given none: the kernel's coarse
 // real-time clock (CLOCK_REALTIME_COARSE), read in ~5 ns instead of ~25 ns,
 // to the last scheduler tick (1-4 ms). TensorBoard's time axes never need
-// more. Falls back to NowSeconds() where that clock is coarser than 10 ms.
+// more. Falls back to NowSeconds() where that clock is coarser than 4 ms.
 double CoarseNowSeconds();
 
 }  // namespace trainbus::tensorboard

@@ -91,7 +91,7 @@ class EventFileWriter::Impl {
   static constexpr uint8_t kScalar = 0;
   static constexpr uint8_t kEncoded = 1;
   static constexpr uint8_t kDeferred = 2;
-  static_assert(sizeof(Item) <= 56, "Item must fit one cache line with its sequence");
+  static_assert(sizeof(Item) <= 56, "Item must fit one cache line with its stamp");
 
   Impl(std::string dir, std::string path, int fd, const EventFileWriterOptions& options,
        uint64_t initial_bytes)
@@ -161,9 +161,9 @@ class EventFileWriter::Impl {
         if (r == Queue::PushResult::kClosed) return false;
       }
     }
-    // The writer sleeps when idle; wake it every eighth of the ring (it
-    // backs the next eighth with memory then), and when large records hold
-    // more than kWakeBytes.
+    // The writer sleeps when idle; wake it every eighth of the ring (on the
+    // first lap it backs the ring an eighth ahead then), and when large
+    // records hold more than kWakeBytes.
     bool wake = (pos & wake_mask_) == 0;
     if (bytes > 0) {
       wake |= pending_bytes_.fetch_add(bytes, std::memory_order_relaxed) + bytes >= kWakeBytes;
@@ -227,6 +227,7 @@ class EventFileWriter::Impl {
   void WaitForRoom(Room&& room) {
     std::unique_lock<std::mutex> lock(room_mu_);
     producers_waiting_.fetch_add(1, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with NotifyRoom's fence
     room_cv_.wait_for(lock, std::chrono::milliseconds(100), room);
     producers_waiting_.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -366,12 +367,12 @@ class EventFileWriter::Impl {
 
   void Run() {
     auto next_flush = std::chrono::steady_clock::now() + flush_interval_;
-    queue_.PopulateAhead(0, ahead_);
     for (;;) {
       const size_t n = Drain();
       if (n > 0) {
         queue_.Release();
-        queue_.PopulateAhead(queue_.consumer_position(), 2 * ahead_);
+        // First lap only: back the ring an eighth ahead of the producers.
+        if (!queue_.populated()) queue_.PopulateAhead(queue_.producer_position(), ahead_);
         NotifyRoom();  // producers blocked on a full queue: there is room now
       }
       if (closing_.load(std::memory_order_acquire)) {
@@ -406,7 +407,15 @@ class EventFileWriter::Impl {
         next_flush = now + flush_interval_;
         continue;
       }
-      if (n == 0) IdleWait(next_flush);
+      if (n == 0) {
+        // A producer claimed the next slot but has not published it yet:
+        // it will not wake this thread, so wait for it here.
+        if (queue_.producer_position() > queue_.consumer_position()) {
+          Relax();
+        } else {
+          IdleWait(next_flush);
+        }
+      }
     }
     std::lock_guard<std::mutex> lock(mu_);
     thread_exited_ = true;
