@@ -4,6 +4,7 @@ for each benchmark, the median and the range (min-max) over its repetitions
 of its time, its rate and each counter.
 
     scripts/bench-summary.py build-bench/results/tensorboard_writer.json
+    scripts/bench-summary.py build-bench/results/trainer_overhead.json '^BM_Paired'
 
 The JSON must hold the single repetitions (run the benchmark with
 --benchmark_repetitions=N and --benchmark_display_aggregates_only=true, not
@@ -11,6 +12,7 @@ The JSON must hold the single repetitions (run the benchmark with
 """
 
 import json
+import re
 import statistics
 import sys
 from collections import OrderedDict
@@ -41,7 +43,7 @@ def spread(values, unit=""):
     return "%s%s [%s-%s]" % (number(med), unit, number(min(values)).strip(), number(max(values)).strip())
 
 
-def main(path):
+def main(path, name_filter=None):
     with open(path) as f:
         data = json.load(f)
     ctx = data.get("context", {})
@@ -50,6 +52,8 @@ def main(path):
     runs = OrderedDict()
     for b in data["benchmarks"]:
         if b.get("run_type") != "iteration" or b.get("error_occurred"):
+            continue
+        if name_filter and not re.search(name_filter, b["run_name"]):
             continue
         runs.setdefault(b["run_name"], []).append(b)
     if not runs:
@@ -68,6 +72,6 @@ def main(path):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: bench-summary.py RESULTS.json")
-    main(sys.argv[1])
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: bench-summary.py RESULTS.json [NAME_REGEX]")
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) == 3 else None)

@@ -61,7 +61,7 @@ for s in "${suites[@]}"; do
     trainer)
       echo; echo "== trainer overhead: bare LibTorch loop vs trainbus::Trainer ($reps repetitions, interleaved) =="
       "$build_dir/bench/trainer/trainer_overhead_bench" --benchmark_repetitions="$reps" \
-        --benchmark_enable_random_interleaving=true --benchmark_report_aggregates_only=true \
+        --benchmark_enable_random_interleaving=true --benchmark_display_aggregates_only=true \
         --benchmark_out="$results/trainer_overhead.json" --benchmark_out_format=json \
         2>"$results/trainer_overhead.stderr" | tee "$results/trainer_overhead.txt" >/dev/null
       medians "$results/trainer_overhead.txt"
@@ -80,6 +80,8 @@ for s in "${suites[@]}"; do
              name = $1; sub(/\/.*$/, "", name); sub(/^BM_Paired/, "", name)
              for (i = 1; i <= NF; ++i) if ($i ~ /^ratio=/) { r = substr($i, 7); printf "  %-26s / bare loop: %.4f  (%+.2f%%)\n", name, r, 100 * (r - 1) }
            }' "$results/trainer_overhead.txt"
+      echo "the paired runs, median [min-max] over the repetitions:"
+      scripts/bench-summary.py "$results/trainer_overhead.json" '^BM_Paired'
       ;;
     trainer-large)
       # The same comparison on a model whose iteration takes >= 10 ms (an MLP

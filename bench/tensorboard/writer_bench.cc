@@ -279,10 +279,10 @@ BENCHMARK(BM_BuildHistogram)->Arg(10000)->Unit(benchmark::kMicrosecond);
 // non-finite values, the copy and the enqueue (bucketing, the proto and
 // serialisation run on the writer thread: BM_BuildHistogram). Each call
 // finds the writer idle, as an occasional histogram in a training loop does.
-void BM_AddHistogram(benchmark::State& state) {
+template <typename Values>
+void TimeAddHistogram(benchmark::State& state, const Values& values) {
   ScratchDir dir;
   auto w = NewWriter(dir.path());
-  const std::vector<double> values = NormalValues(state.range(0));
   int64_t step = 0;
   for (auto _ : state) {
     w->add_histogram("weights", values, step++);
@@ -293,54 +293,27 @@ void BM_AddHistogram(benchmark::State& state) {
   (void)w->close();
   state.SetItemsProcessed(state.iterations());
 }
+
+void BM_AddHistogram(benchmark::State& state) {
+  const std::vector<double> values = NormalValues(state.range(0));
+  TimeAddHistogram(state, absl::Span<const double>(values));
+}
 BENCHMARK(BM_AddHistogram)->Arg(10000)->Unit(benchmark::kMicrosecond);
 
 void BM_AddHistogramFloatSpan(benchmark::State& state) {
-  ScratchDir dir;
-  auto w = NewWriter(dir.path());
   const std::vector<double> d = NormalValues(state.range(0));
   const std::vector<float> values(d.begin(), d.end());
-  int64_t step = 0;
-  for (auto _ : state) {
-    w->add_histogram("weights", absl::Span<const float>(values), step++);
-    state.PauseTiming();  // the writer thread buckets it; the next call finds it idle
-    if (!w->flush().ok()) state.SkipWithError("flush failed");
-    state.ResumeTiming();
-  }
-  (void)w->close();
-  state.SetItemsProcessed(state.iterations());
+  TimeAddHistogram(state, absl::Span<const float>(values));
 }
 BENCHMARK(BM_AddHistogramFloatSpan)->Arg(10000)->Unit(benchmark::kMicrosecond);
 
 void BM_AddHistogramDoubleTensor(benchmark::State& state) {
-  ScratchDir dir;
-  auto w = NewWriter(dir.path());
-  at::Tensor t = at::randn({state.range(0)}, at::kDouble);
-  int64_t step = 0;
-  for (auto _ : state) {
-    w->add_histogram("weights", t, step++);
-    state.PauseTiming();  // the writer thread buckets it; the next call finds it idle
-    if (!w->flush().ok()) state.SkipWithError("flush failed");
-    state.ResumeTiming();
-  }
-  (void)w->close();
-  state.SetItemsProcessed(state.iterations());
+  TimeAddHistogram(state, at::randn({state.range(0)}, at::kDouble));
 }
 BENCHMARK(BM_AddHistogramDoubleTensor)->Arg(10000)->Unit(benchmark::kMicrosecond);
 
 void BM_AddHistogramTensor(benchmark::State& state) {
-  ScratchDir dir;
-  auto w = NewWriter(dir.path());
-  at::Tensor t = at::randn({state.range(0)});
-  int64_t step = 0;
-  for (auto _ : state) {
-    w->add_histogram("weights", t, step++);
-    state.PauseTiming();  // the writer thread buckets it; the next call finds it idle
-    if (!w->flush().ok()) state.SkipWithError("flush failed");
-    state.ResumeTiming();
-  }
-  (void)w->close();
-  state.SetItemsProcessed(state.iterations());
+  TimeAddHistogram(state, at::randn({state.range(0)}));
 }
 BENCHMARK(BM_AddHistogramTensor)->Arg(10000)->Unit(benchmark::kMicrosecond);
 

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -662,29 +663,38 @@ TEST(SchedulersPluginTest, APlateauRecordFromAnEarlierPluginIsStampedAtTheNextSt
 // record "reduce_lr: <why>" on "schedulers/requests": ReduceLROnPlateau
 // applies its factor and min_lr once and starts its cooldown; without a
 // ReduceLROnPlateau the request is refused once, in words.
+// A Rig (one group, lr 0.1) with the schedulers plugin made from `options`,
+// begun and in its first epoch.
+std::unique_ptr<Rig> BegunRig(const std::string& options) {
+  auto p = MakeSchedulers(options);
+  EXPECT_TRUE(p.ok()) << p.status();
+  if (!p.ok()) return nullptr;
+  auto rig = std::make_unique<Rig>(std::vector<double>{0.1});
+  rig->Add(std::move(p).value());
+  rig->session.Begin(RunInfo());
+  rig->session.BeginEpoch();
+  return rig;
+}
+
 TEST(SchedulersPluginTest, AReduceLrRequestReducesOnceAndNamesWhy) {
   {
-    Rig rig({0.1});
-    auto p = MakeSchedulers(R"({"schedule": {"type": "ReduceLROnPlateau", "patience": 1000,
+    std::unique_ptr<Rig> rig = BegunRig(R"({"schedule": {"type": "ReduceLROnPlateau", "patience": 1000,
         "factor": 0.5, "min_lr": 0.03}})");
-    ASSERT_TRUE(p.ok()) << p.status();
-    rig.Add(std::move(p).value());
-    rig.session.Begin(RunInfo());
-    rig.session.BeginEpoch();
+    ASSERT_TRUE(rig);
     ::testing::internal::CaptureStderr();
-    rig.session.EndIteration(1.0, 4);
-    rig.session.Publish(Record::Text("schedulers/requests", "reduce_lr: plateau at step 0", 0));
-    EXPECT_DOUBLE_EQ(rig.lr(0), 0.05);
-    rig.session.Publish(Record::Text("schedulers/requests", "reduce_lr: twice", 0));
-    EXPECT_DOUBLE_EQ(rig.lr(0), 0.05);  // once for a step
-    rig.session.EndIteration(1.0, 4);
-    rig.session.Publish(Record::Text("schedulers/requests", "reduce_lr: again", 1));
-    EXPECT_DOUBLE_EQ(rig.lr(0), 0.03);  // min_lr
-    rig.session.EndIteration(1.0, 4);
-    rig.session.Publish(Record::Text("schedulers/requests", "reduce_lr: at the floor", 2));
-    rig.session.Publish(Record::Text("schedulers/requests", "warmup please", 2));
-    rig.session.Publish(Record::Text("other/requests", "reduce_lr: not for us", 2));
-    EXPECT_DOUBLE_EQ(rig.lr(0), 0.03);
+    rig->session.EndIteration(1.0, 4);
+    rig->session.Publish(Record::Text("schedulers/requests", "reduce_lr: plateau at step 0", 0));
+    EXPECT_DOUBLE_EQ(rig->lr(0), 0.05);
+    rig->session.Publish(Record::Text("schedulers/requests", "reduce_lr: twice", 0));
+    EXPECT_DOUBLE_EQ(rig->lr(0), 0.05);  // once for a step
+    rig->session.EndIteration(1.0, 4);
+    rig->session.Publish(Record::Text("schedulers/requests", "reduce_lr: again", 1));
+    EXPECT_DOUBLE_EQ(rig->lr(0), 0.03);  // min_lr
+    rig->session.EndIteration(1.0, 4);
+    rig->session.Publish(Record::Text("schedulers/requests", "reduce_lr: at the floor", 2));
+    rig->session.Publish(Record::Text("schedulers/requests", "warmup please", 2));
+    rig->session.Publish(Record::Text("other/requests", "reduce_lr: not for us", 2));
+    EXPECT_DOUBLE_EQ(rig->lr(0), 0.03);
     const std::string log = ::testing::internal::GetCapturedStderr();
     EXPECT_THAT(log, HasSubstr("lr of group 0 reduced from 0.1 to 0.05 on request: plateau at step 0"));
     EXPECT_THAT(log, HasSubstr("not reduced again on request (twice): it already reduced the lr for step 1"));
@@ -692,47 +702,39 @@ TEST(SchedulersPluginTest, AReduceLrRequestReducesOnceAndNamesWhy) {
     EXPECT_THAT(log, HasSubstr("lr of group 0 stays at 0.03 (min_lr or eps) on request: at the floor"));
     EXPECT_THAT(log, HasSubstr("ignored the request 'warmup please' on schedulers/requests"));
     EXPECT_THAT(log, Not(HasSubstr("not for us")));
-    rig.session.EndEpoch();
-    ASSERT_TRUE(rig.session.End().ok());
+    rig->session.EndEpoch();
+    ASSERT_TRUE(rig->session.End().ok());
   }
   {
-    Rig rig({0.1});
-    auto p = MakeSchedulers(R"({"schedule": {"type": "ReduceLROnPlateau", "patience": 1000,
+    std::unique_ptr<Rig> rig = BegunRig(R"({"schedule": {"type": "ReduceLROnPlateau", "patience": 1000,
         "factor": 0.5, "cooldown": 2}})");
-    ASSERT_TRUE(p.ok()) << p.status();
-    rig.Add(std::move(p).value());
-    rig.session.Begin(RunInfo());
-    rig.session.BeginEpoch();
+    ASSERT_TRUE(rig);
     ::testing::internal::CaptureStderr();
-    rig.session.EndIteration(1.0, 4);
-    rig.session.Publish(Record::Text("schedulers/requests", "reduce_lr: first", 0));
-    rig.session.EndIteration(1.0, 4);
-    rig.session.Publish(Record::Text("schedulers/requests", "reduce_lr: too soon", 1));
+    rig->session.EndIteration(1.0, 4);
+    rig->session.Publish(Record::Text("schedulers/requests", "reduce_lr: first", 0));
+    rig->session.EndIteration(1.0, 4);
+    rig->session.Publish(Record::Text("schedulers/requests", "reduce_lr: too soon", 1));
     const std::string log = ::testing::internal::GetCapturedStderr();
-    EXPECT_DOUBLE_EQ(rig.lr(0), 0.05);
+    EXPECT_DOUBLE_EQ(rig->lr(0), 0.05);
     EXPECT_THAT(log, HasSubstr("not reduced on request (too soon): it is in its cooldown (2 more check(s))"));
-    EXPECT_EQ(dynamic_cast<const internal::ReduceLROnPlateau&>(rig.plugin->units()[0].scheduler->root())
+    EXPECT_EQ(dynamic_cast<const internal::ReduceLROnPlateau&>(rig->plugin->units()[0].scheduler->root())
                   .cooldown_counter(), 2);
-    rig.session.EndEpoch();
-    ASSERT_TRUE(rig.session.End().ok());
+    rig->session.EndEpoch();
+    ASSERT_TRUE(rig->session.End().ok());
   }
   {
-    Rig rig({0.1});
-    auto p = MakeSchedulers(R"({"schedule": {"type": "StepLR", "step_size": 100}})");
-    ASSERT_TRUE(p.ok()) << p.status();
-    rig.Add(std::move(p).value());
-    rig.session.Begin(RunInfo());
-    rig.session.BeginEpoch();
+    std::unique_ptr<Rig> rig = BegunRig(R"({"schedule": {"type": "StepLR", "step_size": 100}})");
+    ASSERT_TRUE(rig);
     ::testing::internal::CaptureStderr();
-    rig.session.EndIteration(1.0, 4);
-    rig.session.Publish(Record::Text("schedulers/requests", "reduce_lr: plateau", 0));
-    rig.session.Publish(Record::Text("schedulers/requests", "reduce_lr: plateau 2", 0));
+    rig->session.EndIteration(1.0, 4);
+    rig->session.Publish(Record::Text("schedulers/requests", "reduce_lr: plateau", 0));
+    rig->session.Publish(Record::Text("schedulers/requests", "reduce_lr: plateau 2", 0));
     const std::string log = ::testing::internal::GetCapturedStderr();
-    EXPECT_DOUBLE_EQ(rig.lr(0), 0.1);
+    EXPECT_DOUBLE_EQ(rig->lr(0), 0.1);
     EXPECT_THAT(log, HasSubstr("asked to reduce the lr (plateau) but no ReduceLROnPlateau is configured"));
     EXPECT_THAT(log, Not(HasSubstr("plateau 2")));  // said once
-    rig.session.EndEpoch();
-    ASSERT_TRUE(rig.session.End().ok());
+    rig->session.EndEpoch();
+    ASSERT_TRUE(rig->session.End().ok());
   }
 }
 
