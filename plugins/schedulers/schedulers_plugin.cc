@@ -245,8 +245,9 @@ void SchedulersPlugin::OnTrainEnd(const TrainEndEvent& e, Control& control) {
   for (const Unit& u : units_) {
     if (!u.scheduler || !u.scheduler->needs_metric() || u.monitor_seen) continue;
     control.Log(absl::StrCat("warning: ", u.where, ": ReduceLROnPlateau's monitor '", u.monitor,
-                             "' never appeared in this run, so its lr changed ",
-                             u.reduced_on_request ? "only on requests" : "never", "; metrics seen: ",
+                             "' never appeared in this run, so its lr ",
+                             u.reduced_on_request ? "changed only on requests" : "never changed",
+                             "; metrics seen: ",
                              seen_.empty() ? "(none)" : absl::StrJoin(seen_, ", ")));
   }
 }

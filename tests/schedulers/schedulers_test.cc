@@ -703,7 +703,11 @@ TEST(SchedulersPluginTest, AReduceLrRequestReducesOnceAndNamesWhy) {
     EXPECT_THAT(log, HasSubstr("ignored the request 'warmup please' on schedulers/requests"));
     EXPECT_THAT(log, Not(HasSubstr("not for us")));
     rig->session.EndEpoch();
+    ::testing::internal::CaptureStderr();
     ASSERT_TRUE(rig->session.End().ok());
+    // Its monitor (val/loss) never came: the end says the lr moved on requests only.
+    EXPECT_THAT(::testing::internal::GetCapturedStderr(),
+                HasSubstr("never appeared in this run, so its lr changed only on requests"));
   }
   {
     std::unique_ptr<Rig> rig = BegunRig(R"({"schedule": {"type": "ReduceLROnPlateau", "patience": 1000,
