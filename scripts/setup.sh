@@ -14,6 +14,7 @@ packages=(
   libgtest-dev libgmock-dev          # tests
   libbenchmark-dev                   # bench/
   libpng-dev zlib1g-dev              # PNG encoding for TensorBoard images
+  libgif-dev                         # GIF encoding for add_video
   libgloo-dev                        # c10d ProcessGroupGloo headers (distributed training)
   clang libclang-rt-14-dev           # fuzz/ (libFuzzer)
 )

@@ -41,12 +41,14 @@
 #include "trainbus/tensorboard/summaries.h"
 #include "trainbus/tensorboard/tensor_summaries.h"
 #include "trainbus/tensorboard/summary_writer.h"
+#include "tb_test_helpers.h"
 #include "test_util.h"
 
 namespace {
 
 using trainbus::test_util::ReadFile;
 using trainbus::test_util::TempDir;
+using namespace trainbus::tb_test;  // EventFiles, ReadRun, MakeWriter, Values, DecodePng
 
 namespace fs = std::filesystem;
 namespace tb = trainbus::tensorboard;
@@ -54,49 +56,6 @@ using tb::proto::Event;
 using ::testing::HasSubstr;
 
 std::string Msg(const absl::Status& s) { return std::string(s.message()); }
-
-// ---- helpers ------------------------------------------------------------------
-
-std::vector<std::string> EventFiles(const std::string& dir) {
-  std::vector<std::string> out;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    if (e.is_regular_file() && e.path().filename().string().find("tfevents") != std::string::npos) {
-      out.push_back(e.path().string());
-    }
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-// All events of the only event file in `dir`; the file must end cleanly.
-std::vector<Event> ReadRun(const std::string& dir) {
-  const std::vector<std::string> files = EventFiles(dir);
-  EXPECT_EQ(files.size(), 1u) << dir;
-  if (files.empty()) return {};
-  absl::StatusOr<tb::EventFileContents> c = tb::ReadEventFile(files[0]);
-  EXPECT_TRUE(c.ok()) << c.status();
-  if (!c.ok()) return {};
-  EXPECT_EQ(c->end, tb::EventFileReader::State::kEnd) << c->problem;
-  return c->events;
-}
-
-std::unique_ptr<tb::SummaryWriter> MakeWriter(const std::string& dir,
-                                              tb::SummaryWriterOptions opt = {}) {
-  opt.log_dir = dir;
-  absl::StatusOr<std::unique_ptr<tb::SummaryWriter>> w = tb::SummaryWriter::Create(opt);
-  EXPECT_TRUE(w.ok()) << w.status();
-  return w.ok() ? std::move(*w) : nullptr;
-}
-
-// The summary values of every event with a summary, in order.
-std::vector<std::pair<int64_t, tb::proto::Summary::Value>> Values(const std::vector<Event>& ev) {
-  std::vector<std::pair<int64_t, tb::proto::Summary::Value>> out;
-  for (const Event& e : ev) {
-    for (const auto& v : e.summary().value()) out.emplace_back(e.step(), v);
-  }
-  return out;
-}
 
 // Bitwise reference CRC-32C, independent of the library.
 uint32_t ReferenceCrc32c(const std::string& s) {
@@ -118,29 +77,6 @@ std::string LE(uint64_t v, int bytes) {
 void WriteFile(const std::string& path, const std::string& data) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << data;
-}
-
-struct DecodedPng {
-  int width = 0, height = 0, channels = 0;
-  std::vector<uint8_t> pixels;
-  bool ok = false;
-};
-
-DecodedPng DecodePng(const std::string& data) {
-  DecodedPng out;
-  png_image image;
-  std::memset(&image, 0, sizeof image);
-  image.version = PNG_IMAGE_VERSION;
-  if (!png_image_begin_read_from_memory(&image, data.data(), data.size())) return out;
-  out.width = static_cast<int>(image.width);
-  out.height = static_cast<int>(image.height);
-  const bool color = image.format & PNG_FORMAT_FLAG_COLOR;
-  const bool alpha = image.format & PNG_FORMAT_FLAG_ALPHA;
-  out.channels = (color ? 3 : 1) + (alpha ? 1 : 0);
-  // Keep the file's own format.
-  out.pixels.resize(PNG_IMAGE_SIZE(image));
-  out.ok = png_image_finish_read(&image, nullptr, out.pixels.data(), 0, nullptr) != 0;
-  return out;
 }
 
 // ---- CRC-32C --------------------------------------------------------------------

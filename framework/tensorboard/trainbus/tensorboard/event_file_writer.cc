@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_set>
 #include <utility>
@@ -76,11 +77,14 @@ using io::WriteAll;
 
 class EventFileWriter::Impl {
  public:
+  // Work for the writer thread; nullopt: it wrote no record (RunDeferred).
+  using DeferredJob = std::function<std::optional<std::string>()>;
+
   struct Item {
     union {
       float value;
       std::string* payload;  // kind == kEncoded: an owned serialized Event
-      std::function<std::string()>* job;  // kind == kDeferred: owned; step holds its byte estimate
+      DeferredJob* job;  // kind == kDeferred: owned; step holds its byte estimate
     };
     int64_t step;
     double wall_time;
@@ -206,9 +210,9 @@ class EventFileWriter::Impl {
     return ok;
   }
 
-  bool WriteDeferredEvent(std::function<std::string()> build, size_t approx_bytes) {
+  bool WriteDeferred(DeferredJob build, size_t approx_bytes) {
     const int64_t bytes = static_cast<int64_t>(approx_bytes) + 1;
-    auto* job = new std::function<std::string()>(std::move(build));
+    auto* job = new DeferredJob(std::move(build));
     const bool ok = Push(
         [&](Item& it) {
           it.job = job;
@@ -336,10 +340,14 @@ class EventFileWriter::Impl {
     }
     const uint64_t lost = records_lost_.load(std::memory_order_relaxed);
     const uint64_t written = records_written_.load(std::memory_order_relaxed);
+    // A job that failed (add_embedding's files, an encoder) says itself
+    // what failed and where; a failed write names the OS error.
+    const std::string cause = error_detail_.empty()
+                                  ? absl::StrCat(error_what_, " failed: ", ErrnoText(error_errno_))
+                                  : absl::StrCat(error_what_, " failed: ", error_detail_);
     return absl::Status(
-        CodeForErrno(error_errno_),
-        absl::StrCat("TensorBoard event file '", path_, "': ", error_what_, " failed: ",
-                     ErrnoText(error_errno_), ". ", lost,
+        error_detail_.empty() ? CodeForErrno(error_errno_) : error_code_,
+        absl::StrCat("TensorBoard event file '", path_, "': ", cause, ". ", lost,
                      " record(s) lost so far (not written); every later record is refused. "
                      "The ",
                      written,
@@ -348,18 +356,29 @@ class EventFileWriter::Impl {
                      "SummaryWriter (a new event file)."));
   }
 
-  void Fail(int err, const char* what) {
+  // detail: the failed job's own message (errno is then unused).
+  void Fail(int err, const char* what, std::string detail = "",
+            absl::StatusCode code = absl::StatusCode::kInternal) {
     std::lock_guard<std::mutex> lock(mu_);
     if (failed_.load(std::memory_order_relaxed)) return;
     error_errno_ = err;
     error_what_ = what;
+    error_detail_ = std::move(detail);
+    error_code_ = code;
     failed_.store(true, std::memory_order_release);
     NotifyRoom();
-    std::fprintf(stderr,
-                 "[trainbus.tensorboard] ERROR: %s '%s' failed: %s; %llu record(s) lost, later "
-                 "records are refused. Records written before stay readable.\n",
-                 what, path_.c_str(), ErrnoText(err).c_str(),
-                 static_cast<unsigned long long>(records_lost_.load(std::memory_order_relaxed)));
+    const unsigned long long lost = records_lost_.load(std::memory_order_relaxed);
+    if (error_detail_.empty()) {
+      std::fprintf(stderr,
+                   "[trainbus.tensorboard] ERROR: %s '%s' failed: %s; %llu record(s) lost, "
+                   "later records are refused. Records written before stay readable.\n",
+                   what, path_.c_str(), ErrnoText(err).c_str(), lost);
+    } else {
+      std::fprintf(stderr,
+                   "[trainbus.tensorboard] ERROR: '%s': %s failed: %s; %llu record(s) lost, "
+                   "later records are refused. Records written before stay readable.\n",
+                   path_.c_str(), what, error_detail_.c_str(), lost);
+    }
     flushed_cv_.notify_all();
   }
 
@@ -482,19 +501,19 @@ class EventFileWriter::Impl {
     }
     std::unique_ptr<std::string> payload;
     if (it.kind == kDeferred) {
-      std::unique_ptr<std::function<std::string()>> job(it.job);
+      std::unique_ptr<DeferredJob> job(it.job);
       pending_bytes_.fetch_sub(it.step, std::memory_order_relaxed);
       if (failed_local_) {
         records_lost_.fetch_add(1, std::memory_order_relaxed);
         return;
       }
       try {
-        payload = std::make_unique<std::string>((*job)());
+        std::optional<std::string> built = (*job)();
+        if (!built) return;  // work that wrote other files (add_embedding)
+        payload = std::make_unique<std::string>(*std::move(built));
       } catch (const std::exception& e) {
         records_lost_.fetch_add(1, std::memory_order_relaxed);
-        std::fprintf(stderr, "[trainbus.tensorboard] ERROR: building a record for '%s': %s\n",
-                     path_.c_str(), e.what());
-        FailFromWriter(EINVAL, "building a record for");
+        FailFromWriter(EINVAL, "building a record", e.what());
         return;
       }
     } else {
@@ -578,9 +597,9 @@ class EventFileWriter::Impl {
     if (::fsync(fd_) != 0) FailFromWriter(errno, "fsync of");
   }
 
-  void FailFromWriter(int err, const char* what) {
+  void FailFromWriter(int err, const char* what, std::string detail = "") {
     failed_local_ = true;
-    Fail(err, what);
+    Fail(err, what, std::move(detail));
   }
 
   void PublishFlushed() {
@@ -616,6 +635,8 @@ class EventFileWriter::Impl {
   bool thread_exited_ = false;    // guarded by mu_
   int error_errno_ = 0;           // guarded by mu_
   const char* error_what_ = "";   // guarded by mu_
+  std::string error_detail_;      // guarded by mu_
+  absl::StatusCode error_code_ = absl::StatusCode::kInternal;  // with error_detail_; mu_
   std::mutex close_mu_;
   std::atomic<bool> closed_{false};  // set under close_mu_
 
@@ -760,7 +781,16 @@ bool EventFileWriter::WriteEvent(std::string serialized_event) {
 }
 
 bool EventFileWriter::WriteDeferredEvent(std::function<std::string()> build, size_t approx_bytes) {
-  return impl_->WriteDeferredEvent(std::move(build), approx_bytes);
+  return impl_->WriteDeferred([build = std::move(build)]() -> std::optional<std::string> {
+    return build();
+  }, approx_bytes);
+}
+
+bool EventFileWriter::RunDeferred(std::function<void()> job, size_t approx_bytes) {
+  return impl_->WriteDeferred([job = std::move(job)]() -> std::optional<std::string> {
+    job();
+    return std::nullopt;
+  }, approx_bytes);
 }
 
 absl::Status EventFileWriter::RequestFlush() { return impl_->RequestFlush(); }

@@ -104,6 +104,10 @@ class EventFileWriter {
   // and the writer fails like on a write error, naming what happened.
   // `approx_bytes` (the record's expected size) drives early wake-ups.
   bool WriteDeferredEvent(std::function<std::string()> build, size_t approx_bytes);
+  // Runs `job` on the writer thread, in order with the events, writing no
+  // record: files that belong with the run (add_embedding's projector
+  // files). A throw fails the writer like a failed write, with its message.
+  bool RunDeferred(std::function<void()> job, size_t approx_bytes);
 
   // Returns once every record enqueued before the call is written to the
   // file (and fsync'ed if asked), or with the writer's error.

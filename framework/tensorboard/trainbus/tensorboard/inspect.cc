@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <cstdlib>
 #include <map>
 #include <optional>
@@ -13,7 +15,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "google/protobuf/text_format.h"
 #include "trainbus/tensorboard/event_file_reader.h"
+#include "trainbus/tensorboard/proto/projector.pb.h"
 
 namespace trainbus::tensorboard {
 namespace fs = std::filesystem;
@@ -36,7 +42,8 @@ std::string KindFromValue(const proto::Summary::Value& v) {
     case proto::Summary::Value::kHisto:
       return "histogram";
     case proto::Summary::Value::kImage:
-      return "image";
+      // add_video's animated GIFs are images to TensorBoard.
+      return absl::StartsWith(v.image().encoded_image_string(), "GIF8") ? "video" : "image";
     case proto::Summary::Value::kAudio:
       return "audio";
     default:
@@ -148,6 +155,36 @@ class LoaderReplay {
   std::map<std::string, std::vector<TagPoint>> fast_;
 };
 
+constexpr char kRunGraphTag[] = "__run_graph__";
+
+// The Projector's embeddings of a run (projector_config.pbtxt): one "tag"
+// each, named as the Projector lists it, at the step its name ends with.
+void InspectProjector(const std::string& dir, InspectRun* run) {
+  const std::string path = dir + "/projector_config.pbtxt";
+  std::ifstream in(path);
+  if (!in) return;
+  std::stringstream text;
+  text << in.rdbuf();
+  proto::ProjectorConfig config;
+  if (!google::protobuf::TextFormat::ParseFromString(text.str(), &config)) {
+    run->problems.push_back({path, 0, InspectProblem::Kind::kCorrupt,
+                             "not a projector config (protobuf text format)"});
+    return;
+  }
+  for (const proto::EmbeddingInfo& e : config.embeddings()) {
+    InspectTag t;
+    t.tag = e.tensor_name();
+    t.kind = "embedding";
+    t.count = t.count_legacy = t.written = 1;
+    int64_t step = 0;
+    const size_t colon = e.tensor_name().rfind(':');
+    if (colon != std::string::npos && absl::SimpleAtoi(e.tensor_name().substr(colon + 1), &step)) {
+      t.first_step = t.last_step = step;
+    }
+    run->tags.push_back(std::move(t));
+  }
+}
+
 void InspectFile(const std::string& path, InspectRun* run, std::map<std::string, InspectTag>* tags,
                  LoaderReplay* replay) {
   absl::StatusOr<std::unique_ptr<EventFileReader>> reader = EventFileReader::Open(path);
@@ -160,6 +197,17 @@ void InspectFile(const std::string& path, InspectRun* run, std::map<std::string,
   while ((*reader)->ReadEvent(&event)) {
     ++run->events;
     replay->Event(event);
+    if (event.what_case() == proto::Event::kGraphDef) {
+      // TensorBoard files the run's graph under this tag.
+      auto [it, inserted] = tags->try_emplace(kRunGraphTag);
+      if (inserted) {
+        it->second.tag = kRunGraphTag;
+        it->second.kind = "graph";
+      }
+      ++it->second.written;
+      replay->Point(kRunGraphTag, TagPoint{event.step(), std::nullopt});
+      continue;
+    }
     if (!event.has_summary()) continue;
     for (const proto::Summary::Value& v : event.summary().value()) {
       auto [it, inserted] = tags->try_emplace(v.tag());
@@ -290,6 +338,9 @@ absl::StatusOr<InspectReport> InspectLogDir(const std::string& logdir) {
       replay.Finish(&tag);
       run.tags.push_back(std::move(tag));
     }
+    InspectProjector(dir, &run);
+    std::sort(run.tags.begin(), run.tags.end(),
+              [](const InspectTag& a, const InspectTag& b) { return a.tag < b.tag; });
     report.runs.push_back(std::move(run));
   }
   return report;

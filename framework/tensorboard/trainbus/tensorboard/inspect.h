@@ -14,10 +14,13 @@
 //   PrintInspectReport(*report, /*json=*/false, std::cout);
 //   return InspectExitCode(*report);   // 1 if anything is corrupt, else 0
 //
-// Kinds: "scalar", "histogram", "image", "text", "hparams", "pr_curve",
-// "custom_scalars", "audio" — from the summary metadata's plugin name or,
-// for legacy values, the value's field; other plugins by their plugin name,
-// an untyped tensor as "tensor".
+// Kinds: "scalar", "histogram", "image", "video" (an animated GIF image),
+// "text", "hparams", "pr_curve", "custom_scalars", "audio", "mesh" — from
+// the summary metadata's plugin name or, for legacy values, the value's
+// field; other plugins by their plugin name, an untyped tensor as "tensor".
+// Also "graph" (the run's model graph, tag "__run_graph__" as TensorBoard
+// files it) and "embedding" (one per Projector entry of the run's
+// projector_config.pbtxt, tagged with its name "<tag>:<step>").
 //
 // The JSON form (stable keys, for scripts):
 //   {"logdir": "...", "corrupt": false, "truncated": 0, "runs": [

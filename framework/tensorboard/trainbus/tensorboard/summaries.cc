@@ -8,7 +8,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "trainbus/tensorboard/event_file_name.h"
+#include "trainbus/tensorboard/gif_encoder.h"
 #include "trainbus/tensorboard/histogram.h"
 #include "trainbus/tensorboard/png_encoder.h"
 #include "trainbus/tensorboard/proto/hparams.pb.h"
@@ -391,6 +393,144 @@ absl::StatusOr<proto::Summary> AudioSummary(absl::string_view tag, const AudioSa
     pcm[i] = std::isnan(v) ? 0 : static_cast<int16_t>(std::clamp(v, -1.0f, 1.0f) * 32767.0f);
   }
   return AudioSummaryPcm16(tag, pcm, audio.channels, audio.sample_rate);
+}
+
+absl::StatusOr<VideoCanvas> CopyVideo(absl::string_view tag, const VideoPixels& video,
+                                      double fps) {
+  if (video.frames < 1) return Invalid("video", tag, "no frames");
+  if (absl::Status s = CheckImageSize(tag, video.height, video.width, video.channels); !s.ok()) {
+    return Invalid("video", tag, s.message());
+  }
+  if (video.height > 65535 || video.width > 65535) {
+    return Invalid("video", tag,
+                   absl::StrCat("frames of ", video.width, " x ", video.height,
+                                " exceed GIF's 65535 x 65535"));
+  }
+  if (!(fps > 0) || !std::isfinite(fps)) {
+    return Invalid("video", tag, absl::StrCat("fps must be a positive number, got ", fps));
+  }
+  const size_t bytes =
+      static_cast<size_t>(video.frames * video.height * video.width * video.channels);
+  if (video.thwc.size() != bytes) {
+    return Invalid("video", tag,
+                   absl::StrCat("expected frames x height x width x channels = ", bytes,
+                                " bytes, got ", video.thwc.size()));
+  }
+  VideoCanvas canvas;
+  canvas.pixels.assign(video.thwc.begin(), video.thwc.end());
+  canvas.frames = video.frames;
+  canvas.height = video.height;
+  canvas.width = video.width;
+  canvas.channels = video.channels;
+  canvas.fps = fps;
+  return canvas;
+}
+
+absl::StatusOr<proto::Summary> EncodeVideoSummary(absl::string_view tag, const VideoCanvas& video) {
+  if (video.pixels.size() !=
+      static_cast<size_t>(video.frames * video.height * video.width * video.channels)) {
+    return Invalid("video", tag, "the canvas does not hold frames x height x width x channels bytes");
+  }
+  absl::StatusOr<std::string> gif = EncodeAnimatedGif(
+      video.pixels.data(), static_cast<int>(video.frames), static_cast<int>(video.height),
+      static_cast<int>(video.width), static_cast<int>(video.channels), video.fps);
+  if (!gif.ok()) return Invalid("video", tag, gif.status().message());
+  proto::Summary s;
+  proto::Summary::Image* img = AddValue(&s, tag)->mutable_image();
+  img->set_height(static_cast<int32_t>(video.height));
+  img->set_width(static_cast<int32_t>(video.width));
+  img->set_colorspace(static_cast<int32_t>(video.channels));
+  img->set_encoded_image_string(std::move(*gif));
+  return s;
+}
+
+namespace {
+
+// One part of a mesh: its tensor and its MeshPluginData.
+void AddMeshPart(proto::Summary* s, absl::string_view tag, proto::MeshPluginData::ContentType part,
+                 uint32_t components, int64_t batch, int64_t rows, const void* data,
+                 size_t bytes, proto::DataType dtype, const std::string& config_json) {
+  proto::Summary::Value* v =
+      AddValue(s, absl::StrCat(tag, "_", proto::MeshPluginData::ContentType_Name(part)));
+  proto::MeshPluginData md;
+  md.set_version(0);
+  md.set_name(std::string(tag));
+  md.set_content_type(part);
+  md.set_components(components);
+  md.add_shape(static_cast<int32_t>(batch));
+  md.add_shape(static_cast<int32_t>(rows));
+  md.add_shape(3);
+  md.set_json_config(config_json);
+  SetPlugin(v, "mesh", md.SerializeAsString(), proto::DATA_CLASS_TENSOR);
+  proto::TensorProto* t = v->mutable_tensor();
+  t->set_dtype(dtype);
+  for (int64_t d : {batch, rows, int64_t{3}}) t->mutable_tensor_shape()->add_dim()->set_size(d);
+  t->set_tensor_content(static_cast<const char*>(data), bytes);
+}
+
+}  // namespace
+
+absl::StatusOr<proto::Summary> MeshSummary(absl::string_view tag, const MeshData& mesh) {
+  const int64_t b = mesh.batch, n = mesh.num_vertices, f = mesh.num_faces;
+  if (b < 1 || n < 1 || n > std::numeric_limits<int32_t>::max() || f < 0 ||
+      f > std::numeric_limits<int32_t>::max() || b > std::numeric_limits<int32_t>::max()) {
+    return Invalid("mesh", tag,
+                   absl::StrCat("needs at least one mesh of at least one vertex, got batch ", b,
+                                ", ", n, " vertices, ", f, " faces"));
+  }
+  const size_t points = static_cast<size_t>(b * n * 3);
+  if (mesh.vertices.size() != points) {
+    return Invalid("mesh", tag,
+                   absl::StrCat("vertices: expected batch x vertices x 3 = ", points,
+                                " floats, got ", mesh.vertices.size()));
+  }
+  for (size_t i = 0; i < points; ++i) {
+    if (!std::isfinite(mesh.vertices[i])) {
+      return Invalid("mesh", tag,
+                     absl::StrCat("vertex ", i / 3 % n, " of mesh ", i / 3 / n,
+                                  " has a non-finite coordinate (", mesh.vertices[i], ")"));
+    }
+  }
+  if (!mesh.colors.empty() && mesh.colors.size() != points) {
+    return Invalid("mesh", tag,
+                   absl::StrCat("colors: expected one r, g, b per vertex, batch x vertices x 3 = ",
+                                points, " bytes, got ", mesh.colors.size()));
+  }
+  const size_t corners = static_cast<size_t>(b * f * 3);
+  if (mesh.faces.size() != corners) {
+    return Invalid("mesh", tag,
+                   absl::StrCat("faces: expected batch x faces x 3 = ", corners,
+                                " indices, got ", mesh.faces.size()));
+  }
+  for (size_t i = 0; i < corners; ++i) {
+    if (mesh.faces[i] < 0 || mesh.faces[i] >= n) {
+      return Invalid("mesh", tag,
+                     absl::StrCat("face ", i / 3 % f, " of mesh ", i / 3 / f,
+                                  " names vertex ", mesh.faces[i], "; vertices are 0-", n - 1));
+    }
+  }
+  if (!mesh.config_json.empty()) {
+    google::protobuf::Struct parsed;
+    if (!google::protobuf::util::JsonStringToMessage(mesh.config_json, &parsed).ok()) {
+      return Invalid("mesh", tag,
+                     absl::StrCat("config_json is not a JSON object: ", mesh.config_json));
+    }
+  }
+  uint32_t components = 1u << proto::MeshPluginData::VERTEX;
+  if (f > 0) components |= 1u << proto::MeshPluginData::FACE;
+  if (!mesh.colors.empty()) components |= 1u << proto::MeshPluginData::COLOR;
+  proto::Summary s;
+  AddMeshPart(&s, tag, proto::MeshPluginData::VERTEX, components, b, n, mesh.vertices.data(),
+              points * sizeof(float), proto::DT_FLOAT, mesh.config_json);
+  if (f > 0) {
+    AddMeshPart(&s, tag, proto::MeshPluginData::FACE, components, b, f, mesh.faces.data(),
+                corners * sizeof(int32_t), proto::DT_INT32, mesh.config_json);
+  }
+  if (!mesh.colors.empty()) {
+    AddMeshPart(&s, tag, proto::MeshPluginData::COLOR, components, b, n, mesh.colors.data(),
+                points, proto::DT_UINT8, mesh.config_json);
+  }
+  return s;
 }
 
 }  // namespace trainbus::tensorboard

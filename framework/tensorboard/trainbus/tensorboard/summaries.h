@@ -41,6 +41,15 @@
 //                     (TensorBoard's blob-sequence form; both of its loaders
 //                     serve it as audio/wav); samples in [-1, 1] (clamped),
 //                     shape [frames] or [frames, channels].
+//   VideoSummary      Value.image holding an animated GIF (gif_encoder.h), as
+//                     PyTorch's add_video writes it: the Images dashboard
+//                     plays it. colorspace is the frames' channel count.
+//   MeshSummary       plugin "mesh": one value per part, tagged
+//                     <tag>_VERTEX (float32 [B, N, 3]), <tag>_FACE (int32
+//                     [B, F, 3]) and <tag>_COLOR (uint8 [B, N, 3]), each a
+//                     tensor with the MeshPluginData (name, part, shape, the
+//                     parts present, the scene's JSON config), as
+//                     TensorBoard's own mesh summary writes them.
 //
 // Inputs are read, never modified. All functions are thread-safe.
 #ifndef TRAINBUS_TENSORBOARD_SUMMARIES_H_
@@ -149,6 +158,39 @@ absl::StatusOr<proto::Summary> AudioSummary(absl::string_view tag, const AudioSa
 absl::StatusOr<proto::Summary> AudioSummaryPcm16(absl::string_view tag,
                                                  absl::Span<const int16_t> interleaved,
                                                  int channels, double sample_rate);
+
+// Frames of a video ready to be GIF-encoded, owning their pixels: `frames`
+// images of height x width x channels uint8 (HWC) back to back, 1, 3 or 4
+// channels. Made by CopyVideo here or PrepareVideo (tensor_summaries.h).
+struct VideoCanvas {
+  std::vector<uint8_t> pixels;
+  int64_t frames = 0, height = 0, width = 0, channels = 0;
+  double fps = 4.0;
+};
+// The plain form: frames x height x width x channels uint8 pixels.
+struct VideoPixels {
+  absl::Span<const uint8_t> thwc;
+  int64_t frames = 0, height = 0, width = 0, channels = 0;
+};
+absl::StatusOr<VideoCanvas> CopyVideo(absl::string_view tag, const VideoPixels& video, double fps);
+absl::StatusOr<proto::Summary> EncodeVideoSummary(absl::string_view tag, const VideoCanvas& video);
+
+// A triangle mesh or point cloud: `batch` meshes of `num_vertices` points.
+// vertices: batch x num_vertices x 3 floats (x, y, z), finite.
+// faces (optional, a mesh): batch x num_faces x 3 vertex indices in
+//   [0, num_vertices).
+// colors (optional): batch x num_vertices x 3 uint8 (r, g, b).
+// config_json: the three.js scene settings the mesh dashboard applies, a
+//   JSON object such as {"camera": {"cls": "PerspectiveCamera", "fov": 75}};
+//   empty for none.
+struct MeshData {
+  absl::Span<const float> vertices;
+  absl::Span<const int32_t> faces;
+  absl::Span<const uint8_t> colors;
+  int64_t batch = 1, num_vertices = 0, num_faces = 0;
+  std::string config_json;
+};
+absl::StatusOr<proto::Summary> MeshSummary(absl::string_view tag, const MeshData& mesh);
 
 }  // namespace trainbus::tensorboard
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_replace.h"
 #include "trainbus/tensorboard/event_file_name.h"
 #include "trainbus/tensorboard/proto/event.pb.h"
+#include "trainbus/tensorboard/proto/graph.pb.h"
 #include "trainbus/tensorboard/summaries.h"
 
 namespace trainbus::tensorboard {
@@ -144,6 +145,61 @@ bool SummaryWriter::EnqueueImage(absl::string_view tag, absl::StatusOr<ImageCanv
         return SerializeEvent(*summary, step, wt);
       },
       approx_bytes);
+}
+
+// Videos, like images: checked and copied by the caller, GIF-encoded (tens
+// of milliseconds for a few frames) on the writer thread.
+bool SummaryWriter::EnqueueVideo(absl::string_view tag, absl::StatusOr<VideoCanvas> canvas,
+                                 int64_t step, std::optional<double> wall_time) {
+  if (closed_.load(std::memory_order_relaxed)) return false;
+  if (!canvas.ok()) return Reject(canvas.status());
+  const size_t approx_bytes = canvas->pixels.size() / 4;
+  const double wt = wall_time ? *wall_time : NowSeconds();
+  return main_->WriteDeferredEvent(
+      [tag = std::string(tag), canvas = *std::move(canvas), step, wt]() {
+        absl::StatusOr<proto::Summary> summary = EncodeVideoSummary(tag, canvas);
+        if (!summary.ok()) throw std::runtime_error(std::string(summary.status().message()));
+        return SerializeEvent(*summary, step, wt);
+      },
+      approx_bytes);
+}
+
+bool SummaryWriter::add_video(absl::string_view tag, const VideoPixels& video, int64_t step,
+                              double fps, std::optional<double> wall_time) {
+  if (closed_.load(std::memory_order_relaxed)) return false;
+  return EnqueueVideo(tag, CopyVideo(tag, video, fps), step, wall_time);
+}
+
+bool SummaryWriter::add_mesh(absl::string_view tag, const MeshData& mesh, int64_t step,
+                             std::optional<double> wall_time) {
+  if (closed_.load(std::memory_order_relaxed)) return false;
+  return Enqueue(MeshSummary(tag, mesh), step, wall_time);
+}
+
+// The projector's files are written on the writer thread, in order with the
+// events; the job writes no record. A failed write throws,
+// which fails the writer with the message (file and OS error).
+bool SummaryWriter::add_embedding(absl::string_view tag, ProjectorEmbedding embedding,
+                                  int64_t step) {
+  if (closed_.load(std::memory_order_relaxed)) return false;
+  if (absl::Status st = CheckEmbedding(tag, step, embedding); !st.ok()) return Reject(st);
+  const size_t approx_bytes =
+      embedding.values.size() * 10 + (embedding.sprite ? embedding.sprite->pixels.size() / 2 : 0);
+  return main_->RunDeferred(
+      [dir = log_dir_, tag = std::string(tag), e = std::move(embedding), step]() {
+        absl::Status st = WriteProjectorEmbedding(dir, tag, step, e);
+        if (!st.ok()) throw std::runtime_error(std::string(st.message()));
+      },
+      approx_bytes);
+}
+
+bool SummaryWriter::add_graph(const proto::GraphDef& graph) {
+  if (closed_.load(std::memory_order_relaxed)) return false;
+  proto::Event event;
+  event.set_wall_time(NowSeconds());
+  event.set_step(0);
+  event.set_graph_def(graph.SerializeAsString());
+  return main_->WriteEvent(event.SerializeAsString());
 }
 
 namespace {

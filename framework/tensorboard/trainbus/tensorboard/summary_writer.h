@@ -93,6 +93,9 @@
 //     a point with a smaller step. With a non-empty run_name the records go
 //     to the sub-run <log_dir>/<run_name> instead, like PyTorch.
 //   - add_text's tag is used as given (PyTorch appends "/text_summary").
+//   - add_graph takes the forward's output, not its input (see there);
+//     add_embedding writes its files into this run's directory and rewrites
+//     projector_config.pbtxt whole, so a resumed run lists an embedding once.
 //   - Formats of each kind are described in summaries.h.
 //
 // Thread safety: every method may be called concurrently from any threads.
@@ -107,6 +110,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
+
 #include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
@@ -114,17 +119,26 @@
 #include "absl/types/span.h"
 #include "trainbus/summary_types.h"
 #include "trainbus/tensorboard/event_file_writer.h"
+#include "trainbus/tensorboard/projector.h"
 #include "trainbus/tensorboard/summaries.h"
 
 namespace at {
 class Tensor;
 }  // namespace at
 
+namespace torch::nn {
+class Module;
+}  // namespace torch::nn
+
 namespace trainbus {
 struct Record;
 }  // namespace trainbus
 
 namespace trainbus::tensorboard {
+
+namespace proto {
+class GraphDef;
+}  // namespace proto
 
 // How a training session ended, as the HParams dashboard shows it (the
 // hparams plugin's Status values).
@@ -223,6 +237,54 @@ class SummaryWriter {
   bool add_audio(absl::string_view tag, const AudioSamples& audio, int64_t step,
                  std::optional<double> wall_time = std::nullopt);
 
+  // Tensor layer. A list of images of one shape, as one grid (like
+  // add_images on their stack). layout: "CHW" (default), "HWC" or "HW".
+  bool add_images(absl::string_view tag, const std::vector<at::Tensor>& images, int64_t step,
+                  absl::string_view layout = "CHW",
+                  std::optional<double> wall_time = std::nullopt);
+
+  // Tensor layer. A video, or a batch of videos side by side, shown by the
+  // Images dashboard as an animated GIF. video: [N, T, C, H, W] (layout
+  // "NTCHW", PyTorch's) or [T, C, H, W] ("TCHW"); uint8 or floating in
+  // [0, 1]; 1, 3 or 4 channels. Checked and copied here; GIF-encoded on the
+  // writer thread.
+  bool add_video(absl::string_view tag, const at::Tensor& video, int64_t step, double fps = 4.0,
+                 absl::string_view layout = "NTCHW",
+                 std::optional<double> wall_time = std::nullopt);
+  bool add_video(absl::string_view tag, const VideoPixels& video, int64_t step, double fps = 4.0,
+                 std::optional<double> wall_time = std::nullopt);
+
+  // Tensor layer. A mesh or point cloud for the Mesh dashboard: vertices
+  // [B, N, 3]; colors [B, N, 3] (uint8 or [0, 1]) and faces [B, F, 3]
+  // (vertex indices) may be undefined tensors (at::Tensor()). config_json:
+  // the three.js scene settings (camera, lights, material), a JSON object.
+  bool add_mesh(absl::string_view tag, const at::Tensor& vertices, const at::Tensor& colors,
+                const at::Tensor& faces, int64_t step, std::string config_json = "",
+                std::optional<double> wall_time = std::nullopt);
+  bool add_mesh(absl::string_view tag, const MeshData& mesh, int64_t step,
+                std::optional<double> wall_time = std::nullopt);
+
+  // Tensor layer. An embedding for the Projector (projector.h: the files and
+  // where they go): mat [N, D], one point per row; metadata empty or one row
+  // per point (EmbeddingMetadata::Labels(labels) for one column);
+  // label_images nullptr or [N, C, H, W] thumbnails (layout "NCHW" or
+  // "NHWC"), tiled into the sprite. Checked and copied here; the files are
+  // written on the writer thread, in order with the events, and a failed
+  // write fails the writer like a failed event write.
+  bool add_embedding(const at::Tensor& mat, const EmbeddingMetadata& metadata,
+                     const at::Tensor* label_images, int64_t step,
+                     absl::string_view tag = "default", absl::string_view layout = "NCHW");
+  bool add_embedding(absl::string_view tag, ProjectorEmbedding embedding, int64_t step);
+
+  // The model graph for the Graphs dashboard (model_graph.h), at step 0.
+  // Tensor layer: `output` is what the model's forward returned for a
+  // sample batch, with gradients enabled (LibTorch modules cannot be called
+  // through torch::nn::Module, so, unlike PyTorch, pass the output, not the
+  // input; for a Sequential, RecordModelGraph(model, input) runs it).
+  bool add_graph(const torch::nn::Module& model, const at::Tensor& output);
+  // A GraphDef built elsewhere (RecordModelGraph, ModelHierarchyGraph).
+  bool add_graph(const proto::GraphDef& graph);
+
   // Tensor layer. Dispatches a Record (trainbus/record.h) to the matching
   // add_* call. Record::wall_time 0 means now. Image records use their
   // layout ("NCHW" or "NHWC" for a grid).
@@ -263,6 +325,9 @@ class SummaryWriter {
                         std::optional<double> wall_time);
   bool EnqueueHistogram(absl::string_view tag, absl::Span<const float> values, int64_t step,
                         std::optional<double> wall_time);
+  // Enqueues a video to be GIF-encoded on the writer thread.
+  bool EnqueueVideo(absl::string_view tag, absl::StatusOr<VideoCanvas> canvas, int64_t step,
+                    std::optional<double> wall_time);
   // Enqueues an image to be PNG-encoded on the writer thread.
   bool EnqueueImage(absl::string_view tag, absl::StatusOr<ImageCanvas> canvas, int64_t step,
                     std::optional<double> wall_time);

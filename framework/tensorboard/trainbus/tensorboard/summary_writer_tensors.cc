@@ -4,10 +4,16 @@
 // LibTorch-free methods do.
 #include <type_traits>
 #include <variant>
+#include <vector>
 
-#include <ATen/core/Tensor.h>
+#include <ATen/ATen.h>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "trainbus/record.h"
+#include "trainbus/tensorboard/model_graph.h"
+#include "trainbus/tensorboard/projector.h"
 #include "trainbus/tensorboard/summary_writer.h"
 #include "trainbus/tensorboard/tensor_summaries.h"
 
@@ -33,6 +39,100 @@ bool SummaryWriter::add_image(absl::string_view tag, const at::Tensor& image, in
 bool SummaryWriter::add_images(absl::string_view tag, const at::Tensor& images, int64_t step,
                                absl::string_view layout, std::optional<double> wall_time) {
   return add_image(tag, images, step, layout, wall_time);
+}
+
+bool SummaryWriter::add_images(absl::string_view tag, const std::vector<at::Tensor>& images,
+                               int64_t step, absl::string_view layout,
+                               std::optional<double> wall_time) {
+  if (closed_.load(std::memory_order_relaxed)) return false;
+  if (images.empty()) {
+    return Reject(absl::InvalidArgumentError(
+        absl::StrCat("image '", tag, "': the list of images is empty")));
+  }
+  for (size_t i = 0; i < images.size(); ++i) {
+    if (!images[i].defined() || images[i].sizes() != images[0].sizes() ||
+        images[i].scalar_type() != images[0].scalar_type()) {
+      return Reject(absl::InvalidArgumentError(absl::StrCat(
+          "image '", tag, "': image ", i, " of the list ",
+          images[i].defined() ? absl::StrCat("has shape [", absl::StrJoin(images[i].sizes(), ", "),
+                                             "] ", std::string(c10::toString(images[i].scalar_type())))
+                              : "is undefined",
+          "; every image must have the first one's shape [",
+          absl::StrJoin(images[0].sizes(), ", "), "] and dtype ",
+          std::string(c10::toString(images[0].scalar_type())))));
+    }
+  }
+  const std::string one = absl::AsciiStrToUpper(layout);
+  if (one != "CHW" && one != "HWC" && one != "HW") {
+    return Reject(absl::InvalidArgumentError(absl::StrCat(
+        "image '", tag, "': unknown layout \"", layout,
+        "\" for a list of images; use \"CHW\", \"HWC\" or \"HW\" (each image's layout)")));
+  }
+  at::Tensor batch = at::stack(images);
+  if (one == "HW") batch = batch.unsqueeze(1);
+  return add_image(tag, batch, step, one == "HWC" ? "NHWC" : "NCHW", wall_time);
+}
+
+bool SummaryWriter::add_video(absl::string_view tag, const at::Tensor& video, int64_t step,
+                              double fps, absl::string_view layout,
+                              std::optional<double> wall_time) {
+  if (closed_.load(std::memory_order_relaxed)) return false;
+  return EnqueueVideo(tag, PrepareVideo(tag, video, fps, layout), step, wall_time);
+}
+
+bool SummaryWriter::add_mesh(absl::string_view tag, const at::Tensor& vertices,
+                             const at::Tensor& colors, const at::Tensor& faces, int64_t step,
+                             std::string config_json, std::optional<double> wall_time) {
+  if (closed_.load(std::memory_order_relaxed)) return false;
+  return Enqueue(MeshSummary(tag, vertices, colors, faces, std::move(config_json)), step,
+                 wall_time);
+}
+
+bool SummaryWriter::add_embedding(const at::Tensor& mat, const EmbeddingMetadata& metadata,
+                                  const at::Tensor* label_images, int64_t step,
+                                  absl::string_view tag, absl::string_view layout) {
+  if (closed_.load(std::memory_order_relaxed)) return false;
+  auto invalid = [&](absl::string_view what) {
+    return Reject(absl::InvalidArgumentError(absl::StrCat("embedding '", tag, "': ", what)));
+  };
+  if (!mat.defined() || mat.dim() != 2) {
+    return invalid(absl::StrCat("mat must be a 2-D tensor [points, dim], got ",
+                                mat.defined() ? absl::StrCat("shape [", absl::StrJoin(mat.sizes(), ", "), "]")
+                                              : "an undefined tensor"));
+  }
+  if (!at::isFloatingType(mat.scalar_type()) && !at::isIntegralType(mat.scalar_type(), true)) {
+    return invalid("mat must be a floating, integer or bool tensor");
+  }
+  ProjectorEmbedding e;
+  const at::Tensor values = mat.detach().to(at::kCPU).to(at::kFloat).contiguous();
+  e.points = values.size(0);
+  e.dim = values.size(1);
+  e.values.assign(values.data_ptr<float>(), values.data_ptr<float>() + values.numel());
+  e.metadata = metadata;
+  if (label_images != nullptr) {
+    const at::Tensor& img = *label_images;
+    if (!img.defined() || img.dim() != 4 || img.size(0) != e.points) {
+      return invalid(absl::StrCat(
+          "label_images must be [", e.points, ", C, H, W] (one image per point), got ",
+          img.defined() ? absl::StrCat("shape [", absl::StrJoin(img.sizes(), ", "), "]")
+                        : "an undefined tensor"));
+    }
+    const bool nhwc = absl::AsciiStrToUpper(layout) == "NHWC";
+    e.image_height = img.size(nhwc ? 1 : 2);
+    e.image_width = img.size(nhwc ? 2 : 3);
+    absl::StatusOr<ImageCanvas> sprite = TileImages(
+        tag, img, layout, SpriteColumns(e.points, e.image_width, e.image_height));
+    if (!sprite.ok()) return Reject(sprite.status());
+    e.sprite = *std::move(sprite);
+  }
+  return add_embedding(tag, std::move(e), step);
+}
+
+bool SummaryWriter::add_graph(const torch::nn::Module& model, const at::Tensor& output) {
+  if (closed_.load(std::memory_order_relaxed)) return false;
+  absl::StatusOr<proto::GraphDef> graph = ModelGraph(model, output);
+  if (!graph.ok()) return Reject(graph.status());
+  return add_graph(*graph);
 }
 
 bool SummaryWriter::add_pr_curve(absl::string_view tag, const at::Tensor& labels,

@@ -61,6 +61,56 @@ absl::StatusOr<proto::Summary> HistogramSummary(absl::string_view tag, const at:
   return HistogramSummary(tag, Doubles(*t));
 }
 
+namespace {
+
+// A uint8 copy of an image tensor in any of the dtypes images accept.
+absl::StatusOr<at::Tensor> ImageBytes(absl::string_view kind, absl::string_view tag, at::Tensor t) {
+  if (t.scalar_type() == at::kByte) return t;
+  if (at::isFloatingType(t.scalar_type())) {
+    return at::nan_to_num(t.to(at::kFloat), 0.0, 255.0, 0.0).mul(255.0).clamp(0.0, 255.0).to(at::kByte);
+  }
+  if (t.scalar_type() == at::kBool) return t.to(at::kByte).mul(255);
+  return UnsupportedDtype(kind, tag, t, "uint8 (0-255) or floating point (0-1)");
+}
+
+absl::Status CheckChannels(absl::string_view kind, absl::string_view tag, int64_t c,
+                           absl::string_view layout, const at::Tensor& original) {
+  if (c == 1 || c == 3 || c == 4) return absl::OkStatus();
+  return Invalid(kind, tag,
+                 absl::StrCat(c, " channel(s) in layout ", layout, " (shape ",
+                              ShapeText(original),
+                              "); an image needs 1 (gray), 3 (RGB) or 4 (RGBA) channels. If "
+                              "the channels are elsewhere, pass the matching layout."));
+}
+
+// Tiles NHWC uint8 images `cols` to a row onto a black canvas, in one copy.
+absl::StatusOr<ImageCanvas> Tile(absl::string_view kind, absl::string_view tag,
+                                 const at::Tensor& nhwc, int64_t cols) {
+  const int64_t n = nhwc.size(0), h = nhwc.size(1), w = nhwc.size(2), c = nhwc.size(3);
+  const int64_t rows = (n + cols - 1) / cols;
+  ImageCanvas canvas;
+  canvas.height = rows * h;
+  canvas.width = cols * w;
+  canvas.channels = c;
+  if (canvas.height > std::numeric_limits<int32_t>::max() / 4 ||
+      canvas.width > std::numeric_limits<int32_t>::max() / 4) {
+    return Invalid(kind, tag, absl::StrCat("image too large: ", ShapeText(nhwc), " in ", rows,
+                                           " x ", cols, " tiles"));
+  }
+  // The canvas owns its pixels (it may be encoded later, on another thread,
+  // after the caller changed its tensor).
+  canvas.pixels.assign(static_cast<size_t>(canvas.height * canvas.width * c), 0);
+  at::Tensor out = at::from_blob(canvas.pixels.data(), {canvas.height, canvas.width, c},
+                                 at::TensorOptions().dtype(at::kByte));
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t y = i / cols, x = i % cols;
+    out.slice(0, y * h, (y + 1) * h).slice(1, x * w, (x + 1) * w).copy_(nhwc[i]);
+  }
+  return canvas;
+}
+
+}  // namespace
+
 absl::StatusOr<ImageCanvas> PrepareImage(absl::string_view tag, const at::Tensor& image,
                                          absl::string_view layout_in) {
   if (!image.defined()) return Invalid("image", tag, "the tensor is undefined");
@@ -88,48 +138,130 @@ absl::StatusOr<ImageCanvas> PrepareImage(absl::string_view tag, const at::Tensor
     t = t.permute({0, 2, 3, 1});
   }
   // t is NHWC now.
-  const int64_t n = t.size(0), h = t.size(1), w = t.size(2), c = t.size(3);
-  if (c != 1 && c != 3 && c != 4) {
-    return Invalid("image", tag,
-                   absl::StrCat(c, " channel(s) in layout ", layout, " (shape ",
-                                ShapeText(image),
-                                "); an image needs 1 (gray), 3 (RGB) or 4 (RGBA) channels. If "
-                                "the channels are elsewhere, pass the matching layout (\"CHW\" "
-                                "or \"HWC\")."));
-  }
-  if (n <= 0 || h <= 0 || w <= 0) {
+  if (absl::Status s = CheckChannels("image", tag, t.size(3), layout, image); !s.ok()) return s;
+  if (t.size(0) <= 0 || t.size(1) <= 0 || t.size(2) <= 0) {
     return Invalid("image", tag, absl::StrCat("empty image, shape ", ShapeText(image)));
   }
-  if (t.scalar_type() == at::kByte) {
-    // As is.
-  } else if (at::isFloatingType(t.scalar_type())) {
-    t = at::nan_to_num(t.to(at::kFloat), 0.0, 255.0, 0.0).mul(255.0).clamp(0.0, 255.0).to(at::kByte);
-  } else if (t.scalar_type() == at::kBool) {
-    t = t.to(at::kByte).mul(255);
-  } else {
-    return UnsupportedDtype("image", tag, t, "uint8 (0-255) or floating point (0-1)");
+  absl::StatusOr<at::Tensor> bytes = ImageBytes("image", tag, t);
+  if (!bytes.ok()) return bytes.status();
+  // One image, or a grid of min(N, 8) columns.
+  return Tile("image", tag, *bytes, std::min<int64_t>(t.size(0), 8));
+}
+
+absl::StatusOr<ImageCanvas> TileImages(absl::string_view tag, const at::Tensor& images,
+                                       absl::string_view layout_in, int64_t columns) {
+  const std::string layout = absl::AsciiStrToUpper(layout_in);
+  if (!images.defined()) return Invalid("image", tag, "the tensor is undefined");
+  if ((layout != "NCHW" && layout != "NHWC") || images.dim() != 4) {
+    return Invalid("image", tag,
+                   absl::StrCat("expected a batch of images, layout \"NCHW\" or \"NHWC\", got \"",
+                                layout_in, "\" and shape ", ShapeText(images)));
   }
-  // One image, or a grid of min(N, 8) columns; black where there is no image.
-  const int64_t cols = std::min<int64_t>(n, 8);
-  const int64_t rows = (n + cols - 1) / cols;
-  ImageCanvas canvas;
-  canvas.height = rows * h;
-  canvas.width = cols * w;
-  canvas.channels = c;
-  if (canvas.height > std::numeric_limits<int32_t>::max() / 4 ||
-      canvas.width > std::numeric_limits<int32_t>::max() / 4) {
-    return Invalid("image", tag, absl::StrCat("image too large: ", ShapeText(image)));
+  at::Tensor t = images.detach().to(at::kCPU);
+  if (layout == "NCHW") t = t.permute({0, 2, 3, 1});
+  if (absl::Status s = CheckChannels("image", tag, t.size(3), layout, images); !s.ok()) return s;
+  if (t.size(0) <= 0 || t.size(1) <= 0 || t.size(2) <= 0 || columns <= 0) {
+    return Invalid("image", tag, absl::StrCat("empty images, shape ", ShapeText(images)));
   }
-  // The canvas owns its pixels (it may be encoded later, on another thread,
-  // after the caller changed its tensor): one copy, straight into it.
-  canvas.pixels.assign(static_cast<size_t>(canvas.height * canvas.width * c), 0);
-  at::Tensor out = at::from_blob(canvas.pixels.data(), {canvas.height, canvas.width, c},
-                                 at::TensorOptions().dtype(at::kByte));
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t y = i / cols, x = i % cols;
-    out.slice(0, y * h, (y + 1) * h).slice(1, x * w, (x + 1) * w).copy_(t[i]);
+  absl::StatusOr<at::Tensor> bytes = ImageBytes("image", tag, t);
+  if (!bytes.ok()) return bytes.status();
+  return Tile("image", tag, *bytes, columns);
+}
+
+absl::StatusOr<VideoCanvas> PrepareVideo(absl::string_view tag, const at::Tensor& video,
+                                         double fps, absl::string_view layout_in) {
+  if (!video.defined()) return Invalid("video", tag, "the tensor is undefined");
+  const std::string layout = absl::AsciiStrToUpper(layout_in);
+  if (layout != "NTCHW" && layout != "TCHW") {
+    return Invalid("video", tag,
+                   absl::StrCat("unknown layout \"", layout_in,
+                                "\"; use \"NTCHW\" (a batch of videos) or \"TCHW\" (one video)"));
   }
-  return canvas;
+  if (video.dim() != static_cast<int64_t>(layout.size())) {
+    return Invalid("video", tag,
+                   absl::StrCat("layout ", layout, " needs a ", layout.size(),
+                                "-D tensor, got shape ", ShapeText(video)));
+  }
+  at::Tensor v = video.detach().to(at::kCPU);
+  if (layout == "TCHW") v = v.unsqueeze(0);
+  const int64_t n = v.size(0), frames = v.size(1), c = v.size(2), h = v.size(3), w = v.size(4);
+  if (absl::Status s = CheckChannels("video", tag, c, layout, video); !s.ok()) return s;
+  if (n <= 0 || frames <= 0 || h <= 0 || w <= 0) {
+    return Invalid("video", tag, absl::StrCat("empty video, shape ", ShapeText(video)));
+  }
+  absl::StatusOr<at::Tensor> bytes = ImageBytes("video", tag, v);
+  if (!bytes.ok()) return bytes.status();
+  // PyTorch's grid: pad the batch to a power of two, then
+  // 2^floor((bit_length(N) - 1) / 2) rows.
+  int64_t padded = 1;
+  while (padded < n) padded *= 2;
+  int bit_length = 0;
+  for (int64_t x = n; x > 0; x >>= 1) ++bit_length;
+  const int64_t rows = int64_t{1} << ((bit_length - 1) / 2);
+  const int64_t cols = padded / rows;
+  at::Tensor grid = *bytes;
+  if (padded > n) {
+    grid = at::cat({grid, at::zeros({padded - n, frames, c, h, w}, grid.options())}, 0);
+  }
+  // [rows, cols, T, C, H, W] -> [T, rows, H, cols, W, C] -> [T, rows*H, cols*W, C]
+  grid = grid.reshape({rows, cols, frames, c, h, w})
+             .permute({2, 0, 4, 1, 5, 3})
+             .reshape({frames, rows * h, cols * w, c})
+             .contiguous();
+  return CopyVideo(tag,
+                   VideoPixels{absl::MakeConstSpan(grid.data_ptr<uint8_t>(),
+                                                   static_cast<size_t>(grid.numel())),
+                               frames, rows * h, cols * w, c},
+                   fps);
+}
+
+absl::StatusOr<proto::Summary> MeshSummary(absl::string_view tag, const at::Tensor& vertices,
+                                           const at::Tensor& colors, const at::Tensor& faces,
+                                           std::string config_json) {
+  // what: "vertices", "faces" or "colors"; rows: what the middle dimension counts.
+  auto check_shape = [&](const at::Tensor& t, const char* what, const char* rows) {
+    return t.dim() == 3 && t.size(2) == 3
+               ? absl::OkStatus()
+               : Invalid("mesh", tag, absl::StrCat(what, " must have shape [batch, ", rows,
+                                                   ", 3], got ", ShapeText(t)));
+  };
+  if (!vertices.defined()) return Invalid("mesh", tag, "vertices: the tensor is undefined");
+  if (absl::Status s = check_shape(vertices, "vertices", "vertices"); !s.ok()) return s;
+  if (!at::isFloatingType(vertices.scalar_type())) {
+    return UnsupportedDtype("mesh", tag, vertices, "floating point vertices");
+  }
+  MeshData mesh;
+  mesh.batch = vertices.size(0);
+  mesh.num_vertices = vertices.size(1);
+  mesh.config_json = std::move(config_json);
+  const at::Tensor v = vertices.detach().to(at::kCPU).to(at::kFloat).contiguous();
+  mesh.vertices = absl::MakeConstSpan(v.data_ptr<float>(), static_cast<size_t>(v.numel()));
+  at::Tensor f, c;
+  if (faces.defined()) {
+    if (absl::Status s = check_shape(faces, "faces", "faces"); !s.ok()) return s;
+    if (!at::isIntegralType(faces.scalar_type(), false) || faces.size(0) != mesh.batch) {
+      return Invalid("mesh", tag,
+                     absl::StrCat("faces must be integer vertex indices [", mesh.batch,
+                                  ", faces, 3], got ", ShapeText(faces), " ",
+                                  std::string(c10::toString(faces.scalar_type()))));
+    }
+    f = faces.detach().to(at::kCPU).to(at::kInt).contiguous();
+    mesh.num_faces = f.size(1);
+    mesh.faces = absl::MakeConstSpan(f.data_ptr<int32_t>(), static_cast<size_t>(f.numel()));
+  }
+  if (colors.defined()) {
+    if (absl::Status s = check_shape(colors, "colors", "vertices"); !s.ok()) return s;
+    if (colors.size(0) != mesh.batch || colors.size(1) != mesh.num_vertices) {
+      return Invalid("mesh", tag,
+                     absl::StrCat("colors must have one r, g, b per vertex, shape [", mesh.batch,
+                                  ", ", mesh.num_vertices, ", 3], got ", ShapeText(colors)));
+    }
+    absl::StatusOr<at::Tensor> bytes = ImageBytes("mesh", tag, colors.detach().to(at::kCPU));
+    if (!bytes.ok()) return bytes.status();
+    c = bytes->contiguous();
+    mesh.colors = absl::MakeConstSpan(c.data_ptr<uint8_t>(), static_cast<size_t>(c.numel()));
+  }
+  return MeshSummary(tag, mesh);
 }
 
 absl::StatusOr<proto::Summary> ImageSummary(absl::string_view tag, const at::Tensor& image,

@@ -42,6 +42,25 @@ absl::StatusOr<ImageCanvas> PrepareImage(absl::string_view tag, const at::Tensor
 absl::StatusOr<proto::Summary> ImageSummary(absl::string_view tag, const at::Tensor& image,
                                             absl::string_view layout = "CHW");
 
+// A batch of images tiled `columns` to a row (black where the grid has no
+// image): the sprite of an embedding. images: NCHW or NHWC.
+absl::StatusOr<ImageCanvas> TileImages(absl::string_view tag, const at::Tensor& images,
+                                       absl::string_view layout, int64_t columns);
+
+// Videos: [N, T, C, H, W] ("NTCHW", PyTorch's add_video) or [T, C, H, W]
+// ("TCHW", one video); uint8, floating point in [0, 1] or bool, 1, 3 or 4
+// channels. N videos play side by side, in PyTorch's grid: N padded with
+// black videos to a power of two, 2^floor((bit_length(N) - 1) / 2) rows.
+absl::StatusOr<VideoCanvas> PrepareVideo(absl::string_view tag, const at::Tensor& video,
+                                         double fps, absl::string_view layout = "NTCHW");
+
+// vertices [B, N, 3] (floating), faces [B, F, 3] (integer) and colors
+// [B, N, 3] (uint8, or floating in [0, 1]); faces and colors may be
+// undefined tensors.
+absl::StatusOr<proto::Summary> MeshSummary(absl::string_view tag, const at::Tensor& vertices,
+                                           const at::Tensor& colors, const at::Tensor& faces,
+                                           std::string config_json = "");
+
 // labels 0/1 (or bool), predictions in [0, 1]: the same number of elements.
 absl::StatusOr<std::vector<float>> ComputePrCurve(const at::Tensor& labels,
                                                   const at::Tensor& predictions,
