@@ -8,6 +8,14 @@
 //   epoch/mean_loss                every epoch
 //   weights/<param>, grads/<param> histograms every histograms_every_n iterations
 //   inputs                         a grid of the first batch's images, once
+//   inputs/video                   the first image of each of the first
+//                                  video_frames iterations, as a video, once
+//                                  (at step 0, like inputs)
+//   model graph                    the Graphs dashboard: the model's modules,
+//                                  parameters and one forward pass's ops, once
+//   val/outputs (Projector)        at the end, the model's outputs on the
+//                                  first `embeddings` validation samples,
+//                                  labelled, with the inputs as thumbnails
 //   run/config                     the run's hyperparameters as a markdown table
 //   custom_scalars layout          loss and accuracy charts (train vs val)
 //   hparams                        the session's hyperparameters (at its first
@@ -34,6 +42,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "trainbus/plugin.h"
+#include "trainbus/tensorboard/model_graph.h"
+#include "trainbus/tensorboard/projector.h"
 #include "trainbus/tensorboard/rewind.h"
 #include "trainbus/tensorboard/summary_writer.h"
 
@@ -65,6 +75,17 @@ class TensorBoardPlugin : public Plugin {
               "Weight and gradient histograms every N iterations (>= 0; 0: never)"},
              {"images", OptionType::kInt, "16",
               "Number of input images of the first batch to show as a grid (>= 0; 0: none)"},
+             {"graph", OptionType::kBool, "true",
+              "Write the model graph (Graphs dashboard) at a run's first iteration: a "
+              "Sequential recorded from one forward pass on the first batch in eval mode, "
+              "another model as its module tree"},
+             {"embeddings", OptionType::kInt, "256",
+              "At the end, the model's outputs on the first N validation samples as a "
+              "Projector embedding (val/outputs), labelled and with the inputs as thumbnails "
+              "(0-1024; 0: none)"},
+             {"video_frames", OptionType::kInt, "16",
+              "A video (inputs/video) of the first input image of each of the first N "
+              "iterations, written once; image inputs only (>= 0; 0: none)"},
              {"validation", OptionType::kBool, "true", "Write validation metrics"},
              {"hparams", OptionType::kBool, "true",
               "Write the run's hyperparameters and its end status to the HParams dashboard "
@@ -79,11 +100,16 @@ class TensorBoardPlugin : public Plugin {
   static absl::StatusOr<std::unique_ptr<TensorBoardPlugin>> Create(const PluginContext& ctx) {
     const PluginOptions& o = ctx.options;
     for (const char* name : {"loss_every_n", "lr_every_n", "timing_every_n", "histograms_every_n",
-                             "images"}) {
+                             "images", "video_frames"}) {
       if (o.GetInt(name) < 0) {
         return absl::InvalidArgumentError(
             absl::StrCat("option '", name, "' must be >= 0, got ", o.GetInt(name)));
       }
+    }
+    if (o.GetInt("embeddings") < 0 || o.GetInt("embeddings") > 1024) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "option 'embeddings' must be between 0 and 1024 samples (the trainer keeps the "
+          "first 1024 validation samples' outputs), got ", o.GetInt("embeddings")));
     }
     if (!(o.GetDouble("flush_secs") > 0)) {
       return absl::InvalidArgumentError(
@@ -139,6 +165,8 @@ class TensorBoardPlugin : public Plugin {
     // The Custom Scalars layout is written once per run, by its first
     // session, when the tags it charts are known (see WriteLayout).
     layout_pending_ = options_.GetBool("layout") && run.start_step == 0;
+    // The graph belongs to the run, not the session: its first session writes it.
+    graph_pending_ = options_.GetBool("graph") && run.start_step == 0;
   }
 
   void OnIterationEnd(const IterationEndEvent& e, Control& control) override {
@@ -168,6 +196,14 @@ class TensorBoardPlugin : public Plugin {
       const int64_t n = std::min<int64_t>(options_.GetInt("images"), e.inputs->size(0));
       writer_->add_images("inputs", e.inputs->slice(0, 0, n).detach(), s, "NCHW");
     }
+    if (graph_pending_) WriteGraph(e, control);
+    if (!video_written_ && options_.GetInt("video_frames") > 0 && start_step_ == 0 &&
+        IsImageBatch(e.inputs)) {
+      video_frames_.push_back(Thumbnails(e.inputs->slice(0, 0, 1))[0]);
+      if (video_frames_.size() == static_cast<size_t>(options_.GetInt("video_frames"))) {
+        WriteVideo();
+      }
+    }
     if (trainbus::EveryN(options_.GetInt("histograms_every_n"), s) && control.model() != nullptr) {
       for (const auto& item : control.model()->named_parameters()) {
         const at::Tensor& p = item.value();
@@ -181,7 +217,9 @@ class TensorBoardPlugin : public Plugin {
   }
 
   void OnValidationEnd(const ValidationEndEvent& e, Control&) override {
-    if (!writer_ || !options_.GetBool("validation")) return;
+    if (!writer_) return;
+    KeepEmbedding(e);
+    if (!options_.GetBool("validation")) return;
     for (const Metric& m : e.metrics) {
       writer_->add_scalar(m.name, m.value, e.step);
       if (layout_pending_) written_.insert(m.name);
@@ -215,6 +253,8 @@ class TensorBoardPlugin : public Plugin {
   void OnTrainEnd(const TrainEndEvent& e, Control&) override {
     if (!writer_) return;
     WriteLayout();
+    WriteEmbedding();
+    WriteVideo();
     if (hparams_written_) {
       writer_->add_session_end(SessionStatus(e), std::max(e.step, start_step_));
     }
@@ -250,6 +290,80 @@ class TensorBoardPlugin : public Plugin {
                              " and now as ", kind,
                              " at step ", r.step, ": TensorBoard keeps one kind of data per tag "
                              "and will show only one of them; publish them under different tags"));
+  }
+
+  static bool IsImageBatch(const at::Tensor* t) {
+    return t != nullptr && t->defined() && t->dim() == 4 && t->size(0) > 0 &&
+           (t->size(1) == 1 || t->size(1) == 3 || t->size(1) == 4);
+  }
+
+  // Images [N, C, H, W] each scaled to [0, 1] by its own range: inputs are
+  // usually normalised (mean 0, std 1), which would show as black and white.
+  static at::Tensor Thumbnails(const at::Tensor& images) {
+    at::Tensor x = images.detach().to(at::kCPU).to(at::kFloat);
+    const at::Tensor flat = x.flatten(1);
+    const at::Tensor lo = std::get<0>(flat.min(1)).view({-1, 1, 1, 1});
+    const at::Tensor hi = std::get<0>(flat.max(1)).view({-1, 1, 1, 1});
+    return (x - lo) / (hi - lo).clamp_min(1e-12);
+  }
+
+  // At step 0, like the `inputs` grid: it shows the run's first iterations,
+  // and a resume at any later step keeps it. A run shorter than video_frames
+  // writes the frames it has at its end.
+  void WriteVideo() {
+    if (video_written_ || video_frames_.empty()) return;
+    writer_->add_video("inputs/video", at::stack(video_frames_).unsqueeze(0), 0, 4.0);
+    video_frames_.clear();
+    video_frames_.shrink_to_fit();
+    video_written_ = true;
+  }
+
+  // At the run's first iteration, from the batch it trained on.
+  void WriteGraph(const IterationEndEvent& e, Control& control) {
+    graph_pending_ = false;
+    torch::nn::Module* model = control.model();
+    if (model == nullptr) return;
+    absl::StatusOr<tb::proto::GraphDef> graph =
+        e.inputs != nullptr ? tb::RecordModelGraph(*model, *e.inputs)
+                            : tb::ModelHierarchyGraph(*model);
+    if (!graph.ok()) {
+      control.Log(absl::StrCat("warning: the model graph shows the module tree only: ",
+                               graph.status().message()));
+      graph = tb::ModelHierarchyGraph(*model);
+    }
+    writer_->add_graph(*graph);
+  }
+
+  // Keeps the latest validation's first samples for the Projector (copies:
+  // the event's tensors live only for the hook).
+  void KeepEmbedding(const ValidationEndEvent& e) {
+    const int64_t cap = options_.GetInt("embeddings");
+    if (cap == 0 || e.outputs == nullptr || e.targets == nullptr || e.outputs->dim() != 2) return;
+    const int64_t n = std::min<int64_t>(cap, e.outputs->size(0));
+    embedding_outputs_ = e.outputs->slice(0, 0, n).detach().to(at::kCPU).to(at::kFloat).clone();
+    embedding_targets_ = e.targets->slice(0, 0, n).detach().to(at::kCPU).to(at::kLong).clone();
+    embedding_thumbnails_ = IsImageBatch(e.inputs) ? Thumbnails(e.inputs->slice(0, 0, n))
+                                                   : at::Tensor();
+    embedding_step_ = e.step;
+  }
+
+  // The last validation's outputs, labelled with the class, the prediction
+  // and whether it was right, so the Projector can colour by each.
+  void WriteEmbedding() {
+    if (!embedding_outputs_.defined()) return;
+    tb::EmbeddingMetadata metadata;
+    metadata.header = {"label", "predicted", "correct"};
+    const at::Tensor predicted = embedding_outputs_.argmax(1);
+    for (int64_t i = 0; i < embedding_outputs_.size(0); ++i) {
+      const int64_t label = embedding_targets_[i].item<int64_t>();
+      const int64_t guess = predicted[i].item<int64_t>();
+      metadata.rows.push_back({std::to_string(label), std::to_string(guess),
+                               label == guess ? "yes" : "no"});
+    }
+    writer_->add_embedding(embedding_outputs_, metadata,
+                           embedding_thumbnails_.defined() ? &embedding_thumbnails_ : nullptr,
+                           embedding_step_, "val/outputs");
+    embedding_outputs_ = at::Tensor();
   }
 
   // Train vs val loss, train vs val accuracy, learning rates: each chart and
@@ -318,6 +432,10 @@ class TensorBoardPlugin : public Plugin {
                                "from ", r->files_rewritten, " earlier event file",
                                r->files_rewritten == 1 ? "" : "s"));
     }
+    if (r->embeddings_removed > 0) {
+      control.Log(absl::StrCat("resuming at step ", step, ": removed ", r->embeddings_removed,
+                               " Projector embedding(s) at steps >= ", step));
+    }
     for (const std::string& skipped : r->skipped) {
       control.Log(absl::StrCat("warning: not rewound (corrupt): ", skipped));
     }
@@ -352,6 +470,11 @@ class TensorBoardPlugin : public Plugin {
   std::string log_dir_;
   std::unique_ptr<tb::SummaryWriter> writer_;
   bool hparams_written_ = false;
+  bool graph_pending_ = false;
+  std::vector<at::Tensor> video_frames_;
+  bool video_written_ = false;
+  at::Tensor embedding_outputs_, embedding_targets_, embedding_thumbnails_;
+  int64_t embedding_step_ = 0;
   bool layout_pending_ = false;
   std::set<std::string> written_;  // scalar tags seen while the layout is pending
   std::map<std::string, const char*> kind_of_tag_;  // published records: tag -> kind

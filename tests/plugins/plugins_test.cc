@@ -107,6 +107,24 @@ TEST(TensorBoardPluginTest, WritesEveryKindTheRunProduces) {
   EXPECT_EQ(tags["weights/0.weight"].count, 2);  // every 5th iteration: steps 4, 9
   EXPECT_EQ(tags["grads/0.weight"].count, 2);
   EXPECT_EQ(tags["inputs"].kind, "image");
+  // The graph at the start; the video of the first iterations (12 of the 16
+  // frames asked for: the run is shorter) at step 0; at the end, the last
+  // validation's outputs for the Projector.
+  EXPECT_EQ(tags["__run_graph__"].kind, "graph");
+  EXPECT_EQ(tags["__run_graph__"].written, 1);
+  EXPECT_EQ(tags["inputs/video"].kind, "video");
+  EXPECT_EQ(tags["inputs/video"].first_step, 0);
+  EXPECT_EQ(tags["val/outputs:00011"].kind, "embedding");
+  const std::string projected = dir.path() + "/runs/small/00011/val%2foutputs/";
+  std::vector<std::string> rows = absl::StrSplit(test_util::ReadFile(projected + "metadata.tsv"), '\n',
+                                                 absl::SkipEmpty());
+  ASSERT_EQ(rows.size(), 61u);  // the header and the 60 validation samples
+  EXPECT_EQ(rows[0], "label\tpredicted\tcorrect");
+  std::vector<std::string> points = absl::StrSplit(test_util::ReadFile(projected + "tensors.tsv"), '\n',
+                                                   absl::SkipEmpty());
+  ASSERT_EQ(points.size(), 60u);
+  EXPECT_EQ(std::vector<std::string>(absl::StrSplit(points[0], '\t')).size(), 6u) << "6 classes";
+  EXPECT_TRUE(fs::exists(projected + "sprite.png"));
   EXPECT_EQ(tags["run/config"].kind, "text");
   EXPECT_EQ(tags["custom_scalars__config__"].kind, "custom_scalars");
   EXPECT_EQ(tags["_hparams_/session_start_info"].kind, "hparams");
@@ -131,6 +149,10 @@ TEST(TensorBoardPluginTest, BadOptionsAndUnwritableFolderAreClearErrors) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.output, HasSubstr("plugin 'tensorboard'"));
   EXPECT_THAT(r.output, HasSubstr("option 'flush_secs' must be > 0"));
+  r = RunTrainbus(absl::StrCat("train --config ",
+                               SmallConfig(dir, R"({"name": "tensorboard", "options": {"embeddings": 2000}})")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("option 'embeddings' must be between 0 and 1024 samples"));
 
   // A log folder below a regular file cannot be created (even by root).
   std::string blocker = dir.Write("blocker", "a file, not a folder");
@@ -209,6 +231,11 @@ TEST(TensorBoardPluginTest, ResumedRunWritesThePurgeStepAndContinuesTheCurves) {
   EXPECT_EQ(tags["lr/group0"].count, 12);
   EXPECT_EQ(tags["_hparams_/session_start_info"].written, 1);
   EXPECT_EQ(tags["_hparams_/session_start_info"].first_step, 6);
+  // The graph is the run's, written once by its first session; each
+  // session's last validation is one Projector embedding.
+  EXPECT_EQ(tags["__run_graph__"].written, 1);
+  EXPECT_EQ(tags["val/outputs:00005"].kind, "embedding");
+  EXPECT_EQ(tags["val/outputs:00011"].kind, "embedding");
 }
 
 // On a terminal (a pseudo-terminal from script(1)) the progress bar is drawn

@@ -30,6 +30,7 @@
 #include "trainbus/tensorboard/inspect.h"
 #include "trainbus/tensorboard/model_graph.h"
 #include "trainbus/tensorboard/projector.h"
+#include "trainbus/tensorboard/rewind.h"
 #include "trainbus/tensorboard/proto/graph.pb.h"
 #include "trainbus/tensorboard/proto/plugins.pb.h"
 #include "trainbus/tensorboard/proto/projector.pb.h"
@@ -360,6 +361,26 @@ TEST(Embedding, AFailedFileWriteFailsTheWriterAndNamesTheFile) {
   EXPECT_THAT(Msg(st), HasSubstr("add_embedding: cannot create the folder"));
   EXPECT_THAT(Msg(st), HasSubstr("00001/e"));
   EXPECT_FALSE(w->add_scalar("after", 1, 2)) << "a failed write is sticky";
+}
+
+TEST(Embedding, RewindDropsTheEmbeddingsOfTheAbandonedTail) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  for (int64_t step : {3, 8, 12}) {
+    ASSERT_TRUE(w->add_embedding(at::zeros({2, 2}), tb::EmbeddingMetadata(), nullptr, step, "e"));
+  }
+  ASSERT_TRUE(w->close().ok());
+  absl::StatusOr<tb::RewindReport> r = tb::RewindRun(dir.path(), 8);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->embeddings_removed, 2);
+  tb::proto::ProjectorConfig config = ReadConfig(dir.path());
+  ASSERT_EQ(config.embeddings_size(), 1);
+  EXPECT_EQ(config.embeddings(0).tensor_name(), "e:00003");
+  EXPECT_TRUE(fs::exists(dir.path() + "/00003/e/tensors.tsv"));
+  EXPECT_FALSE(fs::exists(dir.path() + "/00008/e"));
+  EXPECT_FALSE(fs::exists(dir.path() + "/00012/e"));
+  EXPECT_EQ(tb::EmbeddingStep("a:b:00042"), 42);
+  EXPECT_EQ(tb::EmbeddingStep("no step"), -1);
 }
 
 // ---- model graph -------------------------------------------------------------

@@ -176,6 +176,13 @@ struct ValidationEndEvent {
   int64_t epoch = 0;
   absl::Span<const Metric> metrics;  // e.g. "val/loss", "val/accuracy"
   double duration_seconds = 0.0;
+  // The first validation samples and the model's output on them, when the
+  // host provides them (the trainer: up to 1024, in the validation set's
+  // order, the same samples every time): inputs [n, ...], targets [n],
+  // outputs [n, classes]. Read-only; null when absent.
+  const at::Tensor* inputs = nullptr;
+  const at::Tensor* targets = nullptr;
+  const at::Tensor* outputs = nullptr;
 };
 
 struct EpochEndEvent {

@@ -152,7 +152,12 @@ struct Trainer::Impl {
   std::string RunDir() const;
 
   absl::Status Normalize();
-  Metrics Validate();
+  // The validation's first samples and the model's output on them
+  // (ValidationEndEvent's inputs, targets, outputs).
+  struct ValidationSample {
+    at::Tensor inputs, targets, outputs;
+  };
+  Metrics Validate(ValidationSample* first);
   void PublishNormalization();
   // Runs epoch `epoch` from `offset`; false when the run stopped inside it.
   bool RunEpoch();
@@ -464,7 +469,7 @@ absl::Status Trainer::Resume(const std::string& path) {
   return absl::OkStatus();
 }
 
-Metrics Trainer::Impl::Validate() {
+Metrics Trainer::Impl::Validate(ValidationSample* first) {
   const Dataset& val = data.val;
   int64_t n = val.size();
   const int64_t subset = config.trainer().validation_subset();
@@ -477,8 +482,10 @@ Metrics Trainer::Impl::Validate() {
   constexpr int64_t kChunk = 1024;
   for (int64_t start = 0; start < n; start += kChunk) {
     int64_t end = std::min(n, start + kChunk);
-    at::Tensor logits = model->forward(val.inputs.slice(0, start, end));
+    at::Tensor x = val.inputs.slice(0, start, end);
+    at::Tensor logits = model->forward(x);
     at::Tensor y = val.targets.slice(0, start, end);
+    if (start == 0) *first = {x, y, logits};
     loss_sum += torch::nn::functional::cross_entropy(
                     logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                     .item<double>();
@@ -527,8 +534,15 @@ void Trainer::Impl::PublishNormalization() {
 void Trainer::Impl::ValidateNow(int64_t e) {
   session->BeginValidation(ValidationBeginEvent{step - 1, e});
   const auto v_start = Clock::now();
-  result.final_metrics = Validate();
-  session->EndValidation(ValidationEndEvent{step - 1, e, result.final_metrics, Since(v_start)});
+  ValidationSample first;
+  result.final_metrics = Validate(&first);
+  ValidationEndEvent end{step - 1, e, result.final_metrics, Since(v_start)};
+  if (first.outputs.defined()) {
+    end.inputs = &first.inputs;
+    end.targets = &first.targets;
+    end.outputs = &first.outputs;
+  }
+  session->EndValidation(end);
   AgreeOnStop();
 }
 

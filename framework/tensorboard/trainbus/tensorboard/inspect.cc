@@ -19,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "google/protobuf/text_format.h"
 #include "trainbus/tensorboard/event_file_reader.h"
+#include "trainbus/tensorboard/projector.h"
 #include "trainbus/tensorboard/proto/projector.pb.h"
 
 namespace trainbus::tensorboard {
@@ -176,11 +177,7 @@ void InspectProjector(const std::string& dir, InspectRun* run) {
     t.tag = e.tensor_name();
     t.kind = "embedding";
     t.count = t.count_legacy = t.written = 1;
-    int64_t step = 0;
-    const size_t colon = e.tensor_name().rfind(':');
-    if (colon != std::string::npos && absl::SimpleAtoi(e.tensor_name().substr(colon + 1), &step)) {
-      t.first_step = t.last_step = step;
-    }
+    t.first_step = t.last_step = std::max<int64_t>(0, EmbeddingStep(e.tensor_name()));
     run->tags.push_back(std::move(t));
   }
 }

@@ -60,13 +60,28 @@ proto::DataType GraphDtype(at::ScalarType t) {
   }
 }
 
+// PyTorch's names: "float32", not c10's "Float".
+std::string DtypeName(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "float32";
+    case at::kDouble: return "float64";
+    case at::kHalf: return "float16";
+    case at::kBFloat16: return "bfloat16";
+    case at::kInt: return "int32";
+    case at::kLong: return "int64";
+    case at::kByte: return "uint8";
+    case at::kBool: return "bool";
+    default: return std::string(c10::toString(t));
+  }
+}
+
 void SetShape(proto::NodeDef* node, at::IntArrayRef sizes, at::ScalarType dtype) {
   proto::TensorShapeProto* shape =
       (*node->mutable_attr())["_output_shapes"].mutable_list()->add_shape();
   for (int64_t d : sizes) shape->add_dim()->set_size(d);
   (*node->mutable_attr())["dtype"].set_type(GraphDtype(dtype));
   (*node->mutable_attr())["attr"].set_s(
-      absl::StrCat("[", absl::StrJoin(sizes, ", "), "] ", std::string(c10::toString(dtype))));
+      absl::StrCat("[", absl::StrJoin(sizes, ", "), "] ", DtypeName(dtype)));
 }
 
 // Builds the GraphDef: the module tree first, then the recorded operations.

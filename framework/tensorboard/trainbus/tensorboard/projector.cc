@@ -9,6 +9,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -75,31 +76,49 @@ std::mutex& ConfigMutex() {
   return *mu;
 }
 
-absl::Status UpdateConfig(const std::string& log_dir, const proto::EmbeddingInfo& info) {
-  std::lock_guard<std::mutex> lock(ConfigMutex());
-  const std::string path = absl::StrCat(log_dir, "/", kConfigName);
+std::string ConfigPath(const std::string& log_dir) { return absl::StrCat(log_dir, "/", kConfigName); }
+
+// The run's config; empty when there is none. Caller holds ConfigMutex().
+absl::StatusOr<proto::ProjectorConfig> ReadConfig(const std::string& path) {
   proto::ProjectorConfig config;
   std::ifstream in(path);
-  if (in) {
-    std::stringstream text;
-    text << in.rdbuf();
-    if (!google::protobuf::TextFormat::ParseFromString(text.str(), &config)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(kContext, ": ", path,
-                       " exists but is not a projector config; move it away and log again"));
-    }
+  if (!in) return config;
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!google::protobuf::TextFormat::ParseFromString(text.str(), &config)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(kContext, ": ", path,
+                     " exists but is not a projector config; move it away and log again"));
   }
-  proto::ProjectorConfig updated;
-  updated.set_model_checkpoint_path(config.model_checkpoint_path());
-  updated.set_model_checkpoint_dir(config.model_checkpoint_dir());
-  for (const proto::EmbeddingInfo& old : config.embeddings()) {
+  return config;
+}
+
+// The whole config at once; the temporary name has no "tfevents", so
+// TensorBoard ignores it.
+absl::Status WriteConfig(const std::string& path, const proto::ProjectorConfig& config) {
+  std::string out;
+  google::protobuf::TextFormat::PrintToString(config, &out);
+  return io::AtomicReplace(path, out, kContext, absl::StrCat(path, ".tmp"));
+}
+
+// Keeps the config's settings, not its embeddings.
+proto::ProjectorConfig EmptyLike(const proto::ProjectorConfig& config) {
+  proto::ProjectorConfig out;
+  out.set_model_checkpoint_path(config.model_checkpoint_path());
+  out.set_model_checkpoint_dir(config.model_checkpoint_dir());
+  return out;
+}
+
+absl::Status UpdateConfig(const std::string& log_dir, const proto::EmbeddingInfo& info) {
+  std::lock_guard<std::mutex> lock(ConfigMutex());
+  absl::StatusOr<proto::ProjectorConfig> config = ReadConfig(ConfigPath(log_dir));
+  if (!config.ok()) return config.status();
+  proto::ProjectorConfig updated = EmptyLike(*config);
+  for (const proto::EmbeddingInfo& old : config->embeddings()) {
     if (old.tensor_name() != info.tensor_name()) *updated.add_embeddings() = old;
   }
   *updated.add_embeddings() = info;
-  std::string out;
-  google::protobuf::TextFormat::PrintToString(updated, &out);
-  // The temporary name has no "tfevents": TensorBoard ignores it.
-  return io::AtomicReplace(path, out, kContext, absl::StrCat(path, ".tmp"));
+  return WriteConfig(ConfigPath(log_dir), updated);
 }
 
 }  // namespace
@@ -115,6 +134,41 @@ int64_t SpriteColumns(int64_t points, int64_t width, int64_t height) {
   if (points <= 0 || width <= 0 || height <= 0) return 1;
   const double side = std::sqrt(static_cast<double>(points) * width * height);
   return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(side / static_cast<double>(width))));
+}
+
+absl::StatusOr<int64_t> RemoveEmbeddingsFrom(const std::string& log_dir, int64_t step) {
+  std::lock_guard<std::mutex> lock(ConfigMutex());
+  absl::StatusOr<proto::ProjectorConfig> config = ReadConfig(ConfigPath(log_dir));
+  if (!config.ok()) return config.status();
+  proto::ProjectorConfig kept = EmptyLike(*config);
+  std::vector<std::string> folders;
+  for (const proto::EmbeddingInfo& e : config->embeddings()) {
+    if (EmbeddingStep(e.tensor_name()) >= step) {
+      const std::string folder = std::filesystem::path(e.tensor_path()).parent_path().string();
+      if (!folder.empty()) folders.push_back(absl::StrCat(log_dir, "/", folder));
+    } else {
+      *kept.add_embeddings() = e;
+    }
+  }
+  const int64_t removed = config->embeddings_size() - kept.embeddings_size();
+  if (removed == 0) return 0;
+  if (absl::Status s = WriteConfig(ConfigPath(log_dir), kept); !s.ok()) return s;
+  // The config no longer names them; their files go too (best effort).
+  for (const std::string& folder : folders) {
+    std::error_code ec;
+    std::filesystem::remove_all(folder, ec);
+  }
+  return removed;
+}
+
+int64_t EmbeddingStep(absl::string_view tensor_name) {
+  const size_t colon = tensor_name.rfind(':');
+  int64_t step = -1;
+  if (colon == absl::string_view::npos ||
+      !absl::SimpleAtoi(tensor_name.substr(colon + 1), &step)) {
+    return -1;
+  }
+  return step;
 }
 
 std::string EmbeddingSubdir(absl::string_view tag, int64_t step) {

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "trainbus/tensorboard/summaries.h"
 
@@ -69,6 +70,14 @@ absl::Status CheckEmbedding(absl::string_view tag, int64_t step, const Projector
 // file and the OS error (io::ErrnoError).
 absl::Status WriteProjectorEmbedding(const std::string& log_dir, absl::string_view tag,
                                      int64_t step, const ProjectorEmbedding& e);
+
+// Removes the embeddings at steps >= `step` from log_dir's config and their
+// folders (a resumed run's abandoned tail; rewind.h calls it). Returns how
+// many went; 0 without a config.
+absl::StatusOr<int64_t> RemoveEmbeddingsFrom(const std::string& log_dir, int64_t step);
+
+// The step in an embedding's name "<tag>:00042" (42), or -1.
+int64_t EmbeddingStep(absl::string_view tensor_name);
 
 // The folder of an embedding, relative to log_dir: "00010/my%2ftag".
 std::string EmbeddingSubdir(absl::string_view tag, int64_t step);

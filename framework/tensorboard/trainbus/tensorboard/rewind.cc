@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "trainbus/tensorboard/event_file_reader.h"
 #include "trainbus/io/file_io.h"
+#include "trainbus/tensorboard/projector.h"
 #include "trainbus/tensorboard/record_framing.h"
 
 namespace trainbus::tensorboard {
@@ -115,6 +116,9 @@ absl::StatusOr<RewindReport> RewindRun(const std::string& log_dir, int64_t step)
   for (const std::string& f : files) {
     if (absl::Status s = RewindFile(f, step, &report); !s.ok()) return s;
   }
+  absl::StatusOr<int64_t> embeddings = RemoveEmbeddingsFrom(log_dir, step);
+  if (!embeddings.ok()) return embeddings.status();
+  report.embeddings_removed = *embeddings;
   return report;
 }
 

@@ -14,7 +14,8 @@
 //   - every event at step >= `step` (the abandoned tail), and
 //   - every hparams session record (`_hparams_/...`), which the resumed
 //     session writes again with its own values,
-// keeping everything else byte for byte. A file that needs no change is not
+// keeping everything else byte for byte; and the Projector's embeddings at
+// steps >= `step` go from the run's projector_config.pbtxt, with their files. A file that needs no change is not
 // touched. Each rewrite goes to a temporary file (its name holds no
 // "tfevents", so no reader picks it up), is fsynced and renamed over the old
 // file: a crash leaves either the old file or the new one, never a mix. A cut-
@@ -41,6 +42,9 @@ namespace trainbus::tensorboard {
 struct RewindReport {
   int64_t files_rewritten = 0;
   int64_t events_removed = 0;
+  // Projector embeddings at steps >= the step (projector.h), dropped from
+  // the run's projector_config.pbtxt with their files.
+  int64_t embeddings_removed = 0;
   // Files left untouched because they are corrupt: "<path>: <problem>".
   std::vector<std::string> skipped;
 };
