@@ -602,6 +602,32 @@ class Client:
                 "colParams": col_params, "startIndex": 0, "sliceSize": 100}
         return self.post_json("/data/plugin/hparams/session_groups", body)
 
+    # -- graphs: {run: {"run_graph": bool, ...}}; the run graph as text-format
+    #    GraphDef, parsed to {node name: (op, [inputs], [output shape])}
+
+    def graph_runs(self):
+        return self.get_json("/data/plugin/graphs/info")
+
+    def graph(self, run):
+        from google.protobuf import text_format
+        from tensorboard.compat.proto import graph_pb2
+        data, _ = self.get_bytes("/data/plugin/graphs/graph?" + urllib.parse.urlencode(
+            {"run": run, "conceptual": "false"}))
+        graph = text_format.Parse(data.decode(), graph_pb2.GraphDef())
+        nodes = {}
+        for n in graph.node:
+            shapes = n.attr["_output_shapes"].list.shape if "_output_shapes" in n.attr else []
+            nodes[n.name] = (n.op, list(n.input), [d.size for d in shapes[0].dim] if shapes else None)
+        return nodes
+
+    # -- projector: [run, ...]; {"embeddings": [{"tensorName", "tensorShape", ...}]}
+
+    def projector_runs(self):
+        return self.get_json("/data/plugin/projector/runs")
+
+    def projector_info(self, run):
+        return self.get_json("/data/plugin/projector/info", run=run)
+
     # -- everything, for comparing loaders
 
     def snapshot(self, fetch_blobs=True):
@@ -662,6 +688,10 @@ class Snapshot:
         self.experiment = {}
         self.session_groups = {}
         self.blob_errors = []
+        # Graphs: {run: {node name: (op, [inputs], [output shape])}}; Projector:
+        # {run: [embedding info as /info serves it]}.
+        self.graphs = {}
+        self.projector = {}
 
     @classmethod
     def take(cls, client, fetch_blobs=True):
@@ -672,7 +702,10 @@ class Snapshot:
             "runs": client.runs, "scalars": client.scalar_tags, "histograms": client.histogram_tags,
             "distributions": client.distribution_tags, "images": client.image_tags,
             "audio": client.audio_tags, "text": client.text_tags, "pr_curves": client.pr_curve_tags,
-            "layout": client.custom_scalars_layout, "experiment": client.hparams_experiment})
+            "layout": client.custom_scalars_layout, "experiment": client.hparams_experiment,
+            "graph_runs": client.graph_runs, "projector_runs": client.projector_runs})
+        graph_runs = [r for r, v in tag_lists.pop("graph_runs").items() if v.get("run_graph")]
+        projector_runs = tag_lists.pop("projector_runs")
         s.runs = tag_lists.pop("runs")
         s.layout = tag_lists.pop("layout")
         s.experiment = tag_lists.pop("experiment")
@@ -732,8 +765,16 @@ class Snapshot:
             for rx in layout_regexes(s.layout):
                 jobs[("custom_scalars", run, rx)] = functools.partial(client.custom_scalars, run, rx)
         jobs[("session_groups",)] = functools.partial(client.hparams_session_groups, s.experiment)
+        for run in graph_runs:
+            jobs[("graph", run)] = functools.partial(client.graph, run)
+        for run in projector_runs:
+            jobs[("projector", run)] = functools.partial(client.projector_info, run)
         results = _parallel(jobs)
         s.session_groups = results.pop(("session_groups",))
+        for run in graph_runs:
+            s.graphs[run] = results.pop(("graph", run))
+        for run in projector_runs:
+            s.projector[run] = results.pop(("projector", run)).get("embeddings", [])
         for (kind, run, tag), value in sorted(results.items()):
             if kind == "custom_scalars":
                 s.custom_scalar_matches.setdefault(run, {})[tag] = (

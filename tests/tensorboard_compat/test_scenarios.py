@@ -36,9 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tbcompat as tb  # noqa: E402
 
 LOADERS = ("python", "fast")
-# inspect's kinds -> the dashboard that shows them as points.
+# inspect's kinds -> the dashboard that shows them as points (a video is an
+# animated GIF in the Images dashboard).
 DASHBOARD_OF_KIND = {"scalar": "scalars", "histogram": "histograms", "image": "images",
-                     "text": "text", "pr_curve": "pr_curves", "audio": "audio"}
+                     "video": "images", "text": "text", "pr_curve": "pr_curves", "audio": "audio"}
 RUN = "shapes-cnn"          # the default example's run name
 ITERS_PER_EPOCH = 63        # 4000 samples, batch 64
 # One progress line per iteration, so a test can signal trainbus at a known point.
@@ -550,6 +551,41 @@ class DefaultExampleTest(Scenario, unittest.TestCase):
             if info is None or info[1] != "PNG" or tuple(info[2]) != expected:
                 problems.append("%s: image 'inputs' decodes as %s, expected a PNG of %dx%d"
                                 % (ph.loader_name(loader), info and info[:3], expected[0], expected[1]))
+        self.report(problems)
+
+    def test_graph_projector_and_video(self):
+        """The model graph (Graphs), the last validation's outputs (Projector)
+        and the video of the first 16 iterations' inputs (Images)."""
+        ph = self.phase("default run")
+        problems = []
+        for loader in LOADERS:
+            snap, name = ph.snaps[loader], ph.loader_name(loader)
+            nodes = snap.graphs.get(RUN)
+            if not nodes:
+                problems.append("%s: no run graph (graph runs: %s)" % (name, sorted(snap.graphs)))
+            else:
+                conv = nodes.get("Sequential/Conv2d[0]/convolution")
+                # The default CNN: conv 3x3 1 -> 8 channels on the first batch of 64.
+                if conv is None or conv[1][0] != "input" or conv[2] != [64, 8, 28, 28]:
+                    problems.append("%s: graph node Sequential/Conv2d[0]/convolution is %s"
+                                    % (name, conv))
+                out = nodes.get("output")
+                if out is None or out[2] != [64, 6]:
+                    problems.append("%s: graph output is %s, expected shape [64, 6]" % (name, out))
+                for n, (_, inputs, _) in nodes.items():
+                    problems += ["%s: graph node %r reads %r, which is no node" % (name, n, i)
+                                 for i in inputs if i not in nodes]
+            embeddings = {e["tensorName"]: e for e in snap.projector.get(RUN, [])}
+            e = embeddings.get("val/outputs:00314")
+            if e is None or e.get("tensorShape") != [256, 6] or \
+                    e.get("sprite", {}).get("singleImageDim") != [28, 28]:
+                problems.append("%s: Projector embedding val/outputs:00314 is %s (all: %s)"
+                                % (name, e, sorted(embeddings)))
+            pts = self.points(ph, loader, "images", RUN, "inputs/video")
+            if not pts or [p[0] for p in pts] != [0] or pts[0][2] is None or \
+                    pts[0][2][1] != "GIF" or tuple(pts[0][2][2]) != (28, 28):
+                problems.append("%s: inputs/video is %s, expected one 28x28 GIF at step 0"
+                                % (name, pts))
         self.report(problems)
 
     def test_run_config_text(self):
