@@ -3,6 +3,7 @@
 //
 //   node browser_check.mjs BASE_URL RUN TAG[,TAG...] OUT_DIR
 //        [--image-tag=inputs] [--hparams-metrics=TAG,TAG...] [--text=RUN:TAG:WORDS]
+//        [--graph=ROOT:MODULE] [--projector=TENSOR:POINTS]
 //
 // Checks, each dashboard within a bounded time:
 //   scalars  (#timeseries, TensorBoard 2.x's default page): RUN is listed in
@@ -12,8 +13,14 @@
 //   images   (#images): the image tag (default "inputs") of RUN renders as an
 //            <img> with naturalWidth > 0;
 //   text     (#text, with --text): the text record TAG of that RUN renders as a
-//            markdown table whose cells contain WORDS.
-// Writes OUT_DIR/{scalars,hparams,images}.png (and text.png). On the first failure it prints
+//            markdown table whose cells contain WORDS;
+//   graphs   (#graphs, with --graph): RUN's graph draws its ROOT module, which
+//            opens (double click) to show MODULE among its children;
+//   projector (#projector, with --projector): the Projector loads RUN's
+//            embedding and reports "Points: POINTS" (WebGL through
+//            SwiftShader); TENSOR names it in messages (the page shows its
+//            name only inside a drop-down).
+// Writes OUT_DIR/{scalars,hparams,images}.png (and text.png, graphs.png, projector.png). On the first failure it prints
 // one line naming the dashboard and what was missing, saves
 // OUT_DIR/failure-<dashboard>.png and exits 1.
 //
@@ -236,6 +243,39 @@ async function checkImages(page, base, run, imageTag) {
   });
 }
 
+async function checkGraph(page, base, run, { root, module }) {
+  await withRetries(page, 'graphs', async (left) => {
+    await page.goto(`${base}/#graphs&run=${encodeURIComponent(run)}`);
+    // A node's <text> holds its label (and a <title> with the same words).
+    const node = name => page.locator('tf-graph-scene g.node').filter({ hasText: name });
+    await expectVisible(node(root).first(), `run "${run}" has no graph node "${root}" on #graphs`, left());
+    await node(root).first().dblclick();
+    await expectVisible(node(module).first(),
+        `graph node "${root}" of run "${run}" did not open to show "${module}"`, left());
+    await bestEffort(async () => {
+      await page.getByText('Fit to screen', { exact: true }).click({ timeout: COSMETIC_MS });
+      await page.waitForTimeout(1500);
+    });
+  });
+}
+
+// The Projector runs in two nested iframes (plugin_entry.html, then
+// projector_binary.html) and draws with WebGL.
+async function checkProjector(page, base, run, { tensor, points }) {
+  await withRetries(page, 'projector', async (left) => {
+    await page.goto(`${base}/#projector&run=${encodeURIComponent(run)}`);
+    let frame;
+    while (!(frame = page.frames().find(f => f.url().includes('projector_binary')))) {
+      if (left() <= 1) throw missing(`the Projector's page (projector_binary.html) never loaded`);
+      await page.waitForTimeout(200);
+    }
+    const projector = frame;
+    await expectVisible(projector.getByText(`Points: ${points}`).first(),
+        `the Projector does not report "Points: ${points}" for "${tensor}"`, left());
+    await page.waitForTimeout(3000);  // the thumbnails load into the scatter plot
+  });
+}
+
 // Crops the blank space under short pages: ends below the lowest of `items`
 // that fits in the viewport, so nothing is cut in half. Full width, so the
 // tab bar stays.
@@ -254,7 +294,7 @@ async function screenshot(page, file, items, minHeight = 0) {
 }
 
 function parseArgs(argv) {
-  const options = { imageTag: 'inputs', hparamsMetrics: [], text: null };
+  const options = { imageTag: 'inputs', hparamsMetrics: [], text: null, graph: null, projector: null };
   const positional = [];
   for (const a of argv) {
     if (a.startsWith('--image-tag=')) options.imageTag = a.slice('--image-tag='.length);
@@ -263,6 +303,16 @@ function parseArgs(argv) {
       const [run, tag, ...words] = a.slice('--text='.length).split(':');
       if (!run || !tag || words.length === 0) usage(`--text needs RUN:TAG:WORDS, got ${a}`);
       options.text = { run, tag, words: words.join(':') };
+    } else if (a.startsWith('--graph=')) {
+      const [root, module] = a.slice('--graph='.length).split(':');
+      if (!root || !module) usage(`--graph needs ROOT:MODULE, got ${a}`);
+      options.graph = { root, module };
+    } else if (a.startsWith('--projector=')) {
+      const value = a.slice('--projector='.length);
+      const colon = value.lastIndexOf(':');
+      const points = Number(value.slice(colon + 1));
+      if (colon <= 0 || !(points > 0)) usage(`--projector needs TENSOR:POINTS, got ${a}`);
+      options.projector = { tensor: value.slice(0, colon), points };
     } else if (a.startsWith('--')) usage(`unknown option ${a}`);
     else positional.push(a);
   }
@@ -275,12 +325,14 @@ function splitList(s) { return s.split(',').map(t => t.trim()).filter(Boolean); 
 
 function usage(problem) {
   console.log(`browser_check: ${problem}\nusage: node browser_check.mjs BASE_URL RUN TAG[,TAG...] ` +
-      'OUT_DIR [--image-tag=inputs] [--hparams-metrics=TAG,TAG...] [--text=RUN:TAG:WORDS]');
+      'OUT_DIR [--image-tag=inputs] [--hparams-metrics=TAG,TAG...] [--text=RUN:TAG:WORDS] ' +
+      '[--graph=ROOT:MODULE] [--projector=TENSOR:POINTS]');
   process.exit(2);
 }
 
 async function main() {
-  const { base, run, tags, outDir, imageTag, hparamsMetrics, text } = parseArgs(process.argv.slice(2));
+  const { base, run, tags, outDir, imageTag, hparamsMetrics, text, graph, projector } =
+      parseArgs(process.argv.slice(2));
   fs.mkdirSync(outDir, { recursive: true });
 
   const { chromium } = loadPlaywright();
@@ -292,7 +344,9 @@ async function main() {
   let browser;
   try {
     // --no-sandbox: the tests run as root, where chromium refuses its sandbox.
-    browser = await chromium.launch({ executablePath, headless: true, timeout: 30_000, args: ['--no-sandbox'] });
+    // SwiftShader: WebGL without a GPU, for the Projector.
+    browser = await chromium.launch({ executablePath, headless: true, timeout: 30_000,
+      args: ['--no-sandbox', '--use-gl=angle', '--use-angle=swiftshader', '--enable-unsafe-swiftshader'] });
   } catch (e) {
     console.log(`browser_check: FAIL setup: ${executablePath} did not start: ${e.message.split('\n')[0]}`);
     process.exit(1);
@@ -327,8 +381,23 @@ async function main() {
       await screenshot(page, path.join(outDir, 'text.png'), page.locator('tf-text-loader'), 360);
     }
 
+    if (graph) {
+      current = 'graphs';
+      await checkGraph(page, base, run, graph);
+      await screenshot(page, path.join(outDir, 'graphs.png'));
+    }
+
+    if (projector) {
+      current = 'projector';
+      await checkProjector(page, base, run, projector);
+      await screenshot(page, path.join(outDir, 'projector.png'));
+    }
+
     console.log(`browser_check: OK run "${run}": ${tags.length} scalar cards, hparams row, ` +
-        `image "${imageTag}"${text ? `, text "${text.tag}" of "${text.run}"` : ''}; screenshots in ${outDir}`);
+        `image "${imageTag}"${text ? `, text "${text.tag}" of "${text.run}"` : ''}` +
+        `${graph ? `, graph "${graph.root}" with "${graph.module}"` : ''}` +
+        `${projector ? `, projector "${projector.tensor}" (${projector.points} points)` : ''}; ` +
+        `screenshots in ${outDir}`);
   } catch (e) {
     const dashboard = e instanceof CheckFailure ? e.dashboard : current;
     const message = e instanceof CheckFailure ? e.message : (e.what || e.message.split('\n')[0]);

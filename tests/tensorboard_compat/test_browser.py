@@ -3,7 +3,7 @@
 Trains the default example into a temporary directory, serves it with the
 pinned TensorBoard (its default loader, the Rust data server) on 127.0.0.1,
 and drives Debian's chromium through the Scalars (Time Series), HParams,
-Images and Text dashboards with browser_check.mjs (playwright-core). A second
+Images, Text, Graphs and Projector dashboards with browser_check.mjs (playwright-core). A second
 run, the example at lr 0.5 with the health plugin, gives the Text dashboard
 its findings table (health/findings). The screenshots go
 to $TRAINBUS_SCREENSHOT_DIR if set, else to a temporary folder that is kept
@@ -38,6 +38,10 @@ HEALTH_RUN = "shapes-cnn-lr0.5"
 HEALTH_SETS = ["name=" + HEALTH_RUN, "optimizer.lr=0.5", "plugins.health.enabled=true"]
 TEXT_TAG = "health/findings"
 TEXT_MUST_SHOW = "collapsed to chance"
+# The model graph's root module and one of its children; the Projector's
+# embedding of the last validation (5 epochs x 63 iterations: step 314).
+GRAPH = "Sequential:Conv2d[0]"
+PROJECTOR = "val/outputs:00314:256"
 # trainbus writes no hparams experiment record, so TensorBoard offers every
 # scalar tag as a metric and shows the first five (alphabetically); the
 # screenshot shows these instead.
@@ -71,8 +75,8 @@ def browser_tools():
 
 
 def wait_until_served(client, timeout=60):
-    """Polls the endpoints the three dashboards start from until each shows
-    the run; the browser would otherwise only see it at the UI's next 30 s
+    """Polls the endpoints the dashboards start from until each shows the
+    run (and the Projector is active); the browser would otherwise only see it at the UI's next 30 s
     refresh."""
     deadline = time.monotonic() + timeout
     state = "nothing fetched yet"
@@ -83,14 +87,18 @@ def wait_until_served(client, timeout=60):
             images = client.image_tags().get(RUN, {})
             texts = client.text_tags().get(HEALTH_RUN, [])
             groups = client.hparams_session_groups().get("sessionGroups", [])
+            # The Projector finds its config files on a thread of its own,
+            # started by the first listing; until then its page stays blank.
+            projector = client.plugins_listing().get("projector", {}).get("enabled")
             missing_scalars = [t for t in SCALAR_TAGS if t not in scalars]
             has_group = any(g.get("name", "").split("/")[0] == RUN for g in groups)
             state = "runs %s, missing scalar tags %s, image tag %s %s, hparams session groups %s" % (
                 runs, missing_scalars, IMAGE_TAG, "present" if IMAGE_TAG in images else "missing",
                 [g.get("name") for g in groups]) + ", text tag %s of %s %s" % (
-                TEXT_TAG, HEALTH_RUN, "present" if TEXT_TAG in texts else "missing")
+                TEXT_TAG, HEALTH_RUN, "present" if TEXT_TAG in texts else "missing") + (
+                ", projector %s" % ("active" if projector else "inactive"))
             if (RUN in runs and not missing_scalars and IMAGE_TAG in images and has_group
-                    and TEXT_TAG in texts):
+                    and TEXT_TAG in texts and projector):
                 return
         except tbcompat.HttpError as e:
             state = str(e).splitlines()[0]
@@ -128,7 +136,8 @@ class BrowserTest(unittest.TestCase):
                    CHROMIUM=chromium)
         argv = [node, str(HERE / "browser_check.mjs"), server.url(""), RUN, ",".join(SCALAR_TAGS),
                 str(shots), "--image-tag=" + IMAGE_TAG, "--hparams-metrics=" + ",".join(HPARAMS_METRICS),
-                "--text=%s:%s:%s" % (HEALTH_RUN, TEXT_TAG, TEXT_MUST_SHOW)]
+                "--text=%s:%s:%s" % (HEALTH_RUN, TEXT_TAG, TEXT_MUST_SHOW),
+                "--graph=" + GRAPH, "--projector=" + PROJECTOR]
         start = time.monotonic()
         try:
             proc = subprocess.run(argv, cwd=str(HERE), env=env, capture_output=True, text=True,
@@ -143,7 +152,8 @@ class BrowserTest(unittest.TestCase):
                       "--- stderr (tail) ---\n%s\n--- TensorBoard log (tail) ---\n%s"
                       % (proc.stdout.strip() or "(no output)", shots, " ".join(argv), proc.returncode,
                          seconds, tbcompat.tail(proc.stderr), server.log_tail()))
-        for name in ("scalars.png", "hparams.png", "images.png", "text.png"):
+        for name in ("scalars.png", "hparams.png", "images.png", "text.png", "graphs.png",
+                     "projector.png"):
             self.assertGreater((shots / name).stat().st_size if (shots / name).exists() else 0, 0,
                                "browser_check.mjs succeeded but wrote no %s in %s" % (name, shots))
         if not shots_env:
