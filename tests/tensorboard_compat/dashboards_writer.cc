@@ -19,32 +19,14 @@
 #include <vector>
 
 #include "trainbus/tensorboard/model_graph.h"
+#include "formula_tensors.h"
 #include "trainbus/tensorboard/summary_writer.h"
 
 namespace tb = trainbus::tensorboard;
 namespace nn = torch::nn;
 
-namespace {
-
-template <typename T, typename F>
-at::Tensor Make(at::ScalarType dtype, std::vector<int64_t> shape, F f) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  at::Tensor t = at::empty({n}, dtype);
-  T* p = t.data_ptr<T>();
-  for (int64_t j = 0; j < n; ++j) p[j] = static_cast<T>(f(j));
-  return t.reshape(shape);
-}
-
-bool failed = false;
-void Check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "dashboards_writer: %s was not accepted\n", what);
-    failed = true;
-  }
-}
-
-}  // namespace
+using trainbus::compat::Check;
+using trainbus::compat::Make;
 
 int main(int argc, char** argv) {
   if (argc != 2) {
@@ -122,5 +104,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "dashboards_writer: %s\n", std::string(closed.message()).c_str());
     return 1;
   }
-  return failed ? 1 : 0;
+  return trainbus::compat::Failed() ? 1 : 0;
 }

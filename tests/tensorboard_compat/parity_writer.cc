@@ -15,32 +15,13 @@
 #include <string>
 #include <vector>
 
+#include "formula_tensors.h"
 #include "trainbus/tensorboard/summary_writer.h"
 
 namespace tb = trainbus::tensorboard;
 
-namespace {
-
-// 1-D tensors from a formula over the flat index, then reshaped.
-template <typename T, typename F>
-at::Tensor Make(at::ScalarType dtype, std::vector<int64_t> shape, F f) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  at::Tensor t = at::empty({n}, dtype);
-  T* p = t.data_ptr<T>();
-  for (int64_t j = 0; j < n; ++j) p[j] = static_cast<T>(f(j));
-  return t.reshape(shape);
-}
-
-bool failed = false;
-void Check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "parity_writer: %s was not accepted\n", what);
-    failed = true;
-  }
-}
-
-}  // namespace
+using trainbus::compat::Check;
+using trainbus::compat::Make;
 
 int main(int argc, char** argv) {
   // --one-experiment: leave out the add_hparams into a sub-run, so that the
@@ -197,5 +178,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "parity_writer: close: %s\n", std::string(st.message()).c_str());
     return 1;
   }
-  return failed ? 1 : 0;
+  return trainbus::compat::Failed() ? 1 : 0;
 }

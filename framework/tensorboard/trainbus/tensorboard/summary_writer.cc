@@ -129,6 +129,26 @@ bool SummaryWriter::Enqueue(absl::StatusOr<proto::Summary> summary, int64_t step
   return main_->WriteEvent(SerializeEvent(*summary, step, wall_time ? *wall_time : NowSeconds()));
 }
 
+namespace {
+
+// Enqueues a canvas that `encode` (EncodeImageSummary, EncodeVideoSummary)
+// turns into a summary on the writer thread.
+template <typename Canvas>
+bool EnqueueEncoding(EventFileWriter& writer, absl::string_view tag, Canvas canvas, int64_t step,
+                     double wall_time,
+                     absl::StatusOr<proto::Summary> (*encode)(absl::string_view, const Canvas&),
+                     size_t approx_bytes) {
+  return writer.WriteDeferredEvent(
+      [tag = std::string(tag), canvas = std::move(canvas), step, wall_time, encode]() {
+        absl::StatusOr<proto::Summary> summary = encode(tag, canvas);
+        if (!summary.ok()) throw std::runtime_error(std::string(summary.status().message()));
+        return SerializeEvent(*summary, step, wall_time);
+      },
+      approx_bytes);
+}
+
+}  // namespace
+
 // Images are checked and laid out by the caller (bad input is refused at
 // once), and PNG-encoded on the writer thread: a 224x224 image costs ~4 ms to
 // compress, which the training thread should not wait for.
@@ -137,14 +157,8 @@ bool SummaryWriter::EnqueueImage(absl::string_view tag, absl::StatusOr<ImageCanv
   if (closed_.load(std::memory_order_relaxed)) return false;
   if (!canvas.ok()) return Reject(canvas.status());
   const size_t approx_bytes = canvas->pixels.size() / 2;
-  const double wt = wall_time ? *wall_time : NowSeconds();
-  return main_->WriteDeferredEvent(
-      [tag = std::string(tag), canvas = *std::move(canvas), step, wt]() {
-        absl::StatusOr<proto::Summary> summary = EncodeImageSummary(tag, canvas);
-        if (!summary.ok()) throw std::runtime_error(std::string(summary.status().message()));
-        return SerializeEvent(*summary, step, wt);
-      },
-      approx_bytes);
+  return EnqueueEncoding(*main_, tag, *std::move(canvas), step,
+                         wall_time ? *wall_time : NowSeconds(), &EncodeImageSummary, approx_bytes);
 }
 
 // Videos, like images: checked and copied by the caller, GIF-encoded (tens
@@ -154,14 +168,8 @@ bool SummaryWriter::EnqueueVideo(absl::string_view tag, absl::StatusOr<VideoCanv
   if (closed_.load(std::memory_order_relaxed)) return false;
   if (!canvas.ok()) return Reject(canvas.status());
   const size_t approx_bytes = canvas->pixels.size() / 4;
-  const double wt = wall_time ? *wall_time : NowSeconds();
-  return main_->WriteDeferredEvent(
-      [tag = std::string(tag), canvas = *std::move(canvas), step, wt]() {
-        absl::StatusOr<proto::Summary> summary = EncodeVideoSummary(tag, canvas);
-        if (!summary.ok()) throw std::runtime_error(std::string(summary.status().message()));
-        return SerializeEvent(*summary, step, wt);
-      },
-      approx_bytes);
+  return EnqueueEncoding(*main_, tag, *std::move(canvas), step,
+                         wall_time ? *wall_time : NowSeconds(), &EncodeVideoSummary, approx_bytes);
 }
 
 bool SummaryWriter::add_video(absl::string_view tag, const VideoPixels& video, int64_t step,
