@@ -3,7 +3,8 @@
 //
 //   node browser_check.mjs BASE_URL RUN TAG[,TAG...] OUT_DIR
 //        [--image-tag=inputs] [--hparams-metrics=TAG,TAG...] [--text=RUN:TAG:WORDS]
-//        [--graph=ROOT:MODULE] [--projector=TENSOR:POINTS]
+//        [--graph=ROOT:MODULE] [--projector=TENSOR:POINTS] [--video-tag=TAG]
+//        [--mesh=RUN:TAG]
 //
 // Checks, each dashboard within a bounded time:
 //   scalars  (#timeseries, TensorBoard 2.x's default page): RUN is listed in
@@ -14,6 +15,10 @@
 //            <img> with naturalWidth > 0;
 //   text     (#text, with --text): the text record TAG of that RUN renders as a
 //            markdown table whose cells contain WORDS;
+//   video    (#images, with --video-tag): the tag's animated GIF of RUN loads
+//            like an image;
+//   mesh     (#mesh, with --mesh): the mesh TAG of that RUN draws into a
+//            WebGL canvas;
 //   graphs   (#graphs, with --graph): RUN's graph draws its ROOT module, which
 //            opens (double click) to show MODULE among its children;
 //   projector (#projector, with --projector): the Projector loads RUN's
@@ -243,6 +248,26 @@ async function checkImages(page, base, run, imageTag) {
   });
 }
 
+async function checkMesh(page, base, { run, tag }) {
+  await withRetries(page, 'mesh', async (left) => {
+    await page.goto(`${base}/#mesh`);
+    // A card names neither run nor tag on screen: they are the element's
+    // (Polymer) properties.
+    const cards = page.locator('tf-mesh-loader');
+    await expectVisible(cards, `no mesh card on #mesh`, left());
+    let index = -1;
+    while (index < 0) {
+      const ids = await cards.evaluateAll(es => es.map(e => [e.run, e.tag]));
+      index = ids.findIndex(([r, t]) => r === run && t === tag);
+      if (index >= 0) break;
+      if (left() <= 1) throw missing(`mesh "${tag}" of run "${run}" not shown on #mesh (cards: ${JSON.stringify(ids)})`);
+      await page.waitForTimeout(200);
+    }
+    await expectVisible(cards.nth(index).locator('canvas'),
+        `mesh "${tag}" of run "${run}" has no canvas`, left());
+  });
+}
+
 async function checkGraph(page, base, run, { root, module }) {
   await withRetries(page, 'graphs', async (left) => {
     await page.goto(`${base}/#graphs&run=${encodeURIComponent(run)}`);
@@ -294,7 +319,8 @@ async function screenshot(page, file, items, minHeight = 0) {
 }
 
 function parseArgs(argv) {
-  const options = { imageTag: 'inputs', hparamsMetrics: [], text: null, graph: null, projector: null };
+  const options = { imageTag: 'inputs', hparamsMetrics: [], text: null, graph: null, projector: null,
+    videoTag: null, mesh: null };
   const positional = [];
   for (const a of argv) {
     if (a.startsWith('--image-tag=')) options.imageTag = a.slice('--image-tag='.length);
@@ -303,6 +329,12 @@ function parseArgs(argv) {
       const [run, tag, ...words] = a.slice('--text='.length).split(':');
       if (!run || !tag || words.length === 0) usage(`--text needs RUN:TAG:WORDS, got ${a}`);
       options.text = { run, tag, words: words.join(':') };
+    } else if (a.startsWith('--video-tag=')) {
+      options.videoTag = a.slice('--video-tag='.length);
+    } else if (a.startsWith('--mesh=')) {
+      const [run, tag] = a.slice('--mesh='.length).split(':');
+      if (!run || !tag) usage(`--mesh needs RUN:TAG, got ${a}`);
+      options.mesh = { run, tag };
     } else if (a.startsWith('--graph=')) {
       const [root, module] = a.slice('--graph='.length).split(':');
       if (!root || !module) usage(`--graph needs ROOT:MODULE, got ${a}`);
@@ -326,13 +358,13 @@ function splitList(s) { return s.split(',').map(t => t.trim()).filter(Boolean); 
 function usage(problem) {
   console.log(`browser_check: ${problem}\nusage: node browser_check.mjs BASE_URL RUN TAG[,TAG...] ` +
       'OUT_DIR [--image-tag=inputs] [--hparams-metrics=TAG,TAG...] [--text=RUN:TAG:WORDS] ' +
-      '[--graph=ROOT:MODULE] [--projector=TENSOR:POINTS]');
+      '[--graph=ROOT:MODULE] [--projector=TENSOR:POINTS] [--video-tag=TAG] [--mesh=RUN:TAG]');
   process.exit(2);
 }
 
 async function main() {
-  const { base, run, tags, outDir, imageTag, hparamsMetrics, text, graph, projector } =
-      parseArgs(process.argv.slice(2));
+  const { base, run, tags, outDir, imageTag, hparamsMetrics, text, graph, projector, videoTag,
+    mesh } = parseArgs(process.argv.slice(2));
   fs.mkdirSync(outDir, { recursive: true });
 
   const { chromium } = loadPlaywright();
@@ -375,10 +407,20 @@ async function main() {
     await screenshot(page, path.join(outDir, 'images.png'),
         page.locator('tf-image-dashboard tf-image-loader'), 520);
 
+    if (videoTag) {
+      current = 'video';
+      await checkImages(page, base, run, videoTag);
+    }
+
     if (text) {
       current = 'text';
       await checkText(page, base, text);
       await screenshot(page, path.join(outDir, 'text.png'), page.locator('tf-text-loader'), 360);
+    }
+
+    if (mesh) {
+      current = 'mesh';
+      await checkMesh(page, base, mesh);
     }
 
     if (graph) {
@@ -396,7 +438,8 @@ async function main() {
     console.log(`browser_check: OK run "${run}": ${tags.length} scalar cards, hparams row, ` +
         `image "${imageTag}"${text ? `, text "${text.tag}" of "${text.run}"` : ''}` +
         `${graph ? `, graph "${graph.root}" with "${graph.module}"` : ''}` +
-        `${projector ? `, projector "${projector.tensor}" (${projector.points} points)` : ''}; ` +
+        `${projector ? `, projector "${projector.tensor}" (${projector.points} points)` : ''}` +
+        `${videoTag ? `, video "${videoTag}"` : ''}${mesh ? `, mesh "${mesh.tag}" of "${mesh.run}"` : ''}; ` +
         `screenshots in ${outDir}`);
   } catch (e) {
     const dashboard = e instanceof CheckFailure ? e.dashboard : current;

@@ -3,7 +3,7 @@
 Trains the default example into a temporary directory, serves it with the
 pinned TensorBoard (its default loader, the Rust data server) on 127.0.0.1,
 and drives Debian's chromium through the Scalars (Time Series), HParams,
-Images, Text, Graphs and Projector dashboards with browser_check.mjs (playwright-core). A second
+Images (the input grid and video), Text, Graphs, Projector and Mesh dashboards with browser_check.mjs (playwright-core). A second
 run, the example at lr 0.5 with the health plugin, gives the Text dashboard
 its findings table (health/findings). The screenshots go
 to $TRAINBUS_SCREENSHOT_DIR if set, else to a temporary folder that is kept
@@ -42,6 +42,10 @@ TEXT_MUST_SHOW = "collapsed to chance"
 # embedding of the last validation (5 epochs x 63 iterations: step 314).
 GRAPH = "Sequential:Conv2d[0]"
 PROJECTOR = "val/outputs:00314:256"
+VIDEO_TAG = "inputs/video"
+# A third run, from dashboards_writer (test_dashboards.py checks its data):
+# its meshes, for the Mesh dashboard.
+MESH_RUN, MESH_TAG = "dashboards", "tetra"
 # trainbus writes no hparams experiment record, so TensorBoard offers every
 # scalar tag as a metric and shows the first five (alphabetically); the
 # screenshot shows these instead.
@@ -123,6 +127,12 @@ class BrowserTest(unittest.TestCase):
         self.assertEqual(health.returncode, 0, health.describe())
         self.assertIn(TEXT_MUST_SHOW, health.describe())
 
+        writer = os.environ.get("TRAINBUS_DASHBOARDS_WRITER") or str(
+            tbcompat.build_dir() / "tests" / "tensorboard_compat" / "dashboards_writer")
+        meshes = subprocess.run([writer, str(Path(logdir) / MESH_RUN)], capture_output=True,
+                                text=True, timeout=120)
+        self.assertEqual(meshes.returncode, 0, "%s: %s" % (writer, meshes.stderr))
+
         server = tbcompat.TensorBoardServer(logdir, "fast")
         self.addCleanup(server.stop)  # also when anything below fails
         server.start()
@@ -137,7 +147,8 @@ class BrowserTest(unittest.TestCase):
         argv = [node, str(HERE / "browser_check.mjs"), server.url(""), RUN, ",".join(SCALAR_TAGS),
                 str(shots), "--image-tag=" + IMAGE_TAG, "--hparams-metrics=" + ",".join(HPARAMS_METRICS),
                 "--text=%s:%s:%s" % (HEALTH_RUN, TEXT_TAG, TEXT_MUST_SHOW),
-                "--graph=" + GRAPH, "--projector=" + PROJECTOR]
+                "--graph=" + GRAPH, "--projector=" + PROJECTOR, "--video-tag=" + VIDEO_TAG,
+                "--mesh=%s:%s" % (MESH_RUN, MESH_TAG)]
         start = time.monotonic()
         try:
             proc = subprocess.run(argv, cwd=str(HERE), env=env, capture_output=True, text=True,
