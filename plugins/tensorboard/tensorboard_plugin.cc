@@ -335,15 +335,34 @@ class TensorBoardPlugin : public Plugin {
   }
 
   // Keeps the latest validation's first samples for the Projector (copies:
-  // the event's tensors live only for the hook).
+  // the event's tensors live only for the hook). Thumbnails are at most
+  // kThumbnailSide pixels a side, as uint8: 1024 of them stay under 13 MB and
+  // their sprite under the Projector's 8192 x 8192.
   void KeepEmbedding(const ValidationEndEvent& e) {
+    constexpr int64_t kThumbnailSide = 64;
     const int64_t cap = options_.GetInt("embeddings");
-    if (cap == 0 || e.outputs == nullptr || e.targets == nullptr || e.outputs->dim() != 2) return;
+    if (cap == 0 || e.outputs == nullptr || e.outputs->dim() != 2) return;
     const int64_t n = std::min<int64_t>(cap, e.outputs->size(0));
     embedding_outputs_ = e.outputs->slice(0, 0, n).detach().to(at::kCPU).to(at::kFloat).clone();
-    embedding_targets_ = e.targets->slice(0, 0, n).detach().to(at::kCPU).to(at::kLong).clone();
-    embedding_thumbnails_ = IsImageBatch(e.inputs) ? Thumbnails(e.inputs->slice(0, 0, n))
-                                                   : at::Tensor();
+    // Class labels when the targets are class indices (not soft labels).
+    const bool labelled = e.targets != nullptr && e.targets->dim() == 1 &&
+                          e.targets->size(0) >= n &&
+                          at::isIntegralType(e.targets->scalar_type(), /*includeBool=*/false);
+    embedding_targets_ =
+        labelled ? e.targets->slice(0, 0, n).detach().to(at::kCPU).to(at::kLong).contiguous()
+                 : at::Tensor();
+    embedding_thumbnails_ = at::Tensor();
+    if (IsImageBatch(e.inputs) && e.inputs->size(0) >= n) {
+      at::Tensor thumbs = Thumbnails(e.inputs->slice(0, 0, n));
+      const int64_t h = thumbs.size(2), w = thumbs.size(3);
+      const double scale = std::min(1.0, static_cast<double>(kThumbnailSide) / std::max(h, w));
+      if (scale < 1.0) {
+        thumbs = at::adaptive_avg_pool2d(
+            thumbs, {std::max<int64_t>(1, static_cast<int64_t>(h * scale)),
+                     std::max<int64_t>(1, static_cast<int64_t>(w * scale))});
+      }
+      embedding_thumbnails_ = thumbs.mul(255.0).clamp(0.0, 255.0).to(at::kByte).contiguous();
+    }
     embedding_step_ = e.step;
   }
 
@@ -352,13 +371,19 @@ class TensorBoardPlugin : public Plugin {
   void WriteEmbedding() {
     if (!embedding_outputs_.defined()) return;
     tb::EmbeddingMetadata metadata;
-    metadata.header = {"label", "predicted", "correct"};
-    const at::Tensor predicted = embedding_outputs_.argmax(1);
-    for (int64_t i = 0; i < embedding_outputs_.size(0); ++i) {
-      const int64_t label = embedding_targets_[i].item<int64_t>();
-      const int64_t guess = predicted[i].item<int64_t>();
-      metadata.rows.push_back({std::to_string(label), std::to_string(guess),
-                               label == guess ? "yes" : "no"});
+    const at::Tensor predicted = embedding_outputs_.argmax(1).contiguous();
+    const int64_t* guess = predicted.data_ptr<int64_t>();
+    if (embedding_targets_.defined()) {
+      metadata.header = {"label", "predicted", "correct"};
+      const int64_t* label = embedding_targets_.data_ptr<int64_t>();
+      for (int64_t i = 0; i < embedding_outputs_.size(0); ++i) {
+        metadata.rows.push_back({std::to_string(label[i]), std::to_string(guess[i]),
+                                 label[i] == guess[i] ? "yes" : "no"});
+      }
+    } else {
+      for (int64_t i = 0; i < embedding_outputs_.size(0); ++i) {
+        metadata.rows.push_back({std::to_string(guess[i])});  // one column: the prediction
+      }
     }
     writer_->add_embedding(embedding_outputs_, metadata,
                            embedding_thumbnails_.defined() ? &embedding_thumbnails_ : nullptr,

@@ -358,9 +358,20 @@ TEST(Embedding, AFailedFileWriteFailsTheWriterAndNamesTheFile) {
   EXPECT_TRUE(w->add_embedding(at::zeros({2, 2}), tb::EmbeddingMetadata(), nullptr, 1, "e"));
   const absl::Status st = w->flush();
   EXPECT_FALSE(st.ok());
+  EXPECT_EQ(st.code(), absl::StatusCode::kNotFound) << "ENOTDIR's code (CodeForErrno), kept";
   EXPECT_THAT(Msg(st), HasSubstr("add_embedding: cannot create the folder"));
   EXPECT_THAT(Msg(st), HasSubstr("00001/e"));
-  EXPECT_FALSE(w->add_scalar("after", 1, 2)) << "a failed write is sticky";
+  // The event file goes on (the curves and the session's end still matter),
+  // and the failure stays reported.
+  EXPECT_TRUE(w->add_scalar("after", 1, 2));
+  EXPECT_FALSE(w->close().ok());
+  auto values = Values(ReadRun(dir.path()));
+  ASSERT_EQ(values.size(), 1u);
+  EXPECT_EQ(values[0].second.tag(), "after");
+  // A tag that names a folder ("..") is refused before anything is written.
+  auto again = MakeWriter(dir.path() + "/other");
+  EXPECT_FALSE(again->add_embedding(at::zeros({2, 2}), tb::EmbeddingMetadata(), nullptr, 1, ".."));
+  EXPECT_THAT(Msg(again->last_rejection()), HasSubstr("the tag cannot be \".\" or \"..\""));
 }
 
 TEST(Embedding, RewindDropsTheEmbeddingsOfTheAbandonedTail) {
@@ -513,6 +524,21 @@ TEST(ModelGraph, AnyModelFromTheOutputOfItsForward) {
   EXPECT_EQ(graphs, 1);
 }
 
+TEST(ModelGraph, AnInPlaceModuleKeepsTheChainConnected) {
+  nn::Sequential model;
+  model->push_back(nn::Linear(3, 4));
+  model->push_back(nn::ReLU(nn::ReLUOptions().inplace(true)));
+  model->push_back(nn::Linear(4, 2));
+  absl::StatusOr<tb::proto::GraphDef> graph = tb::RecordModelGraph(*model, at::ones({2, 3}));
+  ASSERT_TRUE(graph.ok()) << graph.status();
+  auto nodes = Nodes(*graph);
+  SCOPED_TRACE(Describe(nodes));
+  ASSERT_TRUE(nodes.count("Sequential/ReLU[1]/relu"));
+  EXPECT_THAT(nodes["Sequential/ReLU[1]/relu"].input(), ElementsAre("Sequential/Linear[0]/addmm"));
+  EXPECT_THAT(nodes["Sequential/Linear[2]/addmm"].input(),
+              ::testing::Contains("Sequential/ReLU[1]/relu"));
+}
+
 TEST(ModelGraph, ASequentialThatThrowsNamesTheInputShape) {
   nn::Sequential model = SmallCnn();
   absl::StatusOr<tb::proto::GraphDef> graph = tb::RecordModelGraph(*model, at::rand({2, 3, 8, 8}));
@@ -533,9 +559,11 @@ TEST(Images, AListOfImagesIsTheGridOfTheirStack) {
   ASSERT_TRUE(wb->add_images("x", at::stack(list), 1));
   EXPECT_FALSE(wa->add_images("x", {at::zeros({3, 4, 4}), at::zeros({3, 5, 4})}, 1));
   EXPECT_THAT(Msg(wa->last_rejection()),
-              HasSubstr("image 1 of the list has shape [3, 5, 4] Float; every image must have "
-                        "the first one's shape [3, 4, 4]"));
+              HasSubstr("image 1 of the list is [3, 5, 4] Float on cpu; every image must have "
+                        "the first one's shape, dtype and device, [3, 4, 4] Float on cpu"));
   EXPECT_FALSE(wa->add_images("x", std::vector<at::Tensor>{}, 1));
+  EXPECT_FALSE(wa->add_images("x", {at::Tensor(), at::zeros({3, 4, 4})}, 1));
+  EXPECT_THAT(Msg(wa->last_rejection()), HasSubstr("image 0 of the list is an undefined tensor"));
   ASSERT_TRUE(wa->close().ok());
   ASSERT_TRUE(wb->close().ok());
   EXPECT_EQ(Values(ReadRun(a.path()))[0].second.image().encoded_image_string(),

@@ -7,6 +7,7 @@
 #include <unordered_map>
 #include <cmath>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -65,9 +66,16 @@ absl::StatusOr<IndexedFrame> IndexFrame(const uint8_t* hwc, int height, int widt
     b[i] = hwc[i * channels + 2];
   }
   int colors = 256;
-  if (GifQuantizeBuffer(width, height, &colors, r.data(), g.data(), b.data(),
-                        frame.indices.data(), frame.palette.data()) == GIF_ERROR) {
-    return absl::InternalError("GIF encoding failed: giflib could not quantise a frame's colours");
+  {
+    // GifQuantizeBuffer keeps its sort axis in a global: one caller at a time
+    // (each event file has its own writer thread).
+    static std::mutex* const quantize_mu = new std::mutex;
+    std::lock_guard<std::mutex> lock(*quantize_mu);
+    if (GifQuantizeBuffer(width, height, &colors, r.data(), g.data(), b.data(),
+                          frame.indices.data(), frame.palette.data()) == GIF_ERROR) {
+      return absl::InternalError(
+          "GIF encoding failed: giflib could not quantise a frame's colours");
+    }
   }
   std::vector<std::array<uint64_t, 4>> sums(256, {0, 0, 0, 0});
   for (size_t i = 0; i < n; ++i) {
@@ -136,7 +144,8 @@ absl::StatusOr<std::string> EncodeAnimatedGif(const uint8_t* frames, int num_fra
   GraphicsControlBlock gcb;
   gcb.DisposalMode = DISPOSE_DO_NOT;
   gcb.UserInputFlag = false;
-  gcb.DelayTime = std::max(2, static_cast<int>(std::lround(100.0 / fps)));
+  // GIF's delay is 16 bits of 1/100 s.
+  gcb.DelayTime = static_cast<int>(std::lround(std::clamp(100.0 / fps, 2.0, 65535.0)));
   gcb.TransparentColor = NO_TRANSPARENT_COLOR;
   GifByteType gcb_bytes[4];
   EGifGCBToExtension(&gcb, gcb_bytes);

@@ -8,7 +8,7 @@
 // frames are exact, colour frames are median-cut quantised by giflib
 // (GifQuantizeBuffer), without dithering, so the same frames give the same
 // bytes. fps sets each frame's delay (rounded to GIF's 1/100 s, at least
-// 2/100 s since browsers slow shorter delays to 1/10 s); the GIF loops
+// 2/100 s since browsers slow shorter delays to 1/10 s, at most 655.35 s); the GIF loops
 // forever (the NETSCAPE2.0 extension), as TensorBoard's image card expects
 // of a video. Thread-safe. Errors: InvalidArgument for bad sizes or fps,
 // Internal from giflib.

@@ -116,15 +116,15 @@ class GraphBuilder {
     if (!fn) return "";
     // Post-order: producers before consumers, the forward order.
     if (names_.count(fn.get())) return NameOf(fn.get());
-    std::vector<Node*> order;
-    std::vector<std::pair<Node*, size_t>> stack{{fn.get(), 0}};
+    std::vector<std::shared_ptr<Node>> order;
+    std::vector<std::pair<std::shared_ptr<Node>, size_t>> stack{{fn, 0}};
     std::unordered_set<Node*> visited{fn.get()};
     while (!stack.empty()) {
       auto& [node, next] = stack.back();
       const auto& edges = node->next_edges();
       if (next < edges.size()) {
-        Node* child = edges[next++].function.get();
-        if (child && !names_.count(child) && visited.insert(child).second) {
+        const std::shared_ptr<Node> child = edges[next++].function;
+        if (child && !names_.count(child.get()) && visited.insert(child.get()).second) {
           stack.push_back({child, 0});
         }
         continue;
@@ -132,7 +132,12 @@ class GraphBuilder {
       order.push_back(node);
       stack.pop_back();
     }
-    for (Node* node : order) AddOp(node, scope);
+    for (const std::shared_ptr<Node>& node : order) {
+      // Held until the graph is built: names are keyed by address, which a
+      // freed node could hand to a new one.
+      recorded_.push_back(node);
+      AddOp(node.get(), scope);
+    }
     return NameOf(fn.get());
   }
 
@@ -247,13 +252,14 @@ class GraphBuilder {
     for (const torch::autograd::Edge& e : node->next_edges()) {
       fed_by_op = fed_by_op || (e.function && !param_scope_.count(e.function.get()));
     }
-    const bool reads_model_input = reads_input && !fed_by_op && has_input_;
+    bool reads_model_input = reads_input && !fed_by_op && has_input_;
     for (const torch::autograd::Edge& e : node->next_edges()) {
       if (Node* from = e.function.get()) {
         const std::string name = NameOf(from);
         if (!name.empty()) def->add_input(name);
       } else if (reads_model_input) {
         def->add_input(input_alias_);
+        reads_model_input = false;  // once, even beside a frozen parameter's empty edge
       }
     }
     if (node->num_inputs() > 0) {
@@ -276,6 +282,7 @@ class GraphBuilder {
   std::unordered_map<Node*, std::string> alias_;
   std::set<std::string> ran_;
   std::map<std::string, int> used_;
+  std::vector<std::shared_ptr<Node>> recorded_;
 };
 
 // Runs a Sequential child by child, each child's new operations in its scope.
@@ -291,8 +298,11 @@ at::Tensor RecordSequential(torch::nn::SequentialImpl& seq, at::Tensor x, const 
       x = RecordSequential(*inner, x, child_scope, graph);
       continue;
     }
+    // An in-place module (ReLU(inplace)) returns x itself with a new grad_fn:
+    // only an unchanged grad_fn means the module ran no operation.
+    const std::shared_ptr<torch::autograd::Node> before = x.grad_fn();
     at::Tensor y = child.forward(x);
-    if (y.is_same(x) || (y.grad_fn() && y.grad_fn() == x.grad_fn())) {
+    if (y.grad_fn() == before) {
       graph->AddPassThrough(child_scope, ClassName(*child.ptr()), y);
     } else {
       graph->Collect(y, child_scope);

@@ -8,7 +8,8 @@
 //   - one node per operation one forward pass ran, named by the module that
 //     ran it ("Sequential/Conv2d[0]/convolution"), with the shape and dtype
 //     of what it produced (the edge labels), connected to the nodes it read;
-//   - "input" (the sample batch) and "output" nodes;
+//   - an "output" node, and an "input" node for the sample batch when the
+//     graph is recorded from it (RecordModelGraph);
 //   - a node for each module that ran no operation (Dropout in eval mode,
 //     Identity), so every module appears.
 // Module names: the root is its class ("Sequential", "Net"), each child

@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <filesystem>
@@ -144,8 +146,16 @@ absl::StatusOr<int64_t> RemoveEmbeddingsFrom(const std::string& log_dir, int64_t
   std::vector<std::string> folders;
   for (const proto::EmbeddingInfo& e : config->embeddings()) {
     if (EmbeddingStep(e.tensor_name()) >= step) {
-      const std::string folder = std::filesystem::path(e.tensor_path()).parent_path().string();
-      if (!folder.empty()) folders.push_back(absl::StrCat(log_dir, "/", folder));
+      // Only a folder of the form add_embedding writes ("<step>/<tag>"),
+      // inside log_dir: never what a hand-edited path points at.
+      const std::filesystem::path folder =
+          std::filesystem::path(e.tensor_path()).parent_path().lexically_normal();
+      std::vector<std::string> parts;
+      for (const auto& p : folder) parts.push_back(p.string());
+      const bool ours = parts.size() == 2 && !parts[0].empty() &&
+                        std::all_of(parts[0].begin(), parts[0].end(), ::isdigit) &&
+                        parts[1] != "." && parts[1] != ".." && !folder.is_absolute();
+      if (ours) folders.push_back(absl::StrCat(log_dir, "/", folder.string()));
     } else {
       *kept.add_embeddings() = e;
     }
@@ -177,6 +187,11 @@ std::string EmbeddingSubdir(absl::string_view tag, int64_t step) {
 
 absl::Status CheckEmbedding(absl::string_view tag, int64_t step, const ProjectorEmbedding& e) {
   if (tag.empty()) return Invalid(tag, "the tag is empty; name the embedding");
+  // The tag is a folder name ('/' and '%' are escaped): "." and ".." would
+  // point at the step's folder or the run's.
+  if (tag == "." || tag == "..") {
+    return Invalid(tag, "the tag cannot be \".\" or \"..\" (it names a folder); give it a name");
+  }
   if (step < 0) return Invalid(tag, absl::StrCat("step must be >= 0, got ", step));
   if (e.points < 1 || e.dim < 1) {
     return Invalid(tag, absl::StrCat("needs at least one point of at least one dimension, got ",

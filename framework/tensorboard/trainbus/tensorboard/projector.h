@@ -13,10 +13,12 @@
 //
 // The tag's '%' and '/' are written as %25 and %2f in the folder name, as
 // PyTorch does; the embedding is named "<tag>:<step, 5 digits>" in the
-// Projector's list. Unlike PyTorch, which appends to the config and so lists
-// an embedding twice when a run is resumed, the config is rewritten whole
-// (atomically: a reader sees the old file or the new) and an embedding with
-// the same tag and step replaces the earlier one. Files of one run must be
+// Projector's list. The config is read, updated and rewritten whole
+// (atomically: a reader sees the old file or the new): an embedding with the
+// same tag and step replaces the earlier one, and a resumed run keeps the
+// earlier session's. (tensorboardX appends to the file, so a resumed run
+// lists an embedding twice; PyTorch rewrites it from what its own process
+// logged, so a resumed run loses the earlier session's.) Files of one run must be
 // written from one process at a time (SummaryWriter does it on its writer
 // thread).
 #ifndef TRAINBUS_TENSORBOARD_PROJECTOR_H_

@@ -185,8 +185,9 @@ bool SummaryWriter::add_mesh(absl::string_view tag, const MeshData& mesh, int64_
 }
 
 // The projector's files are written on the writer thread, in order with the
-// events; the job writes no record. A failed write throws,
-// which fails the writer with the message (file and OS error).
+// events; the job writes no record. A failed write does not stop the event
+// file (the curves and the session's end still get written): it is printed
+// and kept, and status(), flush() and close() return it.
 bool SummaryWriter::add_embedding(absl::string_view tag, ProjectorEmbedding embedding,
                                   int64_t step) {
   if (closed_.load(std::memory_order_relaxed)) return false;
@@ -194,9 +195,12 @@ bool SummaryWriter::add_embedding(absl::string_view tag, ProjectorEmbedding embe
   const size_t approx_bytes =
       embedding.values.size() * 10 + (embedding.sprite ? embedding.sprite->pixels.size() / 2 : 0);
   return main_->RunDeferred(
-      [dir = log_dir_, tag = std::string(tag), e = std::move(embedding), step]() {
-        absl::Status st = WriteProjectorEmbedding(dir, tag, step, e);
-        if (!st.ok()) throw std::runtime_error(std::string(st.message()));
+      [this, tag = std::string(tag), e = std::move(embedding), step]() {
+        absl::Status st = WriteProjectorEmbedding(log_dir_, tag, step, e);
+        if (st.ok()) return;
+        std::fprintf(stderr, "[trainbus.tensorboard] ERROR: %s\n", std::string(st.message()).c_str());
+        std::lock_guard<std::mutex> lock(mu_);
+        if (files_error_.ok()) files_error_ = st;
       },
       approx_bytes);
 }
@@ -338,6 +342,7 @@ absl::Status SummaryWriter::ForEachFile(absl::Status (EventFileWriter::*op)()) {
     if (first.ok()) first = s;
   }
   if (first.ok()) first = sub_error_;
+  if (first.ok()) first = files_error_;
   return first;
 }
 
@@ -358,6 +363,7 @@ absl::Status SummaryWriter::status() const {
     first = w->status();
   }
   if (first.ok()) first = sub_error_;
+  if (first.ok()) first = files_error_;
   return first;
 }
 

@@ -269,8 +269,9 @@ class SummaryWriter {
   // per point (EmbeddingMetadata::Labels(labels) for one column);
   // label_images nullptr or [N, C, H, W] thumbnails (layout "NCHW" or
   // "NHWC"), tiled into the sprite. Checked and copied here; the files are
-  // written on the writer thread, in order with the events, and a failed
-  // write fails the writer like a failed event write.
+  // written on the writer thread, in order with the events. A failed write
+  // (naming the file and the OS error) is printed and returned by status(),
+  // flush() and close(); the event file goes on.
   bool add_embedding(const at::Tensor& mat, const EmbeddingMetadata& metadata,
                      const at::Tensor* label_images, int64_t step,
                      absl::string_view tag = "default", absl::string_view layout = "NCHW");
@@ -340,9 +341,10 @@ class SummaryWriter {
   SummaryWriterOptions options_;
   std::string log_dir_;
   std::unique_ptr<EventFileWriter> main_;
-  mutable std::mutex mu_;  // guards sub_, sub_error_, last_rejection_
+  mutable std::mutex mu_;  // guards sub_, sub_error_, files_error_, last_rejection_
   std::map<std::string, std::unique_ptr<EventFileWriter>> sub_;
   absl::Status sub_error_;
+  absl::Status files_error_;  // the first failed write of the Projector's files
   absl::Status last_rejection_;
   std::atomic<uint64_t> rejected_{0};
   std::atomic<bool> closed_{false};

@@ -50,16 +50,23 @@ bool SummaryWriter::add_images(absl::string_view tag, const std::vector<at::Tens
         absl::StrCat("image '", tag, "': the list of images is empty")));
   }
   for (size_t i = 0; i < images.size(); ++i) {
-    if (!images[i].defined() || images[i].sizes() != images[0].sizes() ||
-        images[i].scalar_type() != images[0].scalar_type()) {
+    if (!images[i].defined()) {
+      return Reject(absl::InvalidArgumentError(
+          absl::StrCat("image '", tag, "': image ", i, " of the list is an undefined tensor")));
+    }
+  }
+  for (size_t i = 1; i < images.size(); ++i) {
+    if (images[i].sizes() != images[0].sizes() ||
+        images[i].scalar_type() != images[0].scalar_type() ||
+        images[i].device() != images[0].device()) {
+      auto describe = [](const at::Tensor& t) {
+        return absl::StrCat("[", absl::StrJoin(t.sizes(), ", "), "] ",
+                            std::string(c10::toString(t.scalar_type())), " on ", t.device().str());
+      };
       return Reject(absl::InvalidArgumentError(absl::StrCat(
-          "image '", tag, "': image ", i, " of the list ",
-          images[i].defined() ? absl::StrCat("has shape [", absl::StrJoin(images[i].sizes(), ", "),
-                                             "] ", std::string(c10::toString(images[i].scalar_type())))
-                              : "is undefined",
-          "; every image must have the first one's shape [",
-          absl::StrJoin(images[0].sizes(), ", "), "] and dtype ",
-          std::string(c10::toString(images[0].scalar_type())))));
+          "image '", tag, "': image ", i, " of the list is ", describe(images[i]),
+          "; every image must have the first one's shape, dtype and device, ",
+          describe(images[0]))));
     }
   }
   const std::string one = absl::AsciiStrToUpper(layout);
