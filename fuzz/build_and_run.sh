@@ -36,7 +36,7 @@ build() {
   protoc -I "$root/framework/tensorboard" --cpp_out="$out/gen" \
     trainbus/tensorboard/proto/tensor.proto trainbus/tensorboard/proto/summary.proto \
     trainbus/tensorboard/proto/event.proto trainbus/tensorboard/proto/plugins.proto \
-    trainbus/tensorboard/proto/hparams.proto
+    trainbus/tensorboard/proto/hparams.proto trainbus/tensorboard/proto/projector.proto
   local flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer
                -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
                -I "$root/framework/core" -I "$root/framework/tensorboard"
@@ -50,7 +50,7 @@ build() {
       framework/tensorboard/trainbus/tensorboard/crc32c.cc
       gen:trainbus/tensorboard/proto/tensor.pb.cc gen:trainbus/tensorboard/proto/summary.pb.cc
       gen:trainbus/tensorboard/proto/event.pb.cc gen:trainbus/tensorboard/proto/plugins.pb.cc
-      gen:trainbus/tensorboard/proto/hparams.pb.cc"
+      gen:trainbus/tensorboard/proto/hparams.pb.cc gen:trainbus/tensorboard/proto/projector.pb.cc"
     [run_config_fuzzer]="fuzz/run_config_fuzzer.cc framework/trainer/trainbus/config.cc
       gen:trainbus/proto/run_config.pb.cc"
     [plugin_options_fuzzer]="fuzz/plugin_options_fuzzer.cc framework/core/trainbus/options.cc"

@@ -171,16 +171,6 @@ absl::StatusOr<int64_t> RemoveEmbeddingsFrom(const std::string& log_dir, int64_t
   return removed;
 }
 
-int64_t EmbeddingStep(absl::string_view tensor_name) {
-  const size_t colon = tensor_name.rfind(':');
-  int64_t step = -1;
-  if (colon == absl::string_view::npos ||
-      !absl::SimpleAtoi(tensor_name.substr(colon + 1), &step)) {
-    return -1;
-  }
-  return step;
-}
-
 std::string EmbeddingSubdir(absl::string_view tag, int64_t step) {
   return absl::StrFormat("%05d/%s", step, absl::StrReplaceAll(tag, {{"%", "%25"}, {"/", "%2f"}}));
 }

@@ -31,6 +31,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/string_view.h"
 #include "trainbus/tensorboard/summaries.h"
 
@@ -78,8 +79,17 @@ absl::Status WriteProjectorEmbedding(const std::string& log_dir, absl::string_vi
 // many went; 0 without a config.
 absl::StatusOr<int64_t> RemoveEmbeddingsFrom(const std::string& log_dir, int64_t step);
 
-// The step in an embedding's name "<tag>:00042" (42), or -1.
-int64_t EmbeddingStep(absl::string_view tensor_name);
+// The step in an embedding's name "<tag>:00042" (42), or -1. Inline, so
+// readers of a config (inspect) need no more than this header.
+inline int64_t EmbeddingStep(absl::string_view tensor_name) {
+  const size_t colon = tensor_name.rfind(':');
+  int64_t step = -1;
+  if (colon == absl::string_view::npos ||
+      !absl::SimpleAtoi(tensor_name.substr(colon + 1), &step)) {
+    return -1;
+  }
+  return step;
+}
 
 // The folder of an embedding, relative to log_dir: "00010/my%2ftag".
 std::string EmbeddingSubdir(absl::string_view tag, int64_t step);
