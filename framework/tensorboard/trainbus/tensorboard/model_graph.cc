@@ -141,8 +141,8 @@ class GraphBuilder {
     return NameOf(fn.get());
   }
 
-  // A module that ran no operation: a pass-through node in its scope that
-  // later readers of `producer` read instead.
+  // A module that ran no operation: a pass-through node in its scope, which
+  // later readers of what it passed on read instead.
   void AddPassThrough(const std::string& scope, const std::string& class_name,
                       const at::Tensor& tip) {
     proto::NodeDef* node = graph_.add_node();
@@ -152,7 +152,6 @@ class GraphBuilder {
         tip.grad_fn() ? NameOf(tip.grad_fn().get()) : (has_input_ ? input_alias_ : "");
     if (!producer.empty()) node->add_input(producer);
     SetShape(node, tip.sizes(), tip.scalar_type());
-    ran_.insert(scope);
     if (tip.grad_fn()) alias_[tip.grad_fn().get()] = node->name();
     else input_alias_ = node->name();
   }
@@ -167,18 +166,15 @@ class GraphBuilder {
 
   // Modules that hold no node get one, so that every module is drawn.
   proto::GraphDef Finish() {
-    for (const auto& [scope, class_name] : modules_) {
-      bool has_node = ran_.count(scope) > 0;
-      if (!has_node) {
-        const std::string prefix = scope + "/";
-        for (const proto::NodeDef& n : graph_.node()) {
-          if (absl::StartsWith(n.name(), prefix)) {
-            has_node = true;
-            break;
-          }
-        }
+    std::set<std::string> drawn;  // every scope some node's name lies in
+    for (const proto::NodeDef& n : graph_.node()) {
+      for (size_t slash = n.name().find('/'); slash != std::string::npos;
+           slash = n.name().find('/', slash + 1)) {
+        drawn.insert(n.name().substr(0, slash));
       }
-      if (!has_node && scope != root_scope_) {
+    }
+    for (const auto& [scope, class_name] : modules_) {
+      if (drawn.count(scope) == 0 && scope != root_scope_) {
         proto::NodeDef* node = graph_.add_node();
         node->set_name(scope);
         node->set_op(class_name);
@@ -268,7 +264,6 @@ class GraphBuilder {
     }
     names_[node] = def->name();
     if (all_params) param_scope_[node] = scope;
-    ran_.insert(scope);
   }
 
   proto::GraphDef graph_;
@@ -280,7 +275,6 @@ class GraphBuilder {
   std::unordered_map<Node*, std::string> names_;
   std::unordered_map<Node*, std::string> param_scope_;  // parameter nodes and ops on them only
   std::unordered_map<Node*, std::string> alias_;
-  std::set<std::string> ran_;
   std::map<std::string, int> used_;
   std::vector<std::shared_ptr<Node>> recorded_;
 };
