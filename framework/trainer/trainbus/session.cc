@@ -474,6 +474,7 @@ bool Session::CheckInterrupt() {
     const std::string name = sig == SIGINT    ? "SIGINT"
                              : sig == SIGTERM ? "SIGTERM"
                                               : absl::StrCat("signal ", sig);
+    interrupt_reason_ = absl::StrCat("trainbus: interrupted by ", name);
     bus_.RequestStop("trainbus", absl::StrCat("interrupted by ", name));
   }
   return interrupt_signal_ != 0;
@@ -545,6 +546,11 @@ absl::Status Session::End() {
   e.step = next_step_ - 1;
   e.iterations_run = iterations_run_;
   e.duration_seconds = SecondsSince(begin_time_);
+  // A signal that came after the run had already stopped for another reason
+  // (a launcher signals every rank; the first to see it stops the others
+  // first) is what ended the run: it names the end.
+  const bool stopped_before_the_signal = bus_.stop_requested() && interrupt_signal_ == 0;
+  const bool late_signal = stopped_before_the_signal && CheckInterrupt();
   if (!bus_.status().ok() && bus_.policy() == HookErrorPolicy::kStopRun) {
     e.reason = EndReason::kFailed;
   } else if (aborted_) {
@@ -554,7 +560,7 @@ absl::Status Session::End() {
   } else if (bus_.stop_requested()) {
     e.reason = EndReason::kStopRequested;
   }
-  e.stop_reason = bus_.stop_reason();
+  e.stop_reason = late_signal ? interrupt_reason_ : bus_.stop_reason();
   return End(e);
 }
 

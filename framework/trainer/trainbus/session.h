@@ -223,6 +223,7 @@ class Session {
   bool in_epoch_ = false;
   bool aborted_ = false;
   int interrupt_signal_ = 0;
+  std::string interrupt_reason_;  // "trainbus: interrupted by SIGTERM", once a signal came
   // From Resume(): the position inside the epoch the checkpoint was taken in.
   int64_t resumed_epoch_ = -1;
   bool epoch_complete_ = true;  // the last epoch ended complete (or none began)
