@@ -148,6 +148,32 @@ TEST(Framing, KnownEventIsByteExact) {
   EXPECT_TRUE(tb::CheckRecordFooter(framed.data() + 12, length, framed.data() + 12 + length));
 }
 
+TEST(Framing, BatchFramingEqualsOneByOneAndCountsWholeRecords) {
+  // Records of 0, 1, 37 and 300 data bytes back to back, framed at once.
+  const std::vector<std::string> payloads = {"", "a", std::string(37, 'b'), std::string(300, 'c')};
+  std::string want;
+  std::string batch;
+  for (const auto& p : payloads) {
+    tb::AppendRecord(p, &want);
+    const size_t at = batch.size();
+    batch.resize(at + tb::kRecordOverhead + p.size(), '\x5a');
+    tb::EncodeRecordLength(p.size(), batch.data() + at);
+    std::memcpy(batch.data() + at + tb::kRecordHeaderSize, p.data(), p.size());
+  }
+  tb::FinishRecords(batch.data(), batch.size());
+  EXPECT_EQ(batch, want);
+  // A write that stopped part way kept the records before the cut whole.
+  size_t whole_bytes = 0;
+  EXPECT_EQ(tb::CountWholeRecords(batch.data(), batch.size(), &whole_bytes), 4u);
+  EXPECT_EQ(whole_bytes, batch.size());
+  EXPECT_EQ(tb::CountWholeRecords(batch.data(), 16 + 17 + 52 - 1, &whole_bytes), 2u);
+  EXPECT_EQ(whole_bytes, 16u + 17u);
+  EXPECT_EQ(tb::CountWholeRecords(batch.data(), 16 + 17 + 53, &whole_bytes), 3u);
+  EXPECT_EQ(whole_bytes, 16u + 17u + 53u);
+  EXPECT_EQ(tb::CountWholeRecords(batch.data(), 15, &whole_bytes), 0u);
+  EXPECT_EQ(whole_bytes, 0u);
+}
+
 TEST(ScalarEvent, HandEncodingEqualsProtobuf) {
   const std::vector<std::string> tags = {"",           "a",  "loss/train", std::string(30, 'x'),
                                          std::string(31, 'y'), std::string(127, 't'),
@@ -177,9 +203,17 @@ TEST(ScalarEvent, HandEncodingEqualsProtobuf) {
           ASSERT_EQ(got, want) << "tag size " << tag.size() << " step " << step << " wt " << wt;
           std::string framed_want;
           tb::AppendRecord(want, &framed_want);
-          std::string framed(tb::MaxScalarRecordSize(tag.size()), '\0');
-          framed.resize(tb::EncodeScalarRecord(wt, step, tag, v, framed.data()));
+          // Bytes past the record are left alone (the writer's buffer holds the next).
+          std::string framed(tb::MaxScalarRecordSize(tag.size()) + 8, '\x5a');
+          const size_t framed_size = tb::EncodeScalarRecord(wt, step, tag, v, framed.data());
+          ASSERT_EQ(framed.substr(framed_size), std::string(framed.size() - framed_size, '\x5a'));
+          framed.resize(framed_size);
           ASSERT_EQ(framed, framed_want);
+          // Unframed, then framed as a batch: the same record.
+          std::string batch(tb::MaxScalarRecordSize(tag.size()), '\0');
+          batch.resize(tb::EncodeUnframedScalarRecord(wt, step, tag, v, batch.data()));
+          tb::FinishRecords(batch.data(), batch.size());
+          ASSERT_EQ(batch, framed_want);
           ++checked;
         }
       }

@@ -57,31 +57,6 @@ uint32_t ExtendPortable(uint32_t crc, const uint8_t* p, size_t n) {
   return ~c;
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define TRAINBUS_CRC32C_HAVE_SSE42 1
-__attribute__((target("sse4.2"))) uint32_t ExtendSse42(uint32_t crc, const uint8_t* p,
-                                                       size_t n) {
-  // No alignment prologue: x86 loads 8 unaligned bytes at full speed, and
-  // records are short (a scalar event is ~40 bytes), so byte steps to an
-  // 8-byte boundary would cost more than they save.
-  uint64_t c = static_cast<uint32_t>(~crc);
-  while (n >= 8) {
-    c = __builtin_ia32_crc32di(c, LoadLE64(p));
-    p += 8;
-    n -= 8;
-  }
-  if (n >= 4) {
-    uint32_t w;
-    std::memcpy(&w, p, 4);
-    c = __builtin_ia32_crc32si(static_cast<uint32_t>(c), w);
-    p += 4;
-    n -= 4;
-  }
-  while (n-- > 0) c = __builtin_ia32_crc32qi(static_cast<uint32_t>(c), *p++);
-  return ~static_cast<uint32_t>(c);
-}
-#endif
-
 bool DetectHardware() {
 #ifdef TRAINBUS_CRC32C_HAVE_SSE42
   __builtin_cpu_init();
@@ -100,7 +75,7 @@ bool HasHardwareSupport() { return kHasHardware; }
 uint32_t Extend(uint32_t crc, const void* data, size_t n) {
   const auto* p = static_cast<const uint8_t*>(data);
 #ifdef TRAINBUS_CRC32C_HAVE_SSE42
-  if (kHasHardware) return ExtendSse42(crc, p, n);
+  if (kHasHardware) return ExtendHardwareInline(crc, p, n);
 #endif
   return ExtendPortable(crc, p, n);
 }
@@ -111,7 +86,7 @@ uint32_t ValuePortable(const void* data, size_t n) {
 
 uint32_t ValueHardware(const void* data, size_t n) {
 #ifdef TRAINBUS_CRC32C_HAVE_SSE42
-  return ExtendSse42(0, static_cast<const uint8_t*>(data), n);
+  return ExtendHardwareInline(0, data, n);
 #else
   return ExtendPortable(0, static_cast<const uint8_t*>(data), n);
 #endif

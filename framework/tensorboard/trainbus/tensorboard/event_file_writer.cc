@@ -27,6 +27,7 @@
 #include "trainbus/tensorboard/proto/event.pb.h"
 #include "trainbus/tensorboard/record_framing.h"
 #include "trainbus/tensorboard/scalar_event.h"
+#include "trainbus/tensorboard/short_copy.h"
 
 namespace trainbus::tensorboard {
 namespace {
@@ -110,7 +111,6 @@ class EventFileWriter::Impl {
     wake_mask_ = ahead_ - 1;
     bytes_written_.store(initial_bytes, std::memory_order_relaxed);
     records_written_.store(1, std::memory_order_relaxed);
-    record_ends_.reserve(kBufferCapacity / 32);
     const double secs = std::min(std::max(options_.flush_secs, 0.01), 86400.0 * 365);
     flush_interval_ = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
         std::chrono::duration<double>(secs));
@@ -187,8 +187,10 @@ class EventFileWriter::Impl {
             it.step = step;
             it.wall_time = wall_time;
             it.kind = kScalar;
-            it.tag_size = static_cast<uint8_t>(tag.size());
-            std::memcpy(it.tag, tag.data(), tag.size());
+            const size_t n = tag.size();
+            if (n > kInlineTagSize) __builtin_unreachable();  // checked above; tells GCC
+            it.tag_size = static_cast<uint8_t>(n);
+            internal::CopyShort(it.tag, tag.data(), n);
           },
           0);
     }
@@ -493,10 +495,11 @@ class EventFileWriter::Impl {
           return;
         }
       }
-      buffer_size_ += EncodeScalarRecord(it.wall_time, it.step,
-                                         absl::string_view(it.tag, it.tag_size), it.value,
-                                         buffer_.get() + buffer_size_);
-      record_ends_.push_back(buffer_size_);
+      // Framed (checksummed) by WriteBuffer, for the whole batch at once.
+      buffer_size_ += EncodeUnframedScalarRecord(it.wall_time, it.step,
+                                                 absl::string_view(it.tag, it.tag_size),
+                                                 it.value, buffer_.get() + buffer_size_);
+      ++buffer_records_;
       return;
     }
     std::unique_ptr<std::string> payload;
@@ -534,30 +537,31 @@ class EventFileWriter::Impl {
       return;
     }
     char* rec = buffer_.get() + buffer_size_;
+    EncodeRecordLength(payload->size(), rec);
     std::memcpy(rec + kRecordHeaderSize, payload->data(), payload->size());
-    FinishRecordInPlace(rec, payload->size());
     buffer_size_ += need;
-    record_ends_.push_back(buffer_size_);
+    ++buffer_records_;
   }
 
   void WriteBuffer() {
     if (buffer_size_ == 0) return;
+    FinishRecords(buffer_.get(), buffer_size_);
     size_t done = 0;
     const int err = WriteAll(fd_, buffer_.get(), buffer_size_, &done);
     file_offset_ += done;
     bytes_written_.fetch_add(done, std::memory_order_relaxed);
     if (err == 0) {
-      records_written_.fetch_add(record_ends_.size(), std::memory_order_relaxed);
+      records_written_.fetch_add(buffer_records_, std::memory_order_relaxed);
     } else {
-      const size_t whole =
-          std::upper_bound(record_ends_.begin(), record_ends_.end(), done) - record_ends_.begin();
+      size_t whole_bytes = 0;
+      const size_t whole = CountWholeRecords(buffer_.get(), done, &whole_bytes);
       records_written_.fetch_add(whole, std::memory_order_relaxed);
-      records_lost_.fetch_add(record_ends_.size() - whole, std::memory_order_relaxed);
-      CutPartialRecord(done - (whole ? record_ends_[whole - 1] : 0));
+      records_lost_.fetch_add(buffer_records_ - whole, std::memory_order_relaxed);
+      CutPartialRecord(done - whole_bytes);
       FailFromWriter(err, "writing");
     }
     buffer_size_ = 0;
-    record_ends_.clear();
+    buffer_records_ = 0;
   }
 
   void WriteLarge(const std::string& data) {
@@ -650,7 +654,7 @@ class EventFileWriter::Impl {
   // Writer thread only.
   std::unique_ptr<char[]> buffer_;
   size_t buffer_size_ = 0;
-  std::vector<size_t> record_ends_;
+  size_t buffer_records_ = 0;  // records in buffer_, framed by WriteBuffer
   uint64_t file_offset_;
   uint64_t handled_flush_ = 0;
   uint64_t busy_rounds_ = 0;

@@ -17,6 +17,15 @@
 //   ... encode n data bytes at rec + kRecordHeaderSize ...
 //   FinishRecordInPlace(rec, n);
 //
+// Or for a whole batch at once, just before it is written: the checksums
+// then read bytes whose stores have retired (checksumming a record right
+// after encoding it made the CPU stall on loads that straddle the encoder's
+// small stores, and cost two calls per record):
+//
+//   EncodeRecordLength(n, rec);  ... encode n data bytes at rec + kRecordHeaderSize ...
+//   ... more records back to back ...
+//   FinishRecords(buffer, size);
+//
 // DecodeRecordHeader() is the reader's side: it checks the length checksum.
 // All functions are thread-safe and allocation-free (AppendRecord appends).
 #ifndef TRAINBUS_TENSORBOARD_RECORD_FRAMING_H_
@@ -42,6 +51,19 @@ void EncodeRecordFooter(const char* data, size_t length, char* footer);
 // `record` points at kRecordHeaderSize bytes of room, then `length` data
 // bytes, then kRecordFooterSize bytes of room: fills header and footer.
 void FinishRecordInPlace(char* record, size_t length);
+
+// Writes the length field of a record's header (the first 8 of its 12 bytes).
+void EncodeRecordLength(uint64_t length, char* record);
+
+// `records[0, size)` holds whole records back to back, each with its length
+// field written (EncodeRecordLength): fills every header's and footer's
+// checksum.
+void FinishRecords(char* records, size_t size);
+
+// The number of whole records at the start of `records[0, size)` (records
+// back to back with their length fields written) and, in `*whole_bytes`,
+// the bytes they take: what a partial write of a batch kept intact.
+size_t CountWholeRecords(const char* records, size_t size, size_t* whole_bytes);
 
 // Appends the framed record holding `data` to `*out`.
 void AppendRecord(absl::string_view data, std::string* out);

@@ -2,6 +2,9 @@
 
 #include <cstring>
 
+#include "trainbus/tensorboard/short_copy.h"
+
+
 namespace trainbus::tensorboard {
 namespace {
 
@@ -14,21 +17,9 @@ constexpr uint8_t kValueTag = (1 << 3) | 2;
 constexpr uint8_t kValueSimple = (2 << 3) | 5;  // fixed32
 
 inline size_t VarintSize(uint64_t v) {
-  size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    ++n;
-  }
-  return n;
-}
-
-inline char* PutVarint(uint64_t v, char* p) {
-  while (v >= 0x80) {
-    *p++ = static_cast<char>(v | 0x80);
-    v >>= 7;
-  }
-  *p++ = static_cast<char>(v);
-  return p;
+  // 1 byte per started group of 7 significant bits (at least one byte).
+  const unsigned bits = 64 - static_cast<unsigned>(__builtin_clzll(v | 1));
+  return (bits * 9 + 64) / 64;
 }
 
 inline uint64_t Bits(double d) {
@@ -41,21 +32,29 @@ struct Sizes {
   size_t value, summary, event;
 };
 
-inline Sizes ComputeSizes(double wall_time, int64_t step, size_t tag_size) {
+inline Sizes ComputeSizes(uint64_t wall_bits, int64_t step, size_t tag_size) {
   Sizes s;
   s.value = (tag_size ? 1 + VarintSize(tag_size) + tag_size : 0) + 5;
   s.summary = 1 + VarintSize(s.value) + s.value;
-  s.event = (Bits(wall_time) ? 9 : 0) +
-            (step ? 1 + VarintSize(static_cast<uint64_t>(step)) : 0) + 1 +
-            VarintSize(s.summary) + s.summary;
+  s.event = (wall_bits ? 9 : 0) + (step ? 1 + VarintSize(static_cast<uint64_t>(step)) : 0) +
+            1 + VarintSize(s.summary) + s.summary;
   return s;
 }
 
-inline char* Encode(double wall_time, int64_t step, absl::string_view tag, float value,
+inline char* PutVarint(uint64_t v, char* p) {
+  while (v >= 0x80) {
+    *p++ = static_cast<char>(v | 0x80);
+    v >>= 7;
+  }
+  *p++ = static_cast<char>(v);
+  return p;
+}
+
+inline char* Encode(uint64_t wall_bits, int64_t step, absl::string_view tag, float value,
                     const Sizes& s, char* p) {
-  if (const uint64_t wt = Bits(wall_time)) {
+  if (wall_bits) {
     *p++ = static_cast<char>(kEventWallTime);
-    std::memcpy(p, &wt, 8);
+    std::memcpy(p, &wall_bits, 8);
     p += 8;
   }
   if (step != 0) {
@@ -69,7 +68,7 @@ inline char* Encode(double wall_time, int64_t step, absl::string_view tag, float
   if (!tag.empty()) {
     *p++ = static_cast<char>(kValueTag);
     p = PutVarint(tag.size(), p);
-    std::memcpy(p, tag.data(), tag.size());
+    internal::CopyShort(p, tag.data(), tag.size());
     p += tag.size();
   }
   *p++ = static_cast<char>(kValueSimple);
@@ -80,21 +79,31 @@ inline char* Encode(double wall_time, int64_t step, absl::string_view tag, float
 }  // namespace
 
 size_t ScalarEventSize(double wall_time, int64_t step, absl::string_view tag) {
-  return ComputeSizes(wall_time, step, tag.size()).event;
+  return ComputeSizes(Bits(wall_time), step, tag.size()).event;
 }
 
 size_t EncodeScalarEvent(double wall_time, int64_t step, absl::string_view tag, float value,
                          char* out) {
-  const Sizes s = ComputeSizes(wall_time, step, tag.size());
-  return static_cast<size_t>(Encode(wall_time, step, tag, value, s, out) - out);
+  const uint64_t wall_bits = Bits(wall_time);
+  const Sizes s = ComputeSizes(wall_bits, step, tag.size());
+  Encode(wall_bits, step, tag, value, s, out);
+  return s.event;
+}
+
+size_t EncodeUnframedScalarRecord(double wall_time, int64_t step, absl::string_view tag,
+                                  float value, char* out) {
+  const uint64_t wall_bits = Bits(wall_time);
+  const Sizes s = ComputeSizes(wall_bits, step, tag.size());
+  EncodeRecordLength(s.event, out);
+  Encode(wall_bits, step, tag, value, s, out + kRecordHeaderSize);
+  return kRecordOverhead + s.event;
 }
 
 size_t EncodeScalarRecord(double wall_time, int64_t step, absl::string_view tag, float value,
                           char* out) {
-  const Sizes s = ComputeSizes(wall_time, step, tag.size());
-  Encode(wall_time, step, tag, value, s, out + kRecordHeaderSize);
-  FinishRecordInPlace(out, s.event);
-  return kRecordOverhead + s.event;
+  const size_t size = EncodeUnframedScalarRecord(wall_time, step, tag, value, out);
+  FinishRecordInPlace(out, size - kRecordOverhead);
+  return size;
 }
 
 }  // namespace trainbus::tensorboard

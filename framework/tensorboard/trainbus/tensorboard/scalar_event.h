@@ -41,8 +41,15 @@ size_t EncodeScalarEvent(double wall_time, int64_t step, absl::string_view tag, 
 
 // Writes the framed record (header + Event + footer) to `out`, which must
 // have MaxScalarRecordSize(tag.size()) bytes of room; returns its size.
+// Bytes past the returned size are not written.
 size_t EncodeScalarRecord(double wall_time, int64_t step, absl::string_view tag, float value,
                           char* out);
+
+// The same without the two checksums: writes the record's length and its
+// Event, for a writer that frames a whole batch with FinishRecords() (see
+// record_framing.h) just before writing it.
+size_t EncodeUnframedScalarRecord(double wall_time, int64_t step, absl::string_view tag,
+                                  float value, char* out);
 
 }  // namespace trainbus::tensorboard
 
