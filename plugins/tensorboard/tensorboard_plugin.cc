@@ -46,6 +46,7 @@
 #include "trainbus/tensorboard/projector.h"
 #include "trainbus/tensorboard/rewind.h"
 #include "trainbus/tensorboard/summary_writer.h"
+#include "trainbus/tensorboard/tensor_summaries.h"
 
 namespace trainbus::tensorboard_plugin {
 namespace {
@@ -300,7 +301,7 @@ class TensorBoardPlugin : public Plugin {
   // Images [N, C, H, W] each scaled to [0, 1] by its own range: inputs are
   // usually normalised (mean 0, std 1), which would show as black and white.
   static at::Tensor Thumbnails(const at::Tensor& images) {
-    at::Tensor x = images.detach().to(at::kCPU).to(at::kFloat);
+    at::Tensor x = tb::ToHost(images).to(at::kFloat);
     const at::Tensor flat = x.flatten(1);
     const at::Tensor lo = std::get<0>(flat.min(1)).view({-1, 1, 1, 1});
     const at::Tensor hi = std::get<0>(flat.max(1)).view({-1, 1, 1, 1});
@@ -343,13 +344,13 @@ class TensorBoardPlugin : public Plugin {
     const int64_t cap = options_.GetInt("embeddings");
     if (cap == 0 || e.outputs == nullptr || e.outputs->dim() != 2) return;
     const int64_t n = std::min<int64_t>(cap, e.outputs->size(0));
-    embedding_outputs_ = e.outputs->slice(0, 0, n).detach().to(at::kCPU).to(at::kFloat).clone();
+    embedding_outputs_ = tb::ToHost(e.outputs->slice(0, 0, n)).to(at::kFloat).clone();
     // Class labels when the targets are class indices (not soft labels).
     const bool labelled = e.targets != nullptr && e.targets->dim() == 1 &&
                           e.targets->size(0) >= n &&
                           at::isIntegralType(e.targets->scalar_type(), /*includeBool=*/false);
     embedding_targets_ =
-        labelled ? e.targets->slice(0, 0, n).detach().to(at::kCPU).to(at::kLong).contiguous()
+        labelled ? tb::ToHost(e.targets->slice(0, 0, n)).to(at::kLong).contiguous()
                  : at::Tensor();
     embedding_thumbnails_ = at::Tensor();
     if (IsImageBatch(e.inputs) && e.inputs->size(0) >= n) {

@@ -708,6 +708,31 @@ TEST(Writer, AudioIsPcmWav) {
   EXPECT_EQ(stereo.size(), 44u + 200u);
 }
 
+// A float or double CPU tensor in one block is read in place; every other
+// form is copied first. Both give the histogram of the span of the same
+// numbers (values in quarters: every summation order gives the same sum).
+TEST(Writer, HistogramOfATensorReadInPlaceOrCopiedIsTheSame) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  std::vector<float> floats;
+  for (int i = 0; i < 1000; ++i) floats.push_back(0.25f * static_cast<float>((i * 37) % 101 - 50));
+  const at::Tensor grid = at::tensor(floats).reshape({20, 50});
+  ASSERT_TRUE(w->add_histogram("h", absl::MakeConstSpan(floats), 0));
+  ASSERT_TRUE(w->add_histogram("h", grid, 1));                          // in place, 2-D
+  ASSERT_TRUE(w->add_histogram("h", grid.t(), 2));                      // not contiguous: copied
+  ASSERT_TRUE(w->add_histogram("h", grid.clone().requires_grad_(), 3));  // in place
+  ASSERT_TRUE(w->add_histogram("h", at::_neg_view(grid.neg()), 4));     // memory holds -x: copied
+  ASSERT_TRUE(w->add_histogram("h", grid.to(at::kDouble), 5));           // double, in place
+  ASSERT_TRUE(w->add_histogram("h", grid.to(at::kHalf), 6));             // half: copied to double
+  ASSERT_TRUE(w->close().ok());
+  const auto vals = Values(ReadRun(dir.path()));
+  ASSERT_EQ(vals.size(), 7u);
+  for (size_t i = 1; i < vals.size(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(vals[i].second.histo().SerializeAsString(), vals[0].second.histo().SerializeAsString());
+  }
+}
+
 // The LibTorch-free forms (summaries.h) write exactly what the tensor forms
 // write for the same numbers: the tensor layer only converts.
 TEST(Writer, PlainArrayFormsEqualTheTensorForms) {

@@ -111,7 +111,7 @@ bool SummaryWriter::add_embedding(const at::Tensor& mat, const EmbeddingMetadata
     return invalid("mat must be a floating, integer or bool tensor");
   }
   ProjectorEmbedding e;
-  const at::Tensor values = mat.detach().to(at::kCPU).to(at::kFloat).contiguous();
+  const at::Tensor values = ToHost(mat).to(at::kFloat).contiguous();
   e.points = values.size(0);
   e.dim = values.size(1);
   e.values.assign(values.data_ptr<float>(), values.data_ptr<float>() + values.numel());

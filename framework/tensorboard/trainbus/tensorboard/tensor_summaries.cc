@@ -13,6 +13,8 @@
 #include "absl/strings/str_join.h"
 
 namespace trainbus::tensorboard {
+
+at::Tensor ToHost(const at::Tensor& t) { return t.detach().to(at::kCPU).resolve_neg(); }
 namespace {
 
 std::string ShapeText(const at::Tensor& t) {
@@ -33,7 +35,7 @@ absl::Status UnsupportedDtype(absl::string_view kind, absl::string_view tag, con
 
 // The values as one contiguous CPU double tensor.
 at::Tensor FlatDoubles(const at::Tensor& t) {
-  return t.detach().to(at::kCPU).reshape({-1}).to(at::kDouble).contiguous();
+  return ToHost(t).reshape({-1}).to(at::kDouble).contiguous();
 }
 
 absl::Span<const double> Doubles(const at::Tensor& flat) {
@@ -44,7 +46,16 @@ absl::Span<const double> Doubles(const at::Tensor& flat) {
 
 absl::StatusOr<at::Tensor> HistogramValues(absl::string_view tag, const at::Tensor& values) {
   if (!values.defined()) return Invalid("histogram", tag, "the tensor is undefined");
-  at::Tensor t = values.detach().to(at::kCPU).reshape({-1});
+  // The common case (a float or double CPU tensor in one block: weights,
+  // gradients, activations) is read in place. detach, to and reshape are
+  // each a dispatched op costing about 2 us, a third of bucketing 10,000
+  // values.
+  if ((values.scalar_type() == at::kFloat || values.scalar_type() == at::kDouble) &&
+      values.device().is_cpu() && values.layout() == at::kStrided && values.is_contiguous() &&
+      !values.is_neg()) {
+    return values;
+  }
+  at::Tensor t = ToHost(values).reshape({-1});
   if (t.scalar_type() == at::kFloat) return t.contiguous();
   if (at::isFloatingType(t.scalar_type()) || at::isIntegralType(t.scalar_type(), true)) {
     return t.to(at::kDouble).contiguous();
@@ -127,7 +138,7 @@ absl::StatusOr<ImageCanvas> PrepareImage(absl::string_view tag, const at::Tensor
                    absl::StrCat("layout ", layout, " needs a ", layout.size(),
                                 "-D tensor, got shape ", ShapeText(image)));
   }
-  at::Tensor t = image.detach().to(at::kCPU);
+  at::Tensor t = ToHost(image);
   if (layout == "HW") {
     t = t.unsqueeze(0).unsqueeze(-1);
   } else if (layout == "CHW") {
@@ -157,7 +168,7 @@ absl::StatusOr<ImageCanvas> TileImages(absl::string_view tag, const at::Tensor& 
                    absl::StrCat("expected a batch of images, layout \"NCHW\" or \"NHWC\", got \"",
                                 layout_in, "\" and shape ", ShapeText(images)));
   }
-  at::Tensor t = images.detach().to(at::kCPU);
+  at::Tensor t = ToHost(images);
   if (layout == "NCHW") t = t.permute({0, 2, 3, 1});
   if (absl::Status s = CheckChannels("image", tag, t.size(3), layout, images); !s.ok()) return s;
   if (t.size(0) <= 0 || t.size(1) <= 0 || t.size(2) <= 0 || columns <= 0) {
@@ -182,7 +193,7 @@ absl::StatusOr<VideoCanvas> PrepareVideo(absl::string_view tag, const at::Tensor
                    absl::StrCat("layout ", layout, " needs a ", layout.size(),
                                 "-D tensor, got shape ", ShapeText(video)));
   }
-  at::Tensor v = video.detach().to(at::kCPU);
+  at::Tensor v = ToHost(video);
   if (layout == "TCHW") v = v.unsqueeze(0);
   const int64_t n = v.size(0), frames = v.size(1), c = v.size(2), h = v.size(3), w = v.size(4);
   if (absl::Status s = CheckChannels("video", tag, c, layout, video); !s.ok()) return s;
@@ -234,7 +245,7 @@ absl::StatusOr<proto::Summary> MeshSummary(absl::string_view tag, const at::Tens
   mesh.batch = vertices.size(0);
   mesh.num_vertices = vertices.size(1);
   mesh.config_json = std::move(config_json);
-  const at::Tensor v = vertices.detach().to(at::kCPU).to(at::kFloat).contiguous();
+  const at::Tensor v = ToHost(vertices).to(at::kFloat).contiguous();
   mesh.vertices = absl::MakeConstSpan(v.data_ptr<float>(), static_cast<size_t>(v.numel()));
   at::Tensor f, c;
   if (faces.defined()) {
@@ -245,7 +256,7 @@ absl::StatusOr<proto::Summary> MeshSummary(absl::string_view tag, const at::Tens
                                   ", faces, 3], got ", ShapeText(faces), " ",
                                   std::string(c10::toString(faces.scalar_type()))));
     }
-    f = faces.detach().to(at::kCPU).to(at::kInt).contiguous();
+    f = ToHost(faces).to(at::kInt).contiguous();
     mesh.num_faces = f.size(1);
     mesh.faces = absl::MakeConstSpan(f.data_ptr<int32_t>(), static_cast<size_t>(f.numel()));
   }
@@ -256,7 +267,7 @@ absl::StatusOr<proto::Summary> MeshSummary(absl::string_view tag, const at::Tens
                      absl::StrCat("colors must have one r, g, b per vertex, shape [", mesh.batch,
                                   ", ", mesh.num_vertices, ", 3], got ", ShapeText(colors)));
     }
-    absl::StatusOr<at::Tensor> bytes = ImageBytes("mesh", tag, colors.detach().to(at::kCPU));
+    absl::StatusOr<at::Tensor> bytes = ImageBytes("mesh", tag, ToHost(colors));
     if (!bytes.ok()) return bytes.status();
     c = bytes->contiguous();
     mesh.colors = absl::MakeConstSpan(c.data_ptr<uint8_t>(), static_cast<size_t>(c.numel()));
@@ -306,7 +317,7 @@ absl::StatusOr<proto::Summary> AudioSummary(absl::string_view tag, const at::Ten
                    absl::StrCat("samples must have shape [frames] or [frames, channels], got ",
                                 ShapeText(samples)));
   }
-  at::Tensor t = samples.detach().to(at::kCPU);
+  at::Tensor t = ToHost(samples);
   if (t.dim() == 1) t = t.unsqueeze(1);
   const int64_t channels = t.size(1);
   if (channels < 1 || channels > 64 || t.size(0) < 1) {

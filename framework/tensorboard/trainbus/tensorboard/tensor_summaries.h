@@ -28,11 +28,17 @@
 
 namespace trainbus::tensorboard {
 
+// `t` detached, on the CPU, and with a negative view resolved: a tensor whose
+// data_ptr() holds its values (a negative view's memory holds -x).
+at::Tensor ToHost(const at::Tensor& t);
+
 // Any shape; floating, integer or bool dtype. float32 is bucketed in place.
 absl::StatusOr<proto::Summary> HistogramSummary(absl::string_view tag, const at::Tensor& values);
-// The values a histogram of `values` counts: a flat, contiguous CPU tensor
-// of float (as given) or double (every other floating, integer or bool
-// dtype); or the error HistogramSummary would return for it.
+// The values a histogram of `values` counts: a contiguous CPU tensor of
+// float (as given) or double (every other floating, integer or bool dtype),
+// to be read as numel() values from data_ptr() (a float or double CPU tensor
+// that is already contiguous is returned as it is, in its shape); or the
+// error HistogramSummary would return for it.
 absl::StatusOr<at::Tensor> HistogramValues(absl::string_view tag, const at::Tensor& values);
 
 // Checks the tensor and lays it out as one HWC uint8 canvas (a grid for a
