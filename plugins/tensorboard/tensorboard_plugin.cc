@@ -124,6 +124,13 @@ class TensorBoardPlugin : public Plugin {
     }
     auto p = std::make_unique<TensorBoardPlugin>();
     p->options_ = o;
+    // Read once: OnIterationEnd runs every iteration, an option lookup hashes its name.
+    p->every_.loss = o.GetInt("loss_every_n");
+    p->every_.lr = o.GetInt("lr_every_n");
+    p->every_.timing = o.GetInt("timing_every_n");
+    p->every_.histograms = o.GetInt("histograms_every_n");
+    p->every_.images = o.GetInt("images");
+    p->every_.video_frames = o.GetInt("video_frames");
     p->log_dir_ = o.GetString("log_dir");  // empty: the run's folder, known at OnTrainBegin
     return p;
   }
@@ -173,7 +180,7 @@ class TensorBoardPlugin : public Plugin {
   void OnIterationEnd(const IterationEndEvent& e, Control& control) override {
     if (!writer_) return;
     const int64_t s = e.step;
-    if (trainbus::EveryN(options_.GetInt("loss_every_n"), s)) {
+    if (trainbus::EveryN(every_.loss, s)) {
       writer_->add_scalar("train/loss", e.loss, s);
       if (layout_pending_) written_.insert("train/loss");
       for (const Metric& m : e.metrics) {
@@ -181,36 +188,38 @@ class TensorBoardPlugin : public Plugin {
         if (layout_pending_) written_.insert(m.name);
       }
     }
-    if (trainbus::EveryN(options_.GetInt("lr_every_n"), s)) {
+    if (trainbus::EveryN(every_.lr, s)) {
+      while (lr_tags_.size() < e.learning_rates.size()) {
+        lr_tags_.push_back(absl::StrCat("lr/group", lr_tags_.size()));
+      }
       for (size_t g = 0; g < e.learning_rates.size(); ++g) {
-        writer_->add_scalar(absl::StrCat("lr/group", g), e.learning_rates[g], s);
+        writer_->add_scalar(lr_tags_[g], e.learning_rates[g], s);
       }
       if (layout_pending_ && !e.learning_rates.empty()) written_.insert("lr/");
     }
-    if (trainbus::EveryN(options_.GetInt("timing_every_n"), s) && e.duration_seconds > 0) {
+    if (trainbus::EveryN(every_.timing, s) && e.duration_seconds > 0) {
       writer_->add_scalar("time/iteration_ms", e.duration_seconds * 1e3, s);
       writer_->add_scalar("time/samples_per_second", e.batch_size / e.duration_seconds, s);
     }
-    if (!images_written_ && options_.GetInt("images") > 0 && e.inputs != nullptr &&
-        e.inputs->dim() == 4) {
+    if (!images_written_ && every_.images > 0 && e.inputs != nullptr && e.inputs->dim() == 4) {
       images_written_ = true;
-      const int64_t n = std::min<int64_t>(options_.GetInt("images"), e.inputs->size(0));
+      const int64_t n = std::min<int64_t>(every_.images, e.inputs->size(0));
       writer_->add_images("inputs", e.inputs->slice(0, 0, n).detach(), s, "NCHW");
     }
     if (graph_pending_) WriteGraph(e, control);
-    if (!video_written_ && options_.GetInt("video_frames") > 0 && start_step_ == 0 &&
+    if (!video_written_ && every_.video_frames > 0 && start_step_ == 0 &&
         IsImageBatch(e.inputs)) {
       video_frames_.push_back(Thumbnails(e.inputs->slice(0, 0, 1))[0]);
-      if (video_frames_.size() == static_cast<size_t>(options_.GetInt("video_frames"))) {
-        WriteVideo();
-      }
+      if (video_frames_.size() == static_cast<size_t>(every_.video_frames)) WriteVideo();
     }
-    if (trainbus::EveryN(options_.GetInt("histograms_every_n"), s) && control.model() != nullptr) {
+    if (trainbus::EveryN(every_.histograms, s) && control.model() != nullptr) {
+      // The writer reads a parameter (or gradient) in place and copies its
+      // values before returning: no detach (a dispatched op) needed.
       for (const auto& item : control.model()->named_parameters()) {
         const at::Tensor& p = item.value();
-        writer_->add_histogram(absl::StrCat("weights/", item.key()), p.detach(), s);
+        writer_->add_histogram(absl::StrCat("weights/", item.key()), p, s);
         if (p.grad().defined()) {
-          writer_->add_histogram(absl::StrCat("grads/", item.key()), p.grad().detach(), s);
+          writer_->add_histogram(absl::StrCat("grads/", item.key()), p.grad(), s);
         }
       }
     }
@@ -493,6 +502,10 @@ class TensorBoardPlugin : public Plugin {
   }
 
   PluginOptions options_;
+  struct {  // the per-iteration options, read once by Create
+    int64_t loss = 0, lr = 0, timing = 0, histograms = 0, images = 0, video_frames = 0;
+  } every_;
+  std::vector<std::string> lr_tags_;  // "lr/group<g>", made once
   std::string log_dir_;
   std::unique_ptr<tb::SummaryWriter> writer_;
   bool hparams_written_ = false;

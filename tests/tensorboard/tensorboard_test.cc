@@ -975,6 +975,7 @@ TEST(Faults, DiskFullIsStickyAndNamesFileAndLostRecords) {
         << later_refused << "\n"
         << c.records_written << "\n"
         << c.records_lost << "\n"
+        << c.bytes_written << "\n"
         << (*w)->file_path() << "\n"
         << s.message() << "\n";
     return 0;
@@ -983,9 +984,9 @@ TEST(Faults, DiskFullIsStickyAndNamesFileAndLostRecords) {
   ASSERT_EQ(WEXITSTATUS(status), 0);
   std::ifstream in(report);
   int flush_ok, again_ok, close_ok, refused;
-  uint64_t written, lost;
+  uint64_t written, lost, bytes;
   std::string path, message;
-  in >> flush_ok >> again_ok >> close_ok >> refused >> written >> lost;
+  in >> flush_ok >> again_ok >> close_ok >> refused >> written >> lost >> bytes;
   std::getline(in, path);
   std::getline(in, path);
   std::getline(in, message);
@@ -1004,6 +1005,7 @@ TEST(Faults, DiskFullIsStickyAndNamesFileAndLostRecords) {
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->end, tb::EventFileReader::State::kEnd) << c->problem;
   EXPECT_EQ(c->events.size(), written);
+  EXPECT_EQ(bytes, std::filesystem::file_size(path));  // the cut partial record is not counted
   for (size_t i = 1; i < c->events.size(); ++i) {
     const int64_t want = i <= 100 ? static_cast<int64_t>(i - 1) : static_cast<int64_t>(i - 101);
     ASSERT_EQ(c->events[i].step(), want);

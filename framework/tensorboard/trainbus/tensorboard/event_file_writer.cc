@@ -592,6 +592,7 @@ class EventFileWriter::Impl {
     const uint64_t good = file_offset_ - partial;
     if (::ftruncate(fd_, static_cast<off_t>(good)) == 0) {
       file_offset_ = good;
+      bytes_written_.fetch_sub(partial, std::memory_order_relaxed);  // no longer in the file
       ::lseek(fd_, static_cast<off_t>(good), SEEK_SET);
     }
   }
