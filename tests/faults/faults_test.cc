@@ -376,7 +376,7 @@ TEST(KillTest, SigkillMidRunLosesNothingFlushedAndResumeWritesEveryStep) {
 std::string BarrierConfig(const TempDir& dir) {
   return dir.Write("barrier.json", absl::StrCat(R"({
     "name": "barrier", "log_root": ")", dir.path(), R"(/runs",
-    "trainer": {"epochs": 6, "batch_size": 16, "seed": 42, "num_threads": 1},
+    "trainer": {"epochs": 30, "batch_size": 16, "seed": 42, "num_threads": 1},
     "model": {"type": "mlp", "hidden": [32]},
     "dataset": {"type": "shapes", "train_samples": 320, "val_samples": 32, "seed": 7},
     "plugins": [
@@ -387,7 +387,12 @@ std::string BarrierConfig(const TempDir& dir) {
       {"name": "checkpoint", "options": {"every_n_iterations": 7, "every_n_epochs": 0,
                                          "keep_last": 1000}}]})"));
 }
-constexpr int64_t kBarrierRunSteps = 120;
+// Long enough (about 1 s, more under sanitizers) for a checkpoint to commit
+// while the run goes on: a commit waits for the writers' flush and an fsync
+// on its own thread, and with 120 steps a loaded machine once finished the
+// run before any commit, so the kill never came. The kill comes early; only
+// the resume runs the rest.
+constexpr int64_t kBarrierRunSteps = 600;
 
 TEST(FlushBarrierTest, KillAtRandomMomentsThenResumeWritesEveryStepOnce) {
   std::mt19937 rng(20261203);
