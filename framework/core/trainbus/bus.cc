@@ -296,62 +296,83 @@ absl::Status CallClose(Plugin* plugin) {
   }
 }
 
+// The plugins' Close() calls, made in order on one thread of their own so
+// that a hang cannot hold the run: CloseAll waits for each within the time
+// limit. Shared, because that thread may outlive CloseAll. (One thread per
+// plugin cost ~0.2 ms each at the end of every run.)
+struct CloseJobs {
+  std::vector<Plugin*> plugins;
+  absl::Mutex mu;
+  std::vector<absl::Status> status ABSL_GUARDED_BY(mu);
+  std::vector<char> done ABSL_GUARDED_BY(mu);
+  // Bumped when a Close() overran: that thread stops after it returns.
+  int generation ABSL_GUARDED_BY(mu) = 0;
+};
+
+// Closes jobs->plugins from `first` on, while `generation` is current.
+void CloseInOrder(std::shared_ptr<CloseJobs> jobs, size_t first, int generation) {
+  for (size_t i = first; i < jobs->plugins.size(); ++i) {
+    {
+      absl::MutexLock lock(&jobs->mu);
+      if (jobs->generation != generation) return;
+    }
+    absl::Status s = CallClose(jobs->plugins[i]);
+    absl::MutexLock lock(&jobs->mu);
+    jobs->status[i] = std::move(s);
+    jobs->done[i] = 1;
+  }
+}
+
 }  // namespace
 
-absl::Status Bus::CloseWithinLimit(Entry& entry) {
-  // Close() runs one plugin at a time: the crash report can name it.
-  CrashContext::Enter(entry.name.c_str(), "Close", step_);
-  absl::Status s = CloseWithinLimitImpl(entry);
-  CrashContext::Leave();
-  return s;
-}
-
-absl::Status Bus::CloseWithinLimitImpl(Entry& entry) {
-  if (close_timeout_ == absl::InfiniteDuration()) return CallClose(entry.plugin);
-  // Close() runs on a thread of its own so that a hang cannot hold the run:
-  // the outcome is shared, because the thread may outlive this call.
-  struct Outcome {
-    absl::Mutex mu;
-    bool done = false;
-    absl::Status status;
-  };
-  auto outcome = std::make_shared<Outcome>();
-  std::thread closer([plugin = entry.plugin, outcome] {
-    absl::Status s = CallClose(plugin);
-    absl::MutexLock lock(&outcome->mu);
-    outcome->status = std::move(s);
-    outcome->done = true;
-  });
-  bool done;
-  {
-    absl::MutexLock lock(&outcome->mu);
-    done = outcome->mu.AwaitWithTimeout(absl::Condition(&outcome->done), close_timeout_);
-  }
-  if (!done) {
-    closer.detach();
-    abandoned_.push_back(entry.plugin);
-    return absl::DeadlineExceededError(absl::StrCat(
-        "did not return from Close() within ", absl::FormatDuration(close_timeout_),
-        "; it was left running and whatever it had not yet written is lost. Fix the plugin's "
-        "Close(), or raise the run config's plugin_close_timeout_seconds if it needs longer"));
-  }
-  closer.join();
-  return outcome->status;
-}
-
 absl::Status Bus::CloseAll() {
+  const size_t n = entries_.size();
+  const bool limited = close_timeout_ != absl::InfiniteDuration();
+  auto jobs = std::make_shared<CloseJobs>();
+  jobs->plugins.reserve(n);
+  for (auto& entry : entries_) jobs->plugins.push_back(entry->plugin);
+  jobs->status.resize(n);
+  jobs->done.assign(n, 0);
+  std::thread closer;
+  if (limited && n > 0) closer = std::thread(CloseInOrder, jobs, 0, 0);
   absl::Status first;
-  for (auto& entry : entries_) {
-    absl::Status s = CloseWithinLimit(*entry);
+  for (size_t i = 0; i < n; ++i) {
+    Entry& entry = *entries_[i];
+    // One plugin at a time: the crash report can name it.
+    CrashContext::Enter(entry.name.c_str(), "Close", step_);
+    absl::Status s;
+    if (!limited) {
+      s = CallClose(entry.plugin);
+    } else {
+      absl::MutexLock lock(&jobs->mu);
+      const absl::Condition closed(+[](char* done) { return *done != 0; }, &jobs->done[i]);
+      if (jobs->mu.AwaitWithTimeout(closed, close_timeout_)) {
+        s = jobs->status[i];
+      } else {
+        // Left running on its thread, which stops after it; a new thread
+        // closes the plugins after it.
+        ++jobs->generation;
+        closer.detach();
+        if (i + 1 < n) closer = std::thread(CloseInOrder, jobs, i + 1, jobs->generation);
+        abandoned_.push_back(entry.plugin);
+        s = absl::DeadlineExceededError(absl::StrCat(
+            "did not return from Close() within ", absl::FormatDuration(close_timeout_),
+            "; it was left running and whatever it had not yet written is lost. Fix the "
+            "plugin's Close(), or raise the run config's plugin_close_timeout_seconds if it "
+            "needs longer"));
+      }
+    }
+    CrashContext::Leave();
     if (!s.ok()) {
       // A time-limit message reads on from the name ("plugin 'x' did not return ...").
       const char* joint =
           s.code() == absl::StatusCode::kDeadlineExceeded ? "' " : "' failed to close: ";
-      const std::string message = absl::StrCat("plugin '", entry->name, joint, s.message());
+      const std::string message = absl::StrCat("plugin '", entry.name, joint, s.message());
       Log("trainbus", message);
       if (first.ok()) first = absl::Status(s.code(), message);
     }
   }
+  if (closer.joinable()) closer.join();
   return first;
 }
 

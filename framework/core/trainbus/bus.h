@@ -143,8 +143,6 @@ class Bus {
   template <class Event>
   void Dispatch(int hook_index, void (Plugin::*fn)(const Event&, Control&), const Event& e);
   void HandleFailure(Entry& entry, int hook_index, absl::string_view what);
-  absl::Status CloseWithinLimit(Entry& entry);
-  absl::Status CloseWithinLimitImpl(Entry& entry);
   void Log(absl::string_view requester, absl::string_view message);
   void Sort();
 
