@@ -12,7 +12,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "trainbus/plugin.h"
+#include "trainbus/seen_names.h"
 
 namespace trainbus::early_stopping {
 
@@ -109,7 +109,7 @@ class Tracker {
   bool monitor_seen() const { return monitor_seen_; }
   bool check_due() const { return due_; }
   // Names observed so far (for the "monitor never appeared" warning).
-  const std::set<std::string>& seen_names() const { return seen_; }
+  const SeenNames& seen_names() const { return seen_; }
 
   // Text state (one key=value per line): best, wait, best step/epoch and the
   // cadence counters. LoadState refuses a state saved for another monitor or mode.
@@ -134,7 +134,7 @@ class Tracker {
   double latest_ = 0.0;
   bool monitor_seen_ = false;
   bool stopped_ = false;
-  std::set<std::string> seen_;
+  SeenNames seen_;
 };
 
 // Named tensors <-> bytes: a small self-describing format (magic "TBT1",
@@ -172,6 +172,7 @@ class EarlyStoppingPlugin : public Plugin {
 
   Tracker tracker_;
   std::string prefix_;  // "<id>/": the tags this instance publishes
+  std::string best_tag_, wait_tag_;  // "<id>/best", "<id>/wait": made once, published every check
   NamedTensors best_weights_;
   bool saw_validation_ = false;
   bool warned_no_model_ = false;

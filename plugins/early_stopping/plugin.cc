@@ -122,7 +122,10 @@ absl::StatusOr<std::unique_ptr<EarlyStoppingPlugin>> EarlyStoppingPlugin::Create
 }
 
 EarlyStoppingPlugin::EarlyStoppingPlugin(Config config, std::string id)
-    : tracker_(std::move(config)), prefix_(absl::StrCat(id, "/")) {}
+    : tracker_(std::move(config)),
+      prefix_(absl::StrCat(id, "/")),
+      best_tag_(absl::StrCat(prefix_, "best")),
+      wait_tag_(absl::StrCat(prefix_, "wait")) {}
 
 void EarlyStoppingPlugin::OnTrainBegin(const TrainBeginEvent&, Control& control) {
   const Config& c = tracker_.config();
@@ -181,9 +184,9 @@ void EarlyStoppingPlugin::Handle(const CheckResult& r, Control& control) {
   if (!r.ran || r.warmup) return;
   if (r.improved && tracker_.config().restore_best_weights) SnapshotWeights(control);
   if (std::isfinite(tracker_.best())) {
-    control.Publish(Record::Scalar(prefix_ + "best", tracker_.best(), r.step));
+    control.Publish(Record::Scalar(best_tag_, tracker_.best(), r.step));
   }
-  control.Publish(Record::Scalar(prefix_ + "wait", static_cast<double>(tracker_.wait()), r.step));
+  control.Publish(Record::Scalar(wait_tag_, static_cast<double>(tracker_.wait()), r.step));
   if (r.stop == StopCause::kNone) return;
   control.Log(absl::StrCat("stopping: ", r.reason));
   control.Publish(Record::Text(prefix_ + "reason", r.markdown, r.step));
@@ -259,11 +262,9 @@ void EarlyStoppingPlugin::OnTrainEnd(const TrainEndEvent& e, Control& control) {
   // After a failed start or a run with no iteration the metric had no chance
   // to appear: a warning then would only point away from the real error.
   if (!tracker_.monitor_seen() && e.reason != EndReason::kFailed && e.iterations_run > 0) {
-    const auto& seen = tracker_.seen_names();
     control.Log(absl::StrCat("warning: the monitored metric '", c.monitor,
                              "' never appeared in this run, so early stopping never checked; "
-                             "metrics seen: ",
-                             seen.empty() ? "(none)" : absl::StrJoin(seen, ", ")));
+                             "metrics seen: ", tracker_.seen_names().Text()));
   }
   if (!c.restore_best_weights || control.model() == nullptr) return;
   if (!tracker_.has_best() || best_weights_.empty()) {

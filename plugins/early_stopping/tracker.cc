@@ -160,7 +160,7 @@ bool Tracker::Better(double a, double b) const {
 }
 
 void Tracker::Observe(absl::string_view name, double value) {
-  if (seen_.size() < 200) seen_.emplace(name);
+  seen_.Note(name);
   if (name != config_.monitor) return;
   latest_ = value;
   fresh_ = true;

@@ -18,6 +18,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -207,7 +208,8 @@ void SchedulersPlugin::Apply(Unit& u, Control& control, bool force_publish) {
 void SchedulersPlugin::StepUnit(Unit& u, std::optional<double> metric, Control& control) {
   Scheduler& s = *u.scheduler;
   // PyTorch's schedules read group['lr']: start from what the optimizer has.
-  std::vector<double> current;
+  // Inline: no allocation per step (this runs every iteration).
+  absl::InlinedVector<double, 4> current;
   for (int g : u.groups) current.push_back(control.learning_rate(g));
   s.SyncLrs(current);
   absl::Status st = metric ? s.StepWithMetric(*metric) : s.Step();
@@ -228,7 +230,7 @@ void SchedulersPlugin::StepUnit(Unit& u, std::optional<double> metric, Control& 
 
 void SchedulersPlugin::Observe(Source source, absl::string_view name, double value,
                                Control& control) {
-  if (seen_.size() < 200) seen_.insert(std::string(name));
+  seen_.Note(name);
   for (Unit& u : units_) {
     if (!u.scheduler || !u.scheduler->needs_metric() || u.monitor != name) continue;
     u.monitor_seen = true;
@@ -248,7 +250,7 @@ void SchedulersPlugin::OnTrainEnd(const TrainEndEvent& e, Control& control) {
                              "' never appeared in this run, so its lr ",
                              u.reduced_on_request ? "changed only on requests" : "never changed",
                              "; metrics seen: ",
-                             seen_.empty() ? "(none)" : absl::StrJoin(seen_, ", ")));
+                             seen_.Text()));
   }
 }
 

@@ -9,12 +9,12 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <vector>
 
 #include "schedules.h"
 #include "trainbus/plugin.h"
+#include "trainbus/seen_names.h"
 
 namespace trainbus::schedulers {
 
@@ -80,7 +80,7 @@ class SchedulersPlugin : public Plugin {
   std::vector<double> published_;  // last published lr per group (NaN: none)
   bool in_own_publish_ = false;
   int num_configured_groups_ = 0;  // length of 'groups' (0: 'schedule')
-  std::set<std::string> seen_;     // metric names seen (for that warning; at most 200)
+  SeenNames seen_;                 // metric names seen (for that warning)
   bool validated_ = false;         // OnValidationEnd ran in this session
   bool warned_no_plateau_ = false; // a reduce_lr request found no ReduceLROnPlateau
 };

@@ -34,6 +34,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/struct.pb.h"
 
@@ -99,7 +100,7 @@ class Scheduler {
   const std::vector<double>& lrs() const { return groups_.lr; }
   // The current lrs as the optimizer has them (PyTorch's schedules read
   // group['lr']: a change made outside the schedule carries over).
-  void SyncLrs(const std::vector<double>& lrs) { groups_.lr = lrs; }
+  void SyncLrs(absl::Span<const double> lrs) { groups_.lr.assign(lrs.begin(), lrs.end()); }
   size_t num_groups() const { return groups_.size(); }
 
   bool needs_metric() const { return root_->needs_metric(); }
