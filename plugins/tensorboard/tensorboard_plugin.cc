@@ -209,7 +209,9 @@ class TensorBoardPlugin : public Plugin {
     if (graph_pending_) WriteGraph(e, control);
     if (!video_written_ && every_.video_frames > 0 && start_step_ == 0 &&
         IsImageBatch(e.inputs)) {
-      video_frames_.push_back(Thumbnails(e.inputs->slice(0, 0, 1))[0]);
+      // A copy (the event's tensor lives only for the hook), scaled at
+      // WriteVideo: one pass over all frames instead of a few ops per iteration.
+      video_frames_.push_back(tb::ToHost(e.inputs->select(0, 0)).to(at::kFloat).clone());
       if (video_frames_.size() == static_cast<size_t>(every_.video_frames)) WriteVideo();
     }
     if (trainbus::EveryN(every_.histograms, s) && control.model() != nullptr) {
@@ -322,7 +324,7 @@ class TensorBoardPlugin : public Plugin {
   // writes the frames it has at its end.
   void WriteVideo() {
     if (video_written_ || video_frames_.empty()) return;
-    writer_->add_video("inputs/video", at::stack(video_frames_).unsqueeze(0), 0, 4.0);
+    writer_->add_video("inputs/video", Thumbnails(at::stack(video_frames_)).unsqueeze(0), 0, 4.0);
     video_frames_.clear();
     video_frames_.shrink_to_fit();
     video_written_ = true;
