@@ -24,7 +24,10 @@
 //   BM_Paired*               the bare loop and one variant back to back in
 //                            every iteration; counter `ratio` (see Paired());
 //                            BM_PairedBareLoop pairs the bare loop with itself:
-//                            the noise floor of `ratio`.
+//                            the noise floor of `ratio`. The paired trainer
+//                            runs also say where its extra time went, inside
+//                            the real run: the plugins' time per hook, the
+//                            model's own work, the session's start and end.
 // And the trainer's added work measured directly, piece by piece:
 //   BM_AccuracyMetric/0|1    train/accuracy with tensor ops | CountCorrect
 //   BM_PluginsPerIteration   the four plugins' hooks per iteration
@@ -34,6 +37,7 @@
 #include <stdlib.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <cstdio>
@@ -194,6 +198,26 @@ double ThreadCpuSeconds() {
 // The training thread's CPU seconds of the last RunBareLoop / RunTrainer.
 double last_thread_cpu = 0.0;
 
+// Where one run's time went (see Paired's counters).
+//   model:   the model's own work: zero_grad through backward and
+//            loss.item(), and the optimizer step. The same LibTorch calls in
+//            both loops, so a difference here is the same work running
+//            slower, not work the trainer added.
+//   hooks:   the config's plugins' time in each hook, in the real run: the
+//            bench puts a plugin before them (RunClockHead) and one after
+//            them (RunClockTail); tail minus head is theirs.
+//   iteration_end_us: the plugins' IterationEnd time, iteration by iteration.
+//   begin, end: Run() up to the first TrainBegin hook, and from the last
+//            TrainEnd hook to Run()'s return (the session's own start and end).
+struct RunTimes {
+  double model = 0.0;
+  double hooks[trainbus::kNumHooks] = {};
+  double begin = 0.0, end = 0.0;
+  std::vector<double> iteration_end_us;
+};
+RunTimes last_run;
+double Now() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
+
 // A hand-written LibTorch loop, as a user writes it. Returns the seconds of
 // the training loop; `losses` gets every iteration's loss.
 double RunBareLoop(bool with_accuracy, std::vector<double>* losses) {
@@ -208,6 +232,7 @@ double RunBareLoop(bool with_accuracy, std::vector<double>* losses) {
   losses->reserve(static_cast<size_t>(per_epoch * kEpochs));
   double accuracy_sum = 0.0;
   int64_t step = 0;
+  last_run = RunTimes();
   const double cpu_start = ThreadCpuSeconds();
   const auto start = Clock::now();
   for (int64_t epoch = 0; epoch < kEpochs; ++epoch) {
@@ -218,12 +243,14 @@ double RunBareLoop(bool with_accuracy, std::vector<double>* losses) {
       const at::Tensor idx = order.slice(0, lo, hi);
       const at::Tensor x = data.inputs.index_select(0, idx);
       const at::Tensor y = data.targets.index_select(0, idx);
+      const double t0 = Now();
       optimizer.zero_grad();
       at::Tensor logits = model->forward(x);
       at::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
       loss.backward();
-      optimizer.step();
       losses->push_back(loss.item<double>());
+      optimizer.step();
+      last_run.model += Now() - t0;
       if (with_accuracy) {
         accuracy_sum += logits.argmax(1).eq(y).to(at::kDouble).mean().item<double>();
       }
@@ -255,6 +282,45 @@ class LossRecorder : public trainbus::Plugin {
   std::vector<double>* losses_;
 };
 
+// The two plugins around the config's (RunTimes). The model's work runs
+// from the tail's IterationBegin to the head's AfterBackward, and from the
+// tail's BeforeOptimizerStep to the head's IterationEnd.
+struct RunClock {
+  double hook_start = 0.0, model_start = 0.0;
+};
+RunClock run_clock;
+class RunClockHead : public trainbus::Plugin {
+ public:
+#define TRAINBUS_HEAD_(name, event, when)                                       \
+  void On##name(const trainbus::event&, trainbus::Control&) override {         \
+    run_clock.hook_start = Now();                                              \
+    if (trainbus::kHookIndex##name == trainbus::kHookIndexTrainBegin) {        \
+      last_run.begin += run_clock.hook_start;                                  \
+    }                                                                          \
+    if (trainbus::kHookIndex##name == trainbus::kHookIndexAfterBackward ||     \
+        trainbus::kHookIndex##name == trainbus::kHookIndexIterationEnd) {      \
+      last_run.model += run_clock.hook_start - run_clock.model_start;          \
+    }                                                                          \
+  }
+  TRAINBUS_LIFECYCLE_HOOKS(TRAINBUS_HEAD_)
+#undef TRAINBUS_HEAD_
+};
+class RunClockTail : public trainbus::Plugin {
+ public:
+#define TRAINBUS_TAIL_(name, event, when)                                              \
+  void On##name(const trainbus::event&, trainbus::Control&) override {                \
+    const double now = Now();                                                         \
+    last_run.hooks[trainbus::kHookIndex##name] += now - run_clock.hook_start;         \
+    if (trainbus::kHookIndex##name == trainbus::kHookIndexIterationEnd) {             \
+      last_run.iteration_end_us.push_back((now - run_clock.hook_start) * 1e6);        \
+    }                                                                                 \
+    run_clock.model_start = now;                                                      \
+    if (trainbus::kHookIndex##name == trainbus::kHookIndexTrainEnd) last_run.end -= now; \
+  }
+  TRAINBUS_LIFECYCLE_HOOKS(TRAINBUS_TAIL_)
+#undef TRAINBUS_TAIL_
+};
+
 double RunTrainer(bool with_plugins, std::vector<double>* losses) {
   TempDir dir;
   const trainbus::config::RunConfig config = MakeConfig(dir.path(), with_plugins);
@@ -269,11 +335,24 @@ double RunTrainer(bool with_plugins, std::vector<double>* losses) {
       !s.ok()) {
     Die(std::string(s.message()));
   }
+  if (absl::Status s = (*session)->AddPlugin(trainbus::MakePlugin<RunClockHead>(), "clock_head");
+      !s.ok()) {
+    Die(std::string(s.message()));
+  }
   auto trainer = trainbus::Trainer::Create(config, *std::move(session));
   if (!trainer.ok()) Die(std::string(trainer.status().message()));
+  if (absl::Status s =
+          (*trainer)->session().AddPlugin(trainbus::MakePlugin<RunClockTail>(), "clock_tail");
+      !s.ok()) {
+    Die(std::string(s.message()));
+  }
+  last_run = RunTimes();
+  last_run.iteration_end_us.reserve(4096);
   const double cpu_start = ThreadCpuSeconds();
   const auto start = Clock::now();
+  last_run.begin = -Now();
   auto result = (*trainer)->Run();
+  last_run.end += Now();
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   last_thread_cpu = ThreadCpuSeconds() - cpu_start;
   if (!result.ok()) Die(std::string(result.status().message()));
@@ -341,23 +420,47 @@ void Single(benchmark::State& state, double (*variant)(std::vector<double>*), co
 // load; `ratio` = the variant's time / the bare loop's, over the pairs of one
 // repetition. On a shared machine this is the number to trust: the medians of
 // the unpaired variants drift with the load between their repetitions.
+//
+// And where the variant's extra time went, per run (averaged over the pairs):
+//   model_ratio       the model's own work (RunTimes::model), variant / bare:
+//                     near 1, or the same LibTorch calls ran slower
+//   added_ms          the variant's time outside the model's work minus the
+//                     bare loop's: what the variant added
+//   plugins_ms        the part of added_ms inside the plugins' hooks, and
+//   plugins_<Hook>_ms that part hook by hook (trainer with plugins only)
+//   iteration_end_us_p50, _p90: one iteration's IterationEnd in the plugins
+//   session_begin_ms, session_end_ms: the trainer's Run() before the first
+//                     hook and after the last (RunTimes::begin, end)
 void Paired(benchmark::State& state, double (*other)(std::vector<double>*), const char* name,
             bool same_losses) {
   std::vector<double> bare_losses, other_losses;
   double bare = 0.0, variant = 0.0, bare_cpu = 0.0, variant_cpu = 0.0;
+  RunTimes bare_times, variant_times;
+  auto add = [](RunTimes* sum) {
+    sum->model += last_run.model;
+    for (int h = 0; h < trainbus::kNumHooks; ++h) sum->hooks[h] += last_run.hooks[h];
+    sum->begin += last_run.begin;
+    sum->end += last_run.end;
+    sum->iteration_end_us.insert(sum->iteration_end_us.end(), last_run.iteration_end_us.begin(),
+                                 last_run.iteration_end_us.end());
+  };
   bool variant_first = false;
   for (auto _ : state) {
     double b, v, b_cpu, v_cpu;
     if (variant_first) {
       v = other(&other_losses);
       v_cpu = last_thread_cpu;
+      add(&variant_times);
       b = RunBareLoop(false, &bare_losses);
       b_cpu = last_thread_cpu;
+      add(&bare_times);
     } else {
       b = RunBareLoop(false, &bare_losses);
       b_cpu = last_thread_cpu;
+      add(&bare_times);
       v = other(&other_losses);
       v_cpu = last_thread_cpu;
+      add(&variant_times);
     }
     bare_cpu += b_cpu;
     variant_cpu += v_cpu;
@@ -370,11 +473,32 @@ void Paired(benchmark::State& state, double (*other)(std::vector<double>*), cons
     if (same_losses) CheckSameLosses(other_losses, name);
     CheckSameLosses(bare_losses, name);
   }
-  state.counters["bare_ms"] = benchmark::Counter(bare * 1e3, benchmark::Counter::kAvgIterations);
-  state.counters["variant_ms"] =
-      benchmark::Counter(variant * 1e3, benchmark::Counter::kAvgIterations);
+  auto per_run_ms = [](double seconds) {
+    return benchmark::Counter(seconds * 1e3, benchmark::Counter::kAvgIterations);
+  };
+  state.counters["bare_ms"] = per_run_ms(bare);
+  state.counters["variant_ms"] = per_run_ms(variant);
   state.counters["ratio"] = variant / bare;
   state.counters["cpu_ratio"] = variant_cpu / bare_cpu;
+  state.counters["model_ratio"] = variant_times.model / bare_times.model;
+  state.counters["added_ms"] = per_run_ms((variant - variant_times.model) - (bare - bare_times.model));
+  double plugins = 0.0;
+  for (int h = 0; h < trainbus::kNumHooks; ++h) {
+    plugins += variant_times.hooks[h];
+    // 10 us a run and more: the hooks where the plugins do work.
+    if (variant_times.hooks[h] >= 1e-5 * static_cast<double>(state.iterations())) {
+      state.counters[absl::StrCat("plugins_", trainbus::HookName(h), "_ms")] =
+          per_run_ms(variant_times.hooks[h]);
+    }
+  }
+  if (std::vector<double>& us = variant_times.iteration_end_us; !us.empty()) {
+    state.counters["plugins_ms"] = per_run_ms(plugins);
+    state.counters["session_begin_ms"] = per_run_ms(variant_times.begin);
+    state.counters["session_end_ms"] = per_run_ms(variant_times.end);
+    std::sort(us.begin(), us.end());
+    state.counters["iteration_end_us_p50"] = us[us.size() / 2];
+    state.counters["iteration_end_us_p90"] = us[us.size() * 9 / 10];
+  }
 }
 
 void BM_BareLoop(benchmark::State& state) { Single(state, Bare, "BM_BareLoop", true); }
