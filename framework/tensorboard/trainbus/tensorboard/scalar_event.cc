@@ -4,7 +4,6 @@
 
 #include "trainbus/tensorboard/short_copy.h"
 
-
 namespace trainbus::tensorboard {
 namespace {
 
@@ -76,6 +75,15 @@ inline char* Encode(uint64_t wall_bits, int64_t step, absl::string_view tag, flo
   return p + 4;
 }
 
+// The event at `out`; returns its size.
+inline size_t EncodeEventAt(double wall_time, int64_t step, absl::string_view tag, float value,
+                            char* out) {
+  const uint64_t wall_bits = Bits(wall_time);
+  const Sizes s = ComputeSizes(wall_bits, step, tag.size());
+  Encode(wall_bits, step, tag, value, s, out);
+  return s.event;
+}
+
 }  // namespace
 
 size_t ScalarEventSize(double wall_time, int64_t step, absl::string_view tag) {
@@ -84,19 +92,14 @@ size_t ScalarEventSize(double wall_time, int64_t step, absl::string_view tag) {
 
 size_t EncodeScalarEvent(double wall_time, int64_t step, absl::string_view tag, float value,
                          char* out) {
-  const uint64_t wall_bits = Bits(wall_time);
-  const Sizes s = ComputeSizes(wall_bits, step, tag.size());
-  Encode(wall_bits, step, tag, value, s, out);
-  return s.event;
+  return EncodeEventAt(wall_time, step, tag, value, out);
 }
 
 size_t EncodeUnframedScalarRecord(double wall_time, int64_t step, absl::string_view tag,
                                   float value, char* out) {
-  const uint64_t wall_bits = Bits(wall_time);
-  const Sizes s = ComputeSizes(wall_bits, step, tag.size());
-  EncodeRecordLength(s.event, out);
-  Encode(wall_bits, step, tag, value, s, out + kRecordHeaderSize);
-  return kRecordOverhead + s.event;
+  const size_t event = EncodeEventAt(wall_time, step, tag, value, out + kRecordHeaderSize);
+  EncodeRecordLength(event, out);
+  return kRecordOverhead + event;
 }
 
 size_t EncodeScalarRecord(double wall_time, int64_t step, absl::string_view tag, float value,
