@@ -64,10 +64,14 @@ def main(path, name_filter=None):
         parts = ["time %s" % spread([r["real_time"] for r in reps], " " + unit)]
         if "items_per_second" in reps[0]:
             parts.append("%s/s" % spread([r["items_per_second"] for r in reps]))
-        for key in reps[0]:
-            if key in NOT_COUNTERS or not isinstance(reps[0][key], (int, float)):
+        keys = OrderedDict((k, None) for r in reps for k in r)  # every counter of any repetition
+        for key in keys:
+            values = [r[key] for r in reps if isinstance(r.get(key), (int, float))]
+            if key in NOT_COUNTERS or not values:
                 continue
-            parts.append("%s %s" % (key, spread([r[key] for r in reps])))
+            # A counter some repetitions lack is summarised over those that have it.
+            note = "" if len(values) == len(reps) else " (in %d of %d runs)" % (len(values), len(reps))
+            parts.append("%s %s%s" % (key, spread(values), note))
         print("%s (%d runs): %s" % (name, len(reps), ", ".join(parts)))
 
 
