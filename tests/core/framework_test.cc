@@ -1017,6 +1017,19 @@ TEST(BusTest, AClosePastItsTimeLimitIsReportedAndTheOthersStillClose) {
   session.reset();  // must not destroy the plugins their Close() threads still run in
 }
 
+TEST(BusTest, ACloseTimeLimitOfCenturiesIsNoLimit) {
+  // 1e10 s would overflow the clock's deadline: such a limit is none.
+  std::vector<std::string> closed;
+  Session session;
+  session.bus().set_close_timeout(absl::Seconds(1e10));
+  ASSERT_TRUE(session.AddPlugin(MakePlugin<NotesClose>("csv", &closed), "csv").ok());
+  ASSERT_TRUE(session.AddPlugin(MakePlugin<NotesClose>("writer", &closed), "writer").ok());
+  session.Begin(RunInfo{});
+  EXPECT_TRUE(session.End().ok());
+  EXPECT_THAT(closed, ElementsAre("csv", "writer"));
+  EXPECT_TRUE(session.bus().abandoned_plugins().empty());
+}
+
 TEST(BusTest, CloseTimeoutComesFromTheRunConfig) {
   config::RunConfig c;
   c.set_plugin_close_timeout_seconds(0.25);

@@ -9,6 +9,7 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 #include <unistd.h>
@@ -304,10 +305,12 @@ absl::Status CallClose(Plugin* plugin) {
 // absl::Mutex: ThreadSanitizer sees it (Debian's Abseil is not built for it).
 struct CloseJobs {
   std::vector<Plugin*> plugins;
+  std::vector<std::string> names;  // for the crash report, which may outlive the bus
+  int64_t step = 0;
   std::mutex mu;
-  std::condition_variable closed;
+  std::condition_variable changed;
   std::vector<absl::Status> status;  // guarded by mu
-  std::vector<char> done;            // guarded by mu
+  std::vector<char> started, done;   // guarded by mu
   // Bumped when a Close() overran: that thread stops after it returns.
   int generation = 0;  // guarded by mu
 };
@@ -318,12 +321,26 @@ void CloseInOrder(std::shared_ptr<CloseJobs> jobs, size_t first, int generation)
     {
       std::lock_guard<std::mutex> lock(jobs->mu);
       if (jobs->generation != generation) return;
+      jobs->started[i] = 1;  // its time limit starts now
+      jobs->changed.notify_all();
     }
+    // One plugin at a time on this thread: a crash report names it.
+    CrashContext::Enter(jobs->names[i].c_str(), "Close", jobs->step);
     absl::Status s = CallClose(jobs->plugins[i]);
+    CrashContext::Leave();
     std::lock_guard<std::mutex> lock(jobs->mu);
     jobs->status[i] = std::move(s);
     jobs->done[i] = 1;
-    jobs->closed.notify_all();
+    jobs->changed.notify_all();
+  }
+}
+
+// A thread running CloseInOrder, or none when the system has no thread to give.
+std::thread StartCloser(const std::shared_ptr<CloseJobs>& jobs, size_t first, int generation) {
+  try {
+    return std::thread(CloseInOrder, jobs, first, generation);
+  } catch (const std::system_error&) {
+    return std::thread();
   }
 }
 
@@ -331,33 +348,43 @@ void CloseInOrder(std::shared_ptr<CloseJobs> jobs, size_t first, int generation)
 
 absl::Status Bus::CloseAll() {
   const size_t n = entries_.size();
-  const bool limited = close_timeout_ != absl::InfiniteDuration();
   auto jobs = std::make_shared<CloseJobs>();
-  jobs->plugins.reserve(n);
-  for (auto& entry : entries_) jobs->plugins.push_back(entry->plugin);
+  for (auto& entry : entries_) {
+    jobs->plugins.push_back(entry->plugin);
+    jobs->names.push_back(entry->name);
+  }
+  jobs->step = step_;
   jobs->status.resize(n);
+  jobs->started.assign(n, 0);
   jobs->done.assign(n, 0);
+  // Past 100 years a limit is none (and it would overflow the clock's deadline).
+  const bool limited = close_timeout_ < absl::Hours(24 * 365 * 100);
   std::thread closer;
-  if (limited && n > 0) closer = std::thread(CloseInOrder, jobs, 0, 0);
+  if (limited && n > 0) closer = StartCloser(jobs, 0, 0);
+  std::vector<std::string> failures;  // logged once the closer has finished
   absl::Status first;
   for (size_t i = 0; i < n; ++i) {
     Entry& entry = *entries_[i];
-    // One plugin at a time: the crash report can name it.
-    CrashContext::Enter(entry.name.c_str(), "Close", step_);
     absl::Status s;
-    if (!limited) {
+    if (!closer.joinable()) {
+      // No time limit (or no thread): Close() runs here, in order.
+      CrashContext::Enter(entry.name.c_str(), "Close", step_);
       s = CallClose(entry.plugin);
+      CrashContext::Leave();
     } else {
       std::unique_lock<std::mutex> lock(jobs->mu);
-      if (jobs->closed.wait_for(lock, absl::ToChronoNanoseconds(close_timeout_),
-                                [&] { return jobs->done[i] != 0; })) {
+      // The closer starts it as soon as the one before it returned (no plugin
+      // code in between): the limit counts from its start.
+      jobs->changed.wait(lock, [&] { return jobs->started[i] != 0; });
+      if (jobs->changed.wait_for(lock, absl::ToChronoNanoseconds(close_timeout_),
+                                 [&] { return jobs->done[i] != 0; })) {
         s = jobs->status[i];
       } else {
         // Left running on its thread, which stops after it; a new thread
         // closes the plugins after it.
         ++jobs->generation;
         closer.detach();
-        if (i + 1 < n) closer = std::thread(CloseInOrder, jobs, i + 1, jobs->generation);
+        if (i + 1 < n) closer = StartCloser(jobs, i + 1, jobs->generation);
         abandoned_.push_back(entry.plugin);
         s = absl::DeadlineExceededError(absl::StrCat(
             "did not return from Close() within ", absl::FormatDuration(close_timeout_),
@@ -366,17 +393,16 @@ absl::Status Bus::CloseAll() {
             "needs longer"));
       }
     }
-    CrashContext::Leave();
     if (!s.ok()) {
       // A time-limit message reads on from the name ("plugin 'x' did not return ...").
       const char* joint =
           s.code() == absl::StatusCode::kDeadlineExceeded ? "' " : "' failed to close: ";
-      const std::string message = absl::StrCat("plugin '", entry.name, joint, s.message());
-      Log("trainbus", message);
-      if (first.ok()) first = absl::Status(s.code(), message);
+      failures.push_back(absl::StrCat("plugin '", entry.name, joint, s.message()));
+      if (first.ok()) first = absl::Status(s.code(), failures.back());
     }
   }
   if (closer.joinable()) closer.join();
+  for (const std::string& message : failures) Log("trainbus", message);
   return first;
 }
 
