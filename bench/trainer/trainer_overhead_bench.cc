@@ -200,9 +200,12 @@ double last_thread_cpu = 0.0;
 
 // Where one run's time went (see Paired's counters).
 //   model:   the model's own work: zero_grad through backward and
-//            loss.item(), and the optimizer step. The same LibTorch calls in
-//            both loops, so a difference here is the same work running
-//            slower, not work the trainer added.
+//            loss.item(), and the optimizer step (the bare loop reads the
+//            loss before the step, as the trainer does). The same LibTorch
+//            calls in both loops; the trainer's intervals also hold its own
+//            bookkeeping between the hooks (CountCorrect, reading the lrs,
+//            building the events: about a microsecond), so `model_ratio`
+//            reads slightly high and `added_ms` slightly low.
 //   hooks:   the config's plugins' time in each hook, in the real run: the
 //            bench puts a plugin before them (RunClockHead) and one after
 //            them (RunClockTail); tail minus head is theirs.
@@ -427,7 +430,8 @@ void Single(benchmark::State& state, double (*variant)(std::vector<double>*), co
 //   added_ms          the variant's time outside the model's work minus the
 //                     bare loop's: what the variant added
 //   plugins_ms        the part of added_ms inside the plugins' hooks, and
-//   plugins_<Hook>_ms that part hook by hook (trainer with plugins only)
+//   plugins_<Hook>_ms that part hook by hook (trainer variants; without
+//                     plugins they show the two clock plugins' own floor)
 //   iteration_end_us_p50, _p90: one iteration's IterationEnd in the plugins
 //   session_begin_ms, session_end_ms: the trainer's Run() before the first
 //                     hook and after the last (RunTimes::begin, end)

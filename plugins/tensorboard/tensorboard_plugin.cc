@@ -211,7 +211,8 @@ class TensorBoardPlugin : public Plugin {
         IsImageBatch(e.inputs)) {
       // A copy (the event's tensor lives only for the hook), scaled at
       // WriteVideo: one pass over all frames instead of a few ops per iteration.
-      video_frames_.push_back(tb::ToHost(e.inputs->select(0, 0)).to(at::kFloat).clone());
+      video_frames_.push_back(
+          tb::ToHost(e.inputs->select(0, 0)).to(at::kFloat, /*non_blocking=*/false, /*copy=*/true));
       if (video_frames_.size() == static_cast<size_t>(every_.video_frames)) WriteVideo();
     }
     if (trainbus::EveryN(every_.histograms, s) && control.model() != nullptr) {
