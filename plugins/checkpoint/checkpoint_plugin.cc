@@ -9,7 +9,6 @@
 #include <cmath>
 #include <filesystem>
 #include <memory>
-#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -20,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "trainbus/plugin.h"
+#include "trainbus/seen_names.h"
 
 namespace trainbus::checkpoint_plugin {
 namespace {
@@ -125,7 +125,7 @@ class CheckpointPlugin : public Plugin {
       control.Log(absl::StrCat("warning: option 'monitor' \"", monitor_,
                                "\" never appeared in this run, so no best checkpoint was saved; "
                                "metrics seen: ",
-                               seen_.empty() ? "(none)" : absl::StrJoin(seen_, ", ")));
+                               seen_.Text()));
     }
   }
 
@@ -172,7 +172,7 @@ class CheckpointPlugin : public Plugin {
   // Notes a metric name for the warning about a monitor that never appears.
   void Saw(const std::string& name) {
     if (name == monitor_) monitor_seen_ = true;
-    if (!monitor_seen_ && seen_.size() < 200) seen_.insert(name);
+    if (!monitor_seen_) seen_.Note(name);
   }
 
   void Consider(Control& control, int64_t step, double value) {
@@ -217,7 +217,7 @@ class CheckpointPlugin : public Plugin {
   int64_t every_n_iterations_ = 0, every_n_epochs_ = 1, keep_last_ = 3;
   bool monitor_seen_ = false;
   bool validated_ = false;  // in this session
-  std::set<std::string> seen_;  // metric names seen, for that warning
+  SeenNames seen_;  // metric names seen, for that warning
   bool save_on_end_ = true, on_request_ = true, maximize_ = false;
   std::vector<std::string> saved_;
   std::string best_name_;
