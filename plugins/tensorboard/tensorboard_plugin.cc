@@ -131,6 +131,8 @@ class TensorBoardPlugin : public Plugin {
     p->every_.histograms = o.GetInt("histograms_every_n");
     p->every_.images = o.GetInt("images");
     p->every_.video_frames = o.GetInt("video_frames");
+    p->write_records_ = o.GetBool("records");  // read once: OnRecord runs for every record
+    p->write_validation_ = o.GetBool("validation");
     p->log_dir_ = o.GetString("log_dir");  // empty: the run's folder, known at OnTrainBegin
     return p;
   }
@@ -232,7 +234,7 @@ class TensorBoardPlugin : public Plugin {
   void OnValidationEnd(const ValidationEndEvent& e, Control&) override {
     if (!writer_) return;
     KeepEmbedding(e);
-    if (!options_.GetBool("validation")) return;
+    if (!write_validation_) return;
     for (const Metric& m : e.metrics) {
       writer_->add_scalar(m.name, m.value, e.step);
       if (layout_pending_) written_.insert(m.name);
@@ -251,7 +253,7 @@ class TensorBoardPlugin : public Plugin {
   }
 
   void OnRecord(const Record& r, Control& control) override {
-    if (!writer_ || !options_.GetBool("records")) return;
+    if (!writer_ || !write_records_) return;
     WarnOnASecondKind(r, control);
     // Another plugin's Custom Scalars categories join this run's one layout
     // (TensorBoard shows a run's last layout only), written with it.
@@ -522,6 +524,7 @@ class TensorBoardPlugin : public Plugin {
   std::map<std::string, const char*> kind_of_tag_;  // published records: tag -> kind
   std::set<std::string> mixed_tags_;          // tags already warned about
   CustomScalarLayout contributed_;  // other plugins' categories, written with the layout
+  bool write_records_ = true, write_validation_ = true;
   bool images_written_ = false;
   int64_t start_step_ = 0;
   int64_t last_step_ = 0;
