@@ -52,17 +52,20 @@ class LRBase : public Schedule {
   absl::Status Step() override {
     ++step_count_;
     ++last_epoch_;
-    std::vector<double> values;
-    SCHED_RETURN_IF_ERROR(GetLr(&values));
-    g_->lr = std::move(values);
+    next_lrs_.clear();
+    SCHED_RETURN_IF_ERROR(GetLr(&next_lrs_));
+    g_->lr.swap(next_lrs_);  // the old buffer is the next step's: no allocation per step
     return absl::OkStatus();
   }
   absl::Status StepTo(int64_t epoch) override {
     ++step_count_;
     last_epoch_ = epoch;
-    std::vector<double> values;
-    if (!ClosedForm(&values)) SCHED_RETURN_IF_ERROR(GetLr(&values));
-    g_->lr = std::move(values);
+    next_lrs_.clear();
+    if (!ClosedForm(&next_lrs_)) {
+      next_lrs_.clear();
+      SCHED_RETURN_IF_ERROR(GetLr(&next_lrs_));
+    }
+    g_->lr.swap(next_lrs_);
     return absl::OkStatus();
   }
 
@@ -96,6 +99,9 @@ class LRBase : public Schedule {
   std::vector<double> base_lrs_;
   int64_t last_epoch_ = -1;
   int64_t step_count_ = 0;
+
+ private:
+  std::vector<double> next_lrs_;  // GetLr's output, swapped with g_->lr
 };
 
 class StepLR : public LRBase {
