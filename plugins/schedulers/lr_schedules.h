@@ -52,19 +52,13 @@ class LRBase : public Schedule {
   absl::Status Step() override {
     ++step_count_;
     ++last_epoch_;
-    next_lrs_.clear();
-    SCHED_RETURN_IF_ERROR(GetLr(&next_lrs_));
-    g_->lr.swap(next_lrs_);  // the old buffer is the next step's: no allocation per step
-    return absl::OkStatus();
+    return ApplyLr();
   }
   absl::Status StepTo(int64_t epoch) override {
     ++step_count_;
     last_epoch_ = epoch;
     next_lrs_.clear();
-    if (!ClosedForm(&next_lrs_)) {
-      next_lrs_.clear();
-      SCHED_RETURN_IF_ERROR(GetLr(&next_lrs_));
-    }
+    if (!ClosedForm(&next_lrs_)) return ApplyLr();
     g_->lr.swap(next_lrs_);
     return absl::OkStatus();
   }
@@ -94,6 +88,15 @@ class LRBase : public Schedule {
     for (double lr : g_->lr) out->push_back(lr * f);
   }
   void Unchanged(std::vector<double>* out) const { *out = g_->lr; }
+
+  // group['lr'] = GetLr(): written into a kept buffer, swapped in (the old
+  // one is the next step's), so a step allocates nothing.
+  absl::Status ApplyLr() {
+    next_lrs_.clear();
+    SCHED_RETURN_IF_ERROR(GetLr(&next_lrs_));
+    g_->lr.swap(next_lrs_);
+    return absl::OkStatus();
+  }
 
   ParamGroups* g_;
   std::vector<double> base_lrs_;
@@ -343,7 +346,7 @@ class CosineAnnealingWarmRestarts : public LRBase {
       t_i_ = t_i_ * t_mult_;
     }
     last_epoch_ = epoch;
-    return Apply();
+    return ApplyLr();
   }
   absl::Status StepTo(int64_t epoch) override {
     ++step_count_;
@@ -367,7 +370,7 @@ class CosineAnnealingWarmRestarts : public LRBase {
       t_cur_ = static_cast<double>(epoch);
     }
     last_epoch_ = epoch;
-    return Apply();
+    return ApplyLr();
   }
 
  protected:
@@ -389,12 +392,6 @@ class CosineAnnealingWarmRestarts : public LRBase {
   }
 
  private:
-  absl::Status Apply() {
-    std::vector<double> values;
-    SCHED_RETURN_IF_ERROR(GetLr(&values));
-    g_->lr = std::move(values);
-    return absl::OkStatus();
-  }
   int64_t t0_, t_i_, t_mult_;
   double eta_min_;
   double t_cur_;
