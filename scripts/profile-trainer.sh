@@ -9,7 +9,11 @@
 # works everywhere), then scripts/profile-attribution.py splits the samples
 # taken inside Trainer::Run into the model's forward/backward, the optimizer
 # step, the plugins' hooks (hook by hook) and the rest. Sampling slows the run
-# by about a third: compare profiles with each other, not with bench.sh.
+# by about 40 %, and the machine's speed drifts between profiles: compare the
+# parts of one profile, and functions across profiles, not with bench.sh.
+# The plugins' part includes the bench's two clock plugins (RunClockHead/Tail).
+# FUNCTIONS="a b" also prints each named function's total, callees included
+# (e.g. FUNCTIONS="Bus::Publish PluginOptions::GetBool").
 #
 # Needs perf (Debian: linux-perf), a developer tool that setup.sh does not
 # install. The profile is left in build-bench/results/trainer.perf.
@@ -24,9 +28,22 @@ fi
 cmake --build build-bench -j "$(nproc)" --target trainer_overhead_bench
 mkdir -p build-bench/results
 out=build-bench/results/trainer.perf
-perf record -q -e cpu-clock -F 5000 --call-graph dwarf,16384 -o "$out" -- \
+# A fixed period (200,000 ns of CPU: 5 kHz), so that a sample is always 0.2 ms.
+if ! perf record -q -e cpu-clock -c 200000 --call-graph dwarf,16384 -o "$out" -- \
   build-bench/bench/trainer/trainer_overhead_bench --benchmark_filter='BM_PairedTrainer/' \
-  --benchmark_repetitions="$reps" >/dev/null 2>build-bench/results/trainer.perf.stderr
-# Trainer runs in the process: 6 pairs a repetition, plus the one reference run.
-runs=$(( reps * ${TRAINBUS_OVERHEAD_PAIRS:-6} + 1 ))
-perf script -i "$out" -F ip,sym 2>/dev/null | scripts/profile-attribution.py --runs "$runs" --hz 5000
+  --benchmark_repetitions="$reps" >/dev/null 2>build-bench/results/trainer.perf.stderr; then
+  cat build-bench/results/trainer.perf.stderr >&2
+  echo "profile-trainer: the benchmark failed" >&2
+  exit 1
+fi
+# Trainer runs in the process: TRAINBUS_OVERHEAD_PAIRS (6 unless a positive
+# number, as the bench reads it) a repetition, plus one reference run for the
+# loss check, which TRAINBUS_OVERHEAD_ONLY skips.
+pairs="${TRAINBUS_OVERHEAD_PAIRS:-6}"
+[[ "$pairs" =~ ^[0-9]+$ ]] && (( pairs > 0 )) || pairs=6
+runs=$(( reps * pairs ))
+[ -n "${TRAINBUS_OVERHEAD_ONLY:-}" ] || runs=$(( runs + 1 ))
+functions=()
+for f in ${FUNCTIONS:-}; do functions+=(--function "$f"); done
+perf script -i "$out" -F ip,sym 2>/dev/null |
+  scripts/profile-attribution.py --runs "$runs" --hz 5000 ${functions[@]+"${functions[@]}"}
