@@ -25,6 +25,7 @@ namespace trainbus::health {
 namespace {
 
 using ::testing::AllOf;
+using ::testing::ContainsRegex;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -347,7 +348,9 @@ TEST(HealthRunTest, ATooHighLearningRateSpikesKillsTheReLUsAndCollapsesToChance)
   EXPECT_THAT(PrintedFindings(r.output),
               ElementsAre("spike@33", "spike@37", "vanishing@149", "chance@188"))
       << r.output;
-  EXPECT_THAT(r.output, AllOf(HasSubstr("loss spike at step 33 (epoch 1, batch 33): 5.991"),
+  // The losses' last digits depend on the CPU (LibTorch's vector kernels sum
+  // in a different order on another CPU): 5.991 on one machine, 5.993 on another.
+  EXPECT_THAT(r.output, AllOf(ContainsRegex("loss spike at step 33 \\(epoch 1, batch 33\\): 5\\.99[0-9]"),
                               HasSubstr("in 5 layers: 0.weight, 0.bias, 3.weight, 3.bias, 7.weight"),
                               HasSubstr("is near ln(6) = 1.792"),
                               HasSubstr("99.9% of the gradients are exactly zero (dead units)"),
@@ -390,9 +393,11 @@ TEST(HealthRunTest, AnLrJumpAfterTrainingDivergesTheLoss) {
   // the dead ReLUs that follow.
   EXPECT_THAT(PrintedFindings(r.output), ElementsAre("spike@127", "divergence@151", "vanishing@249"))
       << r.output;
-  EXPECT_THAT(r.output, HasSubstr("the loss is diverging at step 151: its median over the last 50 "
-                                  "iterations is 274.3% above that of the 50 before"));
-  EXPECT_THAT(CsvRows(dir, "health/loss_trend"), ::testing::Contains(::testing::StartsWith("151:2.74")));
+  // The percentage's last digits depend on the CPU (274.3 % on one machine,
+  // 273.3 % on another): the step and the size are what the test checks.
+  EXPECT_THAT(r.output, ContainsRegex("the loss is diverging at step 151: its median over the last 50 "
+                                      "iterations is 27[0-9]\\.[0-9]% above that of the 50 before"));
+  EXPECT_THAT(CsvRows(dir, "health/loss_trend"), ::testing::Contains(::testing::StartsWith("151:2.7")));
 }
 
 TEST(HealthRunTest, ATinyTrainingSetOverfits) {
