@@ -52,17 +52,14 @@ class LRBase : public Schedule {
   absl::Status Step() override {
     ++step_count_;
     ++last_epoch_;
-    std::vector<double> values;
-    SCHED_RETURN_IF_ERROR(GetLr(&values));
-    g_->lr = std::move(values);
-    return absl::OkStatus();
+    return ApplyLr();
   }
   absl::Status StepTo(int64_t epoch) override {
     ++step_count_;
     last_epoch_ = epoch;
-    std::vector<double> values;
-    if (!ClosedForm(&values)) SCHED_RETURN_IF_ERROR(GetLr(&values));
-    g_->lr = std::move(values);
+    next_lrs_.clear();
+    if (!ClosedForm(&next_lrs_)) return ApplyLr();
+    g_->lr.swap(next_lrs_);
     return absl::OkStatus();
   }
 
@@ -92,10 +89,22 @@ class LRBase : public Schedule {
   }
   void Unchanged(std::vector<double>* out) const { *out = g_->lr; }
 
+  // group['lr'] = GetLr(): written into a kept buffer, swapped in (the old
+  // one is the next step's), so a step allocates nothing.
+  absl::Status ApplyLr() {
+    next_lrs_.clear();
+    SCHED_RETURN_IF_ERROR(GetLr(&next_lrs_));
+    g_->lr.swap(next_lrs_);
+    return absl::OkStatus();
+  }
+
   ParamGroups* g_;
   std::vector<double> base_lrs_;
   int64_t last_epoch_ = -1;
   int64_t step_count_ = 0;
+
+ private:
+  std::vector<double> next_lrs_;  // GetLr's output, swapped with g_->lr
 };
 
 class StepLR : public LRBase {
@@ -337,7 +346,7 @@ class CosineAnnealingWarmRestarts : public LRBase {
       t_i_ = t_i_ * t_mult_;
     }
     last_epoch_ = epoch;
-    return Apply();
+    return ApplyLr();
   }
   absl::Status StepTo(int64_t epoch) override {
     ++step_count_;
@@ -361,7 +370,7 @@ class CosineAnnealingWarmRestarts : public LRBase {
       t_cur_ = static_cast<double>(epoch);
     }
     last_epoch_ = epoch;
-    return Apply();
+    return ApplyLr();
   }
 
  protected:
@@ -383,12 +392,6 @@ class CosineAnnealingWarmRestarts : public LRBase {
   }
 
  private:
-  absl::Status Apply() {
-    std::vector<double> values;
-    SCHED_RETURN_IF_ERROR(GetLr(&values));
-    g_->lr = std::move(values);
-    return absl::OkStatus();
-  }
   int64_t t0_, t_i_, t_mult_;
   double eta_min_;
   double t_cur_;
