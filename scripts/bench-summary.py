@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Prints what docs/BENCHMARKS.md quotes from a Google Benchmark JSON file:
 for each benchmark, the median and the range (min-max) over its repetitions
-of its time, its rate and each counter.
+of its time, its rate and each counter. For a paired benchmark (one with a
+`ratio` counter) it also prints how far the median can be trusted: the 95 %
+confidence interval of the median ratio, of the model's own work (model_ratio),
+and of the time the variant added outside the model's work (`added_ms` as a share of `bare_ms`), each
+repetition's value taken as one independent sample.
 
     scripts/bench-summary.py build-bench/results/tensorboard_writer.json
     scripts/bench-summary.py build-bench/results/trainer_overhead.json '^BM_Paired'
@@ -12,6 +16,7 @@ The JSON must hold the single repetitions (run the benchmark with
 """
 
 import json
+import math
 import re
 import statistics
 import sys
@@ -41,6 +46,37 @@ def spread(values, unit=""):
     if len(values) == 1:
         return "%s%s" % (number(med), unit)
     return "%s%s [%s-%s]" % (number(med), unit, number(min(values)).strip(), number(max(values)).strip())
+
+
+def median_interval(values, level=0.95):
+    """The distribution-free confidence interval of the median: the order
+    statistics x(k) and x(n+1-k) (1-based), with k the largest for which
+    P(Binomial(n, 1/2) < k) <= (1 - level) / 2. None when n is too small
+    (below 6 for 95 %): no two order statistics reach that level."""
+    xs = sorted(values)
+    n = len(xs)
+    below = 0.0  # P(Binomial(n, 1/2) < k), k from 1 up
+    k = 0
+    for j in range(n):
+        below += math.comb(n, j) / 2.0 ** n
+        if below > (1 - level) / 2:
+            break
+        k = j + 1
+    if k == 0:
+        return None
+    return xs[k - 1], xs[n - k], k
+
+
+def percent_interval(label, values):
+    """'label: median +1.23 %, 95 % confidence interval of the median [+0.4, +2.0] %'."""
+    med = 100 * (statistics.median(values) - 1)
+    ci = median_interval(values)
+    if ci is None:
+        return "  %s: median %+.2f %% (too few repetitions for a 95 %% interval)" % (label, med)
+    lo, hi, k = ci
+    return ("  %s: median %+.2f %%, 95 %% confidence interval of the median [%+.2f, %+.2f] %% "
+            "(order statistics %d and %d of %d)" % (label, med, 100 * (lo - 1), 100 * (hi - 1), k,
+                                                    len(values) + 1 - k, len(values)))
 
 
 def main(path, name_filter=None):
@@ -73,6 +109,14 @@ def main(path, name_filter=None):
             note = "" if len(values) == len(reps) else " (in %d of %d runs)" % (len(values), len(reps))
             parts.append("%s %s%s" % (key, spread(values), note))
         print("%s (%d runs): %s" % (name, len(reps), ", ".join(parts)))
+        if all(isinstance(r.get("ratio"), (int, float)) for r in reps):
+            print(percent_interval("variant / bare loop", [r["ratio"] for r in reps]))
+        if all(isinstance(r.get("model_ratio"), (int, float)) for r in reps):
+            print(percent_interval("the model's own work, variant / bare loop",
+                                   [r["model_ratio"] for r in reps]))
+        if all(isinstance(r.get("added_ms"), (int, float)) and r.get("bare_ms") for r in reps):
+            print(percent_interval("time added outside the model's work, / bare loop",
+                                   [1 + r["added_ms"] / r["bare_ms"] for r in reps]))
 
 
 if __name__ == "__main__":
