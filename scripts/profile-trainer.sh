@@ -12,6 +12,9 @@
 # by about 40 %, and the machine's speed drifts between profiles: compare the
 # parts of one profile, and functions across profiles, not with bench.sh.
 # The plugins' part includes the bench's two clock plugins (RunClockHead/Tail).
+# It also compares the LibTorch calls both loops make (forward, backward, the
+# optimizer step, ...) between the bare loop's runs and the trainer's, by
+# CPU samples: the paired bench's wall-clock model_ratio is too noisy for that.
 # FUNCTIONS="a b" also prints each named function's total, callees included
 # (e.g. FUNCTIONS="Bus::Publish PluginOptions::GetBool").
 #
@@ -42,8 +45,9 @@ fi
 pairs="${TRAINBUS_OVERHEAD_PAIRS:-6}"
 [[ "$pairs" =~ ^[0-9]+$ ]] && (( pairs > 0 )) || pairs=6
 runs=$(( reps * pairs ))
+bare_runs=$runs
 [ -n "${TRAINBUS_OVERHEAD_ONLY:-}" ] || runs=$(( runs + 1 ))
 functions=()
 for f in ${FUNCTIONS:-}; do functions+=(--function "$f"); done
 perf script -i "$out" -F ip,sym 2>/dev/null |
-  scripts/profile-attribution.py --runs "$runs" --hz 5000 ${functions[@]+"${functions[@]}"}
+  scripts/profile-attribution.py --runs "$runs" --bare-runs "$bare_runs" --hz 5000 ${functions[@]+"${functions[@]}"}
