@@ -3,9 +3,10 @@
 for each benchmark, the median and the range (min-max) over its repetitions
 of its time, its rate and each counter. For a paired benchmark (one with a
 `ratio` counter) it also prints how far the median can be trusted: the 95 %
-confidence interval of the median ratio, of the model's own work (model_ratio),
-and of the time the variant added outside the model's work (`added_ms` as a share of `bare_ms`), each
-repetition's value taken as one independent sample.
+confidence interval of the median ratio, of the model's own work
+(`model_ratio`), and of the time the variant added outside the model's work
+(`added_ms` as a share of `bare_ms`), each repetition taken as one
+independent sample.
 
     scripts/bench-summary.py build-bench/results/tensorboard_writer.json
     scripts/bench-summary.py build-bench/results/trainer_overhead.json '^BM_Paired'
