@@ -35,6 +35,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <benchmark/benchmark.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -198,6 +199,30 @@ double ThreadCpuSeconds() {
 // The training thread's CPU seconds of the last RunBareLoop / RunTrainer.
 double last_thread_cpu = 0.0;
 
+// The training thread's page faults and context switches (voluntary and
+// not): kernel work for a loop that a user-space profile does not show, and
+// time the thread was off the CPU.
+struct KernelCounts {
+  double page_faults = 0, switches = 0;
+  KernelCounts& operator+=(const KernelCounts& o) {
+    page_faults += o.page_faults;
+    switches += o.switches;
+    return *this;
+  }
+};
+KernelCounts ThreadKernelCounts() {
+  rusage u{};
+  getrusage(RUSAGE_THREAD, &u);
+  return {static_cast<double>(u.ru_minflt + u.ru_majflt),
+          static_cast<double>(u.ru_nvcsw + u.ru_nivcsw)};
+}
+KernelCounts KernelCountsSince(const KernelCounts& start) {
+  const KernelCounts now = ThreadKernelCounts();
+  return {now.page_faults - start.page_faults, now.switches - start.switches};
+}
+// The counts of the last RunBareLoop / RunTrainer.
+KernelCounts last_kernel;
+
 // Where one run's time went (see Paired's counters).
 //   model:   the model's own work: zero_grad through backward and
 //            loss.item(), and the optimizer step (the bare loop reads the
@@ -210,6 +235,7 @@ double last_thread_cpu = 0.0;
 //            bench puts a plugin before them (RunClockHead) and one after
 //            them (RunClockTail); tail minus head is theirs.
 //   iteration_end_us: the plugins' IterationEnd time, iteration by iteration.
+//   model_us: the model's work, iteration by iteration.
 //   begin, end: Run() up to the first TrainBegin hook, and from the last
 //            TrainEnd hook to Run()'s return (the session's own start and end).
 struct RunTimes {
@@ -217,6 +243,7 @@ struct RunTimes {
   double hooks[trainbus::kNumHooks] = {};
   double begin = 0.0, end = 0.0;
   std::vector<double> iteration_end_us;
+  std::vector<double> model_us;
 };
 RunTimes last_run;
 double Now() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
@@ -236,6 +263,8 @@ double RunBareLoop(bool with_accuracy, std::vector<double>* losses) {
   double accuracy_sum = 0.0;
   int64_t step = 0;
   last_run = RunTimes();
+  last_run.model_us.reserve(static_cast<size_t>(per_epoch * kEpochs));
+  const KernelCounts kernel_start = ThreadKernelCounts();
   const double cpu_start = ThreadCpuSeconds();
   const auto start = Clock::now();
   for (int64_t epoch = 0; epoch < kEpochs; ++epoch) {
@@ -253,7 +282,9 @@ double RunBareLoop(bool with_accuracy, std::vector<double>* losses) {
       loss.backward();
       losses->push_back(loss.item<double>());
       optimizer.step();
-      last_run.model += Now() - t0;
+      const double model = Now() - t0;
+      last_run.model += model;
+      last_run.model_us.push_back(model * 1e6);
       if (with_accuracy) {
         accuracy_sum += logits.argmax(1).eq(y).to(at::kDouble).mean().item<double>();
       }
@@ -267,6 +298,7 @@ double RunBareLoop(bool with_accuracy, std::vector<double>* losses) {
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   last_thread_cpu = ThreadCpuSeconds() - cpu_start;
+  last_kernel = KernelCountsSince(kernel_start);
   benchmark::DoNotOptimize(accuracy_sum);
   return seconds;
 }
@@ -290,6 +322,7 @@ class LossRecorder : public trainbus::Plugin {
 // tail's BeforeOptimizerStep to the head's IterationEnd.
 struct RunClock {
   double hook_start = 0.0, model_start = 0.0;
+  double iteration_model = 0.0;
 };
 RunClock run_clock;
 class RunClockHead : public trainbus::Plugin {
@@ -303,6 +336,11 @@ class RunClockHead : public trainbus::Plugin {
     if (trainbus::kHookIndex##name == trainbus::kHookIndexAfterBackward ||     \
         trainbus::kHookIndex##name == trainbus::kHookIndexIterationEnd) {      \
       last_run.model += run_clock.hook_start - run_clock.model_start;          \
+      run_clock.iteration_model += run_clock.hook_start - run_clock.model_start; \
+    }                                                                          \
+    if (trainbus::kHookIndex##name == trainbus::kHookIndexIterationEnd) {      \
+      last_run.model_us.push_back(run_clock.iteration_model * 1e6);           \
+      run_clock.iteration_model = 0.0;                                         \
     }                                                                          \
   }
   TRAINBUS_LIFECYCLE_HOOKS(TRAINBUS_HEAD_)
@@ -351,6 +389,9 @@ double RunTrainer(bool with_plugins, std::vector<double>* losses) {
   }
   last_run = RunTimes();
   last_run.iteration_end_us.reserve(4096);
+  last_run.model_us.reserve(4096);
+  run_clock = RunClock();
+  const KernelCounts kernel_start = ThreadKernelCounts();
   const double cpu_start = ThreadCpuSeconds();
   const auto start = Clock::now();
   last_run.begin = -Now();
@@ -358,6 +399,7 @@ double RunTrainer(bool with_plugins, std::vector<double>* losses) {
   last_run.end += Now();
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   last_thread_cpu = ThreadCpuSeconds() - cpu_start;
+  last_kernel = KernelCountsSince(kernel_start);
   if (!result.ok()) Die(std::string(result.status().message()));
   if (result->reason != trainbus::EndReason::kCompleted ||
       result->iterations_run != (*trainer)->plan().total_iterations) {
@@ -427,6 +469,11 @@ void Single(benchmark::State& state, double (*variant)(std::vector<double>*), co
 // And where the variant's extra time went, per run (averaged over the pairs):
 //   model_ratio       the model's own work (RunTimes::model), variant / bare:
 //                     near 1, or the same LibTorch calls ran slower
+//   model_p50_ratio, model_p10_ratio: the same for one iteration's model
+//                     work at its median and 10th percentile over the pairs
+//   bare_page_faults, variant_page_faults, bare_switches, variant_switches:
+//                     the training thread's page faults and context switches
+//                     per run (getrusage): kernel time and time off the CPU
 //   added_ms          the variant's time outside the model's work minus the
 //                     bare loop's: what the variant added
 //   plugins_ms        the part of added_ms inside the plugins' hooks, and
@@ -440,13 +487,16 @@ void Paired(benchmark::State& state, double (*other)(std::vector<double>*), cons
   std::vector<double> bare_losses, other_losses;
   double bare = 0.0, variant = 0.0, bare_cpu = 0.0, variant_cpu = 0.0;
   RunTimes bare_times, variant_times;
-  auto add = [](RunTimes* sum) {
+  KernelCounts bare_kernel, variant_kernel;
+  auto add = [&](RunTimes* sum) {
+    (sum == &bare_times ? bare_kernel : variant_kernel) += last_kernel;
     sum->model += last_run.model;
     for (int h = 0; h < trainbus::kNumHooks; ++h) sum->hooks[h] += last_run.hooks[h];
     sum->begin += last_run.begin;
     sum->end += last_run.end;
     sum->iteration_end_us.insert(sum->iteration_end_us.end(), last_run.iteration_end_us.begin(),
                                  last_run.iteration_end_us.end());
+    sum->model_us.insert(sum->model_us.end(), last_run.model_us.begin(), last_run.model_us.end());
   };
   bool variant_first = false;
   for (auto _ : state) {
@@ -485,6 +535,26 @@ void Paired(benchmark::State& state, double (*other)(std::vector<double>*), cons
   state.counters["ratio"] = variant / bare;
   state.counters["cpu_ratio"] = variant_cpu / bare_cpu;
   state.counters["model_ratio"] = variant_times.model / bare_times.model;
+  // One iteration's model work at its median and 10th percentile: other
+  // processes only ever add time, so these move less with the machine's
+  // load than the sum behind model_ratio.
+  for (std::vector<double>* v : {&bare_times.model_us, &variant_times.model_us}) {
+    std::sort(v->begin(), v->end());
+  }
+  auto quantile = [](const std::vector<double>& v, double q) {
+    return v.empty() ? 0.0 : v[static_cast<size_t>(q * static_cast<double>(v.size() - 1))];
+  };
+  state.counters["model_p50_ratio"] =
+      quantile(variant_times.model_us, 0.5) / quantile(bare_times.model_us, 0.5);
+  state.counters["model_p10_ratio"] =
+      quantile(variant_times.model_us, 0.1) / quantile(bare_times.model_us, 0.1);
+  auto per_run = [](double count) {
+    return benchmark::Counter(count, benchmark::Counter::kAvgIterations);
+  };
+  state.counters["bare_page_faults"] = per_run(bare_kernel.page_faults);
+  state.counters["variant_page_faults"] = per_run(variant_kernel.page_faults);
+  state.counters["bare_switches"] = per_run(bare_kernel.switches);
+  state.counters["variant_switches"] = per_run(variant_kernel.switches);
   state.counters["added_ms"] = per_run_ms((variant - variant_times.model) - (bare - bare_times.model));
   double plugins = 0.0;
   for (int h = 0; h < trainbus::kNumHooks; ++h) {
