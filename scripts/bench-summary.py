@@ -80,6 +80,25 @@ def percent_interval(label, values):
                                                     len(values) + 1 - k, len(values)))
 
 
+def added_share(rep):
+    """1 + the time a paired variant added outside the model's work / the bare loop's time."""
+    added, bare = rep.get("added_ms"), rep.get("bare_ms")
+    if isinstance(added, (int, float)) and isinstance(bare, (int, float)) and bare:
+        return 1 + added / bare
+    return None
+
+
+# The ratios of a paired benchmark that get a 95 % interval of their median:
+# (label, the ratio of one repetition, or None when it lacks the counters).
+INTERVALS = (
+    ("variant / bare loop", lambda r: r.get("ratio")),
+    ("the model's own work, variant / bare loop", lambda r: r.get("model_ratio")),
+    ("one iteration's model work at its median, variant / bare loop",
+     lambda r: r.get("model_p50_ratio")),
+    ("time added outside the model's work, / bare loop", added_share),
+)
+
+
 def main(path, name_filter=None):
     with open(path) as f:
         data = json.load(f)
@@ -110,15 +129,10 @@ def main(path, name_filter=None):
             note = "" if len(values) == len(reps) else " (in %d of %d runs)" % (len(values), len(reps))
             parts.append("%s %s%s" % (key, spread(values), note))
         print("%s (%d runs): %s" % (name, len(reps), ", ".join(parts)))
-        if all(isinstance(r.get("ratio"), (int, float)) for r in reps):
-            print(percent_interval("variant / bare loop", [r["ratio"] for r in reps]))
-        if all(isinstance(r.get("model_ratio"), (int, float)) for r in reps):
-            print(percent_interval("the model's own work, variant / bare loop",
-                                   [r["model_ratio"] for r in reps]))
-        if all(isinstance(r.get("added_ms"), (int, float)) and r.get("bare_ms") for r in reps):
-            print(percent_interval("time added outside the model's work, / bare loop",
-                                   [1 + r["added_ms"] / r["bare_ms"] for r in reps]))
-
+        for label, value in INTERVALS:
+            values = [value(r) for r in reps]
+            if all(isinstance(v, (int, float)) for v in values):
+                print(percent_interval(label, values))
 
 if __name__ == "__main__":
     if len(sys.argv) not in (2, 3):

@@ -50,9 +50,9 @@ MODEL_WORK = (
 )
 
 
-def model_work(below):
-    """The MODEL_WORK name of a stack below a loop's function, or None."""
-    text = " | ".join(below)
+def model_work(text):
+    """The MODEL_WORK name of a stack below a loop's function (its frames joined
+    by " | "), or None."""
     if "RecordModelGraph" in text:  # the tensorboard plugin's own forward pass
         return None
     for name, markers in MODEL_WORK:
@@ -83,17 +83,17 @@ def main():
         if args.bare_runs:
             loop = next((i for i, f in enumerate(outer) if f.endswith("RunBareLoop")), None)
             if loop is not None:
-                work["bare"][model_work(outer[loop + 1:])] += 1
+                work["bare"][model_work(" | ".join(outer[loop + 1:]))] += 1
                 continue
         at = next((i for i, f in enumerate(outer) if f.endswith("trainbus::Trainer::Run")), None)
         if at is None:
             continue
         below = outer[at + 1:]
-        work["trainer"][model_work(below)] += 1
+        text = " | ".join(below)
+        work["trainer"][model_work(text)] += 1
         for name in args.function:
             if any(name in f for f in below):
                 functions[name] += 1
-        text = " | ".join(below)
         if "Session::" in text or "Bus::" in text:
             parts["plugins and session"] += 1
             hook = next((f for f in below if HOOK.search(f)), below[-1] if below else "?")

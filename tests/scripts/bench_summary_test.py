@@ -44,10 +44,11 @@ class MedianIntervalTest(unittest.TestCase):
 
 
 class PairedOutputTest(unittest.TestCase):
-    def test_a_paired_benchmark_gets_both_intervals(self):
+    def test_a_paired_benchmark_gets_an_interval_per_ratio_it_has(self):
         reps = [{"name": "BM_PairedX", "run_name": "BM_PairedX", "run_type": "iteration",
                  "real_time": 1.0, "time_unit": "ms", "ratio": 1.0 + i / 100.0,
-                 "added_ms": float(i), "bare_ms": 100.0} for i in range(1, 31)]
+                 "model_p50_ratio": 1.0 + i / 100.0, "added_ms": float(i), "bare_ms": 100.0}
+                for i in range(1, 31)]
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "paired.json")
             with open(path, "w") as f:
@@ -58,6 +59,10 @@ class PairedOutputTest(unittest.TestCase):
         self.assertIn("variant / bare loop: median +15.50 %, 95 % confidence interval of the "
                       "median [+10.00, +21.00] %", out)
         self.assertIn("time added outside the model's work, / bare loop: median +15.50 %", out)
+        self.assertIn("one iteration's model work at its median, variant / bare loop: "
+                      "median +15.50 %", out)
+        # No model_ratio in these repetitions: no line for it.
+        self.assertNotIn("the model's own work", out)
 
 
 if __name__ == "__main__":
