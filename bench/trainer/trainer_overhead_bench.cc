@@ -30,7 +30,8 @@
 //                            model's own work, the session's start and end.
 // And the trainer's added work measured directly, piece by piece:
 //   BM_AccuracyMetric/0|1    train/accuracy with tensor ops | CountCorrect
-//   BM_PluginsPerIteration   the four plugins' hooks per iteration
+//   BM_PluginsPerIteration/0 the four plugins' hooks per iteration, in a tight loop
+//   BM_PluginsPerIteration/1 the same between training steps, and what they cost the next step
 //   BM_PluginsStartAndEnd    the four plugins' per-run start and end
 #include <ATen/CPUGeneratorImpl.h>
 #include <benchmark/benchmark.h>
@@ -669,11 +670,22 @@ void BM_PluginsStartAndEnd(benchmark::State& state) {
 }
 BENCHMARK(BM_PluginsStartAndEnd)->Unit(benchmark::kMillisecond);
 
-// BM_PluginsPerIteration: Session::EndIteration with the four plugins of the
+// BM_PluginsPerIteration/0: Session::EndIteration with the four plugins of the
 // trainer variant (same options), a real batch and model bound, an epoch
 // boundary every 63 iterations: everything the plugins do per iteration,
 // amortised (histograms every 100, flush requests per epoch, the writer thread).
+// BM_PluginsPerIteration/1: the same between training steps, as in a real
+// run, where the model's work has evicted the plugins' code and data from
+// the caches, TLBs and branch predictors: each benchmark iteration runs the
+// hooks, then two untimed training steps of the bench's model (zero_grad,
+// forward, backward, step). Timed: the hooks. Counters: their p50 and p90
+// (hooks_p50_us, hooks_p90_us), and step_ratio, the first step's time over
+// the second's (medians): what the hooks' evictions cost the model's next
+// step (the first follows the hooks, the second another step).
 void BM_PluginsPerIteration(benchmark::State& state) {
+  const bool between_steps = state.range(0) == 1;
+  std::vector<double> hooks_us, step_after_hooks_us, step_after_step_us;
+
   TempDir dir;
   const trainbus::config::RunConfig config = MakeConfig(dir.path(), true);
   const trainbus::Dataset& data = TrainData();
@@ -703,7 +715,15 @@ void BM_PluginsPerIteration(benchmark::State& state) {
   std::vector<trainbus::Metric> metrics = {{"train/accuracy", 0.5}};
   int64_t step = 0, epoch = 0, batch = 0;
   (*session)->BeginEpoch(trainbus::EpochBeginEvent{0, 0, 63});
+  auto train_step = [&](std::vector<double>* us) {
+    const double start = Now();
+    optimizer.zero_grad();
+    torch::nn::functional::cross_entropy(model->forward(x), y).backward();
+    optimizer.step();
+    us->push_back((Now() - start) * 1e6);
+  };
   for (auto _ : state) {
+    const double start = between_steps ? Now() : 0.0;
     trainbus::IterationEndEvent e;
     e.step = step;
     e.epoch = epoch;
@@ -724,12 +744,31 @@ void BM_PluginsPerIteration(benchmark::State& state) {
       ++epoch;
       (*session)->BeginEpoch(trainbus::EpochBeginEvent{epoch, step, 63});
     }
+    if (between_steps) {
+      const double seconds = Now() - start;
+      state.SetIterationTime(seconds);
+      hooks_us.push_back(seconds * 1e6);
+      train_step(&step_after_hooks_us);
+      train_step(&step_after_step_us);
+    }
+  }
+  if (between_steps) {
+    auto quantile = [](std::vector<double>& v, double q) {
+      std::sort(v.begin(), v.end());
+      return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1))];
+    };
+    state.counters["hooks_p50_us"] = quantile(hooks_us, 0.5);
+    state.counters["hooks_p90_us"] = quantile(hooks_us, 0.9);
+    state.counters["step_ratio"] =
+        quantile(step_after_hooks_us, 0.5) / quantile(step_after_step_us, 0.5);
   }
   (*session)->EndEpoch();
   if ((*session)->ShouldStop()) state.SkipWithError((*session)->stop_reason().c_str());
   if (absl::Status s = (*session)->End(); !s.ok()) state.SkipWithError(std::string(s.message()).c_str());
 }
-BENCHMARK(BM_PluginsPerIteration)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_PluginsPerIteration)->Arg(0)->Unit(benchmark::kMicrosecond);
+// A fixed count: each iteration also runs two training steps (~3 ms, untimed).
+BENCHMARK(BM_PluginsPerIteration)->Arg(1)->UseManualTime()->Iterations(945)->Unit(benchmark::kMicrosecond);
 
 #define TRAINBUS_OVERHEAD_BENCH(fn) \
   BENCHMARK(fn)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2)
