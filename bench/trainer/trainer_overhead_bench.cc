@@ -249,6 +249,13 @@ struct RunTimes {
 RunTimes last_run;
 double Now() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
 
+// The q-quantile (0 <= q <= 1) of `values`, which it sorts; 0 when empty.
+double Quantile(std::vector<double>* values, double q) {
+  if (values->empty()) return 0.0;
+  std::sort(values->begin(), values->end());
+  return (*values)[static_cast<size_t>(q * static_cast<double>(values->size() - 1))];
+}
+
 // A hand-written LibTorch loop, as a user writes it. Returns the seconds of
 // the training loop; `losses` gets every iteration's loss.
 double RunBareLoop(bool with_accuracy, std::vector<double>* losses) {
@@ -539,16 +546,10 @@ void Paired(benchmark::State& state, double (*other)(std::vector<double>*), cons
   // One iteration's model work at its median and 10th percentile: other
   // processes only ever add time, so these move less with the machine's
   // load than the sum behind model_ratio.
-  for (std::vector<double>* v : {&bare_times.model_us, &variant_times.model_us}) {
-    std::sort(v->begin(), v->end());
-  }
-  auto quantile = [](const std::vector<double>& v, double q) {
-    return v.empty() ? 0.0 : v[static_cast<size_t>(q * static_cast<double>(v.size() - 1))];
-  };
   state.counters["model_p50_ratio"] =
-      quantile(variant_times.model_us, 0.5) / quantile(bare_times.model_us, 0.5);
+      Quantile(&variant_times.model_us, 0.5) / Quantile(&bare_times.model_us, 0.5);
   state.counters["model_p10_ratio"] =
-      quantile(variant_times.model_us, 0.1) / quantile(bare_times.model_us, 0.1);
+      Quantile(&variant_times.model_us, 0.1) / Quantile(&bare_times.model_us, 0.1);
   auto per_run = [](double count) {
     return benchmark::Counter(count, benchmark::Counter::kAvgIterations);
   };
@@ -570,9 +571,8 @@ void Paired(benchmark::State& state, double (*other)(std::vector<double>*), cons
     state.counters["plugins_ms"] = per_run_ms(plugins);
     state.counters["session_begin_ms"] = per_run_ms(variant_times.begin);
     state.counters["session_end_ms"] = per_run_ms(variant_times.end);
-    std::sort(us.begin(), us.end());
-    state.counters["iteration_end_us_p50"] = us[us.size() / 2];
-    state.counters["iteration_end_us_p90"] = us[us.size() * 9 / 10];
+    state.counters["iteration_end_us_p50"] = Quantile(&us, 0.5);
+    state.counters["iteration_end_us_p90"] = Quantile(&us, 0.9);
   }
 }
 
@@ -753,14 +753,10 @@ void BM_PluginsPerIteration(benchmark::State& state) {
     }
   }
   if (between_steps) {
-    auto quantile = [](std::vector<double>& v, double q) {
-      std::sort(v.begin(), v.end());
-      return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1))];
-    };
-    state.counters["hooks_p50_us"] = quantile(hooks_us, 0.5);
-    state.counters["hooks_p90_us"] = quantile(hooks_us, 0.9);
+    state.counters["hooks_p50_us"] = Quantile(&hooks_us, 0.5);
+    state.counters["hooks_p90_us"] = Quantile(&hooks_us, 0.9);
     state.counters["step_ratio"] =
-        quantile(step_after_hooks_us, 0.5) / quantile(step_after_step_us, 0.5);
+        Quantile(&step_after_hooks_us, 0.5) / Quantile(&step_after_step_us, 0.5);
   }
   (*session)->EndEpoch();
   if ((*session)->ShouldStop()) state.SkipWithError((*session)->stop_reason().c_str());
