@@ -73,6 +73,17 @@ class Watcher : public Plugin {
       ASSERT_TRUE(c.SetLearningRate(0, 0.5).ok());
     }
     if (e.step == throw_at) throw std::runtime_error("hook failure");
+    // The outputs are this batch's logits, without autograd history: a
+    // plugin reads them without recording a graph.
+    ASSERT_NE(e.outputs, nullptr);
+    ASSERT_NE(e.targets, nullptr);
+    outputs_ok = outputs_ok && e.outputs->defined() && !e.outputs->requires_grad() &&
+                 !e.outputs->grad_fn() && e.outputs->size(0) == e.batch_size;
+    if (outputs_ok) {
+      const double from_outputs = e.outputs->argmax(1).eq(*e.targets).to(at::kDouble).mean().item<double>();
+      accuracy_matches_outputs = accuracy_matches_outputs &&
+                                 FindMetric(e.metrics, "train/accuracy") == from_outputs;
+    }
     ASSERT_NE(c.model(), nullptr);
     ASSERT_NE(c.optimizer(), nullptr);
   }
@@ -87,6 +98,7 @@ class Watcher : public Plugin {
   std::vector<int64_t> steps, batch_sizes, epoch_sizes, validation_steps;
   std::vector<double> lrs, losses;
   double accuracy = -1;
+  bool outputs_ok = true, accuracy_matches_outputs = true;
   EndReason end_reason = EndReason::kCompleted;
 };
 
@@ -121,7 +133,19 @@ TEST(AccuracyTest, CountCorrectMatchesArgmaxIncludingTiesAndNaN) {
   logits.index_put_({5}, NAN);                      // all NaN
   logits.index_put_({6, 1}, INFINITY);
   logits.index_put_({7}, -INFINITY);                // all -inf: index 0
+  logits.index_put_({8, 1}, NAN);                   // two NaNs: the first wins
+  logits.index_put_({8, 3}, NAN);
+  logits.index_put_({9, 0}, 50.0);                  // a NaN after the maximum
+  logits.index_put_({9, 4}, NAN);
   EXPECT_EQ(CountCorrect(logits, y), reference(logits, y));
+  // Row by row, so that two wrong rows cannot cancel out in the sum.
+  for (int64_t i = 0; i < logits.size(0); ++i) {
+    for (int64_t label = 0; label < 5; ++label) {
+      const at::Tensor row = logits.slice(0, i, i + 1);
+      const at::Tensor target = at::full({1}, label, at::TensorOptions().dtype(at::kLong));
+      ASSERT_EQ(CountCorrect(row, target), reference(row, target)) << "row " << i << ", label " << label;
+    }
+  }
   // Rows set up to be right: the NaN's column is the prediction.
   at::Tensor y2 = y.clone();
   y2.index_put_({3}, 2);
@@ -151,6 +175,8 @@ TEST(TrainerTest, RunsThePlannedIterations) {
   EXPECT_EQ(w->validation_steps, (std::vector<int64_t>{7, 15, 23}));
   EXPECT_EQ(w->run.total_iterations, 24);
   EXPECT_EQ(r->reason, EndReason::kCompleted);
+  EXPECT_TRUE(w->outputs_ok);
+  EXPECT_TRUE(w->accuracy_matches_outputs);
 }
 
 TEST(TrainerTest, DropLastAndMaxIterations) {
