@@ -249,11 +249,15 @@ struct RunTimes {
 RunTimes last_run;
 double Now() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
 
-// The q-quantile (0 <= q <= 1) of `values`, which it sorts; 0 when empty.
-double Quantile(std::vector<double>* values, double q) {
-  if (values->empty()) return 0.0;
+// `values` sorted in place, for Quantile: sorted once, read at several q.
+const std::vector<double>& Sorted(std::vector<double>* values) {
   std::sort(values->begin(), values->end());
-  return (*values)[static_cast<size_t>(q * static_cast<double>(values->size() - 1))];
+  return *values;
+}
+// The q-quantile (0 <= q <= 1) of `sorted`; 0 when empty.
+double Quantile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) return 0.0;
+  return sorted[static_cast<size_t>(q * static_cast<double>(sorted.size() - 1))];
 }
 
 // A hand-written LibTorch loop, as a user writes it. Returns the seconds of
@@ -535,9 +539,10 @@ void Paired(benchmark::State& state, double (*other)(std::vector<double>*), cons
     if (same_losses) CheckSameLosses(other_losses, name);
     CheckSameLosses(bare_losses, name);
   }
-  auto per_run_ms = [](double seconds) {
-    return benchmark::Counter(seconds * 1e3, benchmark::Counter::kAvgIterations);
+  auto per_run = [](double count) {
+    return benchmark::Counter(count, benchmark::Counter::kAvgIterations);
   };
+  auto per_run_ms = [&](double seconds) { return per_run(seconds * 1e3); };
   state.counters["bare_ms"] = per_run_ms(bare);
   state.counters["variant_ms"] = per_run_ms(variant);
   state.counters["ratio"] = variant / bare;
@@ -546,13 +551,12 @@ void Paired(benchmark::State& state, double (*other)(std::vector<double>*), cons
   // One iteration's model work at its median and 10th percentile: other
   // processes only ever add time, so these move less with the machine's
   // load than the sum behind model_ratio.
+  const std::vector<double>& variant_model_us = Sorted(&variant_times.model_us);
+  const std::vector<double>& bare_model_us = Sorted(&bare_times.model_us);
   state.counters["model_p50_ratio"] =
-      Quantile(&variant_times.model_us, 0.5) / Quantile(&bare_times.model_us, 0.5);
+      Quantile(variant_model_us, 0.5) / Quantile(bare_model_us, 0.5);
   state.counters["model_p10_ratio"] =
-      Quantile(&variant_times.model_us, 0.1) / Quantile(&bare_times.model_us, 0.1);
-  auto per_run = [](double count) {
-    return benchmark::Counter(count, benchmark::Counter::kAvgIterations);
-  };
+      Quantile(variant_model_us, 0.1) / Quantile(bare_model_us, 0.1);
   state.counters["bare_page_faults"] = per_run(bare_kernel.page_faults);
   state.counters["variant_page_faults"] = per_run(variant_kernel.page_faults);
   state.counters["bare_switches"] = per_run(bare_kernel.switches);
@@ -567,12 +571,13 @@ void Paired(benchmark::State& state, double (*other)(std::vector<double>*), cons
           per_run_ms(variant_times.hooks[h]);
     }
   }
-  if (std::vector<double>& us = variant_times.iteration_end_us; !us.empty()) {
+  if (!variant_times.iteration_end_us.empty()) {
+    const std::vector<double>& us = Sorted(&variant_times.iteration_end_us);
     state.counters["plugins_ms"] = per_run_ms(plugins);
     state.counters["session_begin_ms"] = per_run_ms(variant_times.begin);
     state.counters["session_end_ms"] = per_run_ms(variant_times.end);
-    state.counters["iteration_end_us_p50"] = Quantile(&us, 0.5);
-    state.counters["iteration_end_us_p90"] = Quantile(&us, 0.9);
+    state.counters["iteration_end_us_p50"] = Quantile(us, 0.5);
+    state.counters["iteration_end_us_p90"] = Quantile(us, 0.9);
   }
 }
 
@@ -753,10 +758,11 @@ void BM_PluginsPerIteration(benchmark::State& state) {
     }
   }
   if (between_steps) {
-    state.counters["hooks_p50_us"] = Quantile(&hooks_us, 0.5);
-    state.counters["hooks_p90_us"] = Quantile(&hooks_us, 0.9);
+    const std::vector<double>& hooks = Sorted(&hooks_us);
+    state.counters["hooks_p50_us"] = Quantile(hooks, 0.5);
+    state.counters["hooks_p90_us"] = Quantile(hooks, 0.9);
     state.counters["step_ratio"] =
-        Quantile(&step_after_hooks_us, 0.5) / Quantile(&step_after_step_us, 0.5);
+        Quantile(Sorted(&step_after_hooks_us), 0.5) / Quantile(Sorted(&step_after_step_us), 0.5);
   }
   (*session)->EndEpoch();
   if ((*session)->ShouldStop()) state.SkipWithError((*session)->stop_reason().c_str());
