@@ -333,20 +333,18 @@ class TensorBoardPlugin : public Plugin {
     video_written_ = true;
   }
 
-  // At the run's first iteration, from the batch it trained on.
+  // At the run's first iteration, from the batch it trained on. The forward
+  // pass runs on a copy of the model on the writer thread (record_graph):
+  // the training thread pays for the copy only.
   void WriteGraph(const IterationEndEvent& e, Control& control) {
     graph_pending_ = false;
     torch::nn::Module* model = control.model();
     if (model == nullptr) return;
-    absl::StatusOr<tb::proto::GraphDef> graph =
-        e.inputs != nullptr ? tb::RecordModelGraph(*model, *e.inputs)
-                            : tb::ModelHierarchyGraph(*model);
-    if (!graph.ok()) {
-      control.Log(absl::StrCat("warning: the model graph shows the module tree only: ",
-                               graph.status().message()));
-      graph = tb::ModelHierarchyGraph(*model);
+    if (e.inputs == nullptr || !e.inputs->defined()) {
+      writer_->add_graph(tb::ModelHierarchyGraph(*model));
+      return;
     }
-    writer_->add_graph(*graph);
+    writer_->record_graph(*model, *e.inputs);
   }
 
   // Keeps the latest validation's first samples for the Projector (copies:

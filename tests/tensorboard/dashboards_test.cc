@@ -8,6 +8,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <torch/nn/cloneable.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
@@ -16,12 +17,14 @@
 #include <torch/nn/modules/pooling.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -546,6 +549,132 @@ TEST(ModelGraph, ASequentialThatThrowsNamesTheInputShape) {
   EXPECT_THAT(Msg(graph.status()),
               HasSubstr("the model's forward pass on the sample input (shape [2, 3, 8, 8]) threw"));
   EXPECT_TRUE(model->is_training());
+}
+
+// ---- record_graph: the forward pass off the calling thread -----------------
+
+// The thread its forward ran on, for the test to compare; cloneable, so a
+// Sequential holding it is recorded on a copy.
+std::atomic<std::thread::id> probe_thread{};
+struct ThreadProbeImpl : nn::Cloneable<ThreadProbeImpl> {
+  void reset() override {}
+  at::Tensor forward(const at::Tensor& x) {
+    probe_thread.store(std::this_thread::get_id());
+    return x * 2;
+  }
+};
+TORCH_MODULE(ThreadProbe);
+
+// Not cloneable (torch::nn::Module, not Cloneable): recorded on the caller.
+struct HalfImpl : nn::Module {
+  at::Tensor forward(const at::Tensor& x) { return x * 0.5; }
+};
+TORCH_MODULE(Half);
+
+// The one graph a run holds, parsed.
+tb::proto::GraphDef OnlyGraph(const std::string& dir) {
+  tb::proto::GraphDef graph;
+  int graphs = 0;
+  for (const Event& e : ReadRun(dir)) {
+    if (e.what_case() != Event::kGraphDef) continue;
+    ++graphs;
+    EXPECT_EQ(e.step(), 0);
+    EXPECT_TRUE(graph.ParseFromString(e.graph_def()));
+  }
+  EXPECT_EQ(graphs, 1);
+  return graph;
+}
+
+TEST(RecordGraph, RunsTheForwardPassOnACopyOnTheWriterThread) {
+  torch::manual_seed(1);
+  nn::Sequential model = SmallCnn();
+  model->push_back(ThreadProbe());
+  model->train();
+  at::Tensor batch = at::rand({2, 1, 8, 8});
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  probe_thread.store(std::thread::id());
+
+  // The copy's parameters are initialised and overwritten (clone()): the
+  // run's random stream must be where it was, as if no graph were recorded.
+  torch::manual_seed(5);
+  ASSERT_TRUE(w->record_graph(*model, batch));
+  const float next_random = at::rand({1}).item<float>();
+  torch::manual_seed(5);
+  EXPECT_EQ(next_random, at::rand({1}).item<float>());
+  EXPECT_TRUE(model->is_training());
+  for (const auto& child : model->children()) EXPECT_TRUE(child->is_training());
+
+  // Training goes on meanwhile: the record is of the copies, taken at the call.
+  {
+    torch::NoGradGuard no_grad;
+    for (at::Tensor& p : model->parameters()) p.fill_(0.0);
+    batch.resize_({7, 1, 8, 8});
+  }
+  ASSERT_TRUE(w->close().ok());
+  EXPECT_NE(probe_thread.load(), std::thread::id()) << "the forward pass ran";
+  EXPECT_NE(probe_thread.load(), std::this_thread::get_id());
+
+  auto nodes = Nodes(OnlyGraph(dir.path()));
+  SCOPED_TRACE(Describe(nodes));
+  ASSERT_TRUE(nodes.count("Sequential/Conv2d[0]/convolution"));
+  EXPECT_EQ(ShapeOf(nodes["Sequential/Conv2d[0]/convolution"]), (std::vector<int64_t>{2, 4, 8, 8}));
+  EXPECT_EQ(ShapeOf(nodes["input"]), (std::vector<int64_t>{2, 1, 8, 8}));
+  ASSERT_TRUE(nodes.count("Sequential/ThreadProbe[6]/mul"));
+  EXPECT_THAT(nodes["output"].input(), ElementsAre("Sequential/ThreadProbe[6]/mul"));
+  EXPECT_EQ(ShapeOf(nodes["output"]), (std::vector<int64_t>{2, 3}));
+}
+
+TEST(RecordGraph, AModuleThatCannotBeCopiedIsRecordedOnTheCaller) {
+  nn::Sequential model;
+  model->push_back(nn::Linear(3, 4));
+  model->push_back(Half());
+  absl::StatusOr<std::shared_ptr<nn::Module>> copy = tb::CopyModelForGraph(*model);
+  ASSERT_FALSE(copy.ok());
+  EXPECT_THAT(Msg(copy.status()),
+              HasSubstr("the model cannot be copied to record its graph off the training thread"));
+  EXPECT_THAT(Msg(copy.status()), HasSubstr("Half"));
+
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  ASSERT_TRUE(w->record_graph(*model, at::ones({5, 3})));
+  ASSERT_TRUE(w->close().ok());
+  auto nodes = Nodes(OnlyGraph(dir.path()));
+  SCOPED_TRACE(Describe(nodes));
+  ASSERT_TRUE(nodes.count("Sequential/Half[1]/mul"));
+  EXPECT_EQ(ShapeOf(nodes["output"]), (std::vector<int64_t>{5, 4}));
+
+  // Not a Sequential: no forward pass to record, the module tree.
+  TwoTower tower;
+  EXPECT_EQ(tb::CopyModelForGraph(*tower).status().code(), absl::StatusCode::kUnimplemented);
+  TempDir dir2;
+  auto w2 = MakeWriter(dir2.path());
+  ASSERT_TRUE(w2->record_graph(*tower, at::ones({4, 3})));
+  ASSERT_TRUE(w2->close().ok());
+  auto tree = Nodes(OnlyGraph(dir2.path()));
+  EXPECT_TRUE(tree.count("TwoTower/Linear[left]/weight"));
+  EXPECT_FALSE(tree.count("output"));
+}
+
+TEST(RecordGraph, AForwardPassThatThrowsGivesTheModuleTreeAndAWarning) {
+  nn::Sequential model = SmallCnn();
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  ::testing::internal::CaptureStderr();
+  ASSERT_TRUE(w->record_graph(*model, at::rand({2, 3, 8, 8})));  // 3 channels, not 1
+  ASSERT_TRUE(w->close().ok());
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_THAT(err, HasSubstr("warning: the model graph shows the module tree only"));
+  EXPECT_THAT(err, HasSubstr("(shape [2, 3, 8, 8]) threw"));
+  auto nodes = Nodes(OnlyGraph(dir.path()));
+  EXPECT_TRUE(nodes.count("Sequential/Conv2d[0]/weight"));
+  EXPECT_FALSE(nodes.count("output"));
+  EXPECT_FALSE(w->record_graph(*model, at::ones({2, 1, 8, 8}))) << "closed";
+
+  TempDir dir2;
+  auto w2 = MakeWriter(dir2.path());
+  EXPECT_FALSE(w2->record_graph(*model, at::Tensor()));
+  EXPECT_THAT(Msg(w2->last_rejection()), HasSubstr("record_graph: the sample input is an undefined tensor"));
 }
 
 // ---- images from a list, inspect -------------------------------------------

@@ -5,9 +5,11 @@
 #   tools/sanitizers/run.sh tsan   # ThreadSanitizer, the TensorBoard writer's concurrency tests
 #
 # asan: build-asan/, -O1, no benchmarks or examples; every ctest test.
-# tsan: build-tsan/, only tensorboard_test (the writer's thread, its queue,
-#       concurrent add_* from 8 threads, flush/close races, faults): all 35
-#       tests. The framework (checkpoint writer thread) is not built with TSan.
+# tsan: build-tsan/, only the TensorBoard library's suites: tensorboard_test
+#       (the writer's thread, its queue, concurrent add_* from 8 threads,
+#       flush/close races, faults) and dashboards_test (record_graph runs a
+#       forward pass on the writer thread while the caller trains). The
+#       framework (checkpoint writer thread) is not built with TSan.
 # Build folders are reused when present (BUILD_DIR overrides the folder).
 # Each suite's binary runs once with all its tests (CTEST=1: one ctest
 # process per test instead, ~1 s of LibTorch start-up each under ASan).
@@ -34,7 +36,7 @@ case "$mode" in
   tsan)
     build_dir="${BUILD_DIR:-build-tsan}"
     sanitize="thread"
-    targets=(--target tensorboard_test)
+    targets=(--target tensorboard_test dashboards_test)
     ctest_filter=(-L tensorboard)
     ;;
   *)
@@ -75,7 +77,7 @@ else
   # as ctest (gtest_discover_tests registers each binary's tests), without
   # paying LibTorch's start-up under ASan ~170 times. Two binaries at a time.
   if [ "$mode" = tsan ]; then
-    binaries=("$build_dir/tests/tensorboard/tensorboard_test")
+    binaries=("$build_dir/tests/tensorboard/tensorboard_test" "$build_dir/tests/tensorboard/dashboards_test")
   else
     mapfile -t binaries < <(find "$build_dir/tests" -mindepth 2 -maxdepth 2 -type f -executable -name '*_test' | sort)
   fi

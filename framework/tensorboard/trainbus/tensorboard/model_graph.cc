@@ -2,6 +2,7 @@
 // graph of one forward pass (see model_graph.h).
 #include "trainbus/tensorboard/model_graph.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/accumulate_grad.h>
 #include <torch/nn/module.h>
@@ -10,6 +11,7 @@
 #include <cctype>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -366,6 +368,40 @@ absl::StatusOr<proto::GraphDef> RecordModelGraph(torch::nn::Module& model,
 
 proto::GraphDef ModelHierarchyGraph(const torch::nn::Module& model) {
   return GraphBuilder(model).Finish();
+}
+
+absl::StatusOr<std::shared_ptr<torch::nn::Module>> CopyModelForGraph(
+    const torch::nn::Module& model) {
+  if (dynamic_cast<const torch::nn::SequentialImpl*>(&model) == nullptr) {
+    return absl::UnimplementedError(
+        "add_graph: only a Sequential is run to record its graph; this model gives its module tree");
+  }
+  // clone() draws from the default generator (reset() initialises the copy's
+  // parameters), which takes its own lock: save and restore around it.
+  at::Generator generator = at::detail::getDefaultCPUGenerator();
+  at::Tensor state;
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    state = generator.get_state();
+  }
+  std::shared_ptr<torch::nn::Module> copy;
+  std::string error;
+  try {
+    copy = model.clone();
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(state);
+  }
+  if (copy == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("add_graph: the model cannot be copied to record its graph off the training "
+                     "thread: ",
+                     error));
+  }
+  return copy;
 }
 
 }  // namespace trainbus::tensorboard

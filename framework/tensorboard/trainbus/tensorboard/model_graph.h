@@ -28,12 +28,18 @@
 //   // parameterless modules (ReLU, MaxPool2d, Flatten) get their own ops.
 //   absl::StatusOr<proto::GraphDef> g = RecordModelGraph(*model, batch);
 //
+//   // The same off the training thread (SummaryWriter::record_graph runs
+//   // it on the writer thread on this copy):
+//   absl::StatusOr<std::shared_ptr<torch::nn::Module>> copy = CopyModelForGraph(*model);
+//
 // Tensor layer (library trainbus::tensorboard). This header declares
 // torch::nn::Module only; the implementation pulls in torch::nn.
 #ifndef TRAINBUS_TENSORBOARD_MODEL_GRAPH_H_
 #define TRAINBUS_TENSORBOARD_MODEL_GRAPH_H_
 
 #include <ATen/core/Tensor.h>
+
+#include <memory>
 
 #include "absl/status/statusor.h"
 #include "trainbus/tensorboard/proto/graph.pb.h"
@@ -63,6 +69,18 @@ absl::StatusOr<proto::GraphDef> RecordModelGraph(torch::nn::Module& model,
 // The module tree and its parameters only, no edges: what can be shown when
 // no forward pass is observed.
 proto::GraphDef ModelHierarchyGraph(const torch::nn::Module& model);
+
+// A deep copy of a Sequential `model` (its own parameters and buffers) for
+// RecordModelGraph to run on another thread while training goes on, so the
+// training thread pays for a copy instead of a forward pass.
+// Module::clone() re-initialises a copy's parameters before copying the
+// values in; the default CPU generator's state is put back afterwards, so
+// the run's random numbers are the same with or without the copy.
+// Unimplemented for a model that is not a Sequential (RecordModelGraph runs
+// no forward pass for it); FailedPrecondition, with LibTorch's reason, when a
+// module in it cannot be cloned (not derived from torch::nn::Cloneable).
+absl::StatusOr<std::shared_ptr<torch::nn::Module>> CopyModelForGraph(
+    const torch::nn::Module& model);
 
 }  // namespace trainbus::tensorboard
 

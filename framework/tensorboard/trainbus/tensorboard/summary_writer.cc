@@ -35,6 +35,14 @@ std::string SerializeEvent(const proto::Summary& summary, int64_t step, double w
   return event.SerializeAsString();
 }
 
+// TensorBoard reads a run's graph from the Event's graph_def, at step 0.
+std::string GraphEvent(const proto::GraphDef& graph, double wall_time) {
+  proto::Event event;
+  event.set_wall_time(wall_time);
+  event.set_step(0);
+  event.set_graph_def(graph.SerializeAsString());
+  return event.SerializeAsString();
+}
 
 std::string JoinDir(const std::string& dir, absl::string_view name) {
   return absl::StrCat(dir, (!dir.empty() && dir.back() == '/') ? "" : "/", name);
@@ -207,11 +215,16 @@ bool SummaryWriter::add_embedding(absl::string_view tag, ProjectorEmbedding embe
 
 bool SummaryWriter::add_graph(const proto::GraphDef& graph) {
   if (closed_.load(std::memory_order_relaxed)) return false;
-  proto::Event event;
-  event.set_wall_time(NowSeconds());
-  event.set_step(0);
-  event.set_graph_def(graph.SerializeAsString());
-  return main_->WriteEvent(event.SerializeAsString());
+  return main_->WriteEvent(GraphEvent(graph, NowSeconds()));
+}
+
+bool SummaryWriter::EnqueueGraph(std::function<proto::GraphDef()> record, size_t approx_bytes) {
+  if (closed_.load(std::memory_order_relaxed)) return false;
+  return main_->WriteDeferredEvent(
+      [record = std::move(record), wall_time = NowSeconds()] {
+        return GraphEvent(record(), wall_time);
+      },
+      approx_bytes);
 }
 
 namespace {

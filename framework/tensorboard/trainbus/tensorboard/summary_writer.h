@@ -105,6 +105,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -285,6 +286,15 @@ class SummaryWriter {
   bool add_graph(const torch::nn::Module& model, const at::Tensor& output);
   // A GraphDef built elsewhere (RecordModelGraph, ModelHierarchyGraph).
   bool add_graph(const proto::GraphDef& graph);
+  // The graph of one forward pass on `sample_input` (RecordModelGraph), run
+  // off the calling thread: a Sequential is copied here (CopyModelForGraph:
+  // its parameters and the input, not a forward pass) and recorded on the
+  // writer thread, so training goes on meanwhile. A Sequential that cannot
+  // be copied is recorded here; another model gives its module tree. A
+  // forward pass that throws gives the module tree too, and a warning with
+  // the reason on stderr. The model, its modes and the run's random numbers
+  // are left as they were.
+  bool record_graph(torch::nn::Module& model, const at::Tensor& sample_input);
 
   // Tensor layer. Dispatches a Record (trainbus/record.h) to the matching
   // add_* call. Record::wall_time 0 means now. Image records use their
@@ -326,6 +336,8 @@ class SummaryWriter {
                         std::optional<double> wall_time);
   bool EnqueueHistogram(absl::string_view tag, absl::Span<const float> values, int64_t step,
                         std::optional<double> wall_time);
+  // Enqueues a graph that `record` builds on the writer thread, at step 0.
+  bool EnqueueGraph(std::function<proto::GraphDef()> record, size_t approx_bytes);
   // Enqueues a video to be GIF-encoded on the writer thread.
   bool EnqueueVideo(absl::string_view tag, absl::StatusOr<VideoCanvas> canvas, int64_t step,
                     std::optional<double> wall_time);

@@ -2,6 +2,9 @@
 // at::Tensor overloads and add_record. Each turns the tensor into the plain
 // form of summaries.h (tensor_summaries.h) and enqueues it like the
 // LibTorch-free methods do.
+#include <cstdio>
+#include <memory>
+#include <string>
 #include <type_traits>
 #include <variant>
 #include <vector>
@@ -140,6 +143,35 @@ bool SummaryWriter::add_graph(const torch::nn::Module& model, const at::Tensor& 
   absl::StatusOr<proto::GraphDef> graph = ModelGraph(model, output);
   if (!graph.ok()) return Reject(graph.status());
   return add_graph(*graph);
+}
+
+namespace {
+
+// RecordModelGraph, or the module tree with a warning when the pass throws.
+proto::GraphDef GraphOrModuleTree(torch::nn::Module& model, const at::Tensor& sample_input) {
+  absl::StatusOr<proto::GraphDef> graph = RecordModelGraph(model, sample_input);
+  if (graph.ok()) return *std::move(graph);
+  std::fprintf(stderr, "[trainbus.tensorboard] warning: the model graph shows the module tree only: %s\n",
+               std::string(graph.status().message()).c_str());
+  return ModelHierarchyGraph(model);
+}
+
+}  // namespace
+
+bool SummaryWriter::record_graph(torch::nn::Module& model, const at::Tensor& sample_input) {
+  if (closed_.load(std::memory_order_relaxed)) return false;
+  if (!sample_input.defined()) {
+    return Reject(absl::InvalidArgumentError("record_graph: the sample input is an undefined tensor"));
+  }
+  absl::StatusOr<std::shared_ptr<torch::nn::Module>> copy = CopyModelForGraph(model);
+  if (!copy.ok()) {
+    // Recorded here; RecordModelGraph puts back every mode it changes.
+    return add_graph(GraphOrModuleTree(model, sample_input));
+  }
+  constexpr size_t kGraphBytes = 8 << 10;  // a few hundred bytes per node
+  return EnqueueGraph([model = *std::move(copy), input = sample_input.detach().clone()] {
+    return GraphOrModuleTree(*model, input);
+  }, kGraphBytes);
 }
 
 bool SummaryWriter::add_pr_curve(absl::string_view tag, const at::Tensor& labels,
