@@ -362,6 +362,18 @@ void BM_AddImage(benchmark::State& state) {
 }
 BENCHMARK(BM_AddImage)->Arg(224)->Unit(benchmark::kMillisecond);
 
+// The calling thread's part of the tensorboard plugin's `inputs` grid: 16
+// gray 28x28 float images (NCHW) checked, converted to uint8 and tiled.
+void BM_PrepareImageGrid(benchmark::State& state) {
+  at::Tensor batch = at::rand({16, 1, 28, 28});
+  for (auto _ : state) {
+    auto canvas = tb::PrepareImage("inputs", batch, "NCHW");
+    benchmark::DoNotOptimize(canvas);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_PrepareImageGrid)->Unit(benchmark::kMicrosecond);
+
 // The writer thread's part of the same image: the PNG and the Summary.
 void BM_EncodeImage(benchmark::State& state) {
   at::Tensor img = at::rand({3, state.range(0), state.range(0)});

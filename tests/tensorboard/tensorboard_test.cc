@@ -513,6 +513,47 @@ TEST(Writer, ImagesAreTiledIntoAGrid) {
   }
 }
 
+// The grid PyTorch's make_grid gives (no padding), from uint8 NHWC images:
+// min(N, 8) columns, black cells after the last image.
+at::Tensor ReferenceGrid(const at::Tensor& nhwc) {
+  const int64_t n = nhwc.size(0), h = nhwc.size(1), w = nhwc.size(2), c = nhwc.size(3);
+  const int64_t cols = std::min<int64_t>(n, 8), rows = (n + cols - 1) / cols;
+  at::Tensor padded = at::cat({nhwc, at::zeros({rows * cols - n, h, w, c}, nhwc.options())}, 0);
+  return padded.reshape({rows, cols, h, w, c}).permute({0, 2, 1, 3, 4}).reshape({rows * h, cols * w, c});
+}
+
+// Every pixel of a float image batch against the ATen ops that define the
+// conversion (nan_to_num, * 255, clamp, truncate), tiled as make_grid tiles.
+TEST(Writer, ImagePixelsMatchTheTensorOpsConversionEverywhere) {
+  at::manual_seed(3);
+  for (const at::ScalarType dtype : {at::kFloat, at::kDouble}) {
+    for (const int64_t n : {1, 5, 10}) {
+      SCOPED_TRACE(::testing::Message() << c10::toString(dtype) << ", " << n << " images");
+      at::Tensor batch = (at::rand({n, 3, 4, 6}, at::TensorOptions().dtype(dtype)) * 1.4 - 0.2);
+      auto flat = batch.view({-1});
+      flat[0] = std::numeric_limits<double>::quiet_NaN();
+      flat[1] = std::numeric_limits<double>::infinity();
+      flat[2] = -std::numeric_limits<double>::infinity();
+      flat[3] = 1.0;
+      flat[4] = 0.0;
+      flat[5] = 254.5 / 255.0;  // just under a step: truncated, not rounded
+      const at::Tensor bytes = at::nan_to_num(batch.to(at::kFloat), 0.0, 255.0, 0.0)
+                                   .mul(255.0).clamp(0.0, 255.0).to(at::kByte);
+      const at::Tensor want = ReferenceGrid(bytes.permute({0, 2, 3, 1})).contiguous();
+      absl::StatusOr<tb::ImageCanvas> canvas = tb::PrepareImage("x", batch, "NCHW");
+      ASSERT_TRUE(canvas.ok()) << canvas.status();
+      ASSERT_EQ(canvas->height, want.size(0));
+      ASSERT_EQ(canvas->width, want.size(1));
+      ASSERT_EQ(canvas->channels, 3);
+      ASSERT_EQ(canvas->pixels.size(), static_cast<size_t>(want.numel()));
+      const uint8_t* w = want.data_ptr<uint8_t>();
+      for (size_t i = 0; i < canvas->pixels.size(); ++i) {
+        ASSERT_EQ(canvas->pixels[i], w[i]) << "byte " << i;
+      }
+    }
+  }
+}
+
 TEST(Writer, TextRoundTrip) {
   TempDir dir;
   auto w = MakeWriter(dir.path());

@@ -5,6 +5,9 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 
@@ -74,12 +77,28 @@ absl::StatusOr<proto::Summary> HistogramSummary(absl::string_view tag, const at:
 
 namespace {
 
+// PyTorch's conversion of a floating-point image, in one pass over a
+// contiguous float copy instead of five dispatched ops and their temporaries
+// (nan_to_num, to, mul, clamp, to): NaN is 0, +inf 255, -inf 0, and every
+// value v * 255 (in float) clamped to [0, 255] and truncated.
+at::Tensor FloatImageBytes(const at::Tensor& t) {
+  const at::Tensor f = t.to(at::kFloat).contiguous();
+  at::Tensor out = at::empty(f.sizes(), at::TensorOptions().dtype(at::kByte));
+  const float* in = f.data_ptr<float>();
+  uint8_t* bytes = out.data_ptr<uint8_t>();
+  for (int64_t i = 0, n = f.numel(); i < n; ++i) {
+    float v = in[i];
+    if (std::isnan(v)) v = 0.0f;
+    v = std::min(std::max(v * 255.0f, 0.0f), 255.0f);  // +-inf clamp like 255 and 0
+    bytes[i] = static_cast<uint8_t>(v);
+  }
+  return out;
+}
+
 // A uint8 copy of an image tensor in any of the dtypes images accept.
 absl::StatusOr<at::Tensor> ImageBytes(absl::string_view kind, absl::string_view tag, at::Tensor t) {
   if (t.scalar_type() == at::kByte) return t;
-  if (at::isFloatingType(t.scalar_type())) {
-    return at::nan_to_num(t.to(at::kFloat), 0.0, 255.0, 0.0).mul(255.0).clamp(0.0, 255.0).to(at::kByte);
-  }
+  if (at::isFloatingType(t.scalar_type())) return FloatImageBytes(t);
   if (t.scalar_type() == at::kBool) return t.to(at::kByte).mul(255);
   return UnsupportedDtype(kind, tag, t, "uint8 (0-255) or floating point (0-1)");
 }
@@ -109,13 +128,18 @@ absl::StatusOr<ImageCanvas> Tile(absl::string_view kind, absl::string_view tag,
                                            " x ", cols, " tiles"));
   }
   // The canvas owns its pixels (it may be encoded later, on another thread,
-  // after the caller changed its tensor).
+  // after the caller changed its tensor). Row by row with memcpy: a copy_ op
+  // per image cost ~10 us each, most of a 16-image grid's time.
   canvas.pixels.assign(static_cast<size_t>(canvas.height * canvas.width * c), 0);
-  at::Tensor out = at::from_blob(canvas.pixels.data(), {canvas.height, canvas.width, c},
-                                 at::TensorOptions().dtype(at::kByte));
+  const at::Tensor src = nhwc.contiguous();
+  const uint8_t* in = src.data_ptr<uint8_t>();
+  const size_t row_bytes = static_cast<size_t>(w * c);
   for (int64_t i = 0; i < n; ++i) {
     const int64_t y = i / cols, x = i % cols;
-    out.slice(0, y * h, (y + 1) * h).slice(1, x * w, (x + 1) * w).copy_(nhwc[i]);
+    for (int64_t r = 0; r < h; ++r) {
+      std::memcpy(&canvas.pixels[static_cast<size_t>(((y * h + r) * canvas.width + x * w) * c)],
+                  in + (i * h + r) * w * c, row_bytes);
+    }
   }
   return canvas;
 }
