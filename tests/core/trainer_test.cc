@@ -29,6 +29,8 @@
 #include "trainbus/session.h"
 #include "trainbus/tensorboard/event_file_reader.h"
 #include "trainbus/tensorboard/proto/hparams.pb.h"
+#include "trainbus/tensorboard/summaries.h"
+#include "trainbus/tensorboard/tensor_summaries.h"
 #include "trainbus/trainer.h"
 #include "test_util.h"
 
@@ -830,6 +832,67 @@ TEST(SessionTest, ARunStoppedOnANonFiniteLossShowsAsFailedInHParams) {
     }
   }
   EXPECT_EQ(status, tensorboard::proto::hparams::STATUS_FAILURE);
+}
+
+// The tensorboard plugin's inputs/video: frame k is the first image of
+// iteration k's batch, each scaled to [0, 1] by its own range, whatever the
+// batch's dtype or memory layout (a contiguous float batch is copied with
+// memcpy, any other through a tensor copy). The GIF must be byte for byte
+// the one the writer makes from those frames.
+TEST(SessionTest, TheTensorBoardVideoHoldsEachIterationsFirstInputImage) {
+  TempDir dir;
+  auto config = ParseRunConfig(absl::StrCat(R"({"name": "video", "log_root": ")", dir.path(), R"(",
+      "plugins": [{"name": "tensorboard", "options": {"video_frames": 3, "images": 0,
+                   "graph": false, "layout": false, "hparams": false}}]})"), "json", "cfg");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto session = Session::Create(*config);
+  ASSERT_TRUE(session.ok()) << session.status();
+  (*session)->bus().set_log_sink([](absl::string_view) {});
+  (*session)->Begin(RunInfo());
+  (*session)->BeginEpoch();
+  at::manual_seed(11);
+  std::vector<at::Tensor> firsts;
+  for (int k = 0; k < 5; ++k) {
+    // [2, 1, 4, 5]: image 0 a ramp that differs per iteration, image 1 noise.
+    at::Tensor batch = at::rand({2, 1, 4, 5});
+    batch[0][0] = (at::arange(20, at::kFloat).reshape({4, 5}) * (k + 1)).remainder(17);
+    firsts.push_back(batch[0].clone());
+    at::Tensor inputs = batch;
+    if (k == 1) inputs = batch.to(at::kDouble);                               // another dtype
+    if (k == 2) inputs = batch.permute({0, 2, 3, 1}).contiguous().permute({0, 3, 1, 2});  // strided
+    IterationEndEvent e;
+    e.loss = 1.0;
+    e.batch_size = 2;
+    e.inputs = &inputs;
+    (*session)->EndIteration(e);
+  }
+  ASSERT_TRUE((*session)->End().ok());
+
+  at::Tensor frames = at::stack({firsts[0], firsts[1], firsts[2]});
+  const at::Tensor flat = frames.flatten(1);
+  const at::Tensor lo = std::get<0>(flat.min(1)).view({-1, 1, 1, 1});
+  const at::Tensor hi = std::get<0>(flat.max(1)).view({-1, 1, 1, 1});
+  const at::Tensor scaled = (frames - lo) / (hi - lo).clamp_min(1e-12);
+  auto canvas = tensorboard::PrepareVideo("inputs/video", scaled.unsqueeze(0), 4.0, "NTCHW");
+  ASSERT_TRUE(canvas.ok()) << canvas.status();
+  auto want = tensorboard::EncodeVideoSummary("inputs/video", *canvas);
+  ASSERT_TRUE(want.ok()) << want.status();
+
+  std::vector<std::string> files;
+  for (const auto& f : fs::directory_iterator(dir.path() + "/video")) files.push_back(f.path());
+  ASSERT_EQ(files.size(), 1u);
+  auto contents = tensorboard::ReadEventFile(files[0]);
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  int videos = 0;
+  for (const auto& e : contents->events) {
+    for (const auto& v : e.summary().value()) {
+      if (v.tag() != "inputs/video") continue;
+      ++videos;
+      EXPECT_EQ(e.step(), 0);
+      EXPECT_EQ(v.image().encoded_image_string(), want->value(0).image().encoded_image_string());
+    }
+  }
+  EXPECT_EQ(videos, 1);
 }
 
 // Bind takes what LibTorch code holds: a holder (Sequential), a shared_ptr,
