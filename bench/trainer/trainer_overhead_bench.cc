@@ -245,6 +245,10 @@ struct RunTimes {
   double begin = 0.0, end = 0.0;
   std::vector<double> iteration_end_us;
   std::vector<double> model_us;
+  // model_us in its two parts: zero_grad through loss.item() (in the
+  // trainer, up to the AfterBackward hook), and the optimizer step (from
+  // BeforeOptimizerStep to IterationEnd).
+  std::vector<double> pass_us, step_us;
 };
 RunTimes last_run;
 double Now() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
@@ -276,6 +280,8 @@ double RunBareLoop(bool with_accuracy, std::vector<double>* losses) {
   int64_t step = 0;
   last_run = RunTimes();
   last_run.model_us.reserve(static_cast<size_t>(per_epoch * kEpochs));
+  last_run.pass_us.reserve(static_cast<size_t>(per_epoch * kEpochs));
+  last_run.step_us.reserve(static_cast<size_t>(per_epoch * kEpochs));
   const KernelCounts kernel_start = ThreadKernelCounts();
   const double cpu_start = ThreadCpuSeconds();
   const auto start = Clock::now();
@@ -293,10 +299,14 @@ double RunBareLoop(bool with_accuracy, std::vector<double>* losses) {
       at::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
       loss.backward();
       losses->push_back(loss.item<double>());
+      const double t1 = Now();
       optimizer.step();
-      const double model = Now() - t0;
+      const double t2 = Now();
+      const double model = t2 - t0;
       last_run.model += model;
       last_run.model_us.push_back(model * 1e6);
+      last_run.pass_us.push_back((t1 - t0) * 1e6);
+      last_run.step_us.push_back((t2 - t1) * 1e6);
       if (with_accuracy) {
         accuracy_sum += logits.argmax(1).eq(y).to(at::kDouble).mean().item<double>();
       }
@@ -349,6 +359,10 @@ class RunClockHead : public trainbus::Plugin {
         trainbus::kHookIndex##name == trainbus::kHookIndexIterationEnd) {      \
       last_run.model += run_clock.hook_start - run_clock.model_start;          \
       run_clock.iteration_model += run_clock.hook_start - run_clock.model_start; \
+      (trainbus::kHookIndex##name == trainbus::kHookIndexAfterBackward         \
+           ? last_run.pass_us                                                  \
+           : last_run.step_us)                                                 \
+          .push_back((run_clock.hook_start - run_clock.model_start) * 1e6);    \
     }                                                                          \
     if (trainbus::kHookIndex##name == trainbus::kHookIndexIterationEnd) {      \
       last_run.model_us.push_back(run_clock.iteration_model * 1e6);           \
@@ -402,6 +416,8 @@ double RunTrainer(bool with_plugins, std::vector<double>* losses) {
   last_run = RunTimes();
   last_run.iteration_end_us.reserve(4096);
   last_run.model_us.reserve(4096);
+  last_run.pass_us.reserve(4096);
+  last_run.step_us.reserve(4096);
   run_clock = RunClock();
   const KernelCounts kernel_start = ThreadKernelCounts();
   const double cpu_start = ThreadCpuSeconds();
@@ -483,6 +499,11 @@ void Single(benchmark::State& state, double (*variant)(std::vector<double>*), co
 //                     near 1, or the same LibTorch calls ran slower
 //   model_p50_ratio, model_p10_ratio: the same for one iteration's model
 //                     work at its median and 10th percentile over the pairs
+//   pass_p50_ratio, step_p50_ratio: the model work's two parts at their
+//                     medians: zero_grad through loss.item() (the trainer's
+//                     also holds its accuracy count and the AfterBackward
+//                     event), and the optimizer step (with the IterationEnd
+//                     event); bare_pass_us_p50 and bare_step_us_p50 their size
 //   bare_page_faults, variant_page_faults, bare_switches, variant_switches:
 //                     the training thread's page faults and context switches
 //                     per run (getrusage): kernel time and time off the CPU
@@ -509,6 +530,8 @@ void Paired(benchmark::State& state, double (*other)(std::vector<double>*), cons
     sum->iteration_end_us.insert(sum->iteration_end_us.end(), last_run.iteration_end_us.begin(),
                                  last_run.iteration_end_us.end());
     sum->model_us.insert(sum->model_us.end(), last_run.model_us.begin(), last_run.model_us.end());
+    sum->pass_us.insert(sum->pass_us.end(), last_run.pass_us.begin(), last_run.pass_us.end());
+    sum->step_us.insert(sum->step_us.end(), last_run.step_us.begin(), last_run.step_us.end());
   };
   bool variant_first = false;
   for (auto _ : state) {
@@ -557,6 +580,15 @@ void Paired(benchmark::State& state, double (*other)(std::vector<double>*), cons
       Quantile(variant_model_us, 0.5) / Quantile(bare_model_us, 0.5);
   state.counters["model_p10_ratio"] =
       Quantile(variant_model_us, 0.1) / Quantile(bare_model_us, 0.1);
+  // The two parts of one iteration's model work, at their medians.
+  const std::vector<double>& bare_pass_us = Sorted(&bare_times.pass_us);
+  const std::vector<double>& bare_step_us = Sorted(&bare_times.step_us);
+  state.counters["bare_pass_us_p50"] = Quantile(bare_pass_us, 0.5);
+  state.counters["bare_step_us_p50"] = Quantile(bare_step_us, 0.5);
+  state.counters["pass_p50_ratio"] =
+      Quantile(Sorted(&variant_times.pass_us), 0.5) / Quantile(bare_pass_us, 0.5);
+  state.counters["step_p50_ratio"] =
+      Quantile(Sorted(&variant_times.step_us), 0.5) / Quantile(bare_step_us, 0.5);
   state.counters["bare_page_faults"] = per_run(bare_kernel.page_faults);
   state.counters["variant_page_faults"] = per_run(variant_kernel.page_faults);
   state.counters["bare_switches"] = per_run(bare_kernel.switches);
