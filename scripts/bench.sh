@@ -43,7 +43,12 @@ cmake --build "$build_dir" -j "$(nproc)" --target "${targets[@]}"
 results="$build_dir/results"
 mkdir -p "$results"
 cpu_model="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
-echo "bench: $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), CPU ${cpu_model:-?}, load $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+# A VM's model name can be only "AMD EPYC": the family, model and clock tell
+# two machines of one name apart (this VM type ran a 2.0 GHz family-23 part one
+# day and a 2.4 GHz part the day before, with different trainer ratios).
+cpu_detail="$(awk -F': *' '/^cpu family/ && !f {f = $2} /^model[ \t]*:/ && !m {m = $2} /^cpu MHz/ && !z {z = $2}
+  END {printf "family %s model %s, %.0f MHz", f, m, z}' /proc/cpuinfo)"
+echo "bench: $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), CPU ${cpu_model:-?} (${cpu_detail}), load $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 
 # Medians of a console run with --benchmark_report_aggregates_only=true:
 # "<name>_median <time> <unit> <cpu> <unit> <iterations> [counters]".
