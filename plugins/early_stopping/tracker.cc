@@ -160,7 +160,9 @@ bool Tracker::Better(double a, double b) const {
 }
 
 void Tracker::Observe(absl::string_view name, double value) {
-  seen_.Note(name);
+  // The names seen serve only the warning about a monitor that never
+  // appeared: once it has, a set look-up per metric per iteration is waste.
+  if (!monitor_seen_) seen_.Note(name);
   if (name != config_.monitor) return;
   latest_ = value;
   fresh_ = true;

@@ -230,14 +230,22 @@ void SchedulersPlugin::StepUnit(Unit& u, std::optional<double> metric, Control& 
 
 void SchedulersPlugin::Observe(Source source, absl::string_view name, double value,
                                Control& control) {
-  seen_.Note(name);
+  // The names seen serve only OnTrainEnd's warning about a monitor that never
+  // appeared, so they are noted only while one has not: a set look-up per
+  // metric per iteration, cold after each training step, for nothing.
+  bool waiting = false;
   for (Unit& u : units_) {
-    if (!u.scheduler || !u.scheduler->needs_metric() || u.monitor != name) continue;
+    if (!u.scheduler || !u.scheduler->needs_metric()) continue;
+    if (u.monitor != name) {
+      waiting |= !u.monitor_seen;
+      continue;
+    }
     u.monitor_seen = true;
     if (u.source == Source::kUnknown) u.source = source;
     if (u.source != source) continue;
     StepUnit(u, value, control);
   }
+  if (waiting) seen_.Note(name);
 }
 
 void SchedulersPlugin::OnTrainEnd(const TrainEndEvent& e, Control& control) {
