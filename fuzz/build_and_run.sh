@@ -2,7 +2,8 @@
 # Builds the libFuzzer targets with clang (ASan + UBSan + coverage) and runs
 # each for a bounded time on its committed seed corpus.
 #
-#   fuzz/build_and_run.sh                 # build, then run every target FUZZ_SECONDS (25) each
+#   fuzz/build_and_run.sh                 # build, then run every target FUZZ_SECONDS (25) each,
+#                                         # FUZZ_JOBS (one per core) at a time
 #   fuzz/build_and_run.sh build           # build only
 #   fuzz/build_and_run.sh run [target]    # run (all, or one target)
 #   FUZZ_SECONDS=600 fuzz/build_and_run.sh run event_file_fuzzer   # a longer local session
@@ -80,33 +81,45 @@ build() {
   echo "fuzz: built ${targets[*]} in $(($(date +%s) - start)) s"
 }
 
+# One target's bounded run; its report is printed when it ends.
+run_target() {
+  local t="$1" name="${1%_fuzzer}" start status=0
+  mkdir -p "$out/corpus/$name"
+  start=$(date +%s)
+  if ! ASAN_OPTIONS="detect_leaks=1:halt_on_error=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
+       UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+       "$out/$t" -seed=1 -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+         -print_final_stats=1 -artifact_prefix="$out/artifacts/$name-" \
+         "$out/corpus/$name" "$root/fuzz/corpus/$name" >"$out/$name.log" 2>&1; then
+    status=1
+    echo "fuzz: $t FOUND A CRASH (log: $out/$name.log):"
+    grep -E "ERROR|SUMMARY|runtime error|Test unit written" "$out/$name.log" | head -20 || true
+    local a
+    for a in "$out/artifacts/$name-"*; do
+      [ -f "$a" ] || continue
+      echo "  input $a (base64): $(base64 -w0 "$a" | head -c 2000)"
+    done
+  fi
+  local execs cov
+  execs=$(grep -oE "stat::number_of_executed_units: *[0-9]+" "$out/$name.log" | grep -oE "[0-9]+$" || echo "?")
+  cov=$(grep -oE "cov: [0-9]+" "$out/$name.log" | tail -1 | grep -oE "[0-9]+" || echo "?")
+  echo "fuzz: $t ran $(($(date +%s) - start)) s: $execs inputs, coverage $cov edges, corpus $(ls "$out/corpus/$name" | wc -l) + $(ls "$root/fuzz/corpus/$name" | wc -l) seeds"
+  return $status
+}
+
+# The targets run FUZZ_JOBS (default: one per core) at a time; each is one
+# single-threaded process.
 run() {
-  local t status=0 start
+  local t p status=0 jobs="${FUZZ_JOBS:-$(nproc)}" pids=()
   mkdir -p "$out/artifacts"
   for t in "${targets[@]}"; do
     [ -n "$only" ] && [ "$t" != "$only" ] && continue
-    local name="${t%_fuzzer}"
-    mkdir -p "$out/corpus/$name"
-    start=$(date +%s)
-    if ! ASAN_OPTIONS="detect_leaks=1:halt_on_error=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
-         UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
-         "$out/$t" -seed=1 -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
-           -print_final_stats=1 -artifact_prefix="$out/artifacts/$name-" \
-           "$out/corpus/$name" "$root/fuzz/corpus/$name" >"$out/$name.log" 2>&1; then
-      status=1
-      echo "fuzz: $t FOUND A CRASH (log: $out/$name.log):"
-      grep -E "ERROR|SUMMARY|runtime error|Test unit written" "$out/$name.log" | head -20 || true
-      local a
-      for a in "$out/artifacts/$name-"*; do
-        [ -f "$a" ] || continue
-        echo "  input $a (base64): $(base64 -w0 "$a" | head -c 2000)"
-      done
-    fi
-    local execs cov
-    execs=$(grep -oE "stat::number_of_executed_units: *[0-9]+" "$out/$name.log" | grep -oE "[0-9]+$" || echo "?")
-    cov=$(grep -oE "cov: [0-9]+" "$out/$name.log" | tail -1 | grep -oE "[0-9]+" || echo "?")
-    echo "fuzz: $t ran $(($(date +%s) - start)) s: $execs inputs, coverage $cov edges, corpus $(ls "$out/corpus/$name" | wc -l) + $(ls "$root/fuzz/corpus/$name" | wc -l) seeds"
+    run_target "$t" &
+    pids+=($!)
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || status=1; done
   done
+  # Every target's status (bash keeps those already collected by wait -n).
+  for p in "${pids[@]}"; do wait "$p" || status=1; done
   return $status
 }
 
