@@ -774,6 +774,41 @@ TEST(Writer, HistogramOfATensorReadInPlaceOrCopiedIsTheSame) {
   }
 }
 
+// The writer thread buckets the caller's copy of the values; the copy is
+// streamed in 64-byte blocks from 4 KiB on, with an ordinary tail. Every
+// size around those edges, from spans that start on any float or double
+// boundary, gives exactly the histogram of the caller's numbers.
+TEST(Writer, HistogramCopiesEveryValueWhateverItsSizeAndAlignment) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  std::vector<double> doubles(5000);
+  for (size_t i = 0; i < doubles.size(); ++i) doubles[i] = std::sin(0.37 * i) * (1 + i % 7);
+  const std::vector<float> floats(doubles.begin(), doubles.end());
+  std::vector<std::string> expected;
+  int64_t step = 0;
+  for (size_t n : {1, 7, 8, 9, 511, 512, 513, 1023, 1024, 1025, 1031, 2047, 2048, 2049, 4095}) {
+    for (size_t offset : {0, 1, 3}) {
+      SCOPED_TRACE(absl::StrCat(n, " values from ", offset));
+      const auto d = absl::MakeConstSpan(doubles).subspan(offset, n);
+      const auto f = absl::MakeConstSpan(floats).subspan(offset, n);
+      tb::proto::HistogramProto h;
+      ASSERT_TRUE(tb::BuildHistogram(d, &h).ok());
+      expected.push_back(h.SerializeAsString());
+      ASSERT_TRUE(tb::BuildHistogram(f, &h).ok());
+      expected.push_back(h.SerializeAsString());
+      ASSERT_TRUE(w->add_histogram("d", d, step++));
+      ASSERT_TRUE(w->add_histogram("f", f, step++));
+    }
+  }
+  ASSERT_TRUE(w->close().ok());
+  const auto vals = Values(ReadRun(dir.path()));
+  ASSERT_EQ(vals.size(), expected.size());
+  for (size_t i = 0; i < vals.size(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(vals[i].second.histo().SerializeAsString(), expected[i]);
+  }
+}
+
 // The LibTorch-free forms (summaries.h) write exactly what the tensor forms
 // write for the same numbers: the tensor layer only converts.
 TEST(Writer, PlainArrayFormsEqualTheTensorForms) {

@@ -1,6 +1,10 @@
 #include "trainbus/tensorboard/summary_writer.h"
 
+#include <emmintrin.h>
+
 #include <cstdio>
+#include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -229,6 +233,41 @@ bool SummaryWriter::EnqueueGraph(std::function<proto::GraphDef()> record, size_t
 
 namespace {
 
+// The caller's copy of the values, made with streaming (non-temporal)
+// stores. The writer thread, often on the other core, reads the copy once,
+// and the allocator hands the caller the same block again for the next
+// histogram; ordinary stores then fetch each line back from the writer's
+// core before writing it. A 10,000-value double histogram took 11 us in
+// some runs and 21-23 us in others that way, against 8.4-9.9 us streamed
+// (BM_AddHistogram*). Small copies stay in cache: ordinary memcpy.
+template <typename T>
+std::shared_ptr<T[]> CopyForTheWriterThread(absl::Span<const T> values) {
+  static_assert(__STDCPP_DEFAULT_NEW_ALIGNMENT__ >= 16, "streaming stores need 16-byte blocks");
+  std::shared_ptr<T[]> copy(new T[values.size()]);  // uninitialised: written once below
+  const char* src = reinterpret_cast<const char*>(values.data());
+  char* dst = reinterpret_cast<char*>(copy.get());
+  const size_t bytes = values.size() * sizeof(T);
+  constexpr size_t kStreamFrom = 4096;
+  size_t i = 0;
+  if (bytes >= kStreamFrom) {
+    for (; i + 64 <= bytes; i += 64) {
+      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 16));
+      const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 32));
+      const __m128i d = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 48));
+      _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i), a);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 16), b);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 32), c);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 48), d);
+    }
+    // Streaming stores are weakly ordered: complete them before the queue
+    // hands the copy to the writer thread.
+    _mm_sfence();
+  }
+  std::memcpy(dst + i, src + i, bytes - i);
+  return copy;
+}
+
 // Histograms: the values are checked by the caller (bad input is refused at
 // once, with its message) and copied; counting the buckets (~3 ns a value)
 // and serialising happen on the writer thread, like PNG encoding.
@@ -236,10 +275,10 @@ template <typename T>
 bool EnqueueHistogramOn(EventFileWriter& writer, absl::string_view tag, absl::Span<const T> values,
                         int64_t step, double wall_time) {
   return writer.WriteDeferredEvent(
-      [tag = std::string(tag), values = std::vector<T>(values.begin(), values.end()), step,
+      [tag = std::string(tag), values = CopyForTheWriterThread(values), n = values.size(), step,
        wall_time]() {
         absl::StatusOr<proto::Summary> summary =
-            HistogramSummary(tag, absl::Span<const T>(values));
+            HistogramSummary(tag, absl::Span<const T>(values.get(), n));
         if (!summary.ok()) throw std::runtime_error(std::string(summary.status().message()));
         return SerializeEvent(*summary, step, wall_time);
       },
