@@ -238,8 +238,8 @@ namespace {
 // and the allocator hands the caller the same block again for the next
 // histogram; ordinary stores then fetch each line back from the writer's
 // core before writing it. A 10,000-value double histogram took 11 us in
-// some runs and 21-23 us in others that way, against 8.4-9.9 us streamed
-// (BM_AddHistogram*). Small copies stay in cache: ordinary memcpy.
+// some runs and 20-23 us in others that way, against 8-9.3 us streamed in
+// every run (BM_AddHistogram*). Small copies stay in cache: ordinary memcpy.
 template <typename T>
 std::shared_ptr<T[]> CopyForTheWriterThread(absl::Span<const T> values) {
   static_assert(__STDCPP_DEFAULT_NEW_ALIGNMENT__ >= 16, "streaming stores need 16-byte blocks");
