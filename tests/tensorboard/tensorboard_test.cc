@@ -148,6 +148,33 @@ TEST(Framing, KnownEventIsByteExact) {
   EXPECT_TRUE(tb::CheckRecordFooter(framed.data() + 12, length, framed.data() + 12 + length));
 }
 
+TEST(Framing, EveryLengthFieldCarriesTheReferenceChecksum) {
+  // Lengths under 256 take their checksum from a table built at compile
+  // time, longer ones compute it: both sides of the edge, one record at a
+  // time and as a batch, against the bit-by-bit reference.
+  std::string batch;
+  std::string want_batch;
+  for (size_t n = 0; n < 520; ++n) {
+    const std::string data(n, static_cast<char>('a' + n % 26));
+    const std::string len = LE(n, 8);
+    const std::string want = len + LE(ReferenceMask(ReferenceCrc32c(len)), 4) + data +
+                             LE(ReferenceMask(ReferenceCrc32c(data)), 4);
+    std::string one;
+    tb::AppendRecord(data, &one);
+    ASSERT_EQ(one, want) << "length " << n;
+    uint64_t decoded = 0;
+    ASSERT_TRUE(tb::DecodeRecordHeader(one.data(), &decoded)) << "length " << n;
+    ASSERT_EQ(decoded, n);
+    const size_t at = batch.size();
+    batch.resize(at + tb::kRecordOverhead + n, '\x5a');
+    tb::EncodeRecordLength(n, batch.data() + at);
+    std::memcpy(batch.data() + at + tb::kRecordHeaderSize, data.data(), n);
+    want_batch += want;
+  }
+  tb::FinishRecords(batch.data(), batch.size());
+  EXPECT_EQ(batch, want_batch);
+}
+
 TEST(Framing, BatchFramingEqualsOneByOneAndCountsWholeRecords) {
   // Records of 0, 1, 37 and 300 data bytes back to back, framed at once.
   const std::vector<std::string> payloads = {"", "a", std::string(37, 'b'), std::string(300, 'c')};
@@ -175,9 +202,15 @@ TEST(Framing, BatchFramingEqualsOneByOneAndCountsWholeRecords) {
 }
 
 TEST(ScalarEvent, HandEncodingEqualsProtobuf) {
+  // Around 118 bytes the Value's and the Summary's lengths become two-byte
+  // varints (the encoder's short-tag path ends there); around 256 the
+  // record's length checksum is no longer looked up.
   const std::vector<std::string> tags = {"",           "a",  "loss/train", std::string(30, 'x'),
-                                         std::string(31, 'y'), std::string(127, 't'),
-                                         std::string(128, 'u'), std::string(300, 'v'),
+                                         std::string(31, 'y'), std::string(117, 's'),
+                                         std::string(118, 's'), std::string(119, 's'),
+                                         std::string(120, 's'), std::string(127, 't'),
+                                         std::string(128, 'u'), std::string(240, 'w'),
+                                         std::string(241, 'w'), std::string(300, 'v'),
                                          "\xc3\xa9t\xc3\xa9/\xe2\x82\xac"};
   const std::vector<int64_t> steps = {0,   1,     -1,   127, 128, 16383, 16384, 1 << 30,
                                       std::numeric_limits<int64_t>::max(),
@@ -219,7 +252,7 @@ TEST(ScalarEvent, HandEncodingEqualsProtobuf) {
       }
     }
   }
-  EXPECT_EQ(checked, 9 * 10 * 5 * 6);
+  EXPECT_EQ(checked, 15 * 10 * 5 * 6);
 }
 
 TEST(EventFileName, MatchesPyTorchPattern) {

@@ -48,8 +48,8 @@ inline uint32_t ExtendHardwareInline(uint32_t crc, const void* data, size_t n);
 // TFRecord stores masked checksums (a checksum of data that itself holds
 // checksums is then not weak). Mask and Unmask are inverses.
 inline constexpr uint32_t kMaskDelta = 0xa282ead8u;
-inline uint32_t Mask(uint32_t crc) { return ((crc >> 15) | (crc << 17)) + kMaskDelta; }
-inline uint32_t Unmask(uint32_t masked) {
+constexpr uint32_t Mask(uint32_t crc) { return ((crc >> 15) | (crc << 17)) + kMaskDelta; }
+constexpr uint32_t Unmask(uint32_t masked) {
   const uint32_t rot = masked - kMaskDelta;
   return (rot >> 17) | (rot << 15);
 }

@@ -33,6 +33,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include "absl/strings/string_view.h"
 
@@ -53,7 +54,11 @@ void EncodeRecordFooter(const char* data, size_t length, char* footer);
 void FinishRecordInPlace(char* record, size_t length);
 
 // Writes the length field of a record's header (the first 8 of its 12 bytes).
-void EncodeRecordLength(uint64_t length, char* record);
+// Inline: the writer thread calls it once a scalar.
+inline void EncodeRecordLength(uint64_t length, char* record) {
+  static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the length is stored little-endian");
+  std::memcpy(record, &length, sizeof length);
+}
 
 // `records[0, size)` holds whole records back to back, each with its length
 // field written (EncodeRecordLength): fills every header's and footer's

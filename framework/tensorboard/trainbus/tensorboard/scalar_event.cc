@@ -75,10 +75,48 @@ inline char* Encode(uint64_t wall_bits, int64_t step, absl::string_view tag, flo
   return p + 4;
 }
 
+// Tags up to this long keep the Value and the Summary under 128 bytes: both
+// lengths are then one-byte varints that depend on the tag alone, and the
+// event is written front to back without sizing it first (the writer
+// thread's case: queued tags have at most 30 bytes).
+constexpr size_t kShortTag = 118;
+
+inline char* EncodeShortTag(uint64_t wall_bits, int64_t step, absl::string_view tag, float value,
+                            char* p) {
+  const size_t n = tag.size();
+  const size_t value_size = (n ? 2 + n : 0) + 5;
+  if (wall_bits) {
+    p[0] = static_cast<char>(kEventWallTime);
+    std::memcpy(p + 1, &wall_bits, 8);
+    p += 9;
+  }
+  if (step != 0) {
+    *p++ = static_cast<char>(kEventStep);
+    p = PutVarint(static_cast<uint64_t>(step), p);
+  }
+  p[0] = static_cast<char>(kEventSummary);
+  p[1] = static_cast<char>(value_size + 2);
+  p[2] = static_cast<char>(kSummaryValue);
+  p[3] = static_cast<char>(value_size);
+  p += 4;
+  if (n) {
+    p[0] = static_cast<char>(kValueTag);
+    p[1] = static_cast<char>(n);
+    internal::CopyShort(p + 2, tag.data(), n);
+    p += 2 + n;
+  }
+  p[0] = static_cast<char>(kValueSimple);
+  std::memcpy(p + 1, &value, 4);
+  return p + 5;
+}
+
 // The event at `out`; returns its size.
 inline size_t EncodeEventAt(double wall_time, int64_t step, absl::string_view tag, float value,
                             char* out) {
   const uint64_t wall_bits = Bits(wall_time);
+  if (tag.size() <= kShortTag) {
+    return static_cast<size_t>(EncodeShortTag(wall_bits, step, tag, value, out) - out);
+  }
   const Sizes s = ComputeSizes(wall_bits, step, tag.size());
   Encode(wall_bits, step, tag, value, s, out);
   return s.event;
