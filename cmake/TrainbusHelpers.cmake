@@ -18,6 +18,21 @@ function(trainbus_use_torch_pch target)
   target_precompile_headers(${target} REUSE_FROM trainbus_torch_pch)
 endfunction()
 
+# One precompiled header for the libraries and plugins whose sources work on
+# tensors and modules (compiled with -fPIC, so the PCH is made by an object
+# library of its own): ATen's operators and torch::nn::Module, what those
+# sources include in common. A source that needs neither can opt out with
+# the SKIP_PRECOMPILE_HEADERS source property.
+function(trainbus_use_torch_lib_pch target)
+  if(NOT TARGET trainbus_torch_lib_pch)
+    add_library(trainbus_torch_lib_pch OBJECT "${CMAKE_CURRENT_FUNCTION_LIST_DIR}/torch_pch.cc")
+    set_target_properties(trainbus_torch_lib_pch PROPERTIES POSITION_INDEPENDENT_CODE ON)
+    target_link_libraries(trainbus_torch_lib_pch PRIVATE torch)
+    target_precompile_headers(trainbus_torch_lib_pch PRIVATE <ATen/ATen.h> <torch/nn/module.h>)
+  endif()
+  target_precompile_headers(${target} REUSE_FROM trainbus_torch_lib_pch)
+endfunction()
+
 # Inside this tree, trainbus_add_plugin() puts plugins into the build's
 # plugin folder and installs them into <libdir>/trainbus/plugins.
 set(TRAINBUS_DEFAULT_PLUGIN_OUTPUT_DIR "${TRAINBUS_BUILD_PLUGIN_DIR}")
