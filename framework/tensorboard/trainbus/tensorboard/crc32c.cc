@@ -6,8 +6,6 @@
 namespace trainbus::tensorboard::crc32c {
 namespace {
 
-constexpr uint32_t kPoly = 0x82F63B78u;
-
 // kTables[k][b]: the CRC of byte b followed by k zero bytes (slicing-by-8).
 struct Tables {
   uint32_t t[8][256];
@@ -17,7 +15,7 @@ constexpr Tables MakeTables() {
   Tables tables{};
   for (uint32_t b = 0; b < 256; ++b) {
     uint32_t c = b;
-    for (int i = 0; i < 8; ++i) c = (c >> 1) ^ ((c & 1u) ? kPoly : 0u);
+    for (int i = 0; i < 8; ++i) c = (c >> 1) ^ ((c & 1u) ? kPolynomial : 0u);
     tables.t[0][b] = c;
   }
   for (uint32_t b = 0; b < 256; ++b) {

@@ -45,6 +45,20 @@ bool HasHardwareSupport();
 // assembly, so callers need no -msse4.2.
 inline uint32_t ExtendHardwareInline(uint32_t crc, const void* data, size_t n);
 
+// The reflected Castagnoli polynomial.
+inline constexpr uint32_t kPolynomial = 0x82F63B78u;
+
+// Extend(), bit by bit and usable in constant expressions: for tables
+// computed at compile time, far too slow for data.
+constexpr uint32_t ExtendBitwise(uint32_t crc, const unsigned char* data, size_t n) {
+  uint32_t c = ~crc;
+  for (size_t i = 0; i < n; ++i) {
+    c ^= data[i];
+    for (int bit = 0; bit < 8; ++bit) c = (c >> 1) ^ ((c & 1u) ? kPolynomial : 0u);
+  }
+  return ~c;
+}
+
 // TFRecord stores masked checksums (a checksum of data that itself holds
 // checksums is then not weak). Mask and Unmask are inverses.
 inline constexpr uint32_t kMaskDelta = 0xa282ead8u;

@@ -24,19 +24,15 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 
 // The masked checksums of the length fields of records under 256 bytes (every
 // scalar's), computed at compile time: the writer thread looks them up
-// instead of checksumming 8 bytes per record. Bit by bit, the definition.
+// instead of checksumming 8 bytes per record.
 struct LengthChecksums {
   uint32_t masked[256];
 };
 constexpr LengthChecksums MakeLengthChecksums() {
   LengthChecksums table{};
-  for (uint64_t length = 0; length < 256; ++length) {
-    uint32_t crc = 0xFFFFFFFFu;
-    for (int byte = 0; byte < 8; ++byte) {
-      crc ^= static_cast<uint32_t>((length >> (8 * byte)) & 0xFFu);
-      for (int bit = 0; bit < 8; ++bit) crc = (crc >> 1) ^ ((crc & 1u) ? 0x82F63B78u : 0u);
-    }
-    table.masked[length] = crc32c::Mask(~crc);
+  for (unsigned length = 0; length < 256; ++length) {
+    const unsigned char field[8] = {static_cast<unsigned char>(length)};  // little-endian
+    table.masked[length] = crc32c::Mask(crc32c::ExtendBitwise(0, field, 8));
   }
   return table;
 }
