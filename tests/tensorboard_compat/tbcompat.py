@@ -464,7 +464,11 @@ class TensorBoardServer:
 
 
 class HttpError(AssertionError):
-    pass
+    """A request that failed; `code` is the HTTP status, None without one."""
+
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        self.code = code
 
 
 class Client:
@@ -490,7 +494,7 @@ class Client:
             detail = e.read().decode("utf-8", "replace")[:500]
             raise HttpError("%s: HTTP %d for %s%s: %s\n--- TensorBoard log (tail) ---\n%s"
                             % (self.name, e.code, url, (" body %s" % json.dumps(body)) if body else "",
-                               detail, self.server.log_tail()))
+                               detail, self.server.log_tail()), code=e.code)
         except (urllib.error.URLError, OSError) as e:
             raise HttpError("%s: %s for %s\n--- TensorBoard log (tail) ---\n%s"
                             % (self.name, e, url, self.server.log_tail()))
