@@ -49,8 +49,8 @@ inline char* PutVarint(uint64_t v, char* p) {
   return p;
 }
 
-inline char* Encode(uint64_t wall_bits, int64_t step, absl::string_view tag, float value,
-                    const Sizes& s, char* p) {
+// The Event's wall_time and step fields; like protobuf, a zero is left out.
+inline char* EncodeWallTimeAndStep(uint64_t wall_bits, int64_t step, char* p) {
   if (wall_bits) {
     *p++ = static_cast<char>(kEventWallTime);
     std::memcpy(p, &wall_bits, 8);
@@ -60,6 +60,12 @@ inline char* Encode(uint64_t wall_bits, int64_t step, absl::string_view tag, flo
     *p++ = static_cast<char>(kEventStep);
     p = PutVarint(static_cast<uint64_t>(step), p);
   }
+  return p;
+}
+
+inline char* Encode(uint64_t wall_bits, int64_t step, absl::string_view tag, float value,
+                    const Sizes& s, char* p) {
+  p = EncodeWallTimeAndStep(wall_bits, step, p);
   *p++ = static_cast<char>(kEventSummary);
   p = PutVarint(s.summary, p);
   *p++ = static_cast<char>(kSummaryValue);
@@ -85,15 +91,7 @@ inline char* EncodeShortTag(uint64_t wall_bits, int64_t step, absl::string_view 
                             char* p) {
   const size_t n = tag.size();
   const size_t value_size = (n ? 2 + n : 0) + 5;
-  if (wall_bits) {
-    p[0] = static_cast<char>(kEventWallTime);
-    std::memcpy(p + 1, &wall_bits, 8);
-    p += 9;
-  }
-  if (step != 0) {
-    *p++ = static_cast<char>(kEventStep);
-    p = PutVarint(static_cast<uint64_t>(step), p);
-  }
+  p = EncodeWallTimeAndStep(wall_bits, step, p);
   p[0] = static_cast<char>(kEventSummary);
   p[1] = static_cast<char>(value_size + 2);
   p[2] = static_cast<char>(kSummaryValue);
