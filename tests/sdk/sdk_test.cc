@@ -2,8 +2,9 @@
 //
 // Setup (once for all cases): `cmake --install` this build into a temporary
 // prefix; configure and build, out of tree with Ninja and only
-// -DCMAKE_PREFIX_PATH=<prefix>, examples/embed, examples/custom_plugin and
-// header_check/ (every installed header compiled on its own). Then the cases
+// -DCMAKE_PREFIX_PATH=<prefix>, examples/embed (its with_trainbus program),
+// examples/custom_plugin and header_check/ (every installed header compiled
+// on its own). Then the cases
 // run the results with the installed `trainbus` program.
 #include <sys/wait.h>
 #include <unistd.h>
@@ -78,9 +79,10 @@ class SdkTest : public ::testing::Test {
           " -DCMAKE_BUILD_TYPE=", SDK_BUILD_TYPE, " -DCMAKE_PREFIX_PATH=", Quote(prefix_),
           " -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF -DCMAKE_EXPORT_COMPILE_COMMANDS=ON", extra);
     };
-    auto build = [&](const std::string& dir) {
+    auto build = [&](const std::string& dir, const std::string& target = "") {
       // Keep going: report every failing file (e.g. every header that does not compile).
-      return absl::StrCat(SDK_CMAKE, " --build ", Quote(dir), " --parallel 2 -- ",
+      return absl::StrCat(SDK_CMAKE, " --build ", Quote(dir), " --parallel 2",
+                          target.empty() ? "" : " --target " + target, " -- ",
                           std::string(SDK_GENERATOR) == "Ninja" ? "-k 0" : "-k");
     };
     const std::string examples = absl::StrCat(SDK_SOURCE_DIR, "/examples");
@@ -92,7 +94,9 @@ class SdkTest : public ::testing::Test {
                    absl::StrCat(" -DTRAINBUS_INCLUDE_DIR=", Quote(prefix_ + "/include"))));
     headers_ = step("build header_check", build(headers_build_));
     step("configure embed", configure(examples + "/embed", embed_build_, ""));
-    step("build embed", build(embed_build_));
+    // Only the program that uses trainbus: plain_loop, the same loop with
+    // LibTorch alone, is built (and run, below) in this build's tree.
+    step("build embed", build(embed_build_, "with_trainbus"));
     // The writer alone: with CMake (the tensorboard_core component), and
     // with pkg-config and nothing but the compiler.
     step("configure standalone_writer",
@@ -219,7 +223,7 @@ TEST_F(SdkTest, EveryInstalledHeaderCompilesOnItsOwn) {
 }
 
 TEST_F(SdkTest, EmbedExampleTrainsAndWritesEventFilesThatInspectReads) {
-  CommandResult plain = RunCommand(embed_build_ + "/plain_loop");
+  CommandResult plain = RunCommand(SDK_PLAIN_LOOP);
   EXPECT_EQ(plain.exit_code, 0) << plain.output;
   EXPECT_THAT(plain.output, HasSubstr("epoch 1: train loss "));
 
