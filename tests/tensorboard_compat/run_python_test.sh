@@ -16,4 +16,6 @@ if ! "$python" -c "import tensorboard, tensorboardX" 2>/dev/null; then
        "delete it and run scripts/setup-test-tools.sh" >&2
   exit 1
 fi
+# No __pycache__ in the source tree (the suite runs from it).
+export PYTHONDONTWRITEBYTECODE=1
 exec "$python" -m unittest -v "$target"
