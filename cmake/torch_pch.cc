@@ -1,3 +1,3 @@
-// Anchor for the shared precompiled headers (see trainbus_use_torch_pch and
-// trainbus_use_torch_lib_pch in TrainbusHelpers.cmake).
+// The source of every shared precompiled header's anchor target (see
+// trainbus_share_pch in TrainbusHelpers.cmake).
 int main() { return 0; }
