@@ -10,7 +10,8 @@
 #       flush/close races, faults) and dashboards_test (record_graph runs a
 #       forward pass on the writer thread while the caller trains). The
 #       framework (checkpoint writer thread) is not built with TSan.
-# Build folders are reused when present (BUILD_DIR overrides the folder).
+# Build folders are reused when present (BUILD_DIR overrides the folder);
+# CMAKE_ARGS, extra configure arguments, configure the folder again.
 # Each suite's binary runs once with all its tests (CTEST=1: one ctest
 # process per test instead, ~1 s of LibTorch start-up each under ASan).
 # Extra arguments go to every test binary (e.g. --gtest_filter=Bus*), or to
@@ -46,15 +47,16 @@ case "$mode" in
 esac
 
 start=$(date +%s)
-if [ ! -f "$build_dir/build.ninja" ]; then
+if [ ! -f "$build_dir/build.ninja" ] || [ -n "${CMAKE_ARGS:-}" ]; then
   # No CMAKE_BUILD_TYPE flags: -O1 keeps the build and the run quick and the
   # stacks exact; -g1 gives file:line in reports. UB is fatal (no recovery).
+  # shellcheck disable=SC2086
   cmake -S . -B "$build_dir" -G Ninja \
     -DCMAKE_BUILD_TYPE=None \
     -DCMAKE_CXX_FLAGS="-O1 -g1 -fno-sanitize-recover=all" \
     -DTRAINBUS_SANITIZE="$sanitize" \
     -DTRAINBUS_BUILD_BENCHMARKS=OFF \
-    -DTRAINBUS_BUILD_EXAMPLES=OFF >/dev/null
+    -DTRAINBUS_BUILD_EXAMPLES=OFF ${CMAKE_ARGS:-} >/dev/null
 fi
 cmake --build "$build_dir" -j "$jobs" "${targets[@]}"
 built=$(date +%s)
