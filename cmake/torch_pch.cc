@@ -1,3 +1,3 @@
 // The source of every shared precompiled header's anchor target (see
-// trainbus_share_pch in TrainbusHelpers.cmake).
+// trainbus_define_pch in TrainbusHelpers.cmake).
 int main() { return 0; }
