@@ -4,7 +4,7 @@
 #   tools/sanitizers/run.sh asan   # AddressSanitizer + UndefinedBehaviorSanitizer, every suite
 #   tools/sanitizers/run.sh tsan   # ThreadSanitizer, the TensorBoard writer's concurrency tests
 #
-# asan: build-asan/, -O1, no benchmarks or examples; every ctest test.
+# asan: build-asan/, -O1, no benchmarks or examples; every C++ suite.
 # tsan: build-tsan/, only the TensorBoard library's suites: tensorboard_test
 #       (the writer's thread, its queue, concurrent add_* from 8 threads,
 #       flush/close races, faults) and dashboards_test (record_graph runs a
@@ -84,17 +84,27 @@ else
     mapfile -t binaries < <(find "$build_dir/tests" -mindepth 2 -maxdepth 2 -type f -executable -name '*_test' | sort)
   fi
   [ ${#binaries[@]} -gt 0 ] || { echo "sanitizers: no test binaries in $build_dir/tests" >&2; exit 1; }
+  # A suite that hangs fails instead of holding up the run (timeout's exit
+  # 124): the slowest takes under 90 s under ASan on 2 cores.
+  suite_timeout="${SUITE_TIMEOUT:-900}"
   logs="$(cd "$build_dir" && pwd)/sanitizer-logs"
   mkdir -p "$logs"
   run_one() {
     local bin="$1" name; name=$(basename "$1")
     shift
     local s; s=$(date +%s)
-    if (cd "$(dirname "$bin")" && "./$name" "$@" >"$logs/$name.log" 2>&1); then
+    if (cd "$(dirname "$bin")" && timeout -k 10 "$suite_timeout" "./$name" "$@" >"$logs/$name.log" 2>&1); then
       echo "sanitizers: $name: $(grep -E '^\[  PASSED  \]' "$logs/$name.log" | tail -1) ($(($(date +%s) - s)) s)"
     else
-      echo "sanitizers: $name FAILED ($(($(date +%s) - s)) s); log $logs/$name.log:"
-      grep -E "ERROR: |SUMMARY: |runtime error|\[  FAILED  \]" "$logs/$name.log" | head -20 | sed 's/^/  /'
+      local rc=$?
+      if [ "$rc" -eq 124 ]; then
+        echo "sanitizers: $name TIMED OUT: still running after $suite_timeout s (SUITE_TIMEOUT);" \
+             "the last test it started is in the log's last '[ RUN      ]' line"
+      fi
+      echo "sanitizers: $name FAILED (exit $rc, $(($(date +%s) - s)) s); log $logs/$name.log:"
+      # (A hung suite's log may match nothing: the tail below must still print.)
+      { grep -E "ERROR: |SUMMARY: |runtime error|\[  FAILED  \]" "$logs/$name.log" || true; } |
+        head -20 | sed 's/^/  /'
       tail -40 "$logs/$name.log" | sed 's/^/  | /'
       return 1
     fi
