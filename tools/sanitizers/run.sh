@@ -84,38 +84,9 @@ else
     mapfile -t binaries < <(find "$build_dir/tests" -mindepth 2 -maxdepth 2 -type f -executable -name '*_test' | sort)
   fi
   [ ${#binaries[@]} -gt 0 ] || { echo "sanitizers: no test binaries in $build_dir/tests" >&2; exit 1; }
-  # A suite that hangs fails instead of holding up the run (timeout's exit
-  # 124): the slowest takes under 90 s under ASan on 2 cores.
-  suite_timeout="${SUITE_TIMEOUT:-900}"
-  logs="$(cd "$build_dir" && pwd)/sanitizer-logs"
-  mkdir -p "$logs"
-  run_one() {
-    local bin="$1" name; name=$(basename "$1")
-    shift
-    local s; s=$(date +%s)
-    if (cd "$(dirname "$bin")" && timeout -k 10 "$suite_timeout" "./$name" "$@" >"$logs/$name.log" 2>&1); then
-      echo "sanitizers: $name: $(grep -E '^\[  PASSED  \]' "$logs/$name.log" | tail -1) ($(($(date +%s) - s)) s)"
-    else
-      local rc=$?
-      if [ "$rc" -eq 124 ]; then
-        echo "sanitizers: $name TIMED OUT: still running after $suite_timeout s (SUITE_TIMEOUT);" \
-             "the last test it started is in the log's last '[ RUN      ]' line"
-      fi
-      echo "sanitizers: $name FAILED (exit $rc, $(($(date +%s) - s)) s); log $logs/$name.log:"
-      # (A hung suite's log may match nothing: the tail below must still print.)
-      { grep -E "ERROR: |SUMMARY: |runtime error|\[  FAILED  \]" "$logs/$name.log" || true; } |
-        head -20 | sed 's/^/  /'
-      tail -40 "$logs/$name.log" | sed 's/^/  | /'
-      return 1
-    fi
-  }
-  pids=()
-  for bin in "${binaries[@]}"; do
-    run_one "$bin" "$@" &
-    pids+=($!)
-    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || status=1; done
-  done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || status=1; done
+  # A suite that hangs fails after SUITE_TIMEOUT (default 900 s) instead of
+  # holding up the run: the slowest takes under 90 s under ASan on 2 cores.
+  JOBS="$jobs" "$supp/run_suites.sh" "$build_dir/sanitizer-logs" "${binaries[@]}" -- "$@" || status=$?
 fi
 echo "sanitizers: $mode tests took $(($(date +%s) - built)) s (total $(($(date +%s) - start)) s): $([ $status -eq 0 ] && echo passed || echo FAILED)"
 exit $status

@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Checks tools/sanitizers/run_suites.sh, which runs the C++ suites under the
+sanitizers in the test command, on stand-in suite programs: one that passes,
+one that fails, one that hangs (stopped after SUITE_TIMEOUT and named), and
+that arguments reach every suite.
+
+    python3 tests/scripts/run_suites_test.py
+"""
+
+import os
+import stat
+import subprocess
+import tempfile
+import unittest
+
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools",
+                      "sanitizers", "run_suites.sh")
+
+PASSING = """#!/bin/sh
+echo "[ RUN      ] A.B args=$*"
+echo "[  PASSED  ] 3 tests."
+"""
+FAILING = """#!/bin/sh
+echo "[ RUN      ] Failing.Case"
+echo "==1==ERROR: AddressSanitizer: heap-use-after-free"
+echo "[  FAILED  ] Failing.Case"
+exit 1
+"""
+# Stands for a suite stuck in a test: it never ends by itself.
+HANGING = """#!/bin/sh
+echo "[ RUN      ] Stuck.Forever"
+exec sleep 600
+"""
+
+
+class RunSuitesTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory(prefix="run_suites_test_")
+        self.addCleanup(self.dir.cleanup)
+        self.logs = os.path.join(self.dir.name, "logs")
+
+    def suite(self, name, text):
+        folder = os.path.join(self.dir.name, name)
+        os.makedirs(folder)
+        path = os.path.join(folder, name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
+        return path
+
+    def run_suites(self, *argv, timeout_s="900"):
+        env = dict(os.environ, SUITE_TIMEOUT=timeout_s, JOBS="2")
+        # The hang is stopped after SUITE_TIMEOUT; this bound only keeps a
+        # broken script from holding up ctest (the stand-in sleeps 600 s).
+        return subprocess.run(["bash", SCRIPT, self.logs, *argv], capture_output=True, text=True,
+                              env=env, timeout=300)
+
+    def test_passing_suites_exit_zero_and_each_says_so(self):
+        a = self.suite("a_test", PASSING)
+        b = self.suite("b_test", PASSING)
+        r = self.run_suites(a, b)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("sanitizers: a_test: [  PASSED  ] 3 tests.", r.stdout)
+        self.assertIn("sanitizers: b_test: [  PASSED  ] 3 tests.", r.stdout)
+        self.assertTrue(os.path.isfile(os.path.join(self.logs, "a_test.log")))
+
+    def test_arguments_after_the_separator_reach_every_suite(self):
+        a = self.suite("a_test", PASSING)
+        r = self.run_suites(a, "--", "--gtest_filter=Bus*")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        with open(os.path.join(self.logs, "a_test.log")) as f:
+            self.assertIn("args=--gtest_filter=Bus*", f.read())
+
+    def test_a_failing_suite_fails_the_run_with_its_error_lines(self):
+        a = self.suite("a_test", PASSING)
+        c = self.suite("c_test", FAILING)
+        r = self.run_suites(a, c)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("sanitizers: a_test: [  PASSED  ] 3 tests.", r.stdout)
+        self.assertIn("sanitizers: c_test FAILED (exit 1", r.stdout)
+        self.assertIn("  ==1==ERROR: AddressSanitizer: heap-use-after-free", r.stdout)
+        self.assertIn("  [  FAILED  ] Failing.Case", r.stdout)
+
+    def test_a_hanging_suite_is_stopped_and_named_and_the_others_still_run(self):
+        h = self.suite("h_test", HANGING)
+        a = self.suite("a_test", PASSING)
+        b = self.suite("b_test", PASSING)
+        r = self.run_suites(h, a, b, timeout_s="2")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("sanitizers: h_test TIMED OUT: still running after 2 s (SUITE_TIMEOUT)",
+                      r.stdout)
+        self.assertIn("sanitizers: h_test FAILED (exit 124", r.stdout)
+        # Its log's tail says where it was stuck, though no error line matched.
+        self.assertIn("  | [ RUN      ] Stuck.Forever", r.stdout)
+        self.assertIn("sanitizers: a_test: [  PASSED  ] 3 tests.", r.stdout)
+        self.assertIn("sanitizers: b_test: [  PASSED  ] 3 tests.", r.stdout)
+
+    def test_no_suites_is_a_usage_error(self):
+        r = subprocess.run(["bash", SCRIPT, self.logs], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("usage:", r.stderr)
+        r = subprocess.run(["bash", SCRIPT, self.logs, "--", "--gtest_filter=Bus*"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn('no suite programs given before "--"', r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
