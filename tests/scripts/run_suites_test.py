@@ -55,28 +55,32 @@ class RunSuitesTest(unittest.TestCase):
         return subprocess.run(["bash", SCRIPT, self.logs, *argv], capture_output=True, text=True,
                               env=env, timeout=300)
 
+    def assert_passed(self, result, *names):
+        for name in names:
+            self.assertIn("sanitizers: %s: [  PASSED  ] 3 tests." % name, result.stdout)
+
     def test_passing_suites_exit_zero_and_each_says_so(self):
         a = self.suite("a_test", PASSING)
         b = self.suite("b_test", PASSING)
         r = self.run_suites(a, b)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        self.assertIn("sanitizers: a_test: [  PASSED  ] 3 tests.", r.stdout)
-        self.assertIn("sanitizers: b_test: [  PASSED  ] 3 tests.", r.stdout)
-        self.assertTrue(os.path.isfile(os.path.join(self.logs, "a_test.log")))
+        self.assert_passed(r, "a_test", "b_test")
 
     def test_arguments_after_the_separator_reach_every_suite(self):
         a = self.suite("a_test", PASSING)
-        r = self.run_suites(a, "--", "--gtest_filter=Bus*")
+        b = self.suite("b_test", PASSING)
+        r = self.run_suites(a, b, "--", "--gtest_filter=Bus*")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        with open(os.path.join(self.logs, "a_test.log")) as f:
-            self.assertIn("args=--gtest_filter=Bus*", f.read())
+        for name in ("a_test", "b_test"):
+            with open(os.path.join(self.logs, name + ".log")) as f:
+                self.assertIn("args=--gtest_filter=Bus*", f.read())
 
     def test_a_failing_suite_fails_the_run_with_its_error_lines(self):
         a = self.suite("a_test", PASSING)
         c = self.suite("c_test", FAILING)
         r = self.run_suites(a, c)
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
-        self.assertIn("sanitizers: a_test: [  PASSED  ] 3 tests.", r.stdout)
+        self.assert_passed(r, "a_test")
         self.assertIn("sanitizers: c_test FAILED (exit 1", r.stdout)
         self.assertIn("  ==1==ERROR: AddressSanitizer: heap-use-after-free", r.stdout)
         self.assertIn("  [  FAILED  ] Failing.Case", r.stdout)
@@ -92,8 +96,7 @@ class RunSuitesTest(unittest.TestCase):
         self.assertIn("sanitizers: h_test FAILED (exit 124", r.stdout)
         # Its log's tail says where it was stuck, though no error line matched.
         self.assertIn("  | [ RUN      ] Stuck.Forever", r.stdout)
-        self.assertIn("sanitizers: a_test: [  PASSED  ] 3 tests.", r.stdout)
-        self.assertIn("sanitizers: b_test: [  PASSED  ] 3 tests.", r.stdout)
+        self.assert_passed(r, "a_test", "b_test")
 
     def test_no_suites_is_a_usage_error(self):
         r = subprocess.run(["bash", SCRIPT, self.logs], capture_output=True, text=True, timeout=60)
