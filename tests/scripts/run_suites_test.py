@@ -31,6 +31,12 @@ HANGING = """#!/bin/sh
 echo "[ RUN      ] Stuck.Forever"
 exec sleep 600
 """
+# The same, deaf to SIGTERM (the signal stays ignored across exec).
+DEAF = """#!/bin/sh
+trap '' TERM
+echo "[ RUN      ] Deaf.Forever"
+exec sleep 600
+"""
 
 
 class RunSuitesTest(unittest.TestCase):
@@ -97,6 +103,16 @@ class RunSuitesTest(unittest.TestCase):
         # Its log's tail says where it was stuck, though no error line matched.
         self.assertIn("  | [ RUN      ] Stuck.Forever", r.stdout)
         self.assert_passed(r, "a_test", "b_test")
+        # Beside it, not after it: they finished while it hung.
+        self.assertLess(r.stdout.index("sanitizers: b_test:"), r.stdout.index("h_test TIMED OUT"))
+
+    def test_a_suite_deaf_to_sigterm_is_killed_and_named(self):
+        d = self.suite("d_test", DEAF)
+        r = self.run_suites(d, timeout_s="1")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("sanitizers: d_test KILLED: it ignored SIGTERM after SUITE_TIMEOUT (1 s)",
+                      r.stdout)
+        self.assertIn("sanitizers: d_test FAILED (exit 137", r.stdout)
 
     def test_no_suites_is_a_usage_error(self):
         r = subprocess.run(["bash", SCRIPT, self.logs], capture_output=True, text=True, timeout=60)
@@ -106,6 +122,11 @@ class RunSuitesTest(unittest.TestCase):
                            capture_output=True, text=True, timeout=60)
         self.assertEqual(r.returncode, 2)
         self.assertIn('no suite programs given before "--"', r.stderr)
+        a = self.suite("a_test", PASSING)
+        r = subprocess.run(["bash", SCRIPT, self.logs, a], capture_output=True, text=True,
+                           env=dict(os.environ, JOBS="0"), timeout=60)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("JOBS must be a whole number >= 1, got '0'", r.stderr)
 
 
 if __name__ == "__main__":

@@ -51,8 +51,9 @@ MESH_RUN, MESH_TAG = "dashboards", "tetra"
 # screenshot shows these instead.
 HPARAMS_METRICS = ["train/loss", "val/accuracy", "val/loss"]
 SETUP_HINT = "run scripts/setup-test-tools.sh (it installs chromium, node and playwright-core)"
-# browser_check.mjs bounds itself (180 s a dashboard, a 60 s browser launch;
-# all eight take 80-170 s when they pass); this only catches a hung node.
+# browser_check.mjs bounds itself (180 s a dashboard, 480 s in all, a 60 s
+# browser launch; the whole test takes 80-170 s when it passes, the slower
+# beside a compile); this only catches a hung node.
 CHECK_TIMEOUT = 600
 
 

@@ -77,7 +77,7 @@ if [ -n "${CTEST:-}" ]; then
 else
   # Every suite's binary once, all its tests in one process: the same tests
   # as ctest (gtest_discover_tests registers each binary's tests), without
-  # paying LibTorch's start-up under ASan ~170 times. Two binaries at a time.
+  # paying LibTorch's start-up under ASan ~170 times; JOBS at a time (default: nproc).
   if [ "$mode" = tsan ]; then
     binaries=("$build_dir/tests/tensorboard/tensorboard_test" "$build_dir/tests/tensorboard/dashboards_test")
   else

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs GoogleTest suite programs, JOBS at a time, each once with all its
+# Runs GoogleTest suite programs, JOBS at a time (default: nproc), each once with all its
 # tests, and says per suite whether it passed; called by run.sh.
 #
 #   tools/sanitizers/run_suites.sh LOG_DIR SUITE... [-- ARGUMENTS...]
@@ -27,6 +27,10 @@ if [ ${#suites[@]} -eq 0 ]; then
 fi
 jobs="${JOBS:-$(nproc)}"
 suite_timeout="${SUITE_TIMEOUT:-900}"
+if ! [[ "$jobs" =~ ^[1-9][0-9]*$ ]]; then
+  echo "$0: JOBS must be a whole number >= 1, got '$jobs'" >&2
+  exit 2
+fi
 mkdir -p "$logs"
 logs="$(cd "$logs" && pwd)"
 
@@ -41,6 +45,10 @@ run_one() {
     if [ "$rc" -eq 124 ]; then
       echo "sanitizers: $name TIMED OUT: still running after $suite_timeout s (SUITE_TIMEOUT);" \
            "the last test it started is in the log's last '[ RUN      ]' line"
+    elif [ "$rc" -eq 137 ]; then
+      # timeout's SIGKILL 10 s after its SIGTERM, or the kernel's (out of memory).
+      echo "sanitizers: $name KILLED: it ignored SIGTERM after SUITE_TIMEOUT ($suite_timeout s)," \
+           "or the kernel killed it (out of memory?)"
     fi
     echo "sanitizers: $name FAILED (exit $rc, $(($(date +%s) - s)) s); log $logs/$name.log:"
     # (A hung suite's log may match nothing: the tail below must still print.)
