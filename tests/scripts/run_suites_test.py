@@ -54,12 +54,12 @@ class RunSuitesTest(unittest.TestCase):
         os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
         return path
 
-    def run_suites(self, *argv, timeout_s="900"):
-        env = dict(os.environ, SUITE_TIMEOUT=timeout_s, JOBS="2")
-        # The hang is stopped after SUITE_TIMEOUT; this bound only keeps a
+    def run_suites(self, *argv, timeout_s="900", jobs="2", bound_s=300):
+        env = dict(os.environ, SUITE_TIMEOUT=timeout_s, JOBS=jobs)
+        # The hang is stopped after SUITE_TIMEOUT; bound_s only keeps a
         # broken script from holding up ctest (the stand-in sleeps 600 s).
         return subprocess.run(["bash", SCRIPT, self.logs, *argv], capture_output=True, text=True,
-                              env=env, timeout=300)
+                              env=env, timeout=bound_s)
 
     def assert_passed(self, result, *names):
         for name in names:
@@ -115,16 +115,14 @@ class RunSuitesTest(unittest.TestCase):
         self.assertIn("sanitizers: d_test FAILED (exit 137", r.stdout)
 
     def test_no_suites_is_a_usage_error(self):
-        r = subprocess.run(["bash", SCRIPT, self.logs], capture_output=True, text=True, timeout=60)
+        r = self.run_suites(bound_s=60)
         self.assertEqual(r.returncode, 2)
         self.assertIn("usage:", r.stderr)
-        r = subprocess.run(["bash", SCRIPT, self.logs, "--", "--gtest_filter=Bus*"],
-                           capture_output=True, text=True, timeout=60)
+        r = self.run_suites("--", "--gtest_filter=Bus*", bound_s=60)
         self.assertEqual(r.returncode, 2)
         self.assertIn('no suite programs given before "--"', r.stderr)
         a = self.suite("a_test", PASSING)
-        r = subprocess.run(["bash", SCRIPT, self.logs, a], capture_output=True, text=True,
-                           env=dict(os.environ, JOBS="0"), timeout=60)
+        r = self.run_suites(a, jobs="0", bound_s=60)
         self.assertEqual(r.returncode, 2)
         self.assertIn("JOBS must be a whole number >= 1, got '0'", r.stderr)
 
