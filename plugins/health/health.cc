@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "tensor_squares.h"
 #include "trainbus/plugin_state.h"
 
 namespace trainbus::health {
@@ -37,9 +38,9 @@ std::string Number(double v) { return absl::StrFormat("%.4g", v); }
 double DeadFraction(torch::nn::Module& model) {
   int64_t zeros = 0, entries = 0;
   for (const at::Tensor& p : model.parameters()) {
-    if (!p.grad().defined()) continue;
-    zeros += (p.grad().detach() == 0).sum().item<int64_t>();
-    entries += p.grad().numel();
+    const SquaresAndZeros g = MeasureSquares(p.grad());
+    zeros += g.zeros;
+    entries += g.entries;
   }
   return entries > 0 ? static_cast<double>(zeros) / static_cast<double>(entries) : -1.0;
 }
@@ -381,11 +382,11 @@ void HealthPlugin::CheckGradients(int64_t step, Control& control) {
   for (const auto& item : model->named_parameters()) {
     const at::Tensor& g = item.value().grad();
     if (!g.defined()) continue;
-    const at::Tensor grad = g.detach();
-    const double norm = grad.norm().item<double>();
-    const double weight = item.value().detach().norm().item<double>();
-    zeros += (grad == 0).sum().item<int64_t>();
-    entries += grad.numel();
+    const SquaresAndZeros grad = MeasureSquares(g);
+    const double norm = std::sqrt(grad.sum_squares);
+    const double weight = std::sqrt(MeasureSquares(item.value()).sum_squares);
+    zeros += grad.zeros;
+    entries += grad.entries;
     const std::string layer = item.key();
     control.PublishScalar(absl::StrCat(prefix_, "grad_norm/", layer), norm);
     auto group = group_of.find(item.value().unsafeGetTensorImpl());

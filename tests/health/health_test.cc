@@ -8,6 +8,7 @@
 #include <random>
 #include <regex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -18,6 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "detectors.h"
 #include "health.h"
+#include "tensor_squares.h"
 #include "test_util.h"
 #include "trainbus/testing.h"
 
@@ -214,6 +216,44 @@ TEST(HealthPluginTest, FindingsCanStopTheRunOrAskForACheckpoint) {
   EXPECT_EQ(r.result.last_step, 150);
   EXPECT_THAT(r.result.stop_reason, HasSubstr("health: loss spike at step 150"));
   EXPECT_THAT(r.result.checkpoint_requests, ElementsAre("150: health: health: spike"));
+}
+
+// MeasureSquares against LibTorch's own norm and zero count: the loop for
+// dense CPU float and double tensors, the LibTorch ops for every other kind.
+TEST(TensorSquaresTest, MatchesLibTorchOnEveryKindOfTensor) {
+  torch::manual_seed(7);
+  at::Tensor with_zeros = torch::randn({37, 11});
+  with_zeros.index_put_({with_zeros.abs() < 0.3}, 0.0);
+  with_zeros[0][0] = -0.0;
+  const std::vector<std::pair<std::string, at::Tensor>> cases = {
+      {"float", with_zeros},
+      {"double", with_zeros.to(at::kDouble)},
+      {"odd length (a tail after the blocks of four)", torch::randn({7})},
+      {"one value", torch::full({1}, 3.0)},
+      {"transposed (not contiguous)", with_zeros.t()},
+      {"half (no loop: LibTorch ops)", with_zeros.to(at::kHalf).to(at::kFloat).to(at::kHalf)},
+      {"sparse", with_zeros.to_sparse()},
+      {"complex (LibTorch ops)", torch::complex(with_zeros, with_zeros.t().contiguous().t())},
+  };
+  for (const auto& [name, t] : cases) {
+    SCOPED_TRACE(name);
+    const SquaresAndZeros m = MeasureSquares(t);
+    const at::Tensor dense = t.layout() == at::kStrided ? t : t.to_dense();
+    const double norm = dense.abs().to(at::kDouble).norm().item<double>();
+    EXPECT_NEAR(std::sqrt(m.sum_squares), norm, 1e-6 * norm);
+    EXPECT_EQ(m.zeros, (dense == 0).sum().item<int64_t>());
+    EXPECT_EQ(m.entries, dense.numel());
+  }
+  EXPECT_GE(MeasureSquares(with_zeros).zeros, 50);  // the cases above hold zeros to count
+  // Empty and undefined tensors measure as empty; a NaN poisons the sum.
+  const SquaresAndZeros empty = MeasureSquares(torch::zeros({0, 3}));
+  EXPECT_EQ(empty.sum_squares, 0.0);
+  EXPECT_EQ(empty.entries, 0);
+  EXPECT_EQ(MeasureSquares(at::Tensor()).entries, 0);
+  at::Tensor nan = torch::ones({9});
+  nan[5] = std::nan("");
+  EXPECT_TRUE(std::isnan(MeasureSquares(nan).sum_squares));
+  EXPECT_TRUE(std::isinf(MeasureSquares(torch::full({2}, INFINITY)).sum_squares));
 }
 
 TEST(HealthPluginTest, VanishingGradientsOfAFrozenLayer) {
