@@ -125,7 +125,7 @@ for s in "${suites[@]}"; do
       medians "$results/standalone_writer.txt"
       ;;
     health)
-      echo; echo "== health plugin: per iteration, without and with gradient statistics (median of 5) =="
+      echo; echo "== plugins that read the gradients, per iteration: health without and with gradient statistics, nonfinite_guard (median of 5) =="
       "$build_dir/bench/health/health_bench" --benchmark_repetitions=5 \
         --benchmark_report_aggregates_only=true \
         --benchmark_out="$results/health.json" --benchmark_out_format=json \

@@ -1,10 +1,14 @@
-// What the health plugin adds to one iteration, on the default example's
-// model (the CNN: conv 1->8, conv 8->16, linear 784->6; 8.6k parameters)
-// with gradients in place, through a Session as the trainer drives it:
+// What the plugins that read the model's gradients add to one iteration (the
+// health plugin; nonfinite_guard, on in the default example), on the default
+// example's model (the CNN: conv 1->8, conv 8->16, linear 784->6; 8.6k
+// parameters) with gradients in place, through a Session as the trainer
+// drives it:
 //
 //   BM_HealthPerIteration/0    the loss checks only (gradients_every_n 0)
 //   BM_HealthPerIteration/50   and the gradient statistics every 50th iteration (the default)
 //   BM_HealthPerIteration/1    and the gradient statistics every iteration
+//   BM_NonFiniteGuardPerIteration  nonfinite_guard as configured by default: the loss
+//                              and every gradient checked every iteration
 //   BM_NoPluginPerIteration    the same Session calls with no plugin: the baseline
 //
 //   scripts/bench.sh health
@@ -21,6 +25,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "health.h"
+#include "nonfinite_guard.h"
 #include "trainbus/session.h"
 #include "trainbus/testing.h"
 
@@ -37,18 +42,20 @@ torch::nn::Sequential ModelWithGradients() {
   return m;
 }
 
-void Iterations(benchmark::State& state, bool with_health) {
+// Session calls of one iteration with the plugin `PluginT` made from
+// `options` (none when `name` is empty).
+template <class PluginT>
+void Iterations(benchmark::State& state, const std::string& name, const std::string& options) {
   torch::nn::Sequential model = ModelWithGradients();
   torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.05));
   trainbus::Session session;
-  if (with_health) {
-    auto plugin = trainbus::testing::CreatePlugin<trainbus::health::HealthPlugin>(
-        absl::StrCat(R"({"gradients_every_n": )", state.range(0), "}"));
+  if (!name.empty()) {
+    auto plugin = trainbus::testing::CreatePlugin<PluginT>(options);
     if (!plugin.ok()) {
       state.SkipWithError(std::string(plugin.status().message()).c_str());
       return;
     }
-    (void)session.AddPlugin(*std::move(plugin), "health");
+    (void)session.AddPlugin(*std::move(plugin), name);
   }
   session.Bind(model, &optimizer);
   trainbus::RunInfo run;
@@ -67,10 +74,20 @@ void Iterations(benchmark::State& state, bool with_health) {
   (void)session.End();
 }
 
-void BM_HealthPerIteration(benchmark::State& state) { Iterations(state, true); }
+void BM_HealthPerIteration(benchmark::State& state) {
+  Iterations<trainbus::health::HealthPlugin>(
+      state, "health", absl::StrCat(R"({"gradients_every_n": )", state.range(0), "}"));
+}
 BENCHMARK(BM_HealthPerIteration)->Arg(0)->Arg(50)->Arg(1)->Unit(benchmark::kMicrosecond);
 
-void BM_NoPluginPerIteration(benchmark::State& state) { Iterations(state, false); }
+void BM_NonFiniteGuardPerIteration(benchmark::State& state) {
+  Iterations<trainbus::nonfinite_guard::NonFiniteGuardPlugin>(state, "nonfinite_guard", "{}");
+}
+BENCHMARK(BM_NonFiniteGuardPerIteration)->Unit(benchmark::kMicrosecond);
+
+void BM_NoPluginPerIteration(benchmark::State& state) {
+  Iterations<trainbus::health::HealthPlugin>(state, "", "");
+}
 BENCHMARK(BM_NoPluginPerIteration)->Arg(0)->Unit(benchmark::kMicrosecond);
 
 }  // namespace

@@ -41,6 +41,12 @@ absl::StatusOr<Config> ConfigFromOptions(const PluginOptions& options);
 
 // "loss is nan at step 41", or nullopt when finite.
 std::optional<std::string> CheckLoss(double loss, int64_t step);
+// True when every value of `t` is finite (an undefined or empty tensor is).
+// Dense contiguous CPU float and double tensors are read in one plain loop:
+// LibTorch's isfinite(t).all().item() runs about five kernels and costs
+// ~20 us a parameter on the reference machine (126 us an iteration for the
+// default example's six), every iteration. Other tensors use LibTorch.
+bool AllFinite(const at::Tensor& t);
 // "gradient of 'fc.weight' has inf at step 41 (2 of 40 values)", naming the
 // first parameter (in named_parameters() order) whose gradient is not finite,
 // or nullopt. Parameters without a gradient are skipped.

@@ -824,6 +824,45 @@ TEST(NonFiniteGuardTest, MessagesNameStepAndTensor) {
             "parameter has non-finite gradients");
 }
 
+// AllFinite's loop (dense CPU float and double) and its LibTorch path (every
+// other tensor) against LibTorch's isfinite: one bad value anywhere, of each
+// kind, and the finite extremes that look like it.
+TEST(NonFiniteGuardTest, AllFiniteFindsEveryBadValueInEveryKindOfTensor) {
+  const std::vector<double> finite_extremes = {std::numeric_limits<float>::max(),
+                                               -std::numeric_limits<float>::max(),
+                                               std::numeric_limits<float>::denorm_min(),
+                                               -0.0, 0.0, 1e-30};
+  for (at::ScalarType dtype : {at::kFloat, at::kDouble, at::kHalf}) {
+    for (int64_t n : {1, 7, 37}) {  // blocks and a tail
+      SCOPED_TRACE(absl::StrCat(c10::toString(dtype), " x ", n));
+      at::Tensor t = torch::linspace(-3, 3, n).to(dtype);
+      EXPECT_TRUE(ng::AllFinite(t));
+      for (double v : finite_extremes) {
+        if (dtype == at::kHalf && std::abs(v) > 65504) continue;
+        at::Tensor u = t.clone();
+        u[n / 2] = v;
+        EXPECT_TRUE(ng::AllFinite(u)) << v;
+      }
+      for (double bad : {kNan, kInf, -kInf}) {
+        for (int64_t at_index : {int64_t{0}, n / 2, n - 1}) {
+          at::Tensor u = t.clone();
+          u[at_index] = bad;
+          EXPECT_FALSE(ng::AllFinite(u)) << bad << " at " << at_index;
+          EXPECT_FALSE(ng::AllFinite(u.reshape({n, 1}).t().t()));  // a view of the same values
+        }
+      }
+    }
+  }
+  at::Tensor grid = torch::ones({5, 6});
+  grid[4][1] = kNan;
+  EXPECT_FALSE(ng::AllFinite(grid.t()));  // not contiguous: LibTorch
+  EXPECT_TRUE(ng::AllFinite(grid.t().slice(1, 0, 4)));
+  EXPECT_FALSE(ng::AllFinite(grid.to_sparse()));  // sparse: its stored values
+  EXPECT_TRUE(ng::AllFinite(torch::ones({5, 6}).to_sparse()));
+  EXPECT_TRUE(ng::AllFinite(torch::zeros({0})));
+  EXPECT_TRUE(ng::AllFinite(at::Tensor()));
+}
+
 struct GuardHarness {
   explicit GuardHarness(const std::string& json) {
     session.bus().set_log_sink([this](absl::string_view l) { logs.emplace_back(l); });
