@@ -5,7 +5,9 @@
 //   build-tb/bench/tensorboard/tensorboard_writer_bench
 #include <ATen/ATen.h>
 #include <benchmark/benchmark.h>
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <x86intrin.h>
 
 #include <atomic>
@@ -19,7 +21,9 @@
 #include <string>
 #include <vector>
 
+#include "trainbus/tensorboard/bounded_queue.h"
 #include "trainbus/tensorboard/crc32c.h"
+#include "trainbus/tensorboard/event_file_name.h"
 #include "trainbus/tensorboard/histogram.h"
 #include "trainbus/tensorboard/scalar_event.h"
 #include "trainbus/tensorboard/summaries.h"
@@ -111,6 +115,76 @@ void BM_EncodeScalarBatch(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kBatch);
 }
 BENCHMARK(BM_EncodeScalarBatch);
+
+// The floor of the end-to-end path, piece by piece on one core (no second
+// thread, so no cache line crosses between cores): what add_scalar's clock
+// read, its enqueue and the writer thread's write() cost alone. With
+// BM_EncodeScalarBatch (encode and frame) they add up to the least CPU a
+// scalar can cost in this design on the machine that runs them.
+void BM_CoarseClock(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(tb::CoarseNowSeconds());
+}
+BENCHMARK(BM_CoarseClock);
+
+// One thread pushes a scalar-sized item into the writer's ring (one
+// compare-and-swap, the cell's stores) and drains it every 1024 pushes.
+void BM_RingPushOneThread(benchmark::State& state) {
+  struct Item {
+    float value;
+    int64_t step;
+    double wall_time;
+    char tag[24];
+  };
+  tb::internal::BoundedQueue<Item> queue(1 << 16);
+  int64_t step = 0;
+  uint64_t position = 0;
+  for (auto _ : state) {
+    queue.TryPush(
+        [&](Item& it) {
+          it.value = 0.25f;
+          it.step = step;
+          it.wall_time = 1.7e9;
+        },
+        &position);
+    if ((++step & 1023) == 0) {
+      while (queue.Front() != nullptr) queue.Pop();
+      queue.Release();
+    }
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_RingPushOneThread);
+
+// write() of 1 MiB batches into a file in the page cache (the writer
+// thread's system calls); bytes_per_second over the scalars' 50.8 bytes a
+// record is the kernel's share per scalar.
+void BM_WriteToPageCache(benchmark::State& state) {
+  ScratchDir dir;
+  const std::string path = dir.path() + "/file";
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) {
+    state.SkipWithError("open failed");
+    return;
+  }
+  std::vector<char> batch(1 << 20, 'x');
+  int64_t written = 0;
+  for (auto _ : state) {
+    if (::write(fd, batch.data(), batch.size()) != static_cast<ssize_t>(batch.size())) {
+      state.SkipWithError("write failed");
+      break;
+    }
+    written += static_cast<int64_t>(batch.size());
+    if (written >= (int64_t{256} << 20)) {  // keep the file (and the page cache) bounded
+      state.PauseTiming();
+      if (::ftruncate(fd, 0) != 0 || ::lseek(fd, 0, SEEK_SET) != 0) state.SkipWithError("truncate failed");
+      written = 0;
+      state.ResumeTiming();
+    }
+  }
+  ::close(fd);
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(batch.size()));
+}
+BENCHMARK(BM_WriteToPageCache)->Unit(benchmark::kMicrosecond);
 
 // CPU time of the whole process (every thread: the caller and the writer).
 double ProcessCpuNs() {
