@@ -31,10 +31,20 @@ SquaresAndZeros Scan(const T* v, int64_t n) {
 
 SquaresAndZeros MeasureSquares(const at::Tensor& t) {
   if (!t.defined() || t.numel() == 0) return {};
-  const bool plain = t.device().is_cpu() && t.layout() == at::kStrided && t.is_contiguous();
-  if (plain && t.scalar_type() == at::kFloat) return Scan(t.data_ptr<float>(), t.numel());
-  if (plain && t.scalar_type() == at::kDouble) return Scan(t.data_ptr<double>(), t.numel());
-  // Sparse gradients (an Embedding with sparse=true) have no elementwise ==.
+  if (t.is_sparse()) {
+    // A sparse gradient (an Embedding with sparse=true): its stored values,
+    // summed per entry (coalesce), and every entry not stored is a zero.
+    const at::Tensor c = t.detach().coalesce();
+    SquaresAndZeros stored = MeasureSquares(c._values());
+    stored.zeros += t.numel() - stored.entries;
+    stored.entries = t.numel();
+    return stored;
+  }
+  // Every value once, in any order: a dense block (channels-last too) will do.
+  const bool in_place = t.device().is_cpu() && t.layout() == at::kStrided &&
+                        t.is_non_overlapping_and_dense();
+  if (in_place && t.scalar_type() == at::kFloat) return Scan(t.data_ptr<float>(), t.numel());
+  if (in_place && t.scalar_type() == at::kDouble) return Scan(t.data_ptr<double>(), t.numel());
   const at::Tensor d = t.layout() == at::kStrided ? t.detach() : t.detach().to_dense();
   // In double, as the loop sums (a half norm would round to 3 digits).
   const double norm = d.to(d.is_complex() ? at::kComplexDouble : at::kDouble).norm().item<double>();

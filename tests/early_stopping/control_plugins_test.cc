@@ -824,39 +824,56 @@ TEST(NonFiniteGuardTest, MessagesNameStepAndTensor) {
             "parameter has non-finite gradients");
 }
 
-// AllFinite's loop (dense CPU float and double) and its LibTorch path (every
-// other tensor) against LibTorch's isfinite: one bad value anywhere, of each
-// kind, and the finite extremes that look like it.
+// AllFinite's loop (CPU float and double in one dense block) and its other
+// paths (LibTorch; a sparse tensor's stored values) against LibTorch's
+// isfinite: one bad value anywhere, of each kind, and the finite extremes
+// next to them, in each dtype's own range.
 TEST(NonFiniteGuardTest, AllFiniteFindsEveryBadValueInEveryKindOfTensor) {
-  const std::vector<double> finite_extremes = {std::numeric_limits<float>::max(),
-                                               -std::numeric_limits<float>::max(),
-                                               std::numeric_limits<float>::denorm_min(),
-                                               -0.0, 0.0, 1e-30};
+  auto extremes = [](at::ScalarType dtype) -> std::vector<double> {
+    if (dtype == at::kDouble) {
+      return {std::numeric_limits<double>::max(), -std::numeric_limits<double>::max(),
+              std::numeric_limits<double>::denorm_min(), std::numeric_limits<double>::min(),
+              -0.0};
+    }
+    if (dtype == at::kHalf) return {65504.0, -65504.0, 6e-8, -0.0};
+    return {std::numeric_limits<float>::max(), -std::numeric_limits<float>::max(),
+            std::numeric_limits<float>::denorm_min(), std::numeric_limits<float>::min(), -0.0};
+  };
+  auto agrees_with_libtorch = [](const at::Tensor& t) {
+    return ng::AllFinite(t) == at::isfinite(t).all().item<bool>();
+  };
   for (at::ScalarType dtype : {at::kFloat, at::kDouble, at::kHalf}) {
     for (int64_t n : {1, 7, 37}) {  // blocks and a tail
       SCOPED_TRACE(absl::StrCat(c10::toString(dtype), " x ", n));
-      at::Tensor t = torch::linspace(-3, 3, n).to(dtype);
+      const at::Tensor t = torch::linspace(-3, 3, n).to(dtype);
       EXPECT_TRUE(ng::AllFinite(t));
-      for (double v : finite_extremes) {
-        if (dtype == at::kHalf && std::abs(v) > 65504) continue;
+      for (double v : extremes(dtype)) {
         at::Tensor u = t.clone();
         u[n / 2] = v;
         EXPECT_TRUE(ng::AllFinite(u)) << v;
+        EXPECT_TRUE(agrees_with_libtorch(u)) << v;
       }
       for (double bad : {kNan, kInf, -kInf}) {
         for (int64_t at_index : {int64_t{0}, n / 2, n - 1}) {
           at::Tensor u = t.clone();
           u[at_index] = bad;
           EXPECT_FALSE(ng::AllFinite(u)) << bad << " at " << at_index;
-          EXPECT_FALSE(ng::AllFinite(u.reshape({n, 1}).t().t()));  // a view of the same values
+          EXPECT_TRUE(agrees_with_libtorch(u));
+          EXPECT_FALSE(ng::AllFinite(at::_neg_view(u)));  // a pending negation
         }
       }
     }
   }
   at::Tensor grid = torch::ones({5, 6});
   grid[4][1] = kNan;
-  EXPECT_FALSE(ng::AllFinite(grid.t()));  // not contiguous: LibTorch
-  EXPECT_TRUE(ng::AllFinite(grid.t().slice(1, 0, 4)));
+  EXPECT_FALSE(ng::AllFinite(grid.t()));                  // transposed: still one dense block
+  EXPECT_FALSE(ng::AllFinite(grid.narrow(0, 3, 2)));      // a view at an offset
+  EXPECT_TRUE(ng::AllFinite(grid.narrow(0, 0, 4)));
+  EXPECT_TRUE(ng::AllFinite(grid.t().slice(1, 0, 4)));    // not dense: LibTorch
+  EXPECT_FALSE(ng::AllFinite(grid.t().slice(1, 3, 5)));
+  at::Tensor image = torch::ones({2, 3, 4, 5}).contiguous(at::MemoryFormat::ChannelsLast);
+  image[1][2][3][4] = kInf;
+  EXPECT_FALSE(ng::AllFinite(image));
   EXPECT_FALSE(ng::AllFinite(grid.to_sparse()));  // sparse: its stored values
   EXPECT_TRUE(ng::AllFinite(torch::ones({5, 6}).to_sparse()));
   EXPECT_TRUE(ng::AllFinite(torch::zeros({0})));

@@ -218,9 +218,23 @@ TEST(HealthPluginTest, FindingsCanStopTheRunOrAskForACheckpoint) {
   EXPECT_THAT(r.result.checkpoint_requests, ElementsAre("150: health: health: spike"));
 }
 
-// MeasureSquares against LibTorch's own norm and zero count: the loop for
-// dense CPU float and double tensors, the LibTorch ops for every other kind.
-TEST(TensorSquaresTest, MatchesLibTorchOnEveryKindOfTensor) {
+// MeasureSquares against a reference summed here value by value: the loop
+// (dense CPU float and double, in any dimension order, views with an offset
+// or a pending negation) and the LibTorch path (every other kind).
+TEST(TensorSquaresTest, MatchesAValueByValueSumOnEveryKindOfTensor) {
+  auto reference = [](const at::Tensor& t) {
+    const at::Tensor dense = t.layout() == at::kStrided ? t : t.to_dense();
+    const at::Tensor wide = dense.to(dense.is_complex() ? at::kComplexDouble : at::kDouble);
+    const at::Tensor magnitudes = wide.abs().contiguous();
+    SquaresAndZeros r;
+    const double* v = magnitudes.data_ptr<double>();
+    for (int64_t i = 0; i < magnitudes.numel(); ++i) {
+      r.sum_squares += v[i] * v[i];
+      r.zeros += v[i] == 0.0;
+    }
+    r.entries = magnitudes.numel();
+    return r;
+  };
   torch::manual_seed(7);
   at::Tensor with_zeros = torch::randn({37, 11});
   with_zeros.index_put_({with_zeros.abs() < 0.3}, 0.0);
@@ -230,19 +244,22 @@ TEST(TensorSquaresTest, MatchesLibTorchOnEveryKindOfTensor) {
       {"double", with_zeros.to(at::kDouble)},
       {"odd length (a tail after the blocks of four)", torch::randn({7})},
       {"one value", torch::full({1}, 3.0)},
-      {"transposed (not contiguous)", with_zeros.t()},
-      {"half (no loop: LibTorch ops)", with_zeros.to(at::kHalf).to(at::kFloat).to(at::kHalf)},
-      {"sparse", with_zeros.to_sparse()},
+      {"a view at an offset", with_zeros.narrow(0, 5, 20)},
+      {"a negated view", at::_neg_view(with_zeros)},
+      {"channels-last (dense, not contiguous)",
+       torch::randn({2, 3, 4, 5}).contiguous(at::MemoryFormat::ChannelsLast)},
+      {"transposed slice (not dense: LibTorch ops)", with_zeros.t().slice(1, 0, 30)},
+      {"half (LibTorch ops)", with_zeros.to(at::kHalf)},
+      {"sparse (its stored values)", with_zeros.to_sparse()},
       {"complex (LibTorch ops)", torch::complex(with_zeros, with_zeros.t().contiguous().t())},
   };
   for (const auto& [name, t] : cases) {
     SCOPED_TRACE(name);
     const SquaresAndZeros m = MeasureSquares(t);
-    const at::Tensor dense = t.layout() == at::kStrided ? t : t.to_dense();
-    const double norm = dense.abs().to(at::kDouble).norm().item<double>();
-    EXPECT_NEAR(std::sqrt(m.sum_squares), norm, 1e-6 * norm);
-    EXPECT_EQ(m.zeros, (dense == 0).sum().item<int64_t>());
-    EXPECT_EQ(m.entries, dense.numel());
+    const SquaresAndZeros want = reference(t);
+    EXPECT_NEAR(m.sum_squares, want.sum_squares, 1e-9 * want.sum_squares);
+    EXPECT_EQ(m.zeros, want.zeros);
+    EXPECT_EQ(m.entries, want.entries);
   }
   EXPECT_GE(MeasureSquares(with_zeros).zeros, 50);  // the cases above hold zeros to count
   // Empty and undefined tensors measure as empty; a NaN poisons the sum.
