@@ -76,16 +76,11 @@ void Iterations(benchmark::State& state, const char* name, MakePlugin make) {
 
 // The plugins as a config makes them: `arg` is the benchmark's argument.
 absl::StatusOr<std::unique_ptr<trainbus::Plugin>> Health(int64_t gradients_every_n) {
-  auto plugin = trainbus::testing::CreatePlugin<trainbus::health::HealthPlugin>(
+  return trainbus::testing::CreatePlugin<trainbus::health::HealthPlugin>(
       absl::StrCat(R"({"gradients_every_n": )", gradients_every_n, "}"));
-  if (!plugin.ok()) return plugin.status();
-  return std::unique_ptr<trainbus::Plugin>(*std::move(plugin));
 }
 absl::StatusOr<std::unique_ptr<trainbus::Plugin>> NonFiniteGuard(int64_t) {
-  auto plugin =
-      trainbus::testing::CreatePlugin<trainbus::nonfinite_guard::NonFiniteGuardPlugin>("{}");
-  if (!plugin.ok()) return plugin.status();
-  return std::unique_ptr<trainbus::Plugin>(*std::move(plugin));
+  return trainbus::testing::CreatePlugin<trainbus::nonfinite_guard::NonFiniteGuardPlugin>("{}");
 }
 
 void BM_HealthPerIteration(benchmark::State& state) { Iterations(state, "health", &Health); }
