@@ -258,8 +258,8 @@ BENCHMARK(BM_ScalarThroughputEndToEnd)->Arg(1 << 20)->Unit(benchmark::kMilliseco
 // benchmark above if the calling thread encoded each scalar into a byte ring
 // of its own and the writer thread only checksummed the records in place and
 // wrote them from the ring (see docs/LIMITS.md, the writer's CPU per
-// scalar). Same workload, clock and encoder. Left out, so this is a lower
-// bound of that design: one producer only, waits that sleep instead of a
+// scalar). Same workload, clock and encoder. A simplified, unoptimised
+// prototype of that design: one producer only, waits that sleep instead of a
 // futex protocol, no Close() or error handling, no other record kinds.
 class ByteLaneDesign {
  public:
@@ -267,7 +267,7 @@ class ByteLaneDesign {
 
   explicit ByteLaneDesign(const std::string& path) {
     // The ring is mapped twice back to back: a record never wraps.
-    const int memfd = ::memfd_create("byte_lane", 0);
+    const int memfd = ::memfd_create("byte_lane", MFD_CLOEXEC);
     char* base = static_cast<char*>(
         ::mmap(nullptr, 2 * kCapacity, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
     if (memfd < 0 || ::ftruncate(memfd, kCapacity) != 0 || base == MAP_FAILED ||
@@ -289,9 +289,11 @@ class ByteLaneDesign {
     ::munmap(ring_, 2 * kCapacity);
   }
 
-  // Calling thread: encode one scalar at the end of the ring.
+  // Calling thread: encode one scalar at the end of the ring. Tags up to
+  // kInlineTagSize bytes, as in the shipped writer's fast path.
   void Add(absl::string_view tag, float value, int64_t step) {
     constexpr size_t kMaxRecord = tb::MaxScalarRecordSize(tb::EventFileWriter::kInlineTagSize);
+    if (tag.size() > tb::EventFileWriter::kInlineTagSize) std::abort();
     while (end_ + kMaxRecord - released_copy_ > kCapacity) {
       released_copy_ = released_.load(std::memory_order_acquire);
       if (end_ + kMaxRecord - released_copy_ > kCapacity) ::usleep(10);  // full: block
@@ -311,10 +313,8 @@ class ByteLaneDesign {
 
   // Writer thread: sleeps until 64 KiB are published (or a flush or the end
   // is asked for), as the shipped writer sleeps until woken every eighth of
-  // its ring: polling the calling thread's position after every record would
-  // pull its line back and forth. Then checksums what was published, writes
-  // it once 256 KiB are framed (or all of it on a flush), and hands the space
-  // back.
+  // its ring. Then checksums what was published, writes it once 256 KiB are
+  // framed (or all of it on a flush), and hands the space back.
   void Run() {
     uint64_t framed = 0, written = 0;
     for (;;) {
