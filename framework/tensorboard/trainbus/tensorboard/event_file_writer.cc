@@ -249,24 +249,30 @@ class EventFileWriter::Impl {
 
   void Wake() {
     if (sleeping_.exchange(false, std::memory_order_seq_cst)) {
-      std::lock_guard<std::mutex> lock(mu_);
+      // The empty critical section orders this wake-up after a writer thread
+      // that checked its predicate under mu_ (it holds mu_ until it sleeps).
+      // Notifying after unlocking lets it wake without blocking on mu_ behind
+      // the caller: a futex round trip the training thread would pay for.
+      { std::lock_guard<std::mutex> lock(mu_); }
       wake_cv_.notify_one();
     }
   }
 
-  // Asks the writer thread to flush everything enqueued so far; does not wait.
+  // Asks the writer thread to flush everything enqueued so far; does not
+  // wait, and does not touch mu_ after the wake-up (the writer takes it then).
   absl::Status RequestFlush() {
     const uint64_t target = queue_.producer_position();
+    absl::Status status;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      if (thread_exited_ || flushed_through_ >= target) return StatusLocked();
+      std::lock_guard<std::mutex> lock(mu_);
+      status = StatusLocked();
+      if (thread_exited_ || flushed_through_ >= target) return status;
       if (flush_target_.load(std::memory_order_relaxed) < target) {
         flush_target_.store(target, std::memory_order_seq_cst);
       }
     }
     Wake();
-    std::unique_lock<std::mutex> lock(mu_);
-    return StatusLocked();
+    return status;
   }
 
   absl::Status Flush() {
