@@ -441,8 +441,9 @@ void Bus::Log(absl::string_view requester, absl::string_view message) {
     // On a terminal a progress bar may be drawn on the current line (no
     // newline yet): start from column 0 and clear it, so the message gets a
     // line of its own and the bar is redrawn below it.
+    // One write: std::cerr is unbuffered, so each << would be a system call.
     static const bool tty = ::isatty(STDERR_FILENO) == 1;
-    std::cerr << (tty ? "\r\033[K" : "") << line << std::endl;
+    std::cerr << absl::StrCat(tty ? "\r\033[K" : "", line, "\n") << std::flush;
   }
 }
 
