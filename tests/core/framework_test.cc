@@ -1258,6 +1258,30 @@ TEST(PluginLoaderTest, DiscoverReportsBrokenLibrariesWithoutFailing) {
   EXPECT_THAT(problems, ::testing::Contains(HasSubstr("plugin API version mismatch")));
 }
 
+TEST(PluginLoaderTest, ALoaderScansItsFoldersOnceANewLoaderSeesLaterLibraries) {
+  TempDir dir;
+  fs::copy_file(LibIn("good", "libtrainbus_test_good.so"),
+                fs::path(dir.path()) / "libtrainbus_test_good.so");
+  fs::copy_file(LibIn("wrong_api", "libtrainbus_test_wrong_api.so"),
+                fs::path(dir.path()) / "libtrainbus_test_wrong_api.so");
+  PluginLoader loader({dir.path()});
+  ASSERT_TRUE(loader.Find("test_good").ok());
+  // A second library named test_good arrives after the scan: this loader
+  // answers from its scan (a session's plugins see one state of the folders),
+  // and repeats the scan's problems on every call.
+  fs::copy_file(LibIn("dup", "libtrainbus_test_good_copy.so"),
+                fs::path(dir.path()) / "libtrainbus_test_good_copy.so");
+  EXPECT_TRUE(loader.Find("test_good").ok());
+  for (int call = 0; call < 2; ++call) {
+    std::vector<std::string> problems;
+    EXPECT_EQ(loader.Discover(&problems).size(), 1u) << "call " << call;
+    EXPECT_THAT(problems, ElementsAre(HasSubstr("plugin API version mismatch"))) << "call " << call;
+  }
+  PluginLoader fresh({dir.path()});
+  EXPECT_THAT(Msg(fresh.Find("test_good").status()),
+              HasSubstr("two plugins are named 'test_good'"));
+}
+
 // ------------------------------------------------------------- progress ----
 
 TEST(ProgressFormatTest, LineMatchesTheDocumentedShape) {

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -130,28 +131,37 @@ absl::StatusOr<PluginLibrary> PluginLoader::Open(const std::string& path) {
 }
 
 std::vector<PluginLibrary> PluginLoader::Discover(std::vector<std::string>* problems) const {
-  std::vector<PluginLibrary> found;
-  std::set<std::string> seen_files;
-  for (const std::string& dir : dirs_) {
-    std::error_code ec;
-    if (!fs::is_directory(dir, ec)) continue;
-    std::vector<std::string> files;
-    for (const auto& item : fs::directory_iterator(dir, ec)) {
-      const std::string f = item.path().string();
-      if (absl::EndsWith(f, ".so") && item.is_regular_file(ec)) files.push_back(f);
-    }
-    std::sort(files.begin(), files.end());
-    for (const std::string& f : files) {
-      if (!seen_files.insert(Canonical(f)).second) continue;
-      auto lib = Open(f);
-      if (lib.ok()) {
-        found.push_back(*lib);
-      } else if (problems != nullptr) {
-        problems->push_back(std::string(lib.status().message()));
+  const Scan& scan = ScanOnce();
+  if (problems != nullptr) problems->insert(problems->end(), scan.problems.begin(), scan.problems.end());
+  return scan.libraries;
+}
+
+const PluginLoader::Scan& PluginLoader::ScanOnce() const {
+  // Opening and canonicalising every library of every folder costs hundreds
+  // of readlink calls: once per loader, not once per plugin looked up.
+  std::call_once(scanned_, [this] {
+    std::set<std::string> seen_files;
+    for (const std::string& dir : dirs_) {
+      std::error_code ec;
+      if (!fs::is_directory(dir, ec)) continue;
+      std::vector<std::string> files;
+      for (const auto& item : fs::directory_iterator(dir, ec)) {
+        const std::string f = item.path().string();
+        if (absl::EndsWith(f, ".so") && item.is_regular_file(ec)) files.push_back(f);
+      }
+      std::sort(files.begin(), files.end());
+      for (const std::string& f : files) {
+        if (!seen_files.insert(Canonical(f)).second) continue;
+        auto lib = Open(f);
+        if (lib.ok()) {
+          scan_.libraries.push_back(*lib);
+        } else {
+          scan_.problems.push_back(std::string(lib.status().message()));
+        }
       }
     }
-  }
-  return found;
+  });
+  return scan_;
 }
 
 absl::StatusOr<PluginLibrary> PluginLoader::Find(const std::string& name) const {

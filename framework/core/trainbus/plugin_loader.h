@@ -26,6 +26,7 @@
 #define TRAINBUS_PLUGIN_LOADER_H_
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,8 @@ class PluginLoader {
  public:
   // Searches the default folders (1 and 2 above) plus `extra_dirs`.
   explicit PluginLoader(std::vector<std::string> extra_dirs = {});
+  PluginLoader(const PluginLoader&) = delete;
+  PluginLoader& operator=(const PluginLoader&) = delete;
 
   // The folders searched, in order.
   const std::vector<std::string>& search_dirs() const { return dirs_; }
@@ -58,6 +61,10 @@ class PluginLoader {
 
   // Every plugin library in the search folders. Files that fail the checks
   // are returned in `problems` (one message each) instead of failing the scan.
+  // A loader scans its folders once (the first Discover() or Find()) and
+  // answers later calls from that scan: a session loading several plugins
+  // opens each library once. A library added to a folder later is seen by a
+  // new loader.
   std::vector<PluginLibrary> Discover(std::vector<std::string>* problems = nullptr) const;
 
   // The library of plugin `name`: `library_path` if not empty, else by
@@ -82,7 +89,15 @@ class PluginLoader {
   static std::string BuiltinPluginDir();
 
  private:
+  struct Scan {
+    std::vector<PluginLibrary> libraries;
+    std::vector<std::string> problems;
+  };
+  const Scan& ScanOnce() const;
+
   std::vector<std::string> dirs_;
+  mutable std::once_flag scanned_;
+  mutable Scan scan_;  // written once, under scanned_
 };
 
 }  // namespace trainbus

@@ -175,8 +175,11 @@ absl::Status Session::LoadPlugin(const config::PluginConfig& p,
           "plugin '", id, "' is loaded twice; list it once, or give each instance its own `id`"));
     }
   }
-  PluginLoader loader(extra_dirs);
-  auto lib = loader.Resolve(p.name(), p.library());
+  if (loader_ == nullptr || loader_dirs_ != extra_dirs) {
+    loader_ = std::make_unique<PluginLoader>(extra_dirs);
+    loader_dirs_ = extra_dirs;
+  }
+  auto lib = loader_->Resolve(p.name(), p.library());
   if (!lib.ok()) return lib.status();
   // A plugin that writes output runs on rank 0 only (PluginInfo::capabilities).
   if (!LoadsOnRank(lib->info(), rank_)) return absl::OkStatus();

@@ -53,6 +53,8 @@
 
 namespace trainbus {
 
+class PluginLoader;
+
 class Session {
  public:
   // An empty session; add plugins with AddPlugin()/LoadPlugin().
@@ -210,6 +212,11 @@ class Session {
   };
   std::vector<PendingCheckpoint> pending_checkpoints_;
   int dispatching_ = 0;
+
+  // The loader of LoadPlugin(), kept while the folders asked for stay the
+  // same: it scans them once for all of this session's plugins.
+  std::unique_ptr<PluginLoader> loader_;
+  std::vector<std::string> loader_dirs_;
 
   Bus bus_;
   std::vector<std::pair<std::string, std::unique_ptr<Plugin>>> plugins_;
