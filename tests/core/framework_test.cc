@@ -19,6 +19,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
 #include "progress_format.h"
@@ -1260,26 +1261,65 @@ TEST(PluginLoaderTest, DiscoverReportsBrokenLibrariesWithoutFailing) {
 
 TEST(PluginLoaderTest, ALoaderScansItsFoldersOnceANewLoaderSeesLaterLibraries) {
   TempDir dir;
-  fs::copy_file(LibIn("good", "libtrainbus_test_good.so"),
-                fs::path(dir.path()) / "libtrainbus_test_good.so");
+  const std::string folder = fs::canonical(dir.path()).string();
+  fs::copy_file(LibIn("good", "libtrainbus_test_good.so"), fs::path(folder) / "libtrainbus_test_good.so");
   fs::copy_file(LibIn("wrong_api", "libtrainbus_test_wrong_api.so"),
-                fs::path(dir.path()) / "libtrainbus_test_wrong_api.so");
+                fs::path(folder) / "libtrainbus_test_wrong_api.so");
+  // The built-in plugin folder is searched too: count what is in `folder`.
+  auto in_folder = [&](const PluginLoader& loader, std::vector<std::string>* problems) {
+    std::vector<std::string> paths, all_problems;
+    for (const PluginLibrary& lib : loader.Discover(&all_problems)) {
+      if (absl::StartsWith(lib.path, folder)) paths.push_back(lib.path);
+    }
+    for (const std::string& p : all_problems) {
+      if (absl::StrContains(p, folder)) problems->push_back(p);
+    }
+    return paths;
+  };
   PluginLoader loader({dir.path()});
   ASSERT_TRUE(loader.Find("test_good").ok());
   // A second library named test_good arrives after the scan: this loader
-  // answers from its scan (a session's plugins see one state of the folders),
+  // answers from its scan (a session's plugins see one state of the folders)
   // and repeats the scan's problems on every call.
   fs::copy_file(LibIn("dup", "libtrainbus_test_good_copy.so"),
-                fs::path(dir.path()) / "libtrainbus_test_good_copy.so");
+                fs::path(folder) / "libtrainbus_test_good_copy.so");
   EXPECT_TRUE(loader.Find("test_good").ok());
   for (int call = 0; call < 2; ++call) {
     std::vector<std::string> problems;
-    EXPECT_EQ(loader.Discover(&problems).size(), 1u) << "call " << call;
+    EXPECT_THAT(in_folder(loader, &problems), ElementsAre(HasSubstr("libtrainbus_test_good.so")))
+        << "call " << call;
     EXPECT_THAT(problems, ElementsAre(HasSubstr("plugin API version mismatch"))) << "call " << call;
   }
   PluginLoader fresh({dir.path()});
+  std::vector<std::string> problems;
+  EXPECT_EQ(in_folder(fresh, &problems).size(), 2u);
   EXPECT_THAT(Msg(fresh.Find("test_good").status()),
               HasSubstr("two plugins are named 'test_good'"));
+}
+
+TEST(PluginLoaderTest, ConventionalFileThatFailsACheckIsTheAnswer) {
+  // libtrainbus_<name>.so is looked at first: its failed check is what Find
+  // says, from the scan, not "no plugin named".
+  TempDir dir;
+  fs::copy_file(LibIn("wrong_api", "libtrainbus_test_wrong_api.so"),
+                fs::path(dir.path()) / "libtrainbus_test_wrong_api.so");
+  PluginLoader loader({dir.path()});
+  auto lib = loader.Find("test_wrong_api");
+  EXPECT_EQ(lib.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Msg(lib.status()), HasSubstr("plugin API version mismatch"));
+}
+
+TEST(PluginLoaderTest, ASessionSeesANewTrainbusPluginPath) {
+  // A session reuses its loader only while TRAINBUS_PLUGIN_PATH is the same.
+  Session session;
+  config::PluginConfig good;
+  good.set_name("test_good");
+  {
+    ScopedEnv env("TRAINBUS_PLUGIN_PATH", PluginDir("no_entry"));
+    EXPECT_EQ(session.LoadPlugin(good).code(), absl::StatusCode::kNotFound);
+  }
+  ScopedEnv env("TRAINBUS_PLUGIN_PATH", PluginDir("good"));
+  EXPECT_TRUE(session.LoadPlugin(good).ok());
 }
 
 // ------------------------------------------------------------- progress ----

@@ -131,57 +131,64 @@ absl::StatusOr<PluginLibrary> PluginLoader::Open(const std::string& path) {
 }
 
 std::vector<PluginLibrary> PluginLoader::Discover(std::vector<std::string>* problems) const {
-  const Scan& scan = ScanOnce();
-  if (problems != nullptr) problems->insert(problems->end(), scan.problems.begin(), scan.problems.end());
-  return scan.libraries;
+  std::vector<PluginLibrary> found;
+  for (const ScannedFile& f : ScanOnce()) {
+    if (f.lib.ok()) {
+      found.push_back(*f.lib);
+    } else if (problems != nullptr) {
+      problems->push_back(std::string(f.lib.status().message()));
+    }
+  }
+  return found;
 }
 
-const PluginLoader::Scan& PluginLoader::ScanOnce() const {
+const std::vector<PluginLoader::ScannedFile>& PluginLoader::ScanOnce() const {
   // Opening and canonicalising every library of every folder costs hundreds
-  // of readlink calls: once per loader, not once per plugin looked up.
+  // of readlink calls: once per loader, not once per plugin looked up. Built
+  // aside and kept whole: a scan that throws leaves nothing half done.
   std::call_once(scanned_, [this] {
+    std::vector<ScannedFile> scan;
     std::set<std::string> seen_files;
     for (const std::string& dir : dirs_) {
       std::error_code ec;
       if (!fs::is_directory(dir, ec)) continue;
       std::vector<std::string> files;
-      for (const auto& item : fs::directory_iterator(dir, ec)) {
-        const std::string f = item.path().string();
-        if (absl::EndsWith(f, ".so") && item.is_regular_file(ec)) files.push_back(f);
+      for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator();
+           it.increment(ec)) {
+        const std::string f = it->path().string();
+        std::error_code type_ec;
+        if (absl::EndsWith(f, ".so") && it->is_regular_file(type_ec)) files.push_back(f);
       }
       std::sort(files.begin(), files.end());
       for (const std::string& f : files) {
         if (!seen_files.insert(Canonical(f)).second) continue;
-        auto lib = Open(f);
-        if (lib.ok()) {
-          scan_.libraries.push_back(*lib);
-        } else {
-          scan_.problems.push_back(std::string(lib.status().message()));
-        }
+        scan.push_back(ScannedFile{f, Open(f)});
       }
     }
+    scanned_files_ = std::move(scan);
   });
-  return scan_;
+  return scanned_files_;
 }
 
 absl::StatusOr<PluginLibrary> PluginLoader::Find(const std::string& name) const {
-  // Fast path: the conventional file name, in search order.
+  const std::vector<ScannedFile>& scan = ScanOnce();
+  // The conventional file name first, in search order: when it fails a
+  // check, that failure is the answer.
   std::vector<PluginLibrary> matches;
   for (const std::string& dir : dirs_) {
-    std::string candidate = (fs::path(dir) / LibraryFileFor(name)).string();
-    std::error_code ec;
-    if (!fs::exists(candidate, ec)) continue;
-    auto lib = Open(candidate);
-    if (!lib.ok()) return lib.status();
-    if (lib->descriptor->name == name) matches.push_back(*lib);
+    const std::string candidate = (fs::path(dir) / LibraryFileFor(name)).string();
+    for (const ScannedFile& f : scan) {
+      if (f.listed != candidate) continue;
+      if (!f.lib.ok()) return f.lib.status();
+      if (f.lib->descriptor->name == name) matches.push_back(*f.lib);
+    }
   }
   // Any other library in the folders that declares this name.
-  std::vector<std::string> problems;
-  for (const PluginLibrary& lib : Discover(&problems)) {
-    if (lib.descriptor->name != name) continue;
+  for (const ScannedFile& f : scan) {
+    if (!f.lib.ok() || f.lib->descriptor->name != name) continue;
     bool dup = false;
-    for (const auto& m : matches) dup |= (m.path == lib.path);
-    if (!dup) matches.push_back(lib);
+    for (const auto& m : matches) dup |= (m.path == f.lib->path);
+    if (!dup) matches.push_back(*f.lib);
   }
   if (matches.size() > 1) {
     std::vector<std::string> paths;

@@ -43,12 +43,15 @@ struct PluginLibrary {
   const PluginInfo& info() const { return *descriptor->info(); }
 };
 
+// A loader scans its folders once, at its first Find() or Discover(), and
+// answers every later call from that scan: a session loading several plugins
+// opens each library once. TRAINBUS_PLUGIN_PATH is read when the loader is
+// made; a library added to a folder after the scan is seen by a new loader.
+// Thread-safe.
 class PluginLoader {
  public:
   // Searches the default folders (1 and 2 above) plus `extra_dirs`.
   explicit PluginLoader(std::vector<std::string> extra_dirs = {});
-  PluginLoader(const PluginLoader&) = delete;
-  PluginLoader& operator=(const PluginLoader&) = delete;
 
   // The folders searched, in order.
   const std::vector<std::string>& search_dirs() const { return dirs_; }
@@ -61,10 +64,6 @@ class PluginLoader {
 
   // Every plugin library in the search folders. Files that fail the checks
   // are returned in `problems` (one message each) instead of failing the scan.
-  // A loader scans its folders once (the first Discover() or Find()) and
-  // answers later calls from that scan: a session loading several plugins
-  // opens each library once. A library added to a folder later is seen by a
-  // new loader.
   std::vector<PluginLibrary> Discover(std::vector<std::string>* problems = nullptr) const;
 
   // The library of plugin `name`: `library_path` if not empty, else by
@@ -89,15 +88,17 @@ class PluginLoader {
   static std::string BuiltinPluginDir();
 
  private:
-  struct Scan {
-    std::vector<PluginLibrary> libraries;
-    std::vector<std::string> problems;
+  // One `.so` of the search folders, in search order: the path as listed in
+  // its folder, and the library or why it failed a check.
+  struct ScannedFile {
+    std::string listed;
+    absl::StatusOr<PluginLibrary> lib;
   };
-  const Scan& ScanOnce() const;
+  const std::vector<ScannedFile>& ScanOnce() const;
 
   std::vector<std::string> dirs_;
   mutable std::once_flag scanned_;
-  mutable Scan scan_;  // written once, under scanned_
+  mutable std::vector<ScannedFile> scanned_files_;  // written once, under scanned_
 };
 
 }  // namespace trainbus

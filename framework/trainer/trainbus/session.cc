@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <ctime>
 #include <map>
 #include <filesystem>
@@ -175,9 +176,15 @@ absl::Status Session::LoadPlugin(const config::PluginConfig& p,
           "plugin '", id, "' is loaded twice; list it once, or give each instance its own `id`"));
     }
   }
-  if (loader_ == nullptr || loader_dirs_ != extra_dirs) {
+  // One scan of the plugin folders for all of this session's plugins, while
+  // the folders asked for (and TRAINBUS_PLUGIN_PATH) stay the same.
+  const char* env = std::getenv("TRAINBUS_PLUGIN_PATH");
+  std::optional<std::string> path_env;
+  if (env != nullptr) path_env = env;
+  if (loader_ == nullptr || loader_dirs_ != extra_dirs || loader_path_env_ != path_env) {
     loader_ = std::make_unique<PluginLoader>(extra_dirs);
     loader_dirs_ = extra_dirs;
+    loader_path_env_ = std::move(path_env);
   }
   auto lib = loader_->Resolve(p.name(), p.library());
   if (!lib.ok()) return lib.status();

@@ -38,6 +38,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <string>
 #include <vector>
@@ -213,10 +214,11 @@ class Session {
   std::vector<PendingCheckpoint> pending_checkpoints_;
   int dispatching_ = 0;
 
-  // The loader of LoadPlugin(), kept while the folders asked for stay the
-  // same: it scans them once for all of this session's plugins.
+  // The loader of LoadPlugin() and what it was made for: its extra folders
+  // and TRAINBUS_PLUGIN_PATH's value (unset: nullopt).
   std::unique_ptr<PluginLoader> loader_;
   std::vector<std::string> loader_dirs_;
+  std::optional<std::string> loader_path_env_;
 
   Bus bus_;
   std::vector<std::pair<std::string, std::unique_ptr<Plugin>>> plugins_;
