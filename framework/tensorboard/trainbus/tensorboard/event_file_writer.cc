@@ -258,6 +258,17 @@ class EventFileWriter::Impl {
     }
   }
 
+  // Asks the writer thread (which then needs waking) to flush through queue
+  // position `target`; false when there is nothing to wait for: flushed
+  // already, or the thread has exited. Called with mu_ held.
+  bool SetFlushTargetLocked(uint64_t target) {
+    if (thread_exited_ || flushed_through_ >= target) return false;
+    if (flush_target_.load(std::memory_order_relaxed) < target) {
+      flush_target_.store(target, std::memory_order_seq_cst);
+    }
+    return true;
+  }
+
   // Asks the writer thread to flush everything enqueued so far; does not
   // wait, and does not touch mu_ after the wake-up (the writer takes it then).
   absl::Status RequestFlush() {
@@ -266,10 +277,7 @@ class EventFileWriter::Impl {
     {
       std::lock_guard<std::mutex> lock(mu_);
       status = StatusLocked();
-      if (thread_exited_ || flushed_through_ >= target) return status;
-      if (flush_target_.load(std::memory_order_relaxed) < target) {
-        flush_target_.store(target, std::memory_order_seq_cst);
-      }
+      if (!SetFlushTargetLocked(target)) return status;
     }
     Wake();
     return status;
@@ -278,11 +286,8 @@ class EventFileWriter::Impl {
   absl::Status Flush() {
     const uint64_t target = queue_.producer_position();
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      if (thread_exited_ || flushed_through_ >= target) return StatusLocked();
-      if (flush_target_.load(std::memory_order_relaxed) < target) {
-        flush_target_.store(target, std::memory_order_seq_cst);
-      }
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!SetFlushTargetLocked(target)) return StatusLocked();
     }
     Wake();
     std::unique_lock<std::mutex> lock(mu_);
