@@ -77,7 +77,10 @@ absl::StatusOr<PluginLibrary> PluginLoader::Open(const std::string& path) {
   if (!fs::is_regular_file(path, ec)) {
     return absl::NotFoundError(absl::StrCat("plugin library ", path, " does not exist"));
   }
-  std::string abs = Canonical(path);
+  return OpenResolved(Canonical(path));
+}
+
+absl::StatusOr<PluginLibrary> PluginLoader::OpenResolved(const std::string& abs) {
   void* handle = dlopen(abs.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
   if (handle == nullptr) {
     const char* err = dlerror();
@@ -161,8 +164,10 @@ const std::vector<PluginLoader::ScannedFile>& PluginLoader::ScanOnce() const {
       }
       std::sort(files.begin(), files.end());
       for (const std::string& f : files) {
-        if (!seen_files.insert(Canonical(f)).second) continue;
-        scan.push_back(ScannedFile{f, Open(f)});
+        // Listed as a regular file: resolved once, for the check and the load.
+        std::string abs = Canonical(f);
+        if (!seen_files.insert(abs).second) continue;
+        scan.push_back(ScannedFile{f, OpenResolved(abs)});
       }
     }
     scanned_files_ = std::move(scan);

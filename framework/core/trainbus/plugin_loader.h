@@ -95,6 +95,8 @@ class PluginLoader {
     absl::StatusOr<PluginLibrary> lib;
   };
   const std::vector<ScannedFile>& ScanOnce() const;
+  // Open() of an existing file's canonical path.
+  static absl::StatusOr<PluginLibrary> OpenResolved(const std::string& abs);
 
   std::vector<std::string> dirs_;
   mutable std::once_flag scanned_;
