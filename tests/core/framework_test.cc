@@ -588,9 +588,9 @@ class IterationOnly : public Plugin {
 };
 
 TEST(BusTest, HookMaskIsDetectedAtCompileTime) {
-  EXPECT_EQ(HooksOf<IterationOnly>(), kHookIterationEnd);
-  EXPECT_EQ(HooksOf<Recorder>(),
-            kHookTrainBegin | kHookIterationEnd | kHookTrainEnd | kHookAbort | kHookRecord);
+  EXPECT_EQ(HooksOf<IterationOnly>(), kHookIterationEnd | kClosesNothing);
+  EXPECT_EQ(HooksOf<Recorder>(), kHookTrainBegin | kHookIterationEnd | kHookTrainEnd | kHookAbort |
+                                     kHookRecord | kClosesNothing);
   EXPECT_EQ(HookMaskToString(kHookIterationEnd | kHookTrainEnd), "OnIterationEnd, OnTrainEnd");
 }
 
@@ -625,8 +625,8 @@ TEST(BusTest, TheHookListNamesDescribesAndMasksEveryHook) {
   EXPECT_STREQ(HookName(kNumHooks), "?");
   EXPECT_STREQ(HookName(kHookIndexSetup), "OnSetup");
   EXPECT_EQ(kAllHooks, (1u << 13) - 1);
-  EXPECT_EQ(HooksOf<GradientHooks>(),
-            kHookSetup | kHookAfterBackward | kHookBeforeOptimizerStep | kHookValidationBegin);
+  EXPECT_EQ(HooksOf<GradientHooks>(), kHookSetup | kHookAfterBackward | kHookBeforeOptimizerStep |
+                                          kHookValidationBegin | kClosesNothing);
   EXPECT_EQ(HookMaskToString(HooksOf<GradientHooks>()),
             "OnSetup, OnAfterBackward, OnBeforeOptimizerStep, OnValidationBegin");
 }
@@ -887,6 +887,32 @@ class FailsToClose : public Plugin {
  public:
   absl::Status Close() override { return absl::DataLossError("3 records lost writing x.tfevents"); }
 };
+
+// Close() overridden: the mask says so (kClosesNothing stays clear), and the
+// bus calls it. Whether the bus calls Close() goes by the mask alone: a
+// mask with kClosesNothing is skipped, and a mask set by hand without it
+// (or from a plugin built before the bit existed) is closed, as always.
+TEST(BusTest, CloseIsCalledUnlessTheMaskSaysThereIsNothingToClose) {
+  EXPECT_EQ(HooksOf<FailsToClose>() & kClosesNothing, 0u);
+  for (const bool mask_by_hand : {false, true}) {
+    for (const bool closes_nothing : {false, true}) {
+      SCOPED_TRACE(absl::StrCat("mask by hand ", mask_by_hand, ", closes nothing ", closes_nothing));
+      Session session;
+      session.bus().set_log_sink([](absl::string_view) {});
+      auto plugin = mask_by_hand ? std::make_unique<FailsToClose>() : MakePlugin<FailsToClose>();
+      if (mask_by_hand) EXPECT_EQ(plugin->hooks(), kAllHooks);  // Plugin's default
+      if (closes_nothing) plugin->set_hooks(plugin->hooks() | kClosesNothing);
+      ASSERT_TRUE(session.AddPlugin(std::move(plugin), "writer").ok());
+      session.Begin(RunInfo{});
+      const absl::Status s = session.End();
+      if (closes_nothing) {
+        EXPECT_TRUE(s.ok()) << s;  // its Close(), which fails, was not called
+      } else {
+        EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+      }
+    }
+  }
+}
 
 TEST(BusTest, CloseErrorsEndTheRunWithThatError) {
   Session session;
@@ -1150,11 +1176,11 @@ TEST(PluginLoaderTest, GoodPluginLoadsFromTrainbusPluginPath) {
   auto lib = loader.Find("test_good");
   ASSERT_TRUE(lib.ok()) << lib.status();
   EXPECT_EQ(lib->info().version, "2.3.4");
-  EXPECT_EQ(lib->descriptor->hooks, kHookIterationEnd);
+  EXPECT_EQ(lib->descriptor->hooks, kHookIterationEnd | kClosesNothing);
   google::protobuf::Struct options = StructFromJson(R"({"stop_at": 1})");
   auto plugin = loader.Create("test_good", "", options, "/tmp/x");
   ASSERT_TRUE(plugin.ok()) << plugin.status();
-  EXPECT_EQ((*plugin)->hooks(), kHookIterationEnd);
+  EXPECT_EQ((*plugin)->hooks(), kHookIterationEnd | kClosesNothing);
 
   // It works on the bus like any other plugin.
   std::vector<std::string> log;

@@ -21,7 +21,8 @@
 // ("plugin 'x' did not return from Close() within 2s ..."), left running on
 // its own thread, and listed by abandoned_plugins(): its owner must never
 // destroy it (Session keeps such plugins alive until the process exits). The
-// other plugins are still closed, so their files are complete.
+// other plugins are still closed, so their files are complete. A plugin whose
+// mask has kClosesNothing (it keeps the default, empty Close()) is skipped.
 //
 // Most users never touch the Bus: Session and Trainer drive it. It is public
 // for hosts that drive plugins in an unusual way, and for tests.

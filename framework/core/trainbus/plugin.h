@@ -153,7 +153,8 @@ class Plugin {
   virtual absl::StatusOr<std::string> SaveState() { return std::string(); }
   virtual absl::Status LoadState(absl::string_view /*state*/) { return absl::OkStatus(); }
 
-  // Which hooks this plugin implements (set by TRAINBUS_PLUGIN / MakePlugin).
+  // Which hooks this plugin implements, and kClosesNothing when it does not
+  // override Close() (set by TRAINBUS_PLUGIN / MakePlugin).
   uint32_t hooks() const { return hooks_; }
   void set_hooks(uint32_t mask) { hooks_ = mask; }
 
@@ -161,8 +162,17 @@ class Plugin {
   uint32_t hooks_ = kAllHooks;
 };
 
+// Not a hook: the mask bit HooksOf() sets when a plugin keeps the default,
+// empty Close(). Bus::CloseAll skips such a plugin instead of handing it to
+// its closer thread (two thread wake-ups each). It says "nothing to close"
+// rather than "closes", so that a mask without it (set by hand, or by a plugin
+// built before the bit existed) still gets Close() called, as it always did.
+inline constexpr uint32_t kClosesNothing = 1u << 31;
+static_assert(kNumHooks < 31, "kClosesNothing must not overlap a hook's bit");
+
 // The hooks `T` overrides, found at compile time: `&T::OnX` has type
-// `void (Plugin::*)(...)` unless T (or a base between) declares OnX.
+// `void (Plugin::*)(...)` unless T (or a base between) declares OnX; plus
+// kClosesNothing when it does not override Close().
 template <class T>
 constexpr uint32_t HooksOf() {
   static_assert(std::is_base_of_v<Plugin, T>, "T must derive from trainbus::Plugin");
@@ -171,6 +181,7 @@ constexpr uint32_t HooksOf() {
   if (!std::is_same_v<decltype(&T::On##name), decltype(&Plugin::On##name)>) m |= kHook##name;
   TRAINBUS_HOOKS(TRAINBUS_HOOK_BIT_)
 #undef TRAINBUS_HOOK_BIT_
+  if (std::is_same_v<decltype(&T::Close), decltype(&Plugin::Close)>) m |= kClosesNothing;
   return m;
 }
 
@@ -217,7 +228,7 @@ struct TrainbusPluginDescriptor {
   const char* torch_version;  // "major.minor" of the LibTorch headers
   int32_t cxx11_abi;          // _GLIBCXX_USE_CXX11_ABI
   const char* compiler_id;    // e.g. "GCC 12.2.0"
-  uint32_t hooks;             // mask of trainbus::Hook bits the plugin implements
+  uint32_t hooks;             // trainbus::Hook bits the plugin implements (+ kClosesNothing)
   uint32_t extras;            // trainbus::PluginExtra bits (keeps state, ...)
   // Valid only once the fields above matched the host:
   const trainbus::PluginInfo* (*info)();
