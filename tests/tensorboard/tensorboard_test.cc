@@ -389,6 +389,38 @@ TEST(Writer, PeriodicFlushWritesWithoutAnyCall) {
   EXPECT_EQ(events, 2u);
 }
 
+// request_flush() returns at once, and the writer thread writes what came
+// before it with no other call: whether that thread slept (nothing came for
+// a while: the request wakes it) or napped (records kept coming: it is not
+// woken, and looks again within milliseconds by itself). flush_secs is the
+// default 120 s, so no periodic flush does it instead.
+TEST(Writer, RequestFlushWritesWithoutAnotherCallAsleepOrNapping) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  auto events_on_disk = [&](size_t want) {
+    size_t events = 0;
+    for (int i = 0; i < 2000 && events < want; ++i) {  // polled generously
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      auto c = tb::ReadEventFile(w->file_path());
+      if (!c.ok()) return size_t{0};
+      events = c->events.size();
+    }
+    return events;
+  };
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // asleep by now
+  ASSERT_TRUE(w->add_scalar("x", 1, 1));
+  ASSERT_TRUE(w->request_flush().ok());
+  EXPECT_EQ(events_on_disk(2), 2u);
+  for (int i = 0; i < 20; ++i) {  // a record a millisecond: the writer naps between them
+    ASSERT_TRUE(w->add_scalar("x", i, 2 + i));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(w->request_flush().ok());
+  EXPECT_EQ(events_on_disk(22), 22u);
+  ASSERT_TRUE(w->close().ok());
+  EXPECT_EQ(ReadRun(dir.path()).size(), 22u);
+}
+
 TEST(Writer, AddScalarsWritesOneSubRunPerSeries) {
   TempDir dir;
   auto w = MakeWriter(dir.path());

@@ -309,7 +309,9 @@ class SummaryWriter {
   absl::Status flush();
   // Starts a flush of everything added so far and returns at once (for a
   // training thread that must not wait on disk, e.g. at every epoch end).
-  // Returns the sticky error, if any.
+  // A writer thread that slept is woken; one napping between records (at
+  // most 2 ms) is left to see the request when it looks again, which spares
+  // the caller the wake-up. Returns the sticky error, if any.
   absl::Status request_flush();
   // Flushes and closes every event file. Idempotent.
   absl::Status close();
