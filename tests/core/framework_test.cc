@@ -900,7 +900,9 @@ TEST(BusTest, CloseIsCalledUnlessTheMaskSaysThereIsNothingToClose) {
       Session session;
       session.bus().set_log_sink([](absl::string_view) {});
       auto plugin = mask_by_hand ? std::make_unique<FailsToClose>() : MakePlugin<FailsToClose>();
-      if (mask_by_hand) EXPECT_EQ(plugin->hooks(), kAllHooks);  // Plugin's default
+      if (mask_by_hand) {
+        EXPECT_EQ(plugin->hooks(), kAllHooks);  // Plugin's default
+      }
       if (closes_nothing) plugin->set_hooks(plugin->hooks() | kClosesNothing);
       ASSERT_TRUE(session.AddPlugin(std::move(plugin), "writer").ok());
       session.Begin(RunInfo{});
@@ -1025,9 +1027,14 @@ TEST(BusTest, AClosePastItsTimeLimitIsReportedAndTheOthersStillClose) {
   session->bus().set_log_sink([&](absl::string_view l) { lines.emplace_back(l); });
   // Long enough for the healthy plugins' Close() even on a loaded machine.
   session->bus().set_close_timeout(absl::Seconds(1));
+  // Plugins with nothing to close between them are skipped: the hung ones
+  // are still told apart from the closed ones.
+  ASSERT_TRUE(session->AddPlugin(MakePlugin<IterationOnly>(), "nothing_to_close").ok());
   ASSERT_TRUE(session->AddPlugin(MakePlugin<NotesClose>("csv", &closed), "csv").ok());
+  ASSERT_TRUE(session->AddPlugin(MakePlugin<IterationOnly>(), "nothing_either").ok());
   ASSERT_TRUE(session->AddPlugin(MakePlugin<HangsInClose>(), "stuck").ok());
   ASSERT_TRUE(session->AddPlugin(MakePlugin<HangsInClose>(), "stuck_too").ok());
+  ASSERT_TRUE(session->AddPlugin(MakePlugin<IterationOnly>(), "nothing_again").ok());
   ASSERT_TRUE(session->AddPlugin(MakePlugin<NotesClose>("writer", &closed), "writer").ok());
   session->Begin(RunInfo{});
   session->BeginEpoch();

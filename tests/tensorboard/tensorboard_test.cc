@@ -390,11 +390,10 @@ TEST(Writer, PeriodicFlushWritesWithoutAnyCall) {
 }
 
 // request_flush() returns at once, and the writer thread writes what came
-// before it with no other call: whether that thread slept (nothing came for
-// a while: the request wakes it) or napped (records kept coming: it is not
-// woken, and looks again within milliseconds by itself). flush_secs is the
-// default 120 s, so no periodic flush does it instead.
-TEST(Writer, RequestFlushWritesWithoutAnotherCallAsleepOrNapping) {
+// before it with no other call, napping or asleep. flush_secs is the
+// default 120 s and max_queue 65536, so neither a periodic flush nor a
+// producer's wake-up (every 8192nd record) writes them instead.
+TEST(Writer, RequestFlushWritesWithoutAnotherCallNappingOrAsleep) {
   TempDir dir;
   auto w = MakeWriter(dir.path());
   auto events_on_disk = [&](size_t want) {
@@ -407,18 +406,21 @@ TEST(Writer, RequestFlushWritesWithoutAnotherCallAsleepOrNapping) {
     }
     return events;
   };
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // asleep by now
+  ASSERT_TRUE(w->add_scalar("x", 0, 0));
+  ASSERT_TRUE(w->flush().ok());  // the writer thread drained a record: it naps (2 ms) now
+  // Napping: the request does not wake it; it finds the request itself.
   ASSERT_TRUE(w->add_scalar("x", 1, 1));
   ASSERT_TRUE(w->request_flush().ok());
-  EXPECT_EQ(events_on_disk(2), 2u);
-  for (int i = 0; i < 20; ++i) {  // a record a millisecond: the writer naps between them
-    ASSERT_TRUE(w->add_scalar("x", i, 2 + i));
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  EXPECT_EQ(events_on_disk(3), 3u);
+  // Asleep: a nap that found nothing ended in a sleep; the request wakes it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(w->add_scalar("x", 2, 2));
   ASSERT_TRUE(w->request_flush().ok());
-  EXPECT_EQ(events_on_disk(22), 22u);
+  EXPECT_EQ(events_on_disk(4), 4u);
   ASSERT_TRUE(w->close().ok());
-  EXPECT_EQ(ReadRun(dir.path()).size(), 22u);
+  const auto ev = ReadRun(dir.path());
+  ASSERT_EQ(ev.size(), 4u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(ev[i + 1].step(), i);
 }
 
 TEST(Writer, AddScalarsWritesOneSubRunPerSeries) {
@@ -1087,6 +1089,41 @@ int RunInChild(const std::function<int()>& body) {
   int status = 0;
   ::waitpid(pid, &status, 0);
   return status;
+}
+
+// A writer a forked child inherits closes there at once and writes nothing:
+// its thread is the parent's. The parent's file goes on, each record once.
+TEST(Faults, AWriterInheritedByAForkedChildClosesThereWithoutWaitingOrWriting) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  ASSERT_TRUE(w->add_scalar("x", 1, 1));
+  ASSERT_TRUE(w->flush().ok());
+  ASSERT_TRUE(w->add_scalar("x", 2, 2));  // queued: the parent's thread writes it, not the child
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const bool closed = w->close().ok();
+    w.reset();
+    ::_exit(closed ? 0 : 1);
+  }
+  int status = 0;
+  pid_t ended = 0;
+  for (int i = 0; i < 3000 && ended == 0; ++i) {  // 30 s: a hang fails, it does not stall
+    ended = ::waitpid(pid, &status, WNOHANG);
+    if (ended == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (ended == 0) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+  }
+  ASSERT_NE(ended, 0) << "the child hung closing its copy of the writer";
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  ASSERT_TRUE(w->add_scalar("x", 3, 3));
+  ASSERT_TRUE(w->close().ok());
+  const auto ev = ReadRun(dir.path());
+  ASSERT_EQ(ev.size(), 4u);  // file_version, then each record once
+  for (int i = 1; i <= 3; ++i) EXPECT_EQ(ev[i].step(), i);
 }
 
 TEST(Faults, DiskFullIsStickyAndNamesFileAndLostRecords) {

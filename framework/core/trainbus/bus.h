@@ -91,8 +91,8 @@ class Bus {
 #undef TRAINBUS_BUS_DELIVER_
   // Delivers a record to every plugin's OnRecord (publisher: the host).
   void Publish(Record record);
-  // Calls Close() on every plugin (disabled ones too), in delivery order,
-  // each within close_timeout(). Returns the first error, each named after
+  // Calls Close() on every plugin (disabled ones too) but those whose mask
+  // has kClosesNothing, in delivery order, each within close_timeout(). Returns the first error, each named after
   // its plugin; all are logged. A Close() past its limit is a
   // kDeadlineExceeded error and puts the plugin in abandoned_plugins().
   absl::Status CloseAll();

@@ -40,8 +40,10 @@
 //   - Hooks run synchronously on the training thread, in a stable order:
 //     lower `priority` first, then config order. Keep them fast; do slow work
 //     (disk, network, compression) on a thread of your own.
-//   - Only overridden hooks are called: TRAINBUS_PLUGIN detects overrides at
-//     compile time, so a plugin costs nothing for events it ignores.
+//   - Only overridden hooks (and Close()) are called: TRAINBUS_PLUGIN detects
+//     overrides of Class at compile time, so a plugin costs nothing for events
+//     it ignores. Create() must therefore return a Class, not a subclass that
+//     overrides more: that subclass's extra hooks and Close() would be missed.
 //   - A hook may throw. The bus catches it, names plugin, hook and step, and
 //     applies the run's policy: stop the run cleanly (default; every plugin
 //     still gets OnTrainEnd and Close) or disable this plugin and go on.

@@ -319,6 +319,7 @@ class EventFileWriter::Impl {
 
   absl::Status Close() {
     std::lock_guard<std::mutex> close_lock(close_mu_);
+    if (::getpid() != owner_pid_) return CloseForkedCopy();
     if (!closed_.load(std::memory_order_relaxed)) {
       closed_.store(true, std::memory_order_relaxed);
       final_pos_ = queue_.Close();
@@ -344,6 +345,20 @@ class EventFileWriter::Impl {
       }
     }
     return status();
+  }
+
+  // A forked child's copy of the writer has no thread (that is the
+  // parent's), and the parent's threads may have held any of its mutexes at
+  // the fork: it closes its copy of the file, writes nothing and takes no
+  // lock but close_mu_ (held by the caller).
+  absl::Status CloseForkedCopy() {
+    if (!closed_.load(std::memory_order_relaxed)) {
+      closed_.store(true, std::memory_order_relaxed);
+      (void)queue_.Close();
+      ::close(fd_);
+      fd_ = -1;
+    }
+    return absl::OkStatus();
   }
 
   absl::Status status() const {

@@ -115,7 +115,10 @@ class EventFileWriter {
   // Asks for the same flush without waiting for it; returns the sticky error
   // if the writer already failed.
   absl::Status RequestFlush();
-  // Flushes, stops the thread and closes the file. Later writes return false.
+  // Flushes and closes the file once the writer thread has written its last
+  // record (the destructor joins that thread). Later writes return false.
+  // In a forked child it closes the child's copy of the file and writes
+  // nothing: the writer thread is the parent's.
   absl::Status Close();
   // OK, or the sticky error (with the current lost-record count).
   absl::Status status() const;
