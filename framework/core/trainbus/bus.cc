@@ -347,18 +347,15 @@ std::thread StartCloser(const std::shared_ptr<CloseJobs>& jobs, size_t first, in
 }  // namespace
 
 absl::Status Bus::CloseAll() {
-  // Plugins that kept the default Close() have nothing to close: skipping
-  // them spares the closer thread's handshake, two thread wake-ups each.
-  std::vector<Entry*> closing;
-  for (auto& entry : entries_) {
-    if (!(entry->plugin->hooks() & kClosesNothing)) closing.push_back(entry.get());
-  }
-  const size_t n = closing.size();
   auto jobs = std::make_shared<CloseJobs>();
-  for (Entry* entry : closing) {
+  for (auto& entry : entries_) {
+    // Plugins that kept the default Close() have nothing to close: skipping
+    // them spares the closer thread's handshake, two thread wake-ups each.
+    if (entry->plugin->hooks() & kClosesNothing) continue;
     jobs->plugins.push_back(entry->plugin);
     jobs->names.push_back(entry->name);
   }
+  const size_t n = jobs->plugins.size();
   jobs->step = step_;
   jobs->status.resize(n);
   jobs->started.assign(n, 0);
@@ -370,12 +367,13 @@ absl::Status Bus::CloseAll() {
   std::vector<std::string> failures;  // logged once the closer has finished
   absl::Status first;
   for (size_t i = 0; i < n; ++i) {
-    Entry& entry = *closing[i];
+    Plugin* plugin = jobs->plugins[i];
+    const std::string& name = jobs->names[i];
     absl::Status s;
     if (!closer.joinable()) {
       // No time limit (or no thread): Close() runs here, in order.
-      CrashContext::Enter(entry.name.c_str(), "Close", step_);
-      s = CallClose(entry.plugin);
+      CrashContext::Enter(name.c_str(), "Close", step_);
+      s = CallClose(plugin);
       CrashContext::Leave();
     } else {
       std::unique_lock<std::mutex> lock(jobs->mu);
@@ -391,7 +389,7 @@ absl::Status Bus::CloseAll() {
         ++jobs->generation;
         closer.detach();
         if (i + 1 < n) closer = StartCloser(jobs, i + 1, jobs->generation);
-        abandoned_.push_back(entry.plugin);
+        abandoned_.push_back(plugin);
         s = absl::DeadlineExceededError(absl::StrCat(
             "did not return from Close() within ", absl::FormatDuration(close_timeout_),
             "; it was left running and whatever it had not yet written is lost. Fix the "
@@ -403,7 +401,7 @@ absl::Status Bus::CloseAll() {
       // A time-limit message reads on from the name ("plugin 'x' did not return ...").
       const char* joint =
           s.code() == absl::StatusCode::kDeadlineExceeded ? "' " : "' failed to close: ";
-      failures.push_back(absl::StrCat("plugin '", entry.name, joint, s.message()));
+      failures.push_back(absl::StrCat("plugin '", name, joint, s.message()));
       if (first.ok()) first = absl::Status(s.code(), failures.back());
     }
   }

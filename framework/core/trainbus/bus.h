@@ -92,9 +92,10 @@ class Bus {
   // Delivers a record to every plugin's OnRecord (publisher: the host).
   void Publish(Record record);
   // Calls Close() on every plugin (disabled ones too) but those whose mask
-  // has kClosesNothing, in delivery order, each within close_timeout(). Returns the first error, each named after
-  // its plugin; all are logged. A Close() past its limit is a
-  // kDeadlineExceeded error and puts the plugin in abandoned_plugins().
+  // has kClosesNothing, in delivery order, each within close_timeout().
+  // Returns the first error, each named after its plugin; all are logged. A
+  // Close() past its limit is a kDeadlineExceeded error and puts the plugin
+  // in abandoned_plugins().
   absl::Status CloseAll();
 
   // The time limit for each plugin's Close(); absl::InfiniteDuration() waits

@@ -44,7 +44,7 @@ constexpr int64_t kMaxPendingBytes = int64_t{256} << 20;
 // While records keep coming, the idle writer thread naps this long and looks
 // again by itself, so that a training thread's flush request needs no
 // wake-up (a cross-CPU interrupt, 20-45 us on a VM) and a close finds little
-// left to write. A nap that finds nothing is followed by a sleep.
+// left to drain. A nap that finds nothing is followed by a sleep.
 constexpr auto kNap = std::chrono::milliseconds(2);
 
 // OS errors read and are coded as in every trainbus write (trainbus/io).
