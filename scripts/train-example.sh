@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-echo "building trainbus (first time: a few minutes) ..."
+echo "building trainbus (the first build takes a few minutes) ..."
 scripts/build.sh --target trainbus_runtime >/dev/null
 exec build/bin/trainbus train --config examples/shapes/config.json "$@"
