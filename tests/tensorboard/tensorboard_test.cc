@@ -1126,6 +1126,48 @@ TEST(Faults, AWriterInheritedByAForkedChildClosesThereWithoutWaitingOrWriting) {
   for (int i = 1; i <= 3; ++i) EXPECT_EQ(ev[i].step(), i);
 }
 
+// In a forked child the inherited writer refuses writes (false), rather than
+// queueing them for a thread the child does not have: with a small queue and
+// kWait, the child's 17th write used to wait for room forever. Its flush,
+// status and close return at once; the parent's file has only its records.
+TEST(Faults, AForkedChildsWritesAreRefusedNotQueuedForAThreadItDoesNotHave) {
+  TempDir dir;
+  tb::SummaryWriterOptions opt;
+  opt.max_queue = 16;
+  opt.on_full = tb::QueueFullPolicy::kWait;
+  auto w = MakeWriter(dir.path(), opt);
+  ASSERT_TRUE(w->add_scalar("x", 1, 1));
+  ASSERT_TRUE(w->flush().ok());
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    int accepted = 0;
+    for (int i = 0; i < 100; ++i) accepted += w->add_scalar("child", i, i) ? 1 : 0;
+    const bool rest_ok = w->request_flush().ok() && w->flush().ok() && w->status().ok() &&
+                         w->close().ok();
+    w.reset();
+    ::_exit(accepted == 0 && rest_ok ? 0 : 1 + std::min(accepted, 100));
+  }
+  int status = 0;
+  pid_t ended = 0;
+  for (int i = 0; i < 3000 && ended == 0; ++i) {  // 30 s: a hang fails, it does not stall
+    ended = ::waitpid(pid, &status, WNOHANG);
+    if (ended == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (ended == 0) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+  }
+  ASSERT_NE(ended, 0) << "the child hung writing to its copy of the writer";
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1 + the number of writes the child's copy accepted";
+  for (int i = 2; i <= 40; ++i) ASSERT_TRUE(w->add_scalar("x", i, i));  // the parent's goes on
+  ASSERT_TRUE(w->close().ok());
+  const auto ev = ReadRun(dir.path());
+  ASSERT_EQ(ev.size(), 41u);  // file_version, then the parent's 40 records once each
+  for (int i = 1; i <= 40; ++i) EXPECT_EQ(ev[i].step(), i);
+}
+
 TEST(Faults, DiskFullIsStickyAndNamesFileAndLostRecords) {
   TempDir dir;
   const std::string report = dir.Sub("report.txt");

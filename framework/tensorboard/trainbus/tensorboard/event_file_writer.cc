@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -16,7 +17,8 @@
 #include <mutex>
 #include <optional>
 #include <thread>
-#include <unordered_set>
+#include <functional>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -291,6 +293,7 @@ class EventFileWriter::Impl {
   // wait, and does not touch mu_ after the wake-up (the writer takes it then).
   // A napping writer is not woken: it flushes within kNap.
   absl::Status RequestFlush() {
+    if (forked()) return absl::OkStatus();  // nothing of the child's to flush
     const uint64_t target = queue_.producer_position();
     absl::Status status;
     {
@@ -303,6 +306,7 @@ class EventFileWriter::Impl {
   }
 
   absl::Status Flush() {
+    if (forked()) return absl::OkStatus();
     const uint64_t target = queue_.producer_position();
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -318,8 +322,9 @@ class EventFileWriter::Impl {
   }
 
   absl::Status Close() {
+    // Before close_mu_: a parent thread may have held it at the fork.
+    if (forked() || ::getpid() != owner_pid_) return CloseForkedCopy();
     std::lock_guard<std::mutex> close_lock(close_mu_);
-    if (::getpid() != owner_pid_) return CloseForkedCopy();
     if (!closed_.load(std::memory_order_relaxed)) {
       closed_.store(true, std::memory_order_relaxed);
       final_pos_ = queue_.Close();
@@ -350,10 +355,9 @@ class EventFileWriter::Impl {
   // A forked child's copy of the writer has no thread (that is the
   // parent's), and the parent's threads may have held any of its mutexes at
   // the fork: it closes its copy of the file, writes nothing and takes no
-  // lock but close_mu_ (held by the caller).
+  // lock.
   absl::Status CloseForkedCopy() {
-    if (!closed_.load(std::memory_order_relaxed)) {
-      closed_.store(true, std::memory_order_relaxed);
+    if (!closed_.exchange(true, std::memory_order_relaxed)) {
       (void)queue_.Close();
       ::close(fd_);
       fd_ = -1;
@@ -361,7 +365,19 @@ class EventFileWriter::Impl {
     return absl::OkStatus();
   }
 
+  // Called in a forked child by the fork handler (the child's only thread,
+  // before anything else runs there): every later push is refused (returns
+  // false) instead of filling a ring that no thread drains, and flush(),
+  // status() and close() take none of the mutexes the parent's threads may
+  // have held at the fork.
+  void MarkForkedCopy() {
+    forked_.store(true, std::memory_order_relaxed);
+    (void)queue_.Close();
+  }
+  bool forked() const { return forked_.load(std::memory_order_relaxed); }
+
   absl::Status status() const {
+    if (forked()) return absl::OkStatus();  // the parent's writer, not the child's
     std::lock_guard<std::mutex> lock(mu_);
     return StatusLocked();
   }
@@ -512,8 +528,12 @@ class EventFileWriter::Impl {
     if (nap) deadline = std::min(deadline, std::chrono::steady_clock::now() + kNap);
     idle_.store(nap ? kNapping : kAsleep, std::memory_order_seq_cst);
     std::atomic_thread_fence(std::memory_order_seq_cst);
+    // Claimed slots, not published ones: a producer that claimed a wake-up
+    // position after an earlier one still unpublished saw this thread awake
+    // and did not wake it; the claim itself is ordered by the fences.
     auto pending = [&] {
-      return queue_.Front() != nullptr || closing_.load(std::memory_order_seq_cst) ||
+      return queue_.producer_position() != queue_.consumer_position() ||
+             closing_.load(std::memory_order_seq_cst) ||
              flush_target_.load(std::memory_order_seq_cst) > handled_flush_;
     };
     if (!pending()) {
@@ -720,6 +740,7 @@ class EventFileWriter::Impl {
   uint64_t busy_rounds_ = 0;
   uint64_t relax_spins_ = 0;
   bool failed_local_ = false;
+  std::atomic<bool> forked_{false};  // set in a forked child (MarkForkedCopy)
   std::thread thread_;
 };
 
@@ -727,9 +748,10 @@ class EventFileWriter::Impl {
 
 namespace {
 
+// Each live writer, with what a forked child does to its copy.
 struct Registry {
   std::mutex mu;
-  std::unordered_set<EventFileWriter*> writers;
+  std::unordered_map<EventFileWriter*, std::function<void()>> writers;
 };
 
 Registry& GetRegistry() {
@@ -739,15 +761,27 @@ Registry& GetRegistry() {
 
 void FlushAllAtExit();
 
-void Register(EventFileWriter* w) {
+// fork(): the registry is locked across it, so the child sees every writer
+// and no half-made change; the child marks each copy (lock-free) so that its
+// writes are refused rather than queued for a thread it does not have.
+void LockRegistryForFork() { GetRegistry().mu.lock(); }
+void UnlockRegistryInParent() { GetRegistry().mu.unlock(); }
+void MarkCopiesInChild() {
+  Registry& r = GetRegistry();
+  for (auto& [writer, mark_forked_copy] : r.writers) mark_forked_copy();
+  r.mu.unlock();
+}
+
+void Register(EventFileWriter* w, std::function<void()> mark_forked_copy) {
   static const bool installed = [] {
     std::atexit(FlushAllAtExit);
+    pthread_atfork(LockRegistryForFork, UnlockRegistryInParent, MarkCopiesInChild);
     return true;
   }();
   (void)installed;
   Registry& r = GetRegistry();
   std::lock_guard<std::mutex> lock(r.mu);
-  r.writers.insert(w);
+  r.writers.emplace(w, std::move(mark_forked_copy));
 }
 
 void Unregister(EventFileWriter* w) {
@@ -758,17 +792,16 @@ void Unregister(EventFileWriter* w) {
 
 }  // namespace
 
-// Flushes are done outside the registry lock: a writer may be destroyed
-// concurrently only if user code races with exit(), which is undefined anyway.
+// The flushes hold the registry lock: this also runs on a thread of its own
+// (the second Ctrl-C), while the training thread may be destroying a writer;
+// its destructor unregisters first, so it waits here instead of freeing the
+// writer under a flush. Only creating and destroying a writer take the registry
+// lock (so a deferred job must do neither).
 namespace {
 void FlushAllAtExit() {
   Registry& r = GetRegistry();
-  std::vector<EventFileWriter*> live;
-  {
-    std::lock_guard<std::mutex> lock(r.mu);
-    live.assign(r.writers.begin(), r.writers.end());
-  }
-  for (EventFileWriter* w : live) (void)w->Flush();
+  std::lock_guard<std::mutex> lock(r.mu);
+  for (auto& [writer, mark_forked_copy] : r.writers) (void)writer->Flush();
 }
 }  // namespace
 
@@ -819,7 +852,7 @@ absl::StatusOr<std::unique_ptr<EventFileWriter>> EventFileWriter::Open(
 
   auto impl = std::make_unique<Impl>(log_dir, path, fd, options, record.size());
   std::unique_ptr<EventFileWriter> writer(new EventFileWriter(std::move(impl)));
-  Register(writer.get());
+  Register(writer.get(), [impl = writer->impl_.get()] { impl->MarkForkedCopy(); });
   return writer;
 }
 

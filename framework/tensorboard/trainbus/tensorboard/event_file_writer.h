@@ -93,8 +93,8 @@ class EventFileWriter {
   EventFileWriter(const EventFileWriter&) = delete;
   EventFileWriter& operator=(const EventFileWriter&) = delete;
 
-  // Enqueue one scalar Event. False if not accepted (failed, closed, or
-  // dropped under kDrop).
+  // Enqueue one scalar Event. False if not accepted (failed, closed,
+  // dropped under kDrop, or in a forked child: the writer is the parent's).
   bool WriteScalar(absl::string_view tag, float value, int64_t step, double wall_time);
   // Enqueue one serialized Event.
   bool WriteEvent(std::string serialized_event);
