@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <map>
+#include <mutex>
 #include <filesystem>
 #include <iostream>
 
@@ -543,7 +544,10 @@ void Session::KeepAbandonedPluginsAlive() {
   // A plugin whose Close() missed its time limit may still be running it on
   // another thread: destroying it would pull the object out from under that
   // thread. It is kept, reachable, until the process exits.
+  // Sessions may end on several threads at once: the list is shared.
+  static auto* const kept_mu = new std::mutex();
   static auto* const kept = new std::vector<std::unique_ptr<Plugin>>();
+  std::lock_guard<std::mutex> lock(*kept_mu);
   for (Plugin* abandoned : bus_.abandoned_plugins()) {
     for (auto& [name, owned] : plugins_) {
       if (owned.get() == abandoned) kept->push_back(std::move(owned));
