@@ -26,6 +26,7 @@
 #include "trainbus/batch_schedule.h"
 #include "trainbus/bus.h"
 #include "trainbus/config.h"
+#include "trainbus/crash_report.h"
 #include "trainbus/options.h"
 #include "trainbus/plugin.h"
 #include "trainbus/plugin_loader.h"
@@ -916,6 +917,58 @@ TEST(BusTest, CloseIsCalledUnlessTheMaskSaysThereIsNothingToClose) {
   }
 }
 
+// A mask written by hand as ~0u ("everything") has the reserved bits set
+// too; only HooksOf()'s exact form means "nothing to close".
+TEST(BusTest, AnAllOnesMaskByHandStillGetsCloseCalled) {
+  EXPECT_FALSE(ClosesNothing(~0u));
+  EXPECT_FALSE(ClosesNothing(kAllHooks));
+  EXPECT_TRUE(ClosesNothing(HooksOf<Plugin>()));
+  Session session;
+  session.bus().set_log_sink([](absl::string_view) {});
+  auto plugin = std::make_unique<FailsToClose>();
+  plugin->set_hooks(~0u);
+  ASSERT_TRUE(session.AddPlugin(std::move(plugin), "writer").ok());
+  session.Begin(RunInfo{});
+  EXPECT_EQ(session.End().code(), absl::StatusCode::kDataLoss);  // its Close() ran
+}
+
+// Overrides a plugin declares private or protected are overrides: HooksOf()
+// sees them (it cannot name them, and that is how it knows), and the bus
+// calls them through Plugin's public virtuals. Such a plugin did not compile
+// before: HooksOf() took their address.
+class PrivateOverrides : public Plugin {
+ public:
+  int iteration_ends = 0;
+  bool closed = false;
+
+ private:
+  void OnIterationEnd(const IterationEndEvent&, Control&) override { ++iteration_ends; }
+  absl::Status Close() override {
+    closed = true;
+    return absl::OkStatus();
+  }
+};
+class ProtectedSaveState : public Plugin {
+ protected:
+  absl::StatusOr<std::string> SaveState() override { return std::string("x"); }
+};
+static_assert(HooksOf<PrivateOverrides>() == kHookIterationEnd,
+              "a private hook is a hook, a private Close() closes");
+static_assert(ExtrasOf<ProtectedSaveState>() == kKeepsState, "a protected SaveState() saves");
+
+TEST(BusTest, PrivateOverridesAreCalled) {
+  Session session;
+  auto owned = MakePlugin<PrivateOverrides>();
+  PrivateOverrides* plugin = owned.get();
+  EXPECT_EQ(plugin->hooks(), kHookIterationEnd);
+  ASSERT_TRUE(session.AddPlugin(std::move(owned), "private").ok());
+  session.Begin(RunInfo{});
+  session.EndIteration(1.0, 4);
+  EXPECT_TRUE(session.End().ok());
+  EXPECT_EQ(plugin->iteration_ends, 1);
+  EXPECT_TRUE(plugin->closed);
+}
+
 TEST(BusTest, CloseErrorsEndTheRunWithThatError) {
   Session session;
   session.bus().set_log_sink([](absl::string_view) {});
@@ -1485,6 +1538,32 @@ TEST(CliTest, APluginThatCrashesIsNamedWithItsHookAndStep) {
   EXPECT_THAT(r.output, HasSubstr("[trainbus] fatal SIGABRT in plugin 'test_crashes', hook Close"));
   // The run before it is complete: its final checkpoint was committed first.
   EXPECT_EQ(ReadFile(dir.path() + "/runs/crash-2/checkpoints/latest"), "step-00000012\n");
+
+  // A crash on a thread the hook started (as LibTorch's workers run a hook's
+  // tensor ops) names the hook the process was running.
+  r = RunTrainbus(absl::StrCat("train --config ", config(R"({"crash_at": 3, "how": "thread"})")));
+  EXPECT_EQ(r.exit_code, 128 + SIGSEGV) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("[trainbus] fatal SIGSEGV in plugin 'test_crashes', hook "
+                                  "OnIterationEnd, step 3 (on another thread, while that hook ran)"));
+}
+
+// A Close() abandoned at its time limit is still "running" on its thread,
+// but not for the process: a crash elsewhere afterwards is not blamed on it
+// (it was, until the closer thread marked only itself).
+TEST(CrashReportTest, AnAbandonedCloseIsNotBlamedForALaterCrashElsewhere) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        InstallCrashReporter();
+        Session session;
+        session.bus().set_log_sink([](absl::string_view) {});
+        session.bus().set_close_timeout(absl::Milliseconds(50));
+        (void)session.AddPlugin(MakePlugin<HangsInClose>(), "hangs");
+        session.Begin(RunInfo{});
+        (void)session.End();  // abandons Close() after 50 ms
+        std::raise(SIGSEGV);
+      },
+      "fatal SIGSEGV outside any plugin hook");
 }
 
 }  // namespace

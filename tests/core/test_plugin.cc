@@ -8,7 +8,8 @@
 //   dup            a second library that is also named "test_good"
 //   hangs          "test_hangs_in_close": its Close() never returns
 //   crashes        "test_crashes": raises SIGSEGV or aborts (option "how") at
-//                  step "crash_at" in OnIterationEnd, or in Close() (crash_at -2)
+//                  step "crash_at" in OnIterationEnd, or in Close() (crash_at -2);
+//                  how "thread": SIGSEGV on a thread the hook starts
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -34,7 +35,7 @@ class TestPlugin : public trainbus::Plugin {
             {{"stop_at", trainbus::OptionType::kInt, "-1", "Request a stop at this step"},
              {"label", trainbus::OptionType::kString, "\"x\"", "Any text"},
              {"crash_at", trainbus::OptionType::kInt, "-1", "crashes: step to crash at"},
-             {"how", trainbus::OptionType::kString, "\"segv\"", "crashes: segv or abort"}}};
+             {"how", trainbus::OptionType::kString, "\"segv\"", "crashes: segv, abort or thread"}}};
   }
   static absl::StatusOr<std::unique_ptr<TestPlugin>> Create(const trainbus::PluginContext& ctx) {
 #if defined(TEST_PLUGIN_THROWS)
@@ -46,6 +47,7 @@ class TestPlugin : public trainbus::Plugin {
     auto p = std::make_unique<TestPlugin>(ctx.options.GetInt("stop_at"));
     p->crash_at_ = ctx.options.GetInt("crash_at");
     p->abort_ = ctx.options.GetString("how") == "abort";
+    p->on_a_thread_ = ctx.options.GetString("how") == "thread";
     return p;
   }
   explicit TestPlugin(int64_t stop_at) : stop_at_(stop_at) {}
@@ -70,6 +72,7 @@ class TestPlugin : public trainbus::Plugin {
   }
   void Crash() {
     if (abort_) std::abort();
+    if (on_a_thread_) std::thread([] { std::raise(SIGSEGV); }).join();  // raise(): this thread
     std::raise(SIGSEGV);
   }
 #endif
@@ -78,6 +81,7 @@ class TestPlugin : public trainbus::Plugin {
   int64_t stop_at_;
   int64_t crash_at_ = -1;
   bool abort_ = false;
+  bool on_a_thread_ = false;
 };
 
 }  // namespace

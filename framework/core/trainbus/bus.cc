@@ -324,10 +324,11 @@ void CloseInOrder(std::shared_ptr<CloseJobs> jobs, size_t first, int generation)
       jobs->started[i] = 1;  // its time limit starts now
       jobs->changed.notify_all();
     }
-    // One plugin at a time on this thread: a crash report names it.
-    CrashContext::Enter(jobs->names[i].c_str(), "Close", jobs->step);
+    // One plugin at a time on this thread: a crash report on this thread
+    // names it (this thread only: it may be abandoned inside Close()).
+    CrashContext::EnterThisThread(jobs->names[i].c_str(), "Close", jobs->step);
     absl::Status s = CallClose(jobs->plugins[i]);
-    CrashContext::Leave();
+    CrashContext::LeaveThisThread();
     std::lock_guard<std::mutex> lock(jobs->mu);
     jobs->status[i] = std::move(s);
     jobs->done[i] = 1;
@@ -351,7 +352,7 @@ absl::Status Bus::CloseAll() {
   for (auto& entry : entries_) {
     // Plugins that kept the default Close() have nothing to close: skipping
     // them spares the closer thread's handshake, two thread wake-ups each.
-    if (entry->plugin->hooks() & kClosesNothing) continue;
+    if (ClosesNothing(entry->plugin->hooks())) continue;
     jobs->plugins.push_back(entry->plugin);
     jobs->names.push_back(entry->name);
   }

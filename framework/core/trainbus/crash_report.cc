@@ -11,6 +11,7 @@ namespace trainbus {
 std::atomic<const char*> CrashContext::plugin_{nullptr};
 std::atomic<const char*> CrashContext::hook_{nullptr};
 std::atomic<int64_t> CrashContext::step_{0};
+__attribute__((tls_model("initial-exec"))) thread_local CrashContext::Slot CrashContext::this_thread_;
 
 namespace {
 
@@ -52,13 +53,19 @@ void OnFatalSignal(int sig) {
   Line line;
   line.Add("\n[trainbus] fatal ");
   line.Add(SignalName(sig));
-  if (const char* plugin = CrashContext::plugin()) {
+  // This thread's hook, else the one the process runs (a hook's work on a
+  // thread of its own, e.g. LibTorch's workers, crashed).
+  CrashContext::Snapshot c = CrashContext::ThisThread();
+  const bool elsewhere = c.plugin == nullptr;
+  if (elsewhere) c = CrashContext::Process();
+  if (c.plugin != nullptr) {
     line.Add(" in plugin '");
-    line.Add(plugin);
+    line.Add(c.plugin);
     line.Add("', hook ");
-    line.Add(CrashContext::hook());
+    line.Add(c.hook);
     line.Add(", step ");
-    line.Add(CrashContext::step());
+    line.Add(c.step);
+    if (elsewhere) line.Add(" (on another thread, while that hook ran)");
     line.Add("; what was flushed before stays readable. Report it to the plugin's author or "
              "disable the plugin\n");
   } else {

@@ -11,10 +11,13 @@
 // or "outside any plugin hook" when no hook was running. What the writers
 // had flushed before stays readable; a checkpoint is never half-committed.
 //
-// The bus marks the running plugin and hook (CrashContext, two relaxed
-// atomic stores around each call); the handler only reads them and calls
-// write(2), both async-signal-safe. It runs on an alternate signal stack, so
-// a stack overflow is reported too.
+// The bus marks the running plugin and hook (CrashContext: a few relaxed
+// stores around each call), for the calling thread and as the process's
+// latest; the handler reads the crashing thread's own first, then the
+// process's (a hook's tensor op that crashes on a LibTorch worker thread is
+// named too, "on another thread"), and calls write(2): all async-signal-safe.
+// It runs on an alternate signal stack, so a stack overflow on the thread
+// that installed it is reported too.
 #ifndef TRAINBUS_CRASH_REPORT_H_
 #define TRAINBUS_CRASH_REPORT_H_
 
@@ -29,22 +32,59 @@ void InstallCrashReporter();
 // What the bus is running, read by the fatal-signal handler.
 class CrashContext {
  public:
+  struct Snapshot {
+    const char* plugin = nullptr;  // nullptr: no hook running
+    const char* hook = nullptr;
+    int64_t step = 0;
+  };
+
+  // The calling thread runs `plugin`'s `hook`, and so does the process.
   // `plugin` and `hook` must outlive the call (the bus's own strings).
   static void Enter(const char* plugin, const char* hook, int64_t step) {
+    EnterThisThread(plugin, hook, step);
     step_.store(step, std::memory_order_relaxed);
     hook_.store(hook, std::memory_order_relaxed);
     plugin_.store(plugin, std::memory_order_release);
   }
-  static void Leave() { plugin_.store(nullptr, std::memory_order_release); }
+  static void Leave() {
+    LeaveThisThread();
+    plugin_.store(nullptr, std::memory_order_release);
+  }
 
-  static const char* plugin() { return plugin_.load(std::memory_order_acquire); }
-  static const char* hook() { return hook_.load(std::memory_order_relaxed); }
-  static int64_t step() { return step_.load(std::memory_order_relaxed); }
+  // The calling thread only: for Close() on the bus's closer thread, which
+  // may be abandoned inside it and outlive the run. Marking the process there
+  // would blame that plugin for any later crash elsewhere, or clear the mark
+  // of a hook another thread runs when it returns.
+  static void EnterThisThread(const char* plugin, const char* hook, int64_t step) {
+    this_thread_.step.store(step, std::memory_order_relaxed);
+    this_thread_.hook.store(hook, std::memory_order_relaxed);
+    this_thread_.plugin.store(plugin, std::memory_order_release);
+  }
+  static void LeaveThisThread() { this_thread_.plugin.store(nullptr, std::memory_order_release); }
+
+  // What the calling thread runs; and what the process last entered.
+  static Snapshot ThisThread() { return Read(this_thread_); }
+  static Snapshot Process() {
+    return {plugin_.load(std::memory_order_acquire), hook_.load(std::memory_order_relaxed),
+            step_.load(std::memory_order_relaxed)};
+  }
 
  private:
+  struct Slot {
+    std::atomic<const char*> plugin{nullptr};
+    std::atomic<const char*> hook{nullptr};
+    std::atomic<int64_t> step{0};
+  };
+  static Snapshot Read(const Slot& s) {
+    return {s.plugin.load(std::memory_order_acquire), s.hook.load(std::memory_order_relaxed),
+            s.step.load(std::memory_order_relaxed)};
+  }
   static std::atomic<const char*> plugin_;
   static std::atomic<const char*> hook_;
   static std::atomic<int64_t> step_;
+  // initial-exec: a plain %fs-relative access, safe in the signal handler
+  // (the general model may allocate on a thread's first access).
+  __attribute__((tls_model("initial-exec"))) static thread_local Slot this_thread_;
 };
 
 }  // namespace trainbus

@@ -156,7 +156,8 @@ class Plugin {
   virtual absl::Status LoadState(absl::string_view /*state*/) { return absl::OkStatus(); }
 
   // Which hooks this plugin implements, and kClosesNothing when it does not
-  // override Close() (set by TRAINBUS_PLUGIN / MakePlugin).
+  // override Close() (set by TRAINBUS_PLUGIN / MakePlugin). Set by hand, use
+  // kHook* bits or kAllHooks: other bits are reserved.
   uint32_t hooks() const { return hooks_; }
   void set_hooks(uint32_t mask) { hooks_ = mask; }
 
@@ -172,18 +173,42 @@ class Plugin {
 inline constexpr uint32_t kClosesNothing = 1u << 31;
 static_assert(kNumHooks < 31, "kClosesNothing must not overlap a hook's bit");
 
-// The hooks `T` overrides, found at compile time: `&T::OnX` has type
-// `void (Plugin::*)(...)` unless T (or a base between) declares OnX; plus
-// kClosesNothing when it does not override Close().
+// True when a plugin with hook mask `mask` need not have Close() called: the
+// mask is HooksOf()'s and says so. A mask with any other reserved bit set
+// (e.g. ~0u written by hand for "everything") is closed, as before the bit.
+constexpr bool ClosesNothing(uint32_t mask) { return (mask & ~kAllHooks) == kClosesNothing; }
+
+namespace internal {
+// Overrides<member>::value: T (or a base between it and Plugin) declares the
+// member. `&T::OnX` has type `void (Plugin::*)(...)` unless T redeclares OnX.
+// A redeclaration made private or protected cannot be named from here
+// (substitution fails): it is an override too, as only one can hide Plugin's.
+#define TRAINBUS_OVERRIDES_(member)                                                       \
+  template <class T, class = void>                                                       \
+  struct Overrides##member : std::true_type {};                                          \
+  template <class T>                                                                     \
+  struct Overrides##member<T, std::void_t<decltype(&T::member)>>                         \
+      : std::bool_constant<!std::is_same_v<decltype(&T::member), decltype(&Plugin::member)>> {};
+#define TRAINBUS_OVERRIDES_HOOK_(name, event, when) TRAINBUS_OVERRIDES_(On##name)
+TRAINBUS_HOOKS(TRAINBUS_OVERRIDES_HOOK_)
+TRAINBUS_OVERRIDES_(Close)
+TRAINBUS_OVERRIDES_(SaveState)
+TRAINBUS_OVERRIDES_(FlushForCheckpoint)
+#undef TRAINBUS_OVERRIDES_HOOK_
+#undef TRAINBUS_OVERRIDES_
+}  // namespace internal
+
+// The hooks `T` overrides, found at compile time, plus kClosesNothing when it
+// does not override Close(). Overrides may be public, protected or private.
 template <class T>
 constexpr uint32_t HooksOf() {
   static_assert(std::is_base_of_v<Plugin, T>, "T must derive from trainbus::Plugin");
   uint32_t m = 0;
 #define TRAINBUS_HOOK_BIT_(name, event, when) \
-  if (!std::is_same_v<decltype(&T::On##name), decltype(&Plugin::On##name)>) m |= kHook##name;
+  if (internal::OverridesOn##name<T>::value) m |= kHook##name;
   TRAINBUS_HOOKS(TRAINBUS_HOOK_BIT_)
 #undef TRAINBUS_HOOK_BIT_
-  if (std::is_same_v<decltype(&T::Close), decltype(&Plugin::Close)>) m |= kClosesNothing;
+  if (!internal::OverridesClose<T>::value) m |= kClosesNothing;
   return m;
 }
 
@@ -195,10 +220,8 @@ enum PluginExtra : uint32_t {
 template <class T>
 constexpr uint32_t ExtrasOf() {
   uint32_t m = 0;
-  if (!std::is_same_v<decltype(&T::SaveState), decltype(&Plugin::SaveState)>) m |= kKeepsState;
-  if (!std::is_same_v<decltype(&T::FlushForCheckpoint), decltype(&Plugin::FlushForCheckpoint)>) {
-    m |= kFlushesForCheckpoint;
-  }
+  if (internal::OverridesSaveState<T>::value) m |= kKeepsState;
+  if (internal::OverridesFlushForCheckpoint<T>::value) m |= kFlushesForCheckpoint;
   return m;
 }
 
