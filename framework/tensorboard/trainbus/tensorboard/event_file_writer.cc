@@ -150,6 +150,9 @@ class EventFileWriter::Impl {
         records_dropped_.fetch_add(1, std::memory_order_relaxed);
         return false;
       }
+      // A forked child's copy the fork handler did not mark (its writer was
+      // being closed at the fork) has no thread to make room: refuse.
+      if (::getpid() != owner_pid_) return false;
       queue_full_waits_.fetch_add(1, std::memory_order_relaxed);
       // Block until the writer thread has freed an eighth of the ring (not
       // one slot: a producer let through per slot would spin in step with the
@@ -748,10 +751,16 @@ class EventFileWriter::Impl {
 
 namespace {
 
-// Each live writer, with what a forked child does to its copy.
+// Each live writer: its state kept alive for a flush of them all, the flush,
+// and what a forked child does to its copy.
+struct LiveWriter {
+  std::shared_ptr<void> keep_alive;
+  std::function<absl::Status()> flush;
+  std::function<void()> mark_forked_copy;
+};
 struct Registry {
   std::mutex mu;
-  std::unordered_map<EventFileWriter*, std::function<void()>> writers;
+  std::unordered_map<EventFileWriter*, LiveWriter> writers;
 };
 
 Registry& GetRegistry() {
@@ -768,11 +777,11 @@ void LockRegistryForFork() { GetRegistry().mu.lock(); }
 void UnlockRegistryInParent() { GetRegistry().mu.unlock(); }
 void MarkCopiesInChild() {
   Registry& r = GetRegistry();
-  for (auto& [writer, mark_forked_copy] : r.writers) mark_forked_copy();
+  for (auto& [writer, live] : r.writers) live.mark_forked_copy();
   r.mu.unlock();
 }
 
-void Register(EventFileWriter* w, std::function<void()> mark_forked_copy) {
+void Register(EventFileWriter* w, LiveWriter live) {
   static const bool installed = [] {
     std::atexit(FlushAllAtExit);
     pthread_atfork(LockRegistryForFork, UnlockRegistryInParent, MarkCopiesInChild);
@@ -781,7 +790,7 @@ void Register(EventFileWriter* w, std::function<void()> mark_forked_copy) {
   (void)installed;
   Registry& r = GetRegistry();
   std::lock_guard<std::mutex> lock(r.mu);
-  r.writers.emplace(w, std::move(mark_forked_copy));
+  r.writers.emplace(w, std::move(live));
 }
 
 void Unregister(EventFileWriter* w) {
@@ -792,16 +801,20 @@ void Unregister(EventFileWriter* w) {
 
 }  // namespace
 
-// The flushes hold the registry lock: this also runs on a thread of its own
-// (the second Ctrl-C), while the training thread may be destroying a writer;
-// its destructor unregisters first, so it waits here instead of freeing the
-// writer under a flush. Only creating and destroying a writer take the registry
-// lock (so a deferred job must do neither).
+// This also runs on a thread of its own (the second Ctrl-C) while the
+// training thread may be destroying a writer: the copies keep each writer's
+// state alive until its flush returns (a Flush() racing Close() returns when
+// the writer thread ends). The flushes run outside the registry lock, which
+// creating a writer and fork() take, and which a deferred job may need.
 namespace {
 void FlushAllAtExit() {
   Registry& r = GetRegistry();
-  std::lock_guard<std::mutex> lock(r.mu);
-  for (auto& [writer, mark_forked_copy] : r.writers) (void)writer->Flush();
+  std::vector<LiveWriter> live;
+  {
+    std::lock_guard<std::mutex> lock(r.mu);
+    for (auto& [writer, w] : r.writers) live.push_back(w);
+  }
+  for (LiveWriter& w : live) (void)w.flush();
 }
 }  // namespace
 
@@ -850,13 +863,20 @@ absl::StatusOr<std::unique_ptr<EventFileWriter>> EventFileWriter::Open(
   }
   if (options.fsync_on_flush) ::fsync(fd);
 
-  auto impl = std::make_unique<Impl>(log_dir, path, fd, options, record.size());
-  std::unique_ptr<EventFileWriter> writer(new EventFileWriter(std::move(impl)));
-  Register(writer.get(), [impl = writer->impl_.get()] { impl->MarkForkedCopy(); });
+  auto impl = std::make_shared<Impl>(log_dir, path, fd, options, record.size());
+  std::unique_ptr<EventFileWriter> writer(new EventFileWriter(impl));
+  Impl* const state = impl.get();
+  Register(writer.get(),
+           LiveWriter{std::move(impl),
+                      [state] {
+                        return state->owner_pid() == ::getpid() ? state->Flush()
+                                                                : absl::OkStatus();
+                      },
+                      [state] { state->MarkForkedCopy(); }});
   return writer;
 }
 
-EventFileWriter::EventFileWriter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+EventFileWriter::EventFileWriter(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 EventFileWriter::~EventFileWriter() {
   Unregister(this);
@@ -864,7 +884,8 @@ EventFileWriter::~EventFileWriter() {
     (void)impl_->Close();
   } else {
     // A forked child's copy has no writer thread; leave the parent's file alone.
-    (void)impl_.release();
+    // (Leaked on purpose: ~Impl would join a thread the child does not have.)
+    (void)new std::shared_ptr<Impl>(std::move(impl_));
   }
 }
 

@@ -129,8 +129,11 @@ class EventFileWriter {
 
  private:
   class Impl;
-  explicit EventFileWriter(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+  explicit EventFileWriter(std::shared_ptr<Impl> impl);
+  // Shared with the process's registry of live writers only while it
+  // flushes them all (exit, a second Ctrl-C), so that a writer destroyed
+  // meanwhile is freed after that flush instead of under it.
+  std::shared_ptr<Impl> impl_;
 };
 
 }  // namespace trainbus::tensorboard
