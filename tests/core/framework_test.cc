@@ -1551,7 +1551,8 @@ TEST(CliTest, APluginThatCrashesIsNamedWithItsHookAndStep) {
 // but not for the process: a crash elsewhere afterwards is not blamed on it
 // (it was, until the closer thread marked only itself).
 TEST(CrashReportTest, AnAbandonedCloseIsNotBlamedForALaterCrashElsewhere) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const std::string style = GTEST_FLAG_GET(death_test_style);
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // the statement starts threads
   EXPECT_DEATH(
       {
         InstallCrashReporter();
@@ -1564,6 +1565,34 @@ TEST(CrashReportTest, AnAbandonedCloseIsNotBlamedForALaterCrashElsewhere) {
         std::raise(SIGSEGV);
       },
       "fatal SIGSEGV outside any plugin hook");
+  GTEST_FLAG_SET(death_test_style, style);
+}
+
+// Hooks nest: a record published inside one hook reaches the other plugins'
+// OnRecord inside it. When they return, the crash report names the outer hook
+// again (it said "outside any plugin hook" until Leave restored it).
+class PublishesThenCrashes : public Plugin {
+ public:
+  void OnIterationEnd(const IterationEndEvent& e, Control& control) override {
+    control.Publish(Record::Scalar("x", 1.0, e.step));
+    std::raise(SIGSEGV);
+  }
+};
+class ReadsRecords : public Plugin {
+ public:
+  void OnRecord(const Record&, Control&) override {}
+};
+TEST(CrashReportTest, ACrashAfterANestedRecordNamesTheOuterHook) {
+  EXPECT_DEATH(
+      {
+        InstallCrashReporter();
+        Session session;
+        (void)session.AddPlugin(MakePlugin<PublishesThenCrashes>(), "publisher");
+        (void)session.AddPlugin(MakePlugin<ReadsRecords>(), "reader");
+        session.Begin(RunInfo{});
+        session.EndIteration(1.0, 4);
+      },
+      "fatal SIGSEGV in plugin 'publisher', hook OnIterationEnd, step 0;");
 }
 
 }  // namespace

@@ -65,9 +65,15 @@ void OnFatalSignal(int sig) {
     line.Add(c.hook);
     line.Add(", step ");
     line.Add(c.step);
-    if (elsewhere) line.Add(" (on another thread, while that hook ran)");
-    line.Add("; what was flushed before stays readable. Report it to the plugin's author or "
-             "disable the plugin\n");
+    if (elsewhere) {
+      // Not necessarily the plugin's: any thread without a hook of its own.
+      line.Add(" (on another thread, while that hook ran); what was flushed before stays "
+               "readable. If the plugin started that thread's work, report it to its author or "
+               "disable it\n");
+    } else {
+      line.Add("; what was flushed before stays readable. Report it to the plugin's author or "
+               "disable the plugin\n");
+    }
   } else {
     line.Add(" outside any plugin hook\n");
   }

@@ -40,15 +40,17 @@ class CrashContext {
 
   // The calling thread runs `plugin`'s `hook`, and so does the process.
   // `plugin` and `hook` must outlive the call (the bus's own strings).
-  static void Enter(const char* plugin, const char* hook, int64_t step) {
+  // Returns what ran before, for Leave(): hooks nest (a record published
+  // inside one hook is delivered to other plugins' OnRecord inside it).
+  static Snapshot Enter(const char* plugin, const char* hook, int64_t step) {
+    const Snapshot before = ThisThread();
     EnterThisThread(plugin, hook, step);
-    step_.store(step, std::memory_order_relaxed);
-    hook_.store(hook, std::memory_order_relaxed);
-    plugin_.store(plugin, std::memory_order_release);
+    Set(plugin, hook, step);
+    return before;
   }
-  static void Leave() {
-    LeaveThisThread();
-    plugin_.store(nullptr, std::memory_order_release);
+  static void Leave(const Snapshot& before) {
+    EnterThisThread(before.plugin, before.hook, before.step);
+    Set(before.plugin, before.hook, before.step);
   }
 
   // The calling thread only: for Close() on the bus's closer thread, which
@@ -75,6 +77,11 @@ class CrashContext {
     std::atomic<const char*> hook{nullptr};
     std::atomic<int64_t> step{0};
   };
+  static void Set(const char* plugin, const char* hook, int64_t step) {
+    step_.store(step, std::memory_order_relaxed);
+    hook_.store(hook, std::memory_order_relaxed);
+    plugin_.store(plugin, std::memory_order_release);
+  }
   static Snapshot Read(const Slot& s) {
     return {s.plugin.load(std::memory_order_acquire), s.hook.load(std::memory_order_relaxed),
             s.step.load(std::memory_order_relaxed)};
@@ -83,7 +90,9 @@ class CrashContext {
   static std::atomic<const char*> hook_;
   static std::atomic<int64_t> step_;
   // initial-exec: a plain %fs-relative access, safe in the signal handler
-  // (the general model may allocate on a thread's first access).
+  // (the general model may allocate on a thread's first access). A host that
+  // dlopen()s this library, instead of linking it, needs 24 bytes of glibc's
+  // spare static TLS, which it reserves for such libraries.
   __attribute__((tls_model("initial-exec"))) static thread_local Slot this_thread_;
 };
 
