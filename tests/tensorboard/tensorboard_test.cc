@@ -1126,6 +1126,20 @@ TEST(Faults, AWriterInheritedByAForkedChildClosesThereWithoutWaitingOrWriting) {
   for (int i = 1; i <= 3; ++i) EXPECT_EQ(ev[i].step(), i);
 }
 
+// A deferred job runs on the writer's own thread: flush() from there would
+// wait for itself. It says so instead of hanging the writer.
+TEST(Writer, FlushFromADeferredJobFailsInsteadOfWaitingForItself) {
+  TempDir dir;
+  auto w = tb::EventFileWriter::Open(dir.path(), tb::EventFileWriterOptions{});
+  ASSERT_TRUE(w.ok()) << w.status();
+  absl::Status inner;
+  ASSERT_TRUE((*w)->RunDeferred([&] { inner = (*w)->Flush(); }, 0));
+  ASSERT_TRUE((*w)->Flush().ok());  // the job ran before this returned
+  EXPECT_EQ(inner.code(), absl::StatusCode::kFailedPrecondition) << inner;
+  EXPECT_THAT(std::string(inner.message()), HasSubstr("writer's own thread"));
+  EXPECT_TRUE((*w)->Close().ok());
+}
+
 // In a forked child the inherited writer refuses writes (false), rather than
 // queueing them for a thread the child does not have: with a small queue and
 // kWait, the child's 17th write used to wait for room forever. Its flush,

@@ -378,6 +378,7 @@ class EventFileWriter::Impl {
     (void)queue_.Close();
   }
   bool forked() const { return forked_.load(std::memory_order_relaxed); }
+  bool OnWriterThread() const { return std::this_thread::get_id() == thread_.get_id(); }
 
   absl::Status status() const {
     if (forked()) return absl::OkStatus();  // the parent's writer, not the child's
@@ -810,11 +811,16 @@ namespace {
 void FlushAllAtExit() {
   Registry& r = GetRegistry();
   std::vector<LiveWriter> live;
-  {
-    std::lock_guard<std::mutex> lock(r.mu);
-    for (auto& [writer, w] : r.writers) live.push_back(w);
+  try {
+    {
+      std::lock_guard<std::mutex> lock(r.mu);
+      live.reserve(r.writers.size());
+      for (auto& [writer, w] : r.writers) live.push_back(w);
+    }
+    for (LiveWriter& w : live) (void)w.flush();
+  } catch (const std::exception&) {
+    // Out of memory at exit or in the signal watcher: what was flushed is.
   }
-  for (LiveWriter& w : live) (void)w.flush();
 }
 }  // namespace
 
@@ -869,8 +875,11 @@ absl::StatusOr<std::unique_ptr<EventFileWriter>> EventFileWriter::Open(
   Register(writer.get(),
            LiveWriter{std::move(impl),
                       [state] {
-                        return state->owner_pid() == ::getpid() ? state->Flush()
-                                                                : absl::OkStatus();
+                        // Not from the writer's own thread (a deferred job
+                        // that exits): it would wait for itself.
+                        return state->owner_pid() == ::getpid() && !state->OnWriterThread()
+                                   ? state->Flush()
+                                   : absl::OkStatus();
                       },
                       [state] { state->MarkForkedCopy(); }});
   return writer;
@@ -878,13 +887,16 @@ absl::StatusOr<std::unique_ptr<EventFileWriter>> EventFileWriter::Open(
 
 EventFileWriter::EventFileWriter(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
+// Unregistered after the close: a fork() while it closes still marks the
+// child's copy (the registry's reference keeps nothing alive past this).
 EventFileWriter::~EventFileWriter() {
-  Unregister(this);
   if (impl_->owner_pid() == ::getpid()) {
     (void)impl_->Close();
+    Unregister(this);
   } else {
     // A forked child's copy has no writer thread; leave the parent's file alone.
     // (Leaked on purpose: ~Impl would join a thread the child does not have.)
+    Unregister(this);
     (void)new std::shared_ptr<Impl>(std::move(impl_));
   }
 }
@@ -915,12 +927,18 @@ absl::Status EventFileWriter::RequestFlush() { return impl_->RequestFlush(); }
 
 absl::Status EventFileWriter::Flush() {
   if (impl_->owner_pid() != ::getpid()) return absl::OkStatus();
+  if (impl_->OnWriterThread()) {
+    return absl::FailedPreconditionError(
+        "flush() called on the writer's own thread (from a deferred job): it would wait for "
+        "itself; flush from the thread that adds the records");
+  }
   return impl_->Flush();
 }
 
 absl::Status EventFileWriter::Close() {
+  absl::Status s = impl_->Close();
   Unregister(this);
-  return impl_->Close();
+  return s;
 }
 
 absl::Status EventFileWriter::status() const { return impl_->status(); }

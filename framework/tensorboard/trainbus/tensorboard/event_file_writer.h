@@ -130,9 +130,9 @@ class EventFileWriter {
  private:
   class Impl;
   explicit EventFileWriter(std::shared_ptr<Impl> impl);
-  // Shared with the process's registry of live writers only while it
-  // flushes them all (exit, a second Ctrl-C), so that a writer destroyed
-  // meanwhile is freed after that flush instead of under it.
+  // Shared with the process's registry of live writers, so that a flush of
+  // them all (exit, a second Ctrl-C) keeps a writer destroyed meanwhile
+  // alive until that flush returns.
   std::shared_ptr<Impl> impl_;
 };
 
