@@ -238,8 +238,7 @@ void Bus::Dispatch(int hook_index, void (Plugin::*fn)(const Event&, Control&), c
   for (Entry* subscriber : subscribers_[hook_index]) {
     Entry& entry = *subscriber;
     if (entry.disabled) continue;
-    const CrashContext::Snapshot outer_hook =
-        CrashContext::Enter(entry.name.c_str(), kHookNames[hook_index], step_);
+    const CrashContext::Scope crash_mark(entry.name.c_str(), kHookNames[hook_index], step_);
     try {
       (entry.plugin->*fn)(e, *entry.control);
     } catch (const std::exception& ex) {
@@ -247,7 +246,6 @@ void Bus::Dispatch(int hook_index, void (Plugin::*fn)(const Event&, Control&), c
     } catch (...) {
       HandleFailure(entry, hook_index, "unknown exception (not derived from std::exception)");
     }
-    CrashContext::Leave(outer_hook);
   }
   delivering_ = outer;
 }
@@ -374,9 +372,8 @@ absl::Status Bus::CloseAll() {
     absl::Status s;
     if (!closer.joinable()) {
       // No time limit (or no thread): Close() runs here, in order.
-      const CrashContext::Snapshot outer = CrashContext::Enter(name.c_str(), "Close", step_);
+      const CrashContext::Scope crash_mark(name.c_str(), "Close", step_);
       s = CallClose(plugin);
-      CrashContext::Leave(outer);
     } else {
       std::unique_lock<std::mutex> lock(jobs->mu);
       // The closer starts it as soon as the one before it returned (no plugin

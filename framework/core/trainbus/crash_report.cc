@@ -77,6 +77,7 @@ void OnFatalSignal(int sig) {
   } else {
     line.Add(" outside any plugin hook\n");
   }
+  line.buf[line.n - 1] = '\n';  // a name cut short by the buffer still ends the line
   ssize_t ignored = ::write(STDERR_FILENO, line.buf, line.n);
   (void)ignored;
   // SA_RESETHAND restored the default action: die of the same signal.

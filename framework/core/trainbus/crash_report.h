@@ -48,10 +48,29 @@ class CrashContext {
     Set(plugin, hook, step);
     return before;
   }
-  static void Leave(const Snapshot& before) {
+  // `entered` is the plugin given to the matching Enter(): the process's
+  // mark goes back only if it is still this thread's (another thread's
+  // session may have entered a hook since).
+  static void Leave(const char* entered, const Snapshot& before) {
     EnterThisThread(before.plugin, before.hook, before.step);
-    Set(before.plugin, before.hook, before.step);
+    if (plugin_.compare_exchange_strong(entered, before.plugin, std::memory_order_acq_rel)) {
+      hook_.store(before.hook, std::memory_order_relaxed);
+      step_.store(before.step, std::memory_order_relaxed);
+    }
   }
+  // Enter() ... Leave() for one scope, also when it is left by an exception.
+  class Scope {
+   public:
+    Scope(const char* plugin, const char* hook, int64_t step)
+        : plugin_(plugin), before_(Enter(plugin, hook, step)) {}
+    ~Scope() { Leave(plugin_, before_); }
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    const char* plugin_;
+    Snapshot before_;
+  };
 
   // The calling thread only: for Close() on the bus's closer thread, which
   // may be abandoned inside it and outlive the run. Marking the process there
