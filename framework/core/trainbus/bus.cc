@@ -233,12 +233,14 @@ template <class Event>
 void Bus::Dispatch(int hook_index, void (Plugin::*fn)(const Event&, Control&), const Event& e) {
   // Only subscribers of this hook are visited: an unused hook costs nothing.
   // A record published from a hook is delivered inside it: restore after.
+  if (subscribers_[hook_index].empty()) return;
   const int outer = delivering_;
   delivering_ = hook_index;
+  CrashContext::HookScope crash_mark(kHookNames[hook_index], step_);
   for (Entry* subscriber : subscribers_[hook_index]) {
     Entry& entry = *subscriber;
     if (entry.disabled) continue;
-    const CrashContext::Scope crash_mark(entry.name.c_str(), kHookNames[hook_index], step_);
+    crash_mark.Plugin(entry.name.c_str());
     try {
       (entry.plugin->*fn)(e, *entry.control);
     } catch (const std::exception& ex) {
@@ -372,7 +374,8 @@ absl::Status Bus::CloseAll() {
     absl::Status s;
     if (!closer.joinable()) {
       // No time limit (or no thread): Close() runs here, in order.
-      const CrashContext::Scope crash_mark(name.c_str(), "Close", step_);
+      CrashContext::HookScope crash_mark("Close", step_);
+      crash_mark.Plugin(name.c_str());
       s = CallClose(plugin);
     } else {
       std::unique_lock<std::mutex> lock(jobs->mu);

@@ -11,7 +11,7 @@ namespace trainbus {
 std::atomic<const char*> CrashContext::plugin_{nullptr};
 std::atomic<const char*> CrashContext::hook_{nullptr};
 std::atomic<int64_t> CrashContext::step_{0};
-__attribute__((tls_model("initial-exec"))) thread_local CrashContext::Slot CrashContext::this_thread_;
+std::atomic<pthread_t> CrashContext::thread_{};
 
 namespace {
 
@@ -56,8 +56,11 @@ void OnFatalSignal(int sig) {
   // This thread's hook, else the one the process runs (a hook's work on a
   // thread of its own, e.g. LibTorch's workers, crashed).
   CrashContext::Snapshot c = CrashContext::ThisThread();
-  const bool elsewhere = c.plugin == nullptr;
-  if (elsewhere) c = CrashContext::Process();
+  bool elsewhere = false;
+  if (c.plugin == nullptr) {
+    c = CrashContext::Process();
+    elsewhere = !pthread_equal(c.thread, pthread_self());
+  }
   if (c.plugin != nullptr) {
     line.Add(" in plugin '");
     line.Add(c.plugin);
