@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -1565,6 +1566,50 @@ TEST(CrashReportTest, AnAbandonedCloseIsNotBlamedForALaterCrashElsewhere) {
         std::raise(SIGSEGV);
       },
       "fatal SIGSEGV outside any plugin hook");
+  GTEST_FLAG_SET(death_test_style, style);
+}
+
+// Two sessions on two threads: a delivery never puts back another thread's
+// mark when it ends (that hook may be over, its bus gone). Here B's hook
+// starts, A's starts, B's ends, A's ends; a crash on B's thread afterwards is
+// outside any hook (it was blamed on B's finished hook).
+class Rendezvous : public Plugin {
+ public:
+  Rendezvous(std::promise<void>* entered, std::shared_future<void> leave)
+      : entered_(entered), leave_(std::move(leave)) {}
+  void OnIterationEnd(const IterationEndEvent&, Control&) override {
+    entered_->set_value();
+    leave_.wait();
+  }
+
+ private:
+  std::promise<void>* entered_;
+  std::shared_future<void> leave_;
+};
+TEST(CrashReportTest, ADeliveryNeverPutsBackAnotherThreadsMark) {
+  const std::string style = GTEST_FLAG_GET(death_test_style);
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // the statement starts threads
+  auto two_sessions_then_a_crash_on_b = [] {
+    InstallCrashReporter();
+    std::promise<void> b_in, a_in, b_out, a_out;
+    Session a, b;
+    (void)a.AddPlugin(MakePlugin<Rendezvous>(&a_in, b_out.get_future().share()), "a");
+    (void)b.AddPlugin(MakePlugin<Rendezvous>(&b_in, a_in.get_future().share()), "b");
+    a.Begin(RunInfo{});
+    b.Begin(RunInfo{});
+    std::shared_future<void> a_done = a_out.get_future().share();
+    std::thread thread_b([&] {
+      b.EndIteration(1.0, 4);  // B's hook waits until A's has started
+      b_out.set_value();
+      a_done.wait();
+      std::raise(SIGSEGV);  // on B's thread, in no hook
+    });
+    b_in.get_future().wait();
+    a.EndIteration(1.0, 4);  // A's hook waits until B's delivery has ended
+    a_out.set_value();
+    thread_b.join();
+  };
+  EXPECT_DEATH(two_sessions_then_a_crash_on_b(), "fatal SIGSEGV outside any plugin hook");
   GTEST_FLAG_SET(death_test_style, style);
 }
 

@@ -68,6 +68,9 @@ class CrashContext {
    public:
     HookScope(const char* hook, int64_t step) : before_(Process()) {
       const pthread_t self = pthread_self();
+      // Another thread's mark is not ours to put back: its hook may be long
+      // over (and its bus gone) when this one ends.
+      if (!pthread_equal(before_.thread, self)) before_ = Snapshot{};
       plugin_.store(nullptr, std::memory_order_relaxed);
       hook_.store(hook, std::memory_order_relaxed);
       step_.store(step, std::memory_order_relaxed);
@@ -119,6 +122,7 @@ class CrashContext {
   static std::atomic<const char*> hook_;
   static std::atomic<int64_t> step_;
   static std::atomic<pthread_t> thread_;
+  static_assert(std::atomic<pthread_t>::is_always_lock_free, "read in a signal handler");
 };
 
 }  // namespace trainbus
