@@ -1091,6 +1091,18 @@ int RunInChild(const std::function<int()>& body) {
   return status;
 }
 
+// Waits up to 30 s for child `pid` (a hang fails the test, it does not stall
+// it); false, and the child killed, if it did not end by then.
+bool ExitedWithin30s(pid_t pid, int* status) {
+  for (int i = 0; i < 3000; ++i) {
+    if (::waitpid(pid, status, WNOHANG) != 0) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, status, 0);
+  return false;
+}
+
 // A writer a forked child inherits closes there at once and writes nothing:
 // its thread is the parent's. The parent's file goes on, each record once.
 TEST(Faults, AWriterInheritedByAForkedChildClosesThereWithoutWaitingOrWriting) {
@@ -1107,16 +1119,7 @@ TEST(Faults, AWriterInheritedByAForkedChildClosesThereWithoutWaitingOrWriting) {
     ::_exit(closed ? 0 : 1);
   }
   int status = 0;
-  pid_t ended = 0;
-  for (int i = 0; i < 3000 && ended == 0; ++i) {  // 30 s: a hang fails, it does not stall
-    ended = ::waitpid(pid, &status, WNOHANG);
-    if (ended == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  if (ended == 0) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, &status, 0);
-  }
-  ASSERT_NE(ended, 0) << "the child hung closing its copy of the writer";
+  ASSERT_TRUE(ExitedWithin30s(pid, &status)) << "the child hung closing its copy of the writer";
   ASSERT_TRUE(WIFEXITED(status)) << status;
   EXPECT_EQ(WEXITSTATUS(status), 0);
   ASSERT_TRUE(w->add_scalar("x", 3, 3));
@@ -1163,16 +1166,7 @@ TEST(Faults, AForkedChildsWritesAreRefusedNotQueuedForAThreadItDoesNotHave) {
     ::_exit(accepted == 0 && rest_ok ? 0 : 1 + std::min(accepted, 100));
   }
   int status = 0;
-  pid_t ended = 0;
-  for (int i = 0; i < 3000 && ended == 0; ++i) {  // 30 s: a hang fails, it does not stall
-    ended = ::waitpid(pid, &status, WNOHANG);
-    if (ended == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  if (ended == 0) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, &status, 0);
-  }
-  ASSERT_NE(ended, 0) << "the child hung writing to its copy of the writer";
+  ASSERT_TRUE(ExitedWithin30s(pid, &status)) << "the child hung writing to its copy of the writer";
   ASSERT_TRUE(WIFEXITED(status)) << status;
   EXPECT_EQ(WEXITSTATUS(status), 0) << "1 + the number of writes the child's copy accepted";
   for (int i = 2; i <= 40; ++i) ASSERT_TRUE(w->add_scalar("x", i, i));  // the parent's goes on
