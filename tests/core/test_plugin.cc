@@ -14,6 +14,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <stdexcept>
+#include <string>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -46,8 +47,9 @@ class TestPlugin : public trainbus::Plugin {
     }
     auto p = std::make_unique<TestPlugin>(ctx.options.GetInt("stop_at"));
     p->crash_at_ = ctx.options.GetInt("crash_at");
-    p->abort_ = ctx.options.GetString("how") == "abort";
-    p->on_a_thread_ = ctx.options.GetString("how") == "thread";
+    const std::string how = ctx.options.GetString("how");
+    p->abort_ = how == "abort";
+    p->on_a_thread_ = how == "thread";
     return p;
   }
   explicit TestPlugin(int64_t stop_at) : stop_at_(stop_at) {}

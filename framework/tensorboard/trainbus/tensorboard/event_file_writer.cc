@@ -14,10 +14,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <thread>
-#include <functional>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -308,8 +308,16 @@ class EventFileWriter::Impl {
     return status;
   }
 
+  // Returns at once in a forked child (nothing of its own to flush), and
+  // fails on the writer's own thread (a deferred job), where it would wait
+  // for itself.
   absl::Status Flush() {
-    if (forked()) return absl::OkStatus();
+    if (forked() || ::getpid() != owner_pid_) return absl::OkStatus();
+    if (OnWriterThread()) {
+      return absl::FailedPreconditionError(
+          "flush() called on the writer's own thread (from a deferred job): it would wait for "
+          "itself; flush from the thread that adds the records");
+    }
     const uint64_t target = queue_.producer_position();
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -874,13 +882,7 @@ absl::StatusOr<std::unique_ptr<EventFileWriter>> EventFileWriter::Open(
   Impl* const state = impl.get();
   Register(writer.get(),
            LiveWriter{std::move(impl),
-                      [state] {
-                        // Not from the writer's own thread (a deferred job
-                        // that exits): it would wait for itself.
-                        return state->owner_pid() == ::getpid() && !state->OnWriterThread()
-                                   ? state->Flush()
-                                   : absl::OkStatus();
-                      },
+                      [state] { return state->Flush(); },
                       [state] { state->MarkForkedCopy(); }});
   return writer;
 }
@@ -925,15 +927,7 @@ bool EventFileWriter::RunDeferred(std::function<void()> job, size_t approx_bytes
 
 absl::Status EventFileWriter::RequestFlush() { return impl_->RequestFlush(); }
 
-absl::Status EventFileWriter::Flush() {
-  if (impl_->owner_pid() != ::getpid()) return absl::OkStatus();
-  if (impl_->OnWriterThread()) {
-    return absl::FailedPreconditionError(
-        "flush() called on the writer's own thread (from a deferred job): it would wait for "
-        "itself; flush from the thread that adds the records");
-  }
-  return impl_->Flush();
-}
+absl::Status EventFileWriter::Flush() { return impl_->Flush(); }
 
 absl::Status EventFileWriter::Close() {
   absl::Status s = impl_->Close();
