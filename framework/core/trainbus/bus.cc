@@ -224,7 +224,10 @@ void Bus::Sort() {
   for (int h = 0; h < kNumHooks; ++h) {
     subscribers_[h].clear();
     for (auto& e : entries_) {
-      if (e->plugin->hooks() & (1u << h)) subscribers_[h].push_back(e.get());
+      if (e->plugin->hooks() & (1u << h)) {
+        subscribers_[h].push_back(
+            {e->plugin, e->control.get(), e->name.c_str(), e.get(), e->disabled});
+      }
     }
   }
 }
@@ -237,16 +240,15 @@ void Bus::Dispatch(int hook_index, void (Plugin::*fn)(const Event&, Control&), c
   const int outer = delivering_;
   delivering_ = hook_index;
   CrashContext::HookScope crash_mark(kHookNames[hook_index], step_);
-  for (Entry* subscriber : subscribers_[hook_index]) {
-    Entry& entry = *subscriber;
-    if (entry.disabled) continue;
-    crash_mark.Plugin(entry.name.c_str());
+  for (const Subscriber& s : subscribers_[hook_index]) {
+    if (s.disabled) continue;  // read each time: a nested delivery may set it
+    crash_mark.Plugin(s.name);
     try {
-      (entry.plugin->*fn)(e, *entry.control);
+      (s.plugin->*fn)(e, *s.control);
     } catch (const std::exception& ex) {
-      HandleFailure(entry, hook_index, ex.what());
+      HandleFailure(*s.entry, hook_index, ex.what());
     } catch (...) {
-      HandleFailure(entry, hook_index, "unknown exception (not derived from std::exception)");
+      HandleFailure(*s.entry, hook_index, "unknown exception (not derived from std::exception)");
     }
   }
   delivering_ = outer;
@@ -257,6 +259,9 @@ void Bus::HandleFailure(Entry& entry, int hook_index, absl::string_view what) {
                                      " at step ", step_, ": ", what);
   if (policy_ == HookErrorPolicy::kDisablePlugin) {
     entry.disabled = true;
+    for (std::vector<Subscriber>& list : subscribers_) {
+      for (Subscriber& s : list) s.disabled |= s.entry == &entry;
+    }
     Log("trainbus", absl::StrCat(message, "; plugin disabled, training continues"));
   } else {
     Log("trainbus", absl::StrCat(message, "; stopping the run"));

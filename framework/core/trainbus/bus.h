@@ -141,6 +141,16 @@ class Bus {
  private:
   class PluginControl;
   struct Entry;
+  // One plugin in one hook's delivery list, with everything a delivery reads,
+  // side by side: after the model's work these lines are cold, and one list
+  // of a few lines costs fewer misses than a trip to each plugin's Entry.
+  struct Subscriber {
+    Plugin* plugin;
+    Control* control;
+    const char* name;  // the Entry's, for the crash report
+    Entry* entry;
+    bool disabled;  // a copy of entry->disabled, set by HandleFailure
+  };
 
   template <class Event>
   void Dispatch(int hook_index, void (Plugin::*fn)(const Event&, Control&), const Event& e);
@@ -152,7 +162,7 @@ class Bus {
   absl::Duration close_timeout_ = kDefaultCloseTimeout;
   std::vector<Plugin*> abandoned_;
   std::vector<std::unique_ptr<Entry>> entries_;  // delivery order
-  std::array<std::vector<Entry*>, kNumHooks> subscribers_;  // per hook, delivery order
+  std::array<std::vector<Subscriber>, kNumHooks> subscribers_;  // per hook, delivery order
   const RunInfo* run_ = nullptr;
   torch::nn::Module* model_ = nullptr;
   torch::optim::Optimizer* optimizer_ = nullptr;
