@@ -31,18 +31,19 @@
 // ends with it.
 #include <cmath>
 #include <cstring>
-#include <map>
-#include <regex>
-#include <set>
-#include <vector>
 #include <memory>
+#include <regex>
 #include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "trainbus/plugin.h"
+#include "trainbus/tensorboard/event_file_name.h"
 #include "trainbus/tensorboard/model_graph.h"
 #include "trainbus/tensorboard/projector.h"
 #include "trainbus/tensorboard/rewind.h"
@@ -183,11 +184,13 @@ class TensorBoardPlugin : public Plugin {
   void OnIterationEnd(const IterationEndEvent& e, Control& control) override {
     if (!writer_) return;
     const int64_t s = e.step;
+    // One clock read for the iteration's scalars, not one each.
+    const double wall = tb::CoarseNowSeconds();
     if (trainbus::EveryN(every_.loss, s)) {
-      writer_->add_scalar("train/loss", e.loss, s);
+      writer_->add_scalar("train/loss", e.loss, s, wall);
       if (layout_pending_) written_.insert("train/loss");
       for (const Metric& m : e.metrics) {
-        writer_->add_scalar(m.name, m.value, s);
+        writer_->add_scalar(m.name, m.value, s, wall);
         if (layout_pending_) written_.insert(m.name);
       }
     }
@@ -196,13 +199,13 @@ class TensorBoardPlugin : public Plugin {
         lr_tags_.push_back(absl::StrCat("lr/group", lr_tags_.size()));
       }
       for (size_t g = 0; g < e.learning_rates.size(); ++g) {
-        writer_->add_scalar(lr_tags_[g], e.learning_rates[g], s);
+        writer_->add_scalar(lr_tags_[g], e.learning_rates[g], s, wall);
       }
       if (layout_pending_ && !e.learning_rates.empty()) written_.insert("lr/");
     }
     if (trainbus::EveryN(every_.timing, s) && e.duration_seconds > 0) {
-      writer_->add_scalar("time/iteration_ms", e.duration_seconds * 1e3, s);
-      writer_->add_scalar("time/samples_per_second", e.batch_size / e.duration_seconds, s);
+      writer_->add_scalar("time/iteration_ms", e.duration_seconds * 1e3, s, wall);
+      writer_->add_scalar("time/samples_per_second", e.batch_size / e.duration_seconds, s, wall);
     }
     if (!images_written_ && every_.images > 0 && e.inputs != nullptr && e.inputs->dim() == 4) {
       images_written_ = true;
@@ -542,9 +545,11 @@ class TensorBoardPlugin : public Plugin {
   at::Tensor embedding_outputs_, embedding_targets_, embedding_thumbnails_;
   int64_t embedding_step_ = 0;
   bool layout_pending_ = false;
-  std::set<std::string> written_;  // scalar tags seen while the layout is pending
-  std::map<std::string, const char*> kind_of_tag_;  // published records: tag -> kind
-  std::set<std::string> mixed_tags_;          // tags already warned about
+  // Hash tables, not trees: each record looks its tag up, in lines that are
+  // cold after the model's work, and a tree walk touches one per level.
+  absl::flat_hash_set<std::string> written_;  // scalar tags seen while the layout is pending
+  absl::flat_hash_map<std::string, const char*> kind_of_tag_;  // published records: tag -> kind
+  absl::flat_hash_set<std::string> mixed_tags_;                // tags already warned about
   CustomScalarLayout contributed_;  // other plugins' categories, written with the layout
   bool write_records_ = true, write_validation_ = true;
   bool images_written_ = false;
