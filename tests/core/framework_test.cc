@@ -1105,6 +1105,38 @@ TEST(BusTest, AClosePastItsTimeLimitIsReportedAndTheOthersStillClose) {
   session.reset();  // must not destroy the plugins their Close() threads still run in
 }
 
+// Closes slowly, well within the limit.
+class SlowClose : public Plugin {
+ public:
+  SlowClose(std::chrono::milliseconds how_long, std::vector<std::string>* closed)
+      : how_long_(how_long), closed_(closed) {}
+  absl::Status Close() override {
+    std::this_thread::sleep_for(how_long_);
+    closed_->push_back("slow");
+    return absl::OkStatus();
+  }
+
+ private:
+  std::chrono::milliseconds how_long_;
+  std::vector<std::string>* closed_;
+};
+
+// The limit is each Close()'s own, counted from its start: two that each
+// take 60 % of it are both waited for, though together they take longer.
+TEST(BusTest, EachCloseHasTheWholeTimeLimitFromItsOwnStart) {
+  std::vector<std::string> closed;
+  Session session;
+  session.bus().set_close_timeout(absl::Seconds(2));
+  ASSERT_TRUE(session.AddPlugin(MakePlugin<SlowClose>(std::chrono::milliseconds(1200), &closed),
+                                "first").ok());
+  ASSERT_TRUE(session.AddPlugin(MakePlugin<SlowClose>(std::chrono::milliseconds(1200), &closed),
+                                "second").ok());
+  session.Begin(RunInfo{});
+  EXPECT_TRUE(session.End().ok());
+  EXPECT_THAT(closed, ElementsAre("slow", "slow"));
+  EXPECT_TRUE(session.bus().abandoned_plugins().empty());
+}
+
 TEST(BusTest, ACloseTimeLimitOfCenturiesIsNoLimit) {
   // 1e10 s would overflow the clock's deadline: such a limit is none.
   std::vector<std::string> closed;

@@ -35,7 +35,6 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include "absl/strings/string_view.h"
@@ -162,7 +161,6 @@ class Bus {
   HookErrorPolicy policy_;
   absl::Duration close_timeout_ = kDefaultCloseTimeout;
   std::vector<Plugin*> abandoned_;
-  std::vector<std::thread> finished_closers_;  // CloseAll's threads, done; joined by ~Bus
   std::vector<std::unique_ptr<Entry>> entries_;  // delivery order
   std::array<std::vector<Subscriber>, kNumHooks> subscribers_;  // per hook, delivery order
   const RunInfo* run_ = nullptr;
