@@ -9,6 +9,7 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <system_error>
 #include <thread>
 
@@ -316,9 +317,10 @@ struct CloseJobs {
   std::mutex mu;
   std::condition_variable changed;
   std::vector<absl::Status> status;  // guarded by mu
-  std::vector<char> started, done;   // guarded by mu
-  // When each Close() started: its time limit counts from there.
-  std::vector<std::chrono::steady_clock::time_point> start;  // guarded by mu
+  std::vector<char> done;            // guarded by mu
+  // When each Close() started (none yet: not started): its time limit
+  // counts from there.
+  std::vector<std::optional<std::chrono::steady_clock::time_point>> start;  // guarded by mu
   // Bumped when a Close() overran: that thread stops after it returns.
   int generation = 0;  // guarded by mu
 };
@@ -331,7 +333,6 @@ void CloseInOrder(std::shared_ptr<CloseJobs> jobs, size_t first, int generation)
       if (jobs->generation != generation) return;
       // Its time limit starts now. No wake-up: CloseAll waits for the end
       // and reads the start when its wait runs out.
-      jobs->started[i] = 1;
       jobs->start[i] = std::chrono::steady_clock::now();
     }
     // One plugin at a time on this thread: a crash report on this thread
@@ -357,9 +358,9 @@ bool WaitForClose(CloseJobs& jobs, size_t i, absl::Duration limit,
     // The closer starts Close() i as soon as the one before it returned (no
     // plugin code in between), but a new thread may start late: until the
     // start is known, wait a whole limit from now and look again.
-    const Clock::time_point deadline = (jobs.started[i] ? jobs.start[i] : Clock::now()) + span;
+    const Clock::time_point deadline = jobs.start[i].value_or(Clock::now()) + span;
     if (jobs.changed.wait_until(lock, deadline, done)) return true;
-    if (jobs.started[i] && Clock::now() >= jobs.start[i] + span) return false;
+    if (jobs.start[i] && Clock::now() >= *jobs.start[i] + span) return false;
   }
   return true;
 }
@@ -387,7 +388,6 @@ absl::Status Bus::CloseAll() {
   const size_t n = jobs->plugins.size();
   jobs->step = step_;
   jobs->status.resize(n);
-  jobs->started.assign(n, 0);
   jobs->done.assign(n, 0);
   jobs->start.resize(n);
   // Past 100 years a limit is none (and it would overflow the clock's deadline).
