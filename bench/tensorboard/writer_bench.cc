@@ -1,8 +1,8 @@
 // Benchmarks of trainbus::tensorboard: the scalar fast path end to end, the
 // calling thread's add_scalar latency distribution, histograms, images, the
-// building blocks (CRC-32C, the hand encoder, the floor of each piece), and
-// one design experiment (BM_ScalarThroughputByteLaneDesign: per-thread byte
-// rings, measured beside the shipped path).
+// building blocks (CRC-32C, the hand encoder, the floor of each piece). The
+// end-to-end scalar benchmark runs twice: through the calling thread's own
+// lane, and through the shared ring that other threads use.
 //
 //   scripts/bench.sh tensorboard   (or build-bench/bench/tensorboard/tensorboard_writer_bench)
 #include <ATen/ATen.h>
@@ -254,118 +254,29 @@ void BM_ScalarThroughputEndToEnd(benchmark::State& state) {
 }
 BENCHMARK(BM_ScalarThroughputEndToEnd)->Arg(1 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-// A design experiment, not the shipped writer: the cost of the end-to-end
-// benchmark above if the calling thread encoded each scalar into a byte ring
-// of its own and the writer thread only checksummed the records in place and
-// wrote them from the ring (see docs/LIMITS.md, the writer's CPU per
-// scalar). Same workload, clock and encoder. A simplified, unoptimised
-// prototype of that design: one producer only, waits that sleep instead of a
-// futex protocol, no Close() or error handling, no other record kinds.
-class ByteLaneDesign {
- public:
-  static constexpr size_t kCapacity = 1 << 20;
-
-  explicit ByteLaneDesign(const std::string& path) {
-    // The ring is mapped twice back to back: a record never wraps.
-    const int memfd = ::memfd_create("byte_lane", MFD_CLOEXEC);
-    char* base = static_cast<char*>(
-        ::mmap(nullptr, 2 * kCapacity, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-    if (memfd < 0 || ::ftruncate(memfd, kCapacity) != 0 || base == MAP_FAILED ||
-        ::mmap(base, kCapacity, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, memfd, 0) == MAP_FAILED ||
-        ::mmap(base + kCapacity, kCapacity, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, memfd, 0) ==
-            MAP_FAILED) {
-      std::abort();
-    }
-    ::close(memfd);
-    ring_ = base;
-    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd_ < 0) std::abort();
-    writer_ = std::thread([this] { Run(); });
-  }
-  ~ByteLaneDesign() {
-    stop_.store(true, std::memory_order_release);
-    writer_.join();
-    ::close(fd_);
-    ::munmap(ring_, 2 * kCapacity);
-  }
-
-  // Calling thread: encode one scalar at the end of the ring. Tags up to
-  // kInlineTagSize bytes, as in the shipped writer's fast path.
-  void Add(absl::string_view tag, float value, int64_t step) {
-    constexpr size_t kMaxRecord = tb::MaxScalarRecordSize(tb::EventFileWriter::kInlineTagSize);
-    if (tag.size() > tb::EventFileWriter::kInlineTagSize) std::abort();
-    while (end_ + kMaxRecord - released_copy_ > kCapacity) {
-      released_copy_ = released_.load(std::memory_order_acquire);
-      if (end_ + kMaxRecord - released_copy_ > kCapacity) ::usleep(10);  // full: block
-    }
-    end_ += tb::EncodeUnframedScalarRecord(tb::CoarseNowSeconds(), step, tag, value, At(end_));
-    published_.store(end_, std::memory_order_release);
-  }
-  // Calling thread: returns once everything added is in the file.
-  void Flush() {
-    flush_.store(true, std::memory_order_release);
-    while (written_.load(std::memory_order_acquire) != end_) ::usleep(10);
-    flush_.store(false, std::memory_order_release);
-  }
-
- private:
-  char* At(uint64_t position) const { return ring_ + (position & (kCapacity - 1)); }
-
-  // Writer thread: sleeps until 64 KiB are published (or a flush or the end
-  // is asked for), as the shipped writer sleeps until woken every eighth of
-  // its ring. Then checksums what was published, writes it once 256 KiB are
-  // framed (or all of it on a flush), and hands the space back.
-  void Run() {
-    uint64_t framed = 0, written = 0;
-    for (;;) {
-      const uint64_t published = published_.load(std::memory_order_acquire);
-      const bool flush = flush_.load(std::memory_order_acquire);
-      const bool stop = stop_.load(std::memory_order_acquire);
-      if (published - framed < (64u << 10) && !flush && !stop) {
-        ::usleep(30);
-        continue;
-      }
-      tb::FinishRecords(At(framed), published - framed);
-      framed = published;
-      if (framed - written >= (256u << 10) || ((flush || stop) && framed != written)) {
-        size_t done = 0;
-        if (trainbus::io::WriteAll(fd_, At(written), framed - written, &done) != 0) std::abort();
-        written = framed;
-        released_.store(written, std::memory_order_release);
-        written_.store(written, std::memory_order_release);
-      }
-      if (stop && framed == published_.load(std::memory_order_acquire)) return;
-      if (flush && framed == written) ::usleep(30);  // the caller has not seen it yet
-    }
-  }
-
-  char* ring_ = nullptr;
-  int fd_ = -1;
-  std::thread writer_;
-  alignas(64) uint64_t end_ = 0;            // calling thread only
-  uint64_t released_copy_ = 0;              // calling thread only
-  alignas(64) std::atomic<uint64_t> published_{0};
-  alignas(64) std::atomic<uint64_t> released_{0};
-  alignas(64) std::atomic<uint64_t> written_{0};
-  std::atomic<bool> flush_{false}, stop_{false};
-};
-
-void BM_ScalarThroughputByteLaneDesign(benchmark::State& state) {
+// The same through the shared ring: another thread logged to the writer
+// first and owns its lane (see owner_lane.h), so the calling thread's
+// scalars take the way every thread but the first takes. Side by side with
+// the benchmark above, it measures what the lane saves.
+void BM_ScalarThroughputEndToEndSharedRing(benchmark::State& state) {
   ScratchDir dir;
-  ByteLaneDesign lane(dir.path() + "/events.out.tfevents.lane");
+  auto w = NewWriter(dir.path());
+  std::thread([&] { w->add_scalar("claims/lane", 0.0, 0); }).join();
   const int64_t batch = state.range(0);
   int64_t step = 0;
   const CpuPerEvent cpu;
   for (auto _ : state) {
     for (int64_t i = 0; i < batch; ++i, ++step) {
-      lane.Add("loss/train", static_cast<float>(static_cast<double>(i) * 0.001), step);
+      w->add_scalar("loss/train", static_cast<double>(i) * 0.001, step);
     }
-    lane.Flush();
+    if (!w->flush().ok()) state.SkipWithError("flush failed");
   }
   cpu.Report(state, static_cast<double>(state.iterations() * batch));
   state.SetItemsProcessed(state.iterations() * batch);
+  state.counters["queue_full_waits"] = static_cast<double>(w->counters().queue_full_waits);
+  (void)w->close();
 }
-BENCHMARK(BM_ScalarThroughputByteLaneDesign)->Arg(1 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ScalarThroughputEndToEndSharedRing)->Arg(1 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // Cost of the two rdtsc reads alone, subtracted from every sample.
 uint64_t RdtscOverhead() {

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -26,6 +27,7 @@
 #include "trainbus/io/file_io.h"
 #include "trainbus/tensorboard/bounded_queue.h"
 #include "trainbus/tensorboard/event_file_name.h"
+#include "trainbus/tensorboard/owner_lane.h"
 #include "trainbus/tensorboard/proto/event.pb.h"
 #include "trainbus/tensorboard/record_framing.h"
 #include "trainbus/tensorboard/scalar_event.h"
@@ -38,6 +40,10 @@ constexpr size_t kBufferCapacity = 256 * 1024;
 // Records larger than this bypass the buffer (written with writev).
 constexpr size_t kLargeRecord = kBufferCapacity / 4;
 constexpr size_t kDrainBatch = 4096;
+// The owner lane's bytes per record of max_queue, as many as a ring cell
+// takes: room for at least as many records as the ring holds (a packed
+// scalar takes 22 bytes and its tag).
+constexpr size_t kLaneBytesPerRecord = 64;
 // Large records (images, histograms...) wake a sleeping writer thread once
 // this many of their bytes wait in the queue...
 constexpr int64_t kWakeBytes = 1 << 20;
@@ -105,6 +111,16 @@ class EventFileWriter::Impl {
   static constexpr uint8_t kDeferred = 2;
   static_assert(sizeof(Item) <= 56, "Item must fit one cache line with its stamp");
 
+  // An Item as the owner lane (owner_lane.h) holds it, packed: its kind,
+  // then for a scalar the tag's size, value, step, wall time and tag (22
+  // bytes + the tag: two or three records a cache line, against the ring's
+  // one), for other kinds the pointer and Item::step (17 bytes).
+  static constexpr size_t kLaneScalarFixed = 1 + 1 + 4 + 8 + 8;
+  static constexpr size_t kLaneReferenceSize = 1 + 8 + 8;
+  static_assert(kLaneScalarFixed + kInlineTagSize <= internal::OwnerLane::kMaxEntry &&
+                    kLaneReferenceSize <= internal::OwnerLane::kMaxEntry,
+                "lane entries must fit the lane's largest entry");
+
   Impl(std::string dir, std::string path, int fd, const EventFileWriterOptions& options,
        uint64_t initial_bytes)
       : dir_(std::move(dir)),
@@ -112,10 +128,12 @@ class EventFileWriter::Impl {
         options_(options),
         fd_(fd),
         queue_(std::max<size_t>(options.max_queue, 16)),
+        lane_(queue_.capacity() * kLaneBytesPerRecord),
         buffer_(new char[kBufferCapacity]),
         file_offset_(initial_bytes) {
     ahead_ = queue_.capacity() / 8;
     wake_mask_ = ahead_ - 1;
+    lane_ahead_ = lane_.capacity() / 8;
     bytes_written_.store(initial_bytes, std::memory_order_relaxed);
     records_written_.store(1, std::memory_order_relaxed);
     const double secs = std::min(std::max(options_.flush_secs, 0.01), 86400.0 * 365);
@@ -132,20 +150,66 @@ class EventFileWriter::Impl {
 
   // ---- producer side -------------------------------------------------------
 
+  // The two ways in, behind one interface for Push(): the shared ring, and
+  // the lane of the thread that owns it.
+  enum class Pushed { kOk, kFull, kClosed };
+  struct RingWay {
+    Impl& w;
+    template <typename Fill>  // fill(Item&)
+    Pushed TryPush(Fill&& fill, bool* wake) {
+      uint64_t pos;
+      switch (w.queue_.TryPush(fill, &pos)) {
+        case Queue::PushResult::kOk:
+          // Every eighth of the ring (on the first lap the writer thread
+          // then backs the ring an eighth ahead).
+          *wake = (pos & w.wake_mask_) == 0;
+          return Pushed::kOk;
+        case Queue::PushResult::kFull: return Pushed::kFull;
+        case Queue::PushResult::kClosed: break;
+      }
+      return Pushed::kClosed;
+    }
+    bool HasRoom() const { return w.queue_.HasRoom(w.ahead_); }
+    bool closed() const { return w.queue_.closed(); }
+  };
+  struct LaneWay {
+    Impl& w;
+    template <typename Encode>  // encode(char* out) -> bytes written
+    Pushed TryPush(Encode&& encode, bool* wake) {
+      switch (w.lane_.TryPush(encode, wake)) {
+        case internal::OwnerLane::PushResult::kOk: return Pushed::kOk;
+        case internal::OwnerLane::PushResult::kFull: return Pushed::kFull;
+        case internal::OwnerLane::PushResult::kClosed: break;
+      }
+      return Pushed::kClosed;
+    }
+    bool HasRoom() const { return w.lane_.HasRoom(w.lane_ahead_); }
+    bool closed() const { return w.lane_.closed(); }
+  };
+
+  // True when the calling thread adds through the lane: it owns it, or no
+  // thread does yet and it claims it now. Never the writer thread (a
+  // deferred job's record), which would wait on itself for room.
+  bool CallerOwnsLane() {
+    if (lane_.OwnedByCaller()) return true;
+    if (lane_.claimed() || OnWriterThread()) return false;
+    return lane_.TryClaim();
+  }
+
   // `bytes` > 0 marks a large record holding that many bytes of payload.
-  template <typename Fill>
-  bool Push(Fill&& fill, int64_t bytes) {
+  template <typename Way, typename Fill>
+  bool Push(Way way, Fill&& fill, int64_t bytes) {
     if (failed_.load(std::memory_order_relaxed)) {
       records_lost_.fetch_add(1, std::memory_order_relaxed);
       return false;
     }
-    uint64_t pos;
-    auto r = Queue::PushResult::kFull;
+    bool wake = false;
+    Pushed r = Pushed::kFull;
     if (bytes == 0 || pending_bytes_.load(std::memory_order_relaxed) < kMaxPendingBytes) {
-      r = queue_.TryPush(fill, &pos);
+      r = way.TryPush(fill, &wake);
     }
-    if (r != Queue::PushResult::kOk) {
-      if (r == Queue::PushResult::kClosed || queue_.closed()) return false;
+    if (r != Pushed::kOk) {
+      if (r == Pushed::kClosed || way.closed()) return false;
       if (options_.on_full == QueueFullPolicy::kDrop) {
         records_dropped_.fetch_add(1, std::memory_order_relaxed);
         return false;
@@ -158,9 +222,9 @@ class EventFileWriter::Impl {
       // one slot: a producer let through per slot would spin in step with the
       // writer, doubling the CPU per record). A waiting producer burns no CPU.
       auto room = [&] {
-        return queue_.closed() || failed_.load(std::memory_order_relaxed) ||
+        return way.closed() || failed_.load(std::memory_order_relaxed) ||
                ((bytes == 0 || pending_bytes_.load(std::memory_order_relaxed) < kMaxPendingBytes) &&
-                queue_.HasRoom(ahead_));
+                way.HasRoom());
       };
       for (;;) {
         Wake();
@@ -170,18 +234,16 @@ class EventFileWriter::Impl {
           return false;
         }
         if (bytes > 0 && pending_bytes_.load(std::memory_order_relaxed) >= kMaxPendingBytes) {
-          if (queue_.closed()) return false;
+          if (way.closed()) return false;
           continue;
         }
-        r = queue_.TryPush(fill, &pos);
-        if (r == Queue::PushResult::kOk) break;
-        if (r == Queue::PushResult::kClosed) return false;
+        r = way.TryPush(fill, &wake);
+        if (r == Pushed::kOk) break;
+        if (r == Pushed::kClosed) return false;
       }
     }
-    // The writer sleeps when idle; wake it every eighth of the ring (on the
-    // first lap it backs the ring an eighth ahead then), and when large
-    // records hold more than kWakeBytes.
-    bool wake = (pos & wake_mask_) == 0;
+    // The writer sleeps when idle; wake it every eighth of the ring or lane,
+    // and when large records hold more than kWakeBytes.
     if (bytes > 0) {
       wake |= pending_bytes_.fetch_add(bytes, std::memory_order_relaxed) + bytes >= kWakeBytes;
     }
@@ -194,7 +256,24 @@ class EventFileWriter::Impl {
 
   bool WriteScalar(absl::string_view tag, float value, int64_t step, double wall_time) {
     if (tag.size() <= kInlineTagSize) {
+      if (CallerOwnsLane()) {
+        return Push(
+            LaneWay{*this},
+            [&](char* out) {
+              const size_t n = tag.size();
+              if (n > kInlineTagSize) __builtin_unreachable();  // checked above; tells GCC
+              out[0] = static_cast<char>(kScalar);
+              out[1] = static_cast<char>(n);
+              std::memcpy(out + 2, &value, 4);
+              std::memcpy(out + 6, &step, 8);
+              std::memcpy(out + 14, &wall_time, 8);
+              internal::CopyShort(out + kLaneScalarFixed, tag.data(), n);
+              return kLaneScalarFixed + n;
+            },
+            0);
+      }
       return Push(
+          RingWay{*this},
           [&](Item& it) {
             it.value = value;
             it.step = step;
@@ -215,12 +294,7 @@ class EventFileWriter::Impl {
   bool WriteEvent(std::string serialized) {
     const int64_t bytes = static_cast<int64_t>(serialized.size()) + 1;
     auto* payload = new std::string(std::move(serialized));
-    const bool ok = Push(
-        [&](Item& it) {
-          it.payload = payload;
-          it.kind = kEncoded;
-        },
-        bytes);
+    const bool ok = PushReference(kEncoded, payload, 0, bytes);
     if (!ok) delete payload;
     return ok;
   }
@@ -228,15 +302,40 @@ class EventFileWriter::Impl {
   bool WriteDeferred(DeferredJob build, size_t approx_bytes) {
     const int64_t bytes = static_cast<int64_t>(approx_bytes) + 1;
     auto* job = new DeferredJob(std::move(build));
-    const bool ok = Push(
-        [&](Item& it) {
-          it.job = job;
-          it.step = bytes;
-          it.kind = kDeferred;
-        },
-        bytes);
+    const bool ok = PushReference(kDeferred, job, bytes, bytes);
     if (!ok) delete job;
     return ok;
+  }
+
+  // Adds a record the writer thread takes ownership of: an encoded Event
+  // (kEncoded, a std::string*) or a job (kDeferred, a DeferredJob*).
+  // `step` is stored as Item::step.
+  template <typename T>
+  bool PushReference(uint8_t kind, T* pointer, int64_t step, int64_t bytes) {
+    static_assert(sizeof(T*) == 8, "a reference holds a 64-bit pointer");
+    if (CallerOwnsLane()) {
+      return Push(
+          LaneWay{*this},
+          [&](char* out) {
+            out[0] = static_cast<char>(kind);
+            std::memcpy(out + 1, &pointer, 8);
+            std::memcpy(out + 9, &step, 8);
+            return kLaneReferenceSize;
+          },
+          bytes);
+    }
+    return Push(
+        RingWay{*this},
+        [&](Item& it) {
+          if constexpr (std::is_same_v<T, std::string>) {
+            it.payload = pointer;
+          } else {
+            it.job = pointer;
+          }
+          it.step = step;
+          it.kind = kind;
+        },
+        bytes);
   }
 
   // Blocks a producer until room() (checked under room_mu_, which the writer
@@ -281,13 +380,26 @@ class EventFileWriter::Impl {
     wake_cv_.notify_one();
   }
 
-  // Asks the writer thread (which then needs waking) to flush through queue
-  // position `target`; false when there is nothing to wait for: flushed
-  // already, or the thread has exited. Called with mu_ held.
-  bool SetFlushTargetLocked(uint64_t target) {
-    if (thread_exited_ || flushed_through_ >= target) return false;
-    if (flush_target_.load(std::memory_order_relaxed) < target) {
-      flush_target_.store(target, std::memory_order_seq_cst);
+  // How far the ring and the lane had been added to, or written.
+  struct Positions {
+    uint64_t ring = 0;
+    uint64_t lane = 0;
+    bool Reached(const Positions& target) const {
+      return ring >= target.ring && lane >= target.lane;
+    }
+  };
+  Positions Added() const { return {queue_.producer_position(), lane_.published()}; }
+
+  // Asks the writer thread (which then needs waking) to flush through
+  // `target`; false when there is nothing to wait for: flushed already, or
+  // the thread has exited. Called with mu_ held.
+  bool SetFlushTargetLocked(const Positions& target) {
+    if (thread_exited_ || flushed_through_.Reached(target)) return false;
+    if (flush_target_.load(std::memory_order_relaxed) < target.ring) {
+      flush_target_.store(target.ring, std::memory_order_seq_cst);
+    }
+    if (lane_flush_target_.load(std::memory_order_relaxed) < target.lane) {
+      lane_flush_target_.store(target.lane, std::memory_order_seq_cst);
     }
     return true;
   }
@@ -297,7 +409,7 @@ class EventFileWriter::Impl {
   // A napping writer is not woken: it flushes within kNap.
   absl::Status RequestFlush() {
     if (forked()) return absl::OkStatus();  // nothing of the child's to flush
-    const uint64_t target = queue_.producer_position();
+    const Positions target = Added();
     absl::Status status;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -318,7 +430,7 @@ class EventFileWriter::Impl {
           "flush() called on the writer's own thread (from a deferred job): it would wait for "
           "itself; flush from the thread that adds the records");
     }
-    const uint64_t target = queue_.producer_position();
+    const Positions target = Added();
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (!SetFlushTargetLocked(target)) return StatusLocked();
@@ -326,7 +438,7 @@ class EventFileWriter::Impl {
     Wake();
     std::unique_lock<std::mutex> lock(mu_);
     flushed_cv_.wait(lock, [&] {
-      return flushed_through_ >= target || thread_exited_ ||
+      return flushed_through_.Reached(target) || thread_exited_ ||
              failed_.load(std::memory_order_relaxed);
     });
     return StatusLocked();
@@ -339,6 +451,7 @@ class EventFileWriter::Impl {
     if (!closed_.load(std::memory_order_relaxed)) {
       closed_.store(true, std::memory_order_relaxed);
       final_pos_ = queue_.Close();
+      final_lane_pos_ = lane_.Close();
       closing_.store(true, std::memory_order_seq_cst);
       NotifyRoom();
       Wake();
@@ -370,6 +483,7 @@ class EventFileWriter::Impl {
   absl::Status CloseForkedCopy() {
     if (!closed_.exchange(true, std::memory_order_relaxed)) {
       (void)queue_.Close();
+      lane_.CloseInForkedChild();
       ::close(fd_);
       fd_ = -1;
     }
@@ -384,6 +498,7 @@ class EventFileWriter::Impl {
   void MarkForkedCopy() {
     forked_.store(true, std::memory_order_relaxed);
     (void)queue_.Close();
+    lane_.CloseInForkedChild();
   }
   bool forked() const { return forked_.load(std::memory_order_relaxed); }
   bool OnWriterThread() const { return std::this_thread::get_id() == thread_.get_id(); }
@@ -473,12 +588,13 @@ class EventFileWriter::Impl {
       if (n > 0) {
         drained_since_idle = true;
         queue_.Release();
-        // First lap only: back the ring an eighth ahead of the producers.
+        // First lap only: back the ring and lane an eighth ahead of the producers.
         if (!queue_.populated()) queue_.PopulateAhead(queue_.producer_position(), ahead_);
+        if (!lane_.populated() && lane_.claimed()) lane_.PopulateAhead(lane_.published(), lane_ahead_);
         NotifyRoom();  // producers blocked on a full queue: there is room now
       }
       if (closing_.load(std::memory_order_acquire)) {
-        if (queue_.consumer_position() < final_pos_) {
+        if (queue_.consumer_position() < final_pos_ || lane_pos_ < final_lane_pos_) {
           if (n == 0) Relax();
           continue;
         }
@@ -487,9 +603,10 @@ class EventFileWriter::Impl {
         PublishFlushed();
         break;
       }
-      const uint64_t want = flush_target_.load(std::memory_order_acquire);
-      if (want > handled_flush_) {
-        if (queue_.consumer_position() < want) {
+      const Positions want{flush_target_.load(std::memory_order_acquire),
+                           lane_flush_target_.load(std::memory_order_acquire)};
+      if (!handled_flush_.Reached(want)) {
+        if (!Consumed().Reached(want)) {
           if (n == 0) Relax();
           continue;
         }
@@ -500,7 +617,7 @@ class EventFileWriter::Impl {
         next_flush = std::chrono::steady_clock::now() + flush_interval_;
         continue;
       }
-      if (n == kDrainBatch && ++busy_rounds_ % 64 != 0) continue;
+      if (n >= kDrainBatch && ++busy_rounds_ % 64 != 0) continue;
       const auto now = std::chrono::steady_clock::now();
       if (now >= next_flush) {
         WriteBuffer();
@@ -543,22 +660,27 @@ class EventFileWriter::Impl {
     // Claimed slots, not published ones: a producer that claimed a wake-up
     // position after an earlier one still unpublished saw this thread awake
     // and did not wake it; the claim itself is ordered by the fences.
+    auto flush_asked = [&] {
+      return flush_target_.load(std::memory_order_seq_cst) > handled_flush_.ring ||
+             lane_flush_target_.load(std::memory_order_seq_cst) > handled_flush_.lane;
+    };
     auto pending = [&] {
       return queue_.producer_position() != queue_.consumer_position() ||
-             closing_.load(std::memory_order_seq_cst) ||
-             flush_target_.load(std::memory_order_seq_cst) > handled_flush_;
+             lane_.published() != lane_pos_ || closing_.load(std::memory_order_seq_cst) ||
+             flush_asked();
     };
     if (!pending()) {
       std::unique_lock<std::mutex> lock(mu_);
       wake_cv_.wait_until(lock, deadline, [&] {
         return idle_.load(std::memory_order_seq_cst) == kAwake ||
-               closing_.load(std::memory_order_seq_cst) ||
-               flush_target_.load(std::memory_order_seq_cst) > handled_flush_;
+               closing_.load(std::memory_order_seq_cst) || flush_asked();
       });
     }
     idle_.store(kAwake, std::memory_order_relaxed);
   }
 
+  // Takes up to kDrainBatch records from the ring, then as many from the
+  // lane; returns how many.
   size_t Drain() {
     size_t n = 0;
     while (n < kDrainBatch) {
@@ -568,27 +690,72 @@ class EventFileWriter::Impl {
       queue_.Pop();
       ++n;
     }
+    return n + DrainLane();
+  }
+
+  size_t DrainLane() {
+    const uint64_t end = lane_.published();
+    uint64_t pos = lane_pos_;
+    size_t n = 0;
+    for (; pos != end && n < kDrainBatch; ++n) {
+      pos = lane_.SkipToEntry(pos);
+      const char* entry = lane_.At(pos);
+      if (entry[0] == kScalar) {
+        const size_t tag_size = static_cast<uint8_t>(entry[1]);
+        float value;
+        int64_t step;
+        double wall_time;
+        std::memcpy(&value, entry + 2, 4);
+        std::memcpy(&step, entry + 6, 8);
+        std::memcpy(&wall_time, entry + 14, 8);
+        ProcessScalar(wall_time, step, absl::string_view(entry + kLaneScalarFixed, tag_size), value);
+        pos += kLaneScalarFixed + tag_size;
+        continue;
+      }
+      Item it;
+      it.kind = static_cast<uint8_t>(entry[0]);
+      void* pointer;
+      std::memcpy(&pointer, entry + 1, 8);
+      if (it.kind == kEncoded) {
+        it.payload = static_cast<std::string*>(pointer);
+      } else {
+        it.job = static_cast<DeferredJob*>(pointer);
+      }
+      std::memcpy(&it.step, entry + 9, 8);
+      Process(it);
+      pos += kLaneReferenceSize;
+    }
+    if (n > 0) {
+      lane_pos_ = pos;
+      lane_.Release(pos);
+    }
     return n;
   }
 
-  void Process(Item& it) {
-    if (it.kind == kScalar) {
+  Positions Consumed() const { return {queue_.consumer_position(), lane_pos_}; }
+
+  // A scalar from the ring or the lane, encoded into the buffer; framed
+  // (checksummed) by WriteBuffer, for the whole batch at once.
+  void ProcessScalar(double wall_time, int64_t step, absl::string_view tag, float value) {
+    if (failed_local_) {
+      records_lost_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    if (buffer_size_ + MaxScalarRecordSize(tag.size()) > kBufferCapacity) {
+      WriteBuffer();
       if (failed_local_) {
         records_lost_.fetch_add(1, std::memory_order_relaxed);
         return;
       }
-      if (buffer_size_ + MaxScalarRecordSize(it.tag_size) > kBufferCapacity) {
-        WriteBuffer();
-        if (failed_local_) {
-          records_lost_.fetch_add(1, std::memory_order_relaxed);
-          return;
-        }
-      }
-      // Framed (checksummed) by WriteBuffer, for the whole batch at once.
-      buffer_size_ += EncodeUnframedScalarRecord(it.wall_time, it.step,
-                                                 absl::string_view(it.tag, it.tag_size),
-                                                 it.value, buffer_.get() + buffer_size_);
-      ++buffer_records_;
+    }
+    buffer_size_ += EncodeUnframedScalarRecord(wall_time, step, tag, value,
+                                               buffer_.get() + buffer_size_);
+    ++buffer_records_;
+  }
+
+  void Process(Item& it) {
+    if (it.kind == kScalar) {
+      ProcessScalar(it.wall_time, it.step, absl::string_view(it.tag, it.tag_size), it.value);
       return;
     }
     std::unique_ptr<std::string> payload;
@@ -698,7 +865,7 @@ class EventFileWriter::Impl {
 
   void PublishFlushed() {
     std::lock_guard<std::mutex> lock(mu_);
-    flushed_through_ = queue_.consumer_position();
+    flushed_through_ = Consumed();
     flushed_cv_.notify_all();
   }
 
@@ -708,8 +875,10 @@ class EventFileWriter::Impl {
   int fd_;
   pid_t owner_pid_;
   Queue queue_;
+  internal::OwnerLane lane_;
   uint64_t wake_mask_ = 0;
   uint64_t ahead_ = 0;  // cells backed with memory ahead of the consumer (first lap)
+  uint64_t lane_ahead_ = 0;  // the same for the lane, in bytes
   std::chrono::steady_clock::duration flush_interval_;
 
   // Shared state.
@@ -718,16 +887,18 @@ class EventFileWriter::Impl {
   enum : uint8_t { kAwake, kNapping, kAsleep };
   std::atomic<uint8_t> idle_{kAwake};
   std::atomic<bool> closing_{false};
-  std::atomic<uint64_t> flush_target_{0};
+  std::atomic<uint64_t> flush_target_{0};       // ring position
+  std::atomic<uint64_t> lane_flush_target_{0};  // lane position
   std::atomic<int64_t> pending_bytes_{0};  // payload bytes of queued large records
   uint64_t final_pos_ = 0;  // written before closing_ is set
+  uint64_t final_lane_pos_ = 0;  // the same
   mutable std::mutex mu_;
   std::condition_variable wake_cv_;
   std::condition_variable flushed_cv_;
   std::mutex room_mu_;                          // producers blocked on a full queue
   std::condition_variable room_cv_;
   std::atomic<int> producers_waiting_{0};
-  uint64_t flushed_through_ = 0;  // guarded by mu_
+  Positions flushed_through_;     // guarded by mu_
   bool thread_exited_ = false;    // guarded by mu_
   int error_errno_ = 0;           // guarded by mu_
   const char* error_what_ = "";   // guarded by mu_
@@ -748,7 +919,8 @@ class EventFileWriter::Impl {
   size_t buffer_size_ = 0;
   size_t buffer_records_ = 0;  // records in buffer_, framed by WriteBuffer
   uint64_t file_offset_;
-  uint64_t handled_flush_ = 0;
+  Positions handled_flush_;
+  uint64_t lane_pos_ = 0;  // the lane's next entry
   uint64_t busy_rounds_ = 0;
   uint64_t relax_spins_ = 0;
   bool failed_local_ = false;

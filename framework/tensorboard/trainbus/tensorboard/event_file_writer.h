@@ -16,11 +16,15 @@
 //     by NewEventFileName() (O_EXCL: two writers never share a file) and
 //     writes and flushes the first record, Event{file_version:
 //     "brain.Event:2"}, before returning.
-//   - Write*() only enqueue into a bounded lock-free ring (one cache line per
-//     record; scalars with tags up to kInlineTagSize bytes need no heap
-//     allocation). The thread hand-encodes scalars, frames and checksums
-//     every record into a 256 KiB buffer and writes it with write(2)
-//     (EINTR and short writes handled) when it is full, every
+//   - Write*() only enqueue. The first thread that writes (in a trainer, the
+//     training thread) gets a lane of its own: its scalars are encoded in
+//     place into a byte buffer only it fills, with no locked instruction.
+//     Other threads share a bounded lock-free ring (one cache line per
+//     record). Scalars with tags up to kInlineTagSize bytes need no heap
+//     allocation either way. Each thread's records are written in its call
+//     order. The writer thread encodes the ring's scalars, frames and
+//     checksums every record into a 256 KiB buffer and writes it with
+//     write(2) (EINTR and short writes handled) when it is full, every
 //     `flush_secs`, on Flush() and on Close().
 //   - Queue full: with QueueFullPolicy::kWait the caller waits for room
 //     (counted in queue_full_waits); with kDrop the record is dropped
