@@ -32,6 +32,7 @@
 #include "trainbus/tensorboard/event_file_writer.h"
 #include "trainbus/tensorboard/histogram.h"
 #include "trainbus/tensorboard/inspect.h"
+#include "trainbus/tensorboard/owner_lane.h"
 #include "trainbus/tensorboard/proto/event.pb.h"
 #include "trainbus/tensorboard/proto/hparams.pb.h"
 #include "trainbus/tensorboard/proto/plugins.pb.h"
@@ -1419,14 +1420,72 @@ TEST(Concurrency, AProducerFacingAFullQueueBlocksInsteadOfPolling) {
   EXPECT_LT(after.ru_nvcsw - before.ru_nvcsw, 60) << "voluntary context switches while blocked";
 }
 
+// True where this process can give a writer's first thread a lane (the
+// membarrier registration at load time worked); the lane tests need it.
+bool LaneAvailable() {
+  tb::internal::OwnerLane probe(1024);
+  return probe.TryClaim();
+}
+
+// A Close() from another thread waits for a push in the middle of its
+// encoding and keeps it; pushes after the close are refused.
+TEST(OwnerLane, ACloseWaitsForThePushInProgressAndKeepsIt) {
+  if (!LaneAvailable()) GTEST_SKIP() << "membarrier unavailable: writers use the shared ring";
+  tb::internal::OwnerLane lane(4096);
+  std::atomic<bool> encoding{false}, finish{false}, close_returned{false};
+  uint64_t closed_at = 0;
+  bool mark = false;
+  std::thread owner([&] {
+    ASSERT_TRUE(lane.TryClaim());
+    const auto r = lane.TryPush(
+        [&](char*) {
+          encoding.store(true);
+          while (!finish.load()) std::this_thread::yield();
+          return size_t{40};
+        },
+        &mark);
+    EXPECT_EQ(r, tb::internal::OwnerLane::PushResult::kOk);
+    EXPECT_EQ(lane.TryPush([](char*) { return size_t{8}; }, &mark),
+              tb::internal::OwnerLane::PushResult::kClosed);
+  });
+  while (!encoding.load()) std::this_thread::yield();
+  std::thread closer([&] {
+    closed_at = lane.Close();
+    close_returned.store(true);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(close_returned.load()) << "Close() returned while a push was being encoded";
+  finish.store(true);
+  owner.join();
+  closer.join();
+  EXPECT_EQ(closed_at, 40u) << "the push in progress is inside the closed lane";
+  EXPECT_TRUE(mark) << "the first entry wakes the writer thread";
+}
+
+// Only one thread owns a lane; the claim is for good.
+TEST(OwnerLane, OneOwnerOnly) {
+  if (!LaneAvailable()) GTEST_SKIP() << "membarrier unavailable: writers use the shared ring";
+  tb::internal::OwnerLane lane(4096);
+  ASSERT_TRUE(lane.TryClaim());
+  EXPECT_TRUE(lane.OwnedByCaller());
+  bool other_claimed = true, other_owns = true;
+  std::thread([&] {
+    other_claimed = lane.TryClaim();
+    other_owns = lane.OwnedByCaller();
+  }).join();
+  EXPECT_FALSE(other_claimed);
+  EXPECT_FALSE(other_owns);
+}
+
 // The first thread that logs owns the writer's lane (owner_lane.h); its
-// records of every kind are encoded or referenced there, lap after lap of
-// a small lane, and come out in call order with the other threads' records
-// (through the shared ring) each in theirs.
+// records of every kind are packed there, lap after lap of a small lane,
+// and come out in call order with the other threads' records (through the
+// shared ring) each in theirs.
 TEST(Concurrency, TheOwnersLaneKeepsEveryKindInOrderLapAfterLap) {
+  if (!LaneAvailable()) GTEST_SKIP() << "membarrier unavailable: writers use the shared ring";
   TempDir dir;
   tb::EventFileWriterOptions opt;
-  opt.max_queue = 16;  // a 1,536-byte lane: ~30 scalars a lap
+  opt.max_queue = 16;  // a 1,024-byte lane: ~30 scalars a lap
   auto w = tb::EventFileWriter::Open(dir.path(), opt);
   ASSERT_TRUE(w.ok()) << w.status();
   constexpr int kRecords = 3000;
@@ -1438,10 +1497,10 @@ TEST(Concurrency, TheOwnersLaneKeepsEveryKindInOrderLapAfterLap) {
   std::mt19937 rng(7);
   for (int i = 0; i < kRecords; ++i) {
     switch (rng() % 4) {
-      case 0:  // a scalar with a tag of 1 to 30 bytes, encoded in the lane
+      case 0:  // a scalar with a tag of 1 to 30 bytes, packed into the lane
         ASSERT_TRUE((*w)->WriteScalar(std::string(1 + rng() % 30, 'a'), 0.5f, i, 1.0));
         break;
-      case 1: {  // a tag too long to encode in place: a serialized Event
+      case 1: {  // a tag too long to pack: a serialized Event, referenced
         ASSERT_TRUE((*w)->WriteScalar(std::string(31 + rng() % 40, 'b'), 0.5f, i, 1.0));
         break;
       }
@@ -1480,9 +1539,10 @@ TEST(Concurrency, TheOwnersLaneKeepsEveryKindInOrderLapAfterLap) {
 
 // Close() from another thread while the lane's owner keeps adding: every
 // record whose add returned true is in the file, once, and every add after
-// the close returns false. Many rounds, closing at varied moments, so that
-// closes land in the middle of a push.
+// the close returns false. Many rounds, closing at varied moments (also
+// before or during the owner's first push, which claims the lane).
 TEST(Concurrency, ACloseFromAnotherThreadKeepsEveryRecordTheOwnerWasToldWasAccepted) {
+  if (!LaneAvailable()) GTEST_SKIP() << "membarrier unavailable: writers use the shared ring";
   std::mt19937 rng(11);
   for (int round = 0; round < 200; ++round) {
     TempDir dir;
@@ -1496,7 +1556,7 @@ TEST(Concurrency, ACloseFromAnotherThreadKeepsEveryRecordTheOwnerWasToldWasAccep
         progress.store(accepted, std::memory_order_relaxed);
       }
     });
-    const int64_t close_after = 1 + rng() % 2000;
+    const int64_t close_after = rng() % 2000;
     while (progress.load(std::memory_order_relaxed) < close_after) std::this_thread::yield();
     ASSERT_TRUE((*w)->Close().ok());
     owner.join();
@@ -1510,6 +1570,7 @@ TEST(Concurrency, ACloseFromAnotherThreadKeepsEveryRecordTheOwnerWasToldWasAccep
 // flush() from a thread that does not own the lane covers what the owner
 // added before it: the lane's records are in the file when it returns.
 TEST(Concurrency, AFlushFromAnotherThreadCoversTheOwnersLane) {
+  if (!LaneAvailable()) GTEST_SKIP() << "membarrier unavailable: writers use the shared ring";
   TempDir dir;
   auto w = tb::EventFileWriter::Open(dir.path(), {});
   ASSERT_TRUE(w.ok()) << w.status();
@@ -1519,6 +1580,38 @@ TEST(Concurrency, AFlushFromAnotherThreadCoversTheOwnersLane) {
   ASSERT_TRUE(read.ok()) << read.status();
   EXPECT_EQ(read->events.size(), 101u);
   ASSERT_TRUE((*w)->Close().ok());
+}
+
+// A close while the lane's owner waits for room (its lane full behind a
+// stalled writer thread) wakes it: the waiting add returns false, and every
+// add that returned true is written.
+TEST(Concurrency, ACloseWakesTheOwnerWaitingOnAFullLane) {
+  if (!LaneAvailable()) GTEST_SKIP() << "membarrier unavailable: writers use the shared ring";
+  TempDir dir;
+  tb::EventFileWriterOptions opt;
+  opt.max_queue = 16;
+  auto w = tb::EventFileWriter::Open(dir.path(), opt);
+  ASSERT_TRUE(w.ok()) << w.status();
+  std::atomic<bool> stalled{false};
+  int64_t accepted = 0;
+  std::thread owner([&] {
+    ASSERT_TRUE((*w)->WriteDeferredEvent(
+        [&] {
+          stalled.store(true);
+          std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the writer stalls
+          return tb::proto::Event().SerializeAsString();
+        },
+        16));
+    while ((*w)->WriteScalar("x", 1.0f, accepted + 1, 1.0)) ++accepted;
+  });
+  while (!stalled.load()) std::this_thread::yield();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the owner fills the lane
+  ASSERT_TRUE((*w)->Close().ok());
+  owner.join();
+  EXPECT_GE((*w)->counters().queue_full_waits, 1u);
+  const auto ev = ReadRun(dir.path());
+  ASSERT_EQ(ev.size(), 2u + accepted);  // file_version, the stalled record, the scalars
+  for (int64_t i = 1; i <= accepted; ++i) ASSERT_EQ(ev[1 + i].step(), i);
 }
 
 TEST(Concurrency, DropPolicyCountsEveryDrop) {

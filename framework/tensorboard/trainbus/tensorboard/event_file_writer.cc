@@ -590,7 +590,7 @@ class EventFileWriter::Impl {
         queue_.Release();
         // First lap only: back the ring and lane an eighth ahead of the producers.
         if (!queue_.populated()) queue_.PopulateAhead(queue_.producer_position(), ahead_);
-        if (!lane_.populated() && lane_.claimed()) lane_.PopulateAhead(lane_.published(), lane_ahead_);
+        if (!lane_.populated() && lane_.owned()) lane_.PopulateAhead(lane_.published(), lane_ahead_);
         NotifyRoom();  // producers blocked on a full queue: there is room now
       }
       if (closing_.load(std::memory_order_acquire)) {

@@ -17,15 +17,15 @@
 //     writes and flushes the first record, Event{file_version:
 //     "brain.Event:2"}, before returning.
 //   - Write*() only enqueue. The first thread that writes (in a trainer, the
-//     training thread) gets a lane of its own: its scalars are encoded in
-//     place into a byte buffer only it fills, with no locked instruction.
-//     Other threads share a bounded lock-free ring (one cache line per
-//     record). Scalars with tags up to kInlineTagSize bytes need no heap
-//     allocation either way. Each thread's records are written in its call
-//     order. The writer thread encodes the ring's scalars, frames and
-//     checksums every record into a 256 KiB buffer and writes it with
-//     write(2) (EINTR and short writes handled) when it is full, every
-//     `flush_secs`, on Flush() and on Close().
+//     training thread) gets a lane of its own: a byte buffer only it fills,
+//     its records packed back to back, with no locked instruction. Other
+//     threads share a bounded lock-free ring (one cache line per record).
+//     Scalars with tags up to kInlineTagSize bytes need no heap allocation
+//     either way. Each thread's records are written in its call order. The
+//     writer thread hand-encodes scalars, frames and checksums every record
+//     into a 256 KiB buffer and writes it with write(2) (EINTR and short
+//     writes handled) when it is full, every `flush_secs`, on Flush() and
+//     on Close().
 //   - Queue full: with QueueFullPolicy::kWait the caller waits for room
 //     (counted in queue_full_waits); with kDrop the record is dropped
 //     (counted in records_dropped) and Write*() returns false.

@@ -18,23 +18,27 @@
 // the two sides use an asymmetric barrier. The owner marks itself busy
 // around each push with plain stores; the closer refuses later pushes, then
 // runs membarrier(2), which acts as a full fence on every running thread of
-// the process, then waits for a push in progress to end. Where membarrier
-// is missing (Linux before 4.14, a sandbox that filters it) no thread
-// claims the lane and every thread uses the ring.
+// the process, then waits for a push in progress to end.
+//
+// The process registers for that barrier once, when the library is loaded
+// (owner_lane.cc): usually before main(), while it has one thread and
+// registering costs microseconds. Registering in a process with more
+// threads waits out an RCU grace period (13-19 ms measured here), which no
+// training thread should pay on its first log call. Where the barrier is
+// unavailable (Linux before 4.14, a sandbox that filters it, a forked child,
+// which the registration does not carry over to) no thread claims a lane
+// and every thread uses the ring.
 //
 // Entries never wrap: where fewer than kMaxEntry bytes are left before the
 // buffer's end, producer and consumer both skip to the start of the next
-// lap. The buffer comes from mmap, backed only as it is touched; the
-// consumer backs it ahead of the producer on the first lap
-// (PopulateAhead), as the ring does.
+// lap. The buffer comes from mmap, backed only as it is touched; on Linux
+// 5.14 and later the consumer backs it ahead of the producer on the first
+// lap (PopulateAhead), as the ring does.
 #ifndef TRAINBUS_TENSORBOARD_OWNER_LANE_H_
 #define TRAINBUS_TENSORBOARD_OWNER_LANE_H_
 
-#include <linux/membarrier.h>
 #include <pthread.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -72,10 +76,15 @@ class OwnerLane {
   bool OwnedByCaller() const { return owner_.load(std::memory_order_relaxed) == Self(); }
   // True once a thread claimed the lane, or once it cannot be claimed.
   bool claimed() const { return owner_.load(std::memory_order_relaxed) != 0; }
+  // True once a thread claimed the lane.
+  bool owned() const {
+    const uintptr_t owner = owner_.load(std::memory_order_relaxed);
+    return owner != 0 && owner != kNobody;
+  }
 
   // Makes the calling thread the owner if no thread is; false if another
-  // thread was first or membarrier is unavailable (the lane then stays
-  // unused). Called once per thread at most, before its first push.
+  // thread was first or the barrier is unavailable (the lane then stays
+  // unused for good). Called once per thread at most, before its first push.
   bool TryClaim() {
     if (!BarrierAvailable()) {
       uintptr_t none = 0;
@@ -119,7 +128,9 @@ class OwnerLane {
     const uint64_t new_end = at + encode(base_ + (at & mask_));
     end_.store(new_end, std::memory_order_release);
     busy_.store(false, std::memory_order_release);
-    *crossed_mark = (end >> mark_shift_) != (new_end >> mark_shift_);
+    // The first entry counts as a mark, as the ring's first cell does: the
+    // writer thread wakes and backs the buffer ahead of the owner.
+    *crossed_mark = end == 0 || (end >> mark_shift_) != (new_end >> mark_shift_);
     return PushResult::kOk;
   }
 
@@ -141,8 +152,8 @@ class OwnerLane {
     const uintptr_t owner = owner_.load(std::memory_order_seq_cst);
     if (owner != 0 && owner != kNobody && owner != Self()) {
       // After this, the owner either saw closed_ or made its busy_ store
-      // visible here; the claim registered the process for it.
-      ::syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+      // visible here.
+      FenceEveryThread();
       for (int spins = 0; busy_.load(std::memory_order_acquire); ++spins) {
         if (spins < 64) {
           Pause();
@@ -196,8 +207,8 @@ class OwnerLane {
   static constexpr int kMadvPopulateWrite = 23;  // Linux 5.14's value
 #endif
 
-  // The calling thread's identity: its thread pointer, which is what
-  // pthread_self() returns on glibc, without the call.
+  // The calling thread's identity: its thread pointer (on x86-64 glibc the
+  // value pthread_self() returns), read without a call.
   static uintptr_t Self() {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__aarch64__))
     return reinterpret_cast<uintptr_t>(__builtin_thread_pointer());
@@ -220,11 +231,12 @@ class OwnerLane {
     while ((size_t{1} << b) < n) ++b;
     return b;
   }
-  // Registers the process for private expedited membarrier (idempotent, so
-  // a forked child registers again here when it claims a lane of its own).
-  static bool BarrierAvailable() {
-    return ::syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
-  }
+  // True when this process registered for the barrier at load time and
+  // it worked (owner_lane.cc).
+  static bool BarrierAvailable();
+  // membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), with fallbacks should it
+  // fail although registered (owner_lane.cc).
+  static void FenceEveryThread();
 
   char* base_ = nullptr;
   uint64_t mask_ = 0;
