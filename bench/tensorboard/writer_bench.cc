@@ -231,10 +231,15 @@ class CpuPerEvent {
 // End to end: add_scalar from the calling thread, the writer thread encodes,
 // frames, checksums and writes; every iteration ends with flush(), so the
 // time covers everything reaching the file. cpu_ns_per_event is the CPU of
-// every thread of the process over the loop, per scalar.
-void BM_ScalarThroughputEndToEnd(benchmark::State& state) {
+// every thread of the process over the loop, per scalar. With
+// `through_shared_ring`, another thread logs to the writer first and owns
+// its lane (see owner_lane.h), so the calling thread's scalars take the way
+// every thread but the first takes: side by side, the two measure what the
+// lane saves.
+void ScalarThroughputEndToEnd(benchmark::State& state, bool through_shared_ring) {
   ScratchDir dir;
   auto w = NewWriter(dir.path());
+  if (through_shared_ring) std::thread([&] { w->add_scalar("claims/lane", 0.0, 0); }).join();
   const int64_t batch = state.range(0);
   int64_t step = 0;
   const CpuPerEvent cpu;
@@ -252,30 +257,11 @@ void BM_ScalarThroughputEndToEnd(benchmark::State& state) {
   state.counters["queue_full_waits"] = static_cast<double>(c.queue_full_waits);
   (void)w->close();
 }
-BENCHMARK(BM_ScalarThroughputEndToEnd)->Arg(1 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
-
-// The same through the shared ring: another thread logged to the writer
-// first and owns its lane (see owner_lane.h), so the calling thread's
-// scalars take the way every thread but the first takes. Side by side with
-// the benchmark above, it measures what the lane saves.
+void BM_ScalarThroughputEndToEnd(benchmark::State& state) { ScalarThroughputEndToEnd(state, false); }
 void BM_ScalarThroughputEndToEndSharedRing(benchmark::State& state) {
-  ScratchDir dir;
-  auto w = NewWriter(dir.path());
-  std::thread([&] { w->add_scalar("claims/lane", 0.0, 0); }).join();
-  const int64_t batch = state.range(0);
-  int64_t step = 0;
-  const CpuPerEvent cpu;
-  for (auto _ : state) {
-    for (int64_t i = 0; i < batch; ++i, ++step) {
-      w->add_scalar("loss/train", static_cast<double>(i) * 0.001, step);
-    }
-    if (!w->flush().ok()) state.SkipWithError("flush failed");
-  }
-  cpu.Report(state, static_cast<double>(state.iterations() * batch));
-  state.SetItemsProcessed(state.iterations() * batch);
-  state.counters["queue_full_waits"] = static_cast<double>(w->counters().queue_full_waits);
-  (void)w->close();
+  ScalarThroughputEndToEnd(state, true);
 }
+BENCHMARK(BM_ScalarThroughputEndToEnd)->Arg(1 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ScalarThroughputEndToEndSharedRing)->Arg(1 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // Cost of the two rdtsc reads alone, subtracted from every sample.

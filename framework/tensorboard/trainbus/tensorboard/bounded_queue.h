@@ -41,6 +41,8 @@
 #include <new>
 #include <type_traits>
 
+#include "trainbus/tensorboard/populate_write.h"
+
 namespace trainbus::tensorboard::internal {
 
 template <typename T>
@@ -116,14 +118,14 @@ class BoundedQueue {
   // whole ring is backed (after the first lap).
   void PopulateAhead(uint64_t position, uint64_t ahead) {
     if (populated_bytes_ >= bytes_) return;
-    constexpr size_t kPage = 4096;
     const uint64_t want_cells = std::min<uint64_t>(position + ahead, mask_ + 1);
-    const size_t want = std::min(bytes_, (want_cells * sizeof(Cell) + kPage - 1) / kPage * kPage);
+    const size_t want = WholePages(want_cells * sizeof(Cell), bytes_);
     if (want <= populated_bytes_) return;
     char* begin = reinterpret_cast<char*>(cells_) + populated_bytes_;
-    if (::madvise(begin, want - populated_bytes_, kMadvPopulateWrite) != 0) {
+    if (!PopulateWrite(begin, want - populated_bytes_)) {
       // Before Linux 5.14: touch each page with an atomic no-op on the
       // stamp of its first cell (race-free with the producers).
+      constexpr size_t kPage = 4096;
       for (size_t b = populated_bytes_; b < want; b += kPage) {
         reinterpret_cast<Cell*>(reinterpret_cast<char*>(cells_) + b)
             ->relative_stamp.fetch_add(0, std::memory_order_relaxed);
@@ -167,11 +169,6 @@ class BoundedQueue {
  private:
   static constexpr uint64_t kClosedBit = uint64_t{1} << 63;
   static constexpr uint64_t kPrefetchAhead = 8;
-#ifdef MADV_POPULATE_WRITE
-  static constexpr int kMadvPopulateWrite = MADV_POPULATE_WRITE;
-#else
-  static constexpr int kMadvPopulateWrite = 23;  // Linux 5.14's value
-#endif
   // PREFETCHW: fetch the line in the exclusive state, ready for stores
   // (__builtin_prefetch emits a read prefetch without -mprfchw). CPUs
   // without it execute it as a no-op.

@@ -47,6 +47,8 @@
 #include <new>
 #include <thread>
 
+#include "trainbus/tensorboard/populate_write.h"
+
 namespace trainbus::tensorboard::internal {
 
 class OwnerLane {
@@ -59,7 +61,7 @@ class OwnerLane {
   explicit OwnerLane(size_t bytes) {
     const size_t cap = RoundUpToPowerOfTwo(std::max(bytes, 16 * kMaxEntry));
     mask_ = cap - 1;
-    mark_shift_ = Log2(cap) - 3;  // a wake-up mark every eighth
+    mark_shift_ = __builtin_ctzll(cap) - 3;  // a wake-up mark every eighth
     void* base = ::mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (base == MAP_FAILED) throw std::bad_alloc();
     base_ = static_cast<char*>(base);
@@ -186,12 +188,10 @@ class OwnerLane {
   // thread, so that the owner does not page-fault there. Free once the whole
   // buffer is backed (after the first lap).
   void PopulateAhead(uint64_t position, uint64_t ahead) {
-    constexpr size_t kPage = 4096;
     if (populated_bytes_ >= capacity()) return;
-    const uint64_t want = std::min<uint64_t>(
-        capacity(), (std::min<uint64_t>(position + ahead, capacity()) + kPage - 1) / kPage * kPage);
+    const size_t want = WholePages(std::min<uint64_t>(position + ahead, capacity()), capacity());
     if (want <= populated_bytes_) return;
-    if (::madvise(base_ + populated_bytes_, want - populated_bytes_, kMadvPopulateWrite) != 0) {
+    if (!PopulateWrite(base_ + populated_bytes_, want - populated_bytes_)) {
       populated_bytes_ = capacity();  // before Linux 5.14: the owner takes the faults
       return;
     }
@@ -201,11 +201,6 @@ class OwnerLane {
 
  private:
   static constexpr uintptr_t kNobody = ~uintptr_t{0};  // claimed by no thread, for good
-#ifdef MADV_POPULATE_WRITE
-  static constexpr int kMadvPopulateWrite = MADV_POPULATE_WRITE;
-#else
-  static constexpr int kMadvPopulateWrite = 23;  // Linux 5.14's value
-#endif
 
   // The calling thread's identity: its thread pointer (on x86-64 glibc the
   // value pthread_self() returns), read without a call.
@@ -225,11 +220,6 @@ class OwnerLane {
     size_t p = 1;
     while (p < n) p <<= 1;
     return p;
-  }
-  static unsigned Log2(size_t n) {
-    unsigned b = 0;
-    while ((size_t{1} << b) < n) ++b;
-    return b;
   }
   // True when this process registered for the barrier at load time and
   // it worked (owner_lane.cc).
