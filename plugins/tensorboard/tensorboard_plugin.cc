@@ -49,6 +49,7 @@
 #include "trainbus/tensorboard/rewind.h"
 #include "trainbus/tensorboard/summary_writer.h"
 #include "trainbus/tensorboard/tensor_summaries.h"
+#include "video_frames.h"
 
 namespace trainbus::tensorboard_plugin {
 namespace {
@@ -133,6 +134,7 @@ class TensorBoardPlugin : public Plugin {
     p->every_.histograms = o.GetInt("histograms_every_n");
     p->every_.images = o.GetInt("images");
     p->every_.video_frames = o.GetInt("video_frames");
+    p->video_ = VideoFrames(p->every_.video_frames);
     p->write_records_ = o.GetBool("records");  // read once: OnRecord runs for every record
     p->write_validation_ = o.GetBool("validation");
     p->log_dir_ = o.GetString("log_dir");  // empty: the run's folder, known at OnTrainBegin
@@ -326,37 +328,16 @@ class TensorBoardPlugin : public Plugin {
   // and a resume at any later step keeps it. A run shorter than video_frames
   // writes the frames it has at its end.
   void WriteVideo() {
-    if (video_written_ || video_count_ == 0) return;
-    writer_->add_video("inputs/video", Thumbnails(video_.slice(0, 0, video_count_)).unsqueeze(0),
-                       0, 4.0);
-    video_ = at::Tensor();
+    if (video_written_ || video_.count() == 0) return;
+    const std::vector<uint8_t> pixels = video_.ScaledPixels();
+    writer_->add_video("inputs/video", video_.View(pixels), 0, 4.0);
+    video_ = VideoFrames(0);
     video_written_ = true;
   }
 
-  // The batch's first image as the next frame, copied (the event's tensor
-  // lives only for the hook) into one float buffer for all frames, scaled at
-  // WriteVideo. A contiguous float CPU batch is copied with memcpy: the
-  // dispatched ops (select, detach, to) cost ~10 us a frame, cold after the
-  // backward pass. A batch whose image size changed ends the video there.
+  // A batch whose image size changed ends the video there.
   void AddVideoFrame(const at::Tensor& inputs) {
-    const at::IntArrayRef image = inputs.sizes().slice(1);
-    if (!video_.defined()) {
-      std::vector<int64_t> shape{every_.video_frames};
-      shape.insert(shape.end(), image.begin(), image.end());
-      video_ = at::empty(shape, at::TensorOptions().dtype(at::kFloat));
-    } else if (video_.sizes().slice(1) != image) {
-      WriteVideo();
-      return;
-    }
-    const int64_t frame_values = c10::multiply_integers(image);
-    float* frame = video_.data_ptr<float>() + video_count_ * frame_values;
-    if (inputs.device().is_cpu() && inputs.scalar_type() == at::kFloat && inputs.is_contiguous() &&
-        !inputs.is_neg()) {
-      std::memcpy(frame, inputs.data_ptr<float>(), sizeof(float) * frame_values);
-    } else {
-      video_[video_count_].copy_(inputs[0].detach());
-    }
-    if (++video_count_ == every_.video_frames) WriteVideo();
+    if (!video_.Add(inputs) || video_.full()) WriteVideo();
   }
 
   // At the run's first iteration, from the batch it trained on. The forward
@@ -539,8 +520,7 @@ class TensorBoardPlugin : public Plugin {
   std::unique_ptr<tb::SummaryWriter> writer_;
   bool hparams_written_ = false;
   bool graph_pending_ = false;
-  at::Tensor video_;  // [video_frames, C, H, W] float, the first video_count_ filled
-  int64_t video_count_ = 0;
+  VideoFrames video_{0};  // sized by Create
   bool video_written_ = false;
   at::Tensor embedding_outputs_, embedding_targets_, embedding_thumbnails_;
   int64_t embedding_step_ = 0;

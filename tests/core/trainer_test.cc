@@ -838,7 +838,8 @@ TEST(SessionTest, ARunStoppedOnANonFiniteLossShowsAsFailedInHParams) {
 // iteration k's batch, each scaled to [0, 1] by its own range, whatever the
 // batch's dtype or memory layout (a contiguous float batch is copied with
 // memcpy, any other through a tensor copy). The GIF must be byte for byte
-// the one the writer makes from those frames.
+// the one the writer makes from those frames scaled with tensor ops (the
+// plugin scales them with plain loops).
 TEST(SessionTest, TheTensorBoardVideoHoldsEachIterationsFirstInputImage) {
   TempDir dir;
   auto config = ParseRunConfig(absl::StrCat(R"({"name": "video", "log_root": ")", dir.path(), R"(",
@@ -853,9 +854,11 @@ TEST(SessionTest, TheTensorBoardVideoHoldsEachIterationsFirstInputImage) {
   at::manual_seed(11);
   std::vector<at::Tensor> firsts;
   for (int k = 0; k < 5; ++k) {
-    // [2, 1, 4, 5]: image 0 a ramp that differs per iteration, image 1 noise.
-    at::Tensor batch = at::rand({2, 1, 4, 5});
+    // [2, 3, 4, 5]: image 0's red a ramp that differs per iteration, the rest noise
+    // (three channels: the frames' bytes are laid out channel last).
+    at::Tensor batch = at::rand({2, 3, 4, 5});
     batch[0][0] = (at::arange(20, at::kFloat).reshape({4, 5}) * (k + 1)).remainder(17);
+    if (k == 1) batch[0][1][2][3] = NAN;  // a frame with a NaN is black, as through min/max
     firsts.push_back(batch[0].clone());
     at::Tensor inputs = batch;
     if (k == 1) inputs = batch.to(at::kDouble);                               // another dtype

@@ -1,0 +1,68 @@
+// tensorboard: the frames of the plugin's inputs/video.
+//
+// The first image of each of a run's first iterations, copied into one float
+// buffer (the event's tensor lives only for its hook), then scaled and laid
+// out once as the THWC bytes SummaryWriter::add_video takes:
+//
+//   VideoFrames frames(16);
+//   if (!frames.Add(batch)) { ... the image size changed: the video ends ... }
+//   if (frames.full()) {
+//     const std::vector<uint8_t> pixels = frames.ScaledPixels();
+//     writer.add_video("inputs/video", frames.View(pixels), 0, 4.0);
+//   }
+//
+// Each frame is scaled by its own range, (x - min) / max(max - min, 1e-12),
+// in float, then to bytes as the writer converts floating images: inputs are
+// usually normalised (mean 0, std 1), which unscaled would show as black and
+// white. A frame with a NaN comes out black, as through LibTorch's min/max.
+// Plain loops, not tensor ops: on the training thread, cold after the
+// backward pass, the eight ops cost ~130 us at the 16th frame (measured in
+// the trainer bench on 2026-12-06); the loops cost a few microseconds.
+#ifndef TRAINBUS_PLUGINS_TENSORBOARD_VIDEO_FRAMES_H_
+#define TRAINBUS_PLUGINS_TENSORBOARD_VIDEO_FRAMES_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "trainbus/tensorboard/summaries.h"
+
+namespace at {
+class Tensor;
+}
+
+namespace trainbus::tensorboard_plugin {
+
+class VideoFrames {
+ public:
+  explicit VideoFrames(int64_t capacity) : capacity_(capacity) {}
+
+  // Copies batch[0] of a [N, C, H, W] batch (N >= 1; any dtype, device or
+  // strides) as the next frame: with memcpy for a contiguous float CPU batch,
+  // through a tensor copy otherwise. Returns false, copying nothing, when the
+  // video is full or the image's [C, H, W] differs from the first frame's.
+  bool Add(const at::Tensor& batch);
+
+  int64_t count() const { return count_; }
+  bool full() const { return count_ == capacity_; }
+
+  // count() frames x height x width x channels bytes, each frame scaled by
+  // its own range (see above).
+  std::vector<uint8_t> ScaledPixels() const;
+  // ScaledPixels()'s bytes with this video's shape, for add_video.
+  tensorboard::VideoPixels View(const std::vector<uint8_t>& pixels) const {
+    return {pixels, count_, height_, width_, channels_};
+  }
+
+ private:
+  int64_t frame_values() const { return channels_ * height_ * width_; }
+
+  int64_t capacity_;
+  int64_t count_ = 0;
+  int64_t channels_ = 0, height_ = 0, width_ = 0;
+  std::unique_ptr<float[]> values_;  // capacity_ frames of CHW floats, count_ filled
+};
+
+}  // namespace trainbus::tensorboard_plugin
+
+#endif  // TRAINBUS_PLUGINS_TENSORBOARD_VIDEO_FRAMES_H_
