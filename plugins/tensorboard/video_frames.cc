@@ -3,15 +3,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <limits>
 
 #include <ATen/ATen.h>
 
 namespace trainbus::tensorboard_plugin {
 
 bool VideoFrames::Add(const at::Tensor& batch) {
-  if (full()) return false;
+  if (full() || batch.dim() != 4 || batch.size(0) == 0) return false;
   const int64_t c = batch.size(1), h = batch.size(2), w = batch.size(3);
+  if (c * h * w == 0) return false;
   if (values_ == nullptr) {
     channels_ = c;
     height_ = h;
@@ -51,10 +51,7 @@ std::vector<uint8_t> VideoFrames::ScaledPixels() const {
     uint8_t* out = pixels.data() + f * n;
     for (int64_t ch = 0; ch < channels_; ++ch) {
       for (int64_t p = 0; p < plane; ++p) {
-        float v = (x[ch * plane + p] - lo) / range;
-        // As the writer converts a floating image: NaN black, clamped to 0-255, truncated.
-        v = std::isnan(v) ? 0.0f : std::min(std::max(v * 255.0f, 0.0f), 255.0f);
-        out[p * channels_ + ch] = static_cast<uint8_t>(v);
+        out[p * channels_ + ch] = tensorboard::FloatToImageByte((x[ch * plane + p] - lo) / range);
       }
     }
   }

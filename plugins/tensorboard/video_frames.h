@@ -11,13 +11,14 @@
 //     writer.add_video("inputs/video", frames.View(pixels), 0, 4.0);
 //   }
 //
-// Each frame is scaled by its own range, (x - min) / max(max - min, 1e-12),
-// in float, then to bytes as the writer converts floating images: inputs are
+// Each frame is scaled by its own range, (x - min) / max(max - min, 1e-12)
+// in float, then made bytes with FloatToImageByte (summaries.h): inputs are
 // usually normalised (mean 0, std 1), which unscaled would show as black and
 // white. A frame with a NaN comes out black, as through LibTorch's min/max.
-// Plain loops, not tensor ops: on the training thread, cold after the
-// backward pass, the eight ops cost ~130 us at the 16th frame (measured in
-// the trainer bench on 2026-12-06); the loops cost a few microseconds.
+// The bytes are the ones LibTorch's ops and PrepareVideo give (tested), made
+// with plain loops: on the training thread, cold after the backward pass,
+// those ops took ~130 us at the 16th frame's iteration (trainer bench,
+// 2026-12-06); the loops a few microseconds.
 #ifndef TRAINBUS_PLUGINS_TENSORBOARD_VIDEO_FRAMES_H_
 #define TRAINBUS_PLUGINS_TENSORBOARD_VIDEO_FRAMES_H_
 
@@ -37,10 +38,12 @@ class VideoFrames {
  public:
   explicit VideoFrames(int64_t capacity) : capacity_(capacity) {}
 
-  // Copies batch[0] of a [N, C, H, W] batch (N >= 1; any dtype, device or
-  // strides) as the next frame: with memcpy for a contiguous float CPU batch,
-  // through a tensor copy otherwise. Returns false, copying nothing, when the
-  // video is full or the image's [C, H, W] differs from the first frame's.
+  // Copies batch[0] of a [N, C, H, W] batch (any dtype, device or strides)
+  // as the next frame. A contiguous float CPU batch is copied with memcpy:
+  // the dispatched ops (select, detach, to) cost ~10 us a frame, cold after
+  // the backward pass; any other batch goes through a tensor copy. Returns
+  // false, copying nothing, when the video is full, the batch is not 4-D or
+  // holds no pixels, or the image's [C, H, W] differs from the first frame's.
   bool Add(const at::Tensor& batch);
 
   int64_t count() const { return count_; }

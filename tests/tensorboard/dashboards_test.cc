@@ -41,6 +41,7 @@
 #include "trainbus/tensorboard/tensor_summaries.h"
 #include "tb_test_helpers.h"
 #include "test_util.h"
+#include "video_frames.h"
 
 namespace {
 
@@ -193,6 +194,81 @@ TEST(Video, BadVideosAreRefusedWithClearMessages) {
 }
 
 // ---- mesh -------------------------------------------------------------------
+
+// The tensorboard plugin's inputs/video frames (plugins/tensorboard/
+// video_frames.h), scaled with plain loops, must be the bytes LibTorch's ops
+// and PrepareVideo give: each frame's first image by its own range, then
+// the writer's float-to-byte conversion. Inputs that hit every rule: NaN,
+// +-inf, a constant frame, signed zeros, 1/3/4 channels, another dtype, a
+// negated view, strides, a storage offset.
+at::Tensor ScaledByTensorOps(const at::Tensor& frames) {
+  const at::Tensor flat = frames.flatten(1);
+  const at::Tensor lo = std::get<0>(flat.min(1)).view({-1, 1, 1, 1});
+  const at::Tensor hi = std::get<0>(flat.max(1)).view({-1, 1, 1, 1});
+  return (frames - lo) / (hi - lo).clamp_min(1e-12);
+}
+
+TEST(VideoFrames, ScaledPixelsAreTheBytesOfLibTorchsOpsAndPrepareVideo) {
+  at::manual_seed(5);
+  for (const int64_t channels : {1, 3, 4}) {
+    SCOPED_TRACE(absl::StrCat(channels, " channel(s)"));
+    std::vector<at::Tensor> batches;
+    at::Tensor ramp = at::randn({2, channels, 3, 4}) * 3;
+    batches.push_back(ramp);
+    at::Tensor nan = at::randn({2, channels, 3, 4});
+    nan[0][0][1][2] = NAN;
+    batches.push_back(nan);
+    at::Tensor inf = at::randn({2, channels, 3, 4});
+    inf[0][0][0][0] = INFINITY;
+    inf[0][channels - 1][2][3] = -INFINITY;
+    batches.push_back(inf);
+    at::Tensor plus_inf = at::randn({2, channels, 3, 4});
+    plus_inf[0][0][0][1] = INFINITY;
+    batches.push_back(plus_inf);
+    batches.push_back(at::full({2, channels, 3, 4}, 0.25));                // constant
+    at::Tensor zeros = at::zeros({2, channels, 3, 4});
+    zeros[0][0][0][0] = -0.0;
+    zeros[0][0][1][1] = 1.0;
+    batches.push_back(zeros);                                             // signed zeros
+    batches.push_back(at::randn({2, channels, 3, 4}).to(at::kDouble));   // another dtype
+    batches.push_back(at::randn({2, channels, 3, 4})._neg_view());       // a negated view
+    batches.push_back(at::randn({2, 3, 4, channels}).permute({0, 3, 1, 2}));  // strided
+    batches.push_back(at::randn({5, channels, 3, 4}).slice(0, 2, 4));     // a storage offset
+
+    trainbus::tensorboard_plugin::VideoFrames frames(static_cast<int64_t>(batches.size()));
+    std::vector<at::Tensor> firsts;
+    for (const at::Tensor& b : batches) {
+      ASSERT_TRUE(frames.Add(b));
+      firsts.push_back(b[0].to(at::kFloat).clone());
+    }
+    EXPECT_TRUE(frames.full());
+    EXPECT_FALSE(frames.Add(batches[0]));  // full
+
+    auto want = tb::PrepareVideo("v", ScaledByTensorOps(at::stack(firsts)).unsqueeze(0), 4.0,
+                                 "NTCHW");
+    ASSERT_TRUE(want.ok()) << want.status();
+    const std::vector<uint8_t> got = frames.ScaledPixels();
+    EXPECT_EQ(got, want->pixels);
+    const tb::VideoPixels view = frames.View(got);
+    EXPECT_EQ(view.frames, want->frames);
+    EXPECT_EQ(view.height, want->height);
+    EXPECT_EQ(view.width, want->width);
+    EXPECT_EQ(view.channels, want->channels);
+  }
+}
+
+TEST(VideoFrames, AnotherImageSizeOrAnEmptyBatchIsRefused) {
+  trainbus::tensorboard_plugin::VideoFrames frames(4);
+  EXPECT_FALSE(frames.Add(at::zeros({0, 1, 3, 4})));  // no images
+  EXPECT_FALSE(frames.Add(at::zeros({2, 1, 0, 4})));  // no pixels
+  EXPECT_FALSE(frames.Add(at::zeros({1, 3, 4})));     // not a batch
+  EXPECT_EQ(frames.count(), 0);
+  ASSERT_TRUE(frames.Add(at::rand({2, 1, 3, 4})));
+  EXPECT_FALSE(frames.Add(at::rand({2, 1, 3, 5})));  // the video's size is the first frame's
+  EXPECT_FALSE(frames.Add(at::rand({2, 3, 3, 4})));
+  EXPECT_EQ(frames.count(), 1);
+  EXPECT_FALSE(frames.full());
+}
 
 TEST(Mesh, PartsAreTensorsWithTheMeshPluginsMetadata) {
   TempDir dir;

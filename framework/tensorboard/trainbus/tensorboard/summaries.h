@@ -55,11 +55,14 @@
 #ifndef TRAINBUS_TENSORBOARD_SUMMARIES_H_
 #define TRAINBUS_TENSORBOARD_SUMMARIES_H_
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
+
+#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -158,6 +161,14 @@ absl::StatusOr<proto::Summary> AudioSummary(absl::string_view tag, const AudioSa
 absl::StatusOr<proto::Summary> AudioSummaryPcm16(absl::string_view tag,
                                                  absl::Span<const int16_t> interleaved,
                                                  int channels, double sample_rate);
+
+// One value of a floating-point image as a byte, as every image and video
+// path here converts it (PyTorch's conversion): v * 255 in float, clamped to
+// [0, 255] and truncated; NaN is 0, +inf 255, -inf 0.
+inline uint8_t FloatToImageByte(float v) {
+  if (std::isnan(v)) return 0;
+  return static_cast<uint8_t>(std::min(std::max(v * 255.0f, 0.0f), 255.0f));
+}
 
 // Frames of a video ready to be GIF-encoded, owning their pixels: `frames`
 // images of height x width x channels uint8 (HWC) back to back, 1, 3 or 4

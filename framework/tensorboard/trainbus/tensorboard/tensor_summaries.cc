@@ -79,19 +79,13 @@ namespace {
 
 // PyTorch's conversion of a floating-point image, in one pass over a
 // contiguous float copy instead of five dispatched ops and their temporaries
-// (nan_to_num, to, mul, clamp, to): NaN is 0, +inf 255, -inf 0, and every
-// value v * 255 (in float) clamped to [0, 255] and truncated.
+// (nan_to_num, to, mul, clamp, to): FloatToImageByte (summaries.h).
 at::Tensor FloatImageBytes(const at::Tensor& t) {
   const at::Tensor f = t.to(at::kFloat).contiguous();
   at::Tensor out = at::empty(f.sizes(), at::TensorOptions().dtype(at::kByte));
   const float* in = f.data_ptr<float>();
   uint8_t* bytes = out.data_ptr<uint8_t>();
-  for (int64_t i = 0, n = f.numel(); i < n; ++i) {
-    float v = in[i];
-    if (std::isnan(v)) v = 0.0f;
-    v = std::min(std::max(v * 255.0f, 0.0f), 255.0f);  // +-inf clamp like 255 and 0
-    bytes[i] = static_cast<uint8_t>(v);
-  }
+  for (int64_t i = 0, n = f.numel(); i < n; ++i) bytes[i] = FloatToImageByte(in[i]);
   return out;
 }
 
