@@ -6,6 +6,8 @@
 #include <png.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1643,6 +1645,34 @@ TEST(Writer, LargeRecordsBypassTheBufferInOrder) {
   EXPECT_EQ(vals[0].second.tag(), "before");
   EXPECT_EQ(vals[1].second.tensor().string_val(0).size(), 300000u);
   EXPECT_EQ(vals[2].second.tag(), "after");
+}
+
+// The writer reserves the file's blocks ahead of its writes (fallocate,
+// keeping the size): readers see exactly the bytes written, and a closed
+// file keeps no reserved blocks past its end. Where the file system reserves
+// (ext4, xfs, tmpfs), the open file must hold more blocks than bytes.
+TEST(Writer, ReservesBlocksAheadWithoutChangingTheSizeAndGivesThemBackAtClose) {
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  for (int i = 0; i < 40000; ++i) ASSERT_TRUE(w->add_scalar("loss/train", i * 0.5, i));
+  ASSERT_TRUE(w->flush().ok());
+  struct stat open_st;
+  ASSERT_EQ(::stat(w->file_path().c_str(), &open_st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(open_st.st_size), w->counters().bytes_written);
+  struct statfs fs;
+  ASSERT_EQ(::statfs(dir.path().c_str(), &fs), 0);
+  const bool reserves = fs.f_type == 0xEF53 /* ext2-4 */ || fs.f_type == 0x58465342 /* xfs */ ||
+                        fs.f_type == 0x01021994 /* tmpfs */;
+  const int64_t open_allocated = static_cast<int64_t>(open_st.st_blocks) * 512;
+  if (reserves) EXPECT_GE(open_allocated, open_st.st_size + (512 << 10));
+
+  ASSERT_TRUE(w->close().ok());
+  struct stat closed_st;
+  ASSERT_EQ(::stat(w->file_path().c_str(), &closed_st), 0);
+  EXPECT_EQ(closed_st.st_size, open_st.st_size);
+  const int64_t whole_blocks = (closed_st.st_size + 4095) / 4096 * 4096;
+  EXPECT_LE(static_cast<int64_t>(closed_st.st_blocks) * 512, whole_blocks + (64 << 10));
+  EXPECT_EQ(Values(ReadRun(dir.path())).size(), 40000u);
 }
 
 // ---- inspect -----------------------------------------------------------------------
