@@ -3,8 +3,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -601,9 +603,7 @@ class EventFileWriter::Impl {
           if (n == 0) Relax();
           continue;
         }
-        WriteBuffer();
-        MaybeFsync();
-        ReleaseReserve();
+        FlushFile();
         PublishFlushed();
         break;
       }
@@ -615,8 +615,7 @@ class EventFileWriter::Impl {
           continue;
         }
         handled_flush_ = want;
-        WriteBuffer();
-        MaybeFsync();
+        FlushFile();
         PublishFlushed();
         next_flush = std::chrono::steady_clock::now() + flush_interval_;
         continue;
@@ -624,8 +623,7 @@ class EventFileWriter::Impl {
       if (n >= kDrainBatch && ++busy_rounds_ % 64 != 0) continue;
       const auto now = std::chrono::steady_clock::now();
       if (now >= next_flush) {
-        WriteBuffer();
-        MaybeFsync();
+        FlushFile();
         PublishFlushed();
         next_flush = now + flush_interval_;
         continue;
@@ -847,22 +845,40 @@ class EventFileWriter::Impl {
     }
   }
 
-  // Reserves the file's blocks up to kReserveAhead past the next `bytes`,
-  // without changing its size (readers see nothing), so that the file system
-  // maps each page a write fills instead of reserving a delayed block for it
-  // page by page: on ext4, 2-3 ns a scalar less of this thread's CPU (the
-  // write into the page cache 8-9.5 ns a 50-byte record instead of 11;
-  // docs/BENCHMARKS.md). Best effort: where fallocate is not supported or
-  // the disk is full, reserving stops and the writes go on as before (a full
-  // disk then fails them, and that is reported). ReleaseReserve gives the
-  // rest back at close.
+  // Everything buffered into the file (and onto the disk with
+  // fsync_on_flush), and the blocks reserved past its end given back: a
+  // process that ends after a flush without closing (a second Ctrl-C, a
+  // leaked writer flushed at exit) leaves none.
+  void FlushFile() {
+    WriteBuffer();
+    MaybeFsync();
+    ReleaseReserve();
+  }
+
+  // On ext4, reserves the file's blocks up to kReserveAhead past the next
+  // `bytes` without changing its size (readers see nothing): ext4 then maps
+  // each page a write fills instead of reserving a delayed block for it page
+  // by page, and the writer thread spends 3-4 ns less a scalar
+  // (docs/BENCHMARKS.md). Other file systems are left alone (not measured;
+  // xfs reserves ahead by itself; btrfs may keep a partly written extent
+  // whole). Best effort: a failing fallocate (ext2/3, a full disk) stops the
+  // reserving and the writes go on as before; what it reserved before
+  // failing is given back like the rest. ReleaseReserve, at every flush and
+  // at close, gives the rest back.
   void ReserveAhead(size_t bytes) {
     if (!reserving_ || file_offset_ + bytes <= reserved_end_) return;
+    if (!reserve_checked_) {
+      reserve_checked_ = true;
+      struct statfs fs;
+      if (::fstatfs(fd_, &fs) != 0 || fs.f_type != EXT4_SUPER_MAGIC) {
+        reserving_ = false;
+        return;
+      }
+    }
     const uint64_t end = file_offset_ + bytes + kReserveAhead;
     if (::fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(reserved_end_),
                     static_cast<off_t>(end - reserved_end_)) != 0) {
       reserving_ = false;
-      return;
     }
     reserved_end_ = end;
   }
@@ -955,6 +971,7 @@ class EventFileWriter::Impl {
   uint64_t file_offset_;
   uint64_t reserved_end_;  // fallocate'd up to here (ReserveAhead)
   bool reserving_ = true;
+  bool reserve_checked_ = false;  // the file system looked at (ext4 only)
   Positions handled_flush_;
   uint64_t lane_pos_ = 0;  // the lane's next entry
   uint64_t busy_rounds_ = 0;
