@@ -1680,7 +1680,9 @@ TEST(Writer, ReservesBlocksAheadWithoutChangingTheSizeAndGivesThemBackAtEveryFlu
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   ASSERT_EQ(w->counters().records_written, 2u);  // the file version, then the text
-  if (reserves) EXPECT_GE(allocated_past_end(), 1 << 19);
+  if (reserves) {
+    EXPECT_GE(allocated_past_end(), 1 << 19);
+  }
 
   ASSERT_TRUE(w->flush().ok());
   EXPECT_LE(allocated_past_end(), 64 << 10);
