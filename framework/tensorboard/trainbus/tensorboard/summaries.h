@@ -62,9 +62,8 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/string_view.h"
-
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "trainbus/summary_types.h"
 #include "trainbus/tensorboard/proto/summary.pb.h"
