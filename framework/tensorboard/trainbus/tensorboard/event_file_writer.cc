@@ -56,8 +56,12 @@ constexpr int64_t kMaxPendingBytes = int64_t{256} << 20;
 // wake-up (a cross-CPU interrupt, 20-45 us on a VM) and a close finds little
 // left to drain. A nap that finds nothing is followed by a sleep.
 constexpr auto kNap = std::chrono::milliseconds(2);
-// The file's blocks are reserved this far ahead of the writes (ReserveAhead).
+// The file's blocks are reserved this far ahead of the writes (ReserveAhead)...
 constexpr uint64_t kReserveAhead = 1 << 20;
+// ...once this many bytes have been written since the last flush: giving a
+// reserve back costs ~70 us (ext4 frees the blocks), repaid by ~4 ns a
+// scalar, so only some 20,000 records (~1 MiB) between two flushes pay for it.
+constexpr uint64_t kReserveAfter = 1 << 20;
 
 // OS errors read and are coded as in every trainbus write (trainbus/io).
 using io::CodeForErrno;
@@ -135,7 +139,8 @@ class EventFileWriter::Impl {
         lane_(queue_.capacity() * kLaneBytesPerRecord),
         buffer_(new char[kBufferCapacity]),
         file_offset_(initial_bytes),
-        reserved_end_(initial_bytes) {
+        reserved_end_(initial_bytes),
+        released_at_(initial_bytes) {
     ahead_ = queue_.capacity() / 8;
     wake_mask_ = ahead_ - 1;
     lane_ahead_ = lane_.capacity() / 8;
@@ -859,14 +864,19 @@ class EventFileWriter::Impl {
   // `bytes` without changing its size (readers see nothing): ext4 then maps
   // each page a write fills instead of reserving a delayed block for it page
   // by page, and the writer thread spends 3-4 ns less a scalar
-  // (docs/BENCHMARKS.md). Other file systems are left alone (not measured;
-  // xfs reserves ahead by itself; btrfs may keep a partly written extent
-  // whole). Best effort: a failing fallocate (ext2/3, a full disk) stops the
-  // reserving and the writes go on as before; what it reserved before
-  // failing is given back like the rest. ReleaseReserve, at every flush and
-  // at close, gives the rest back.
+  // (docs/BENCHMARKS.md). Only once kReserveAfter bytes have been written
+  // since the last flush: a run that writes less between its flushes (a
+  // training run's few records an iteration) would pay more to give the
+  // reserve back than the reserve saves, and its close would wait for it.
+  // Other file systems are left alone (not measured; xfs reserves ahead by
+  // itself; btrfs may keep a partly written extent whole). Best effort: a
+  // failing fallocate (ext2/3, a full disk) stops the reserving and the
+  // writes go on as before; what it reserved before failing is given back
+  // like the rest. ReleaseReserve, at every flush and at close, gives the
+  // rest back.
   void ReserveAhead(size_t bytes) {
     if (!reserving_ || file_offset_ + bytes <= reserved_end_) return;
+    if (file_offset_ + bytes < released_at_ + kReserveAfter) return;
     if (!reserve_checked_) {
       reserve_checked_ = true;
       struct statfs fs;
@@ -875,9 +885,11 @@ class EventFileWriter::Impl {
         return;
       }
     }
+    // From the file's end when the writes since the flush ran unreserved.
+    const uint64_t from = std::max(reserved_end_, file_offset_);
     const uint64_t end = file_offset_ + bytes + kReserveAhead;
-    if (::fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(reserved_end_),
-                    static_cast<off_t>(end - reserved_end_)) != 0) {
+    if (::fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(from),
+                    static_cast<off_t>(end - from)) != 0) {
       reserving_ = false;
     }
     reserved_end_ = end;
@@ -888,6 +900,7 @@ class EventFileWriter::Impl {
   void ReleaseReserve() {
     if (reserved_end_ > file_offset_) (void)::ftruncate(fd_, static_cast<off_t>(file_offset_));
     reserved_end_ = file_offset_;
+    released_at_ = file_offset_;
   }
 
   // Removes the `partial` bytes of a half-written record from the end of the
@@ -970,6 +983,7 @@ class EventFileWriter::Impl {
   size_t buffer_records_ = 0;  // records in buffer_, framed by WriteBuffer
   uint64_t file_offset_;
   uint64_t reserved_end_;  // fallocate'd up to here (ReserveAhead)
+  uint64_t released_at_;   // file_offset_ at the last flush (ReleaseReserve)
   bool reserving_ = true;
   bool reserve_checked_ = false;  // the file system looked at (ext4 only)
   Positions handled_flush_;
