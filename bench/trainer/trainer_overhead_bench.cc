@@ -228,15 +228,19 @@ KernelCounts last_kernel;
 //   model:   the model's own work: zero_grad through backward and
 //            loss.item(), and the optimizer step (the bare loop reads the
 //            loss before the step, as the trainer does). The same LibTorch
-//            calls in both loops; the trainer's intervals also hold its own
-//            bookkeeping between the hooks (CountCorrect, reading the lrs,
-//            building the events: 4-8 us, cold after backward), so `model_ratio`
-//            reads about 0.3-0.5 % high and `added_ms` as much low.
+//            calls timed the same way in both loops: in the trainer by the
+//            trainer itself (IterationEndEvent::compute_seconds), so that
+//            its bookkeeping between them (CountCorrect, reading the lrs,
+//            building the events) counts in `added_ms`, not here. (Until
+//            12-06 the trainer's model time was the intervals between the
+//            hooks, which hold that bookkeeping: `added_ms` read 4-6 us an
+//            iteration low.)
 //   hooks:   the config's plugins' time in each hook, in the real run: the
 //            bench puts a plugin before them (RunClockHead) and one after
 //            them (RunClockTail); tail minus head is theirs.
 //   iteration_end_us: the plugins' IterationEnd time, iteration by iteration.
 //   model_us: the model's work, iteration by iteration.
+//   pass_us, step_us: below.
 //   begin, end: Run() up to the first TrainBegin hook, and from the last
 //            TrainEnd hook to Run()'s return (the session's own start and end).
 struct RunTimes {
@@ -245,9 +249,10 @@ struct RunTimes {
   double begin = 0.0, end = 0.0;
   std::vector<double> iteration_end_us;
   std::vector<double> model_us;
-  // model_us in its two parts: zero_grad through loss.item() (in the
-  // trainer, up to the AfterBackward hook), and the optimizer step (from
-  // BeforeOptimizerStep to IterationEnd).
+  // The model's work in its two parts: zero_grad through loss.item(), and
+  // the optimizer step. In the trainer, the intervals between the hooks
+  // around them: IterationBegin to AfterBackward, BeforeOptimizerStep to
+  // IterationEnd (so with the trainer's bookkeeping in between).
   std::vector<double> pass_us, step_us;
 };
 RunTimes last_run;
@@ -339,34 +344,40 @@ class LossRecorder : public trainbus::Plugin {
   std::vector<double>* losses_;
 };
 
-// The two plugins around the config's (RunTimes). The model's work runs
-// from the tail's IterationBegin to the head's AfterBackward, and from the
-// tail's BeforeOptimizerStep to the head's IterationEnd.
+// The two plugins around the config's (RunTimes). The model's work is what
+// the trainer timed around the same LibTorch calls as the bare loop
+// (IterationEndEvent::compute_seconds). The intervals between the hooks,
+// from the tail's IterationBegin to the head's AfterBackward and from the
+// tail's BeforeOptimizerStep to the head's IterationEnd, hold that work and
+// the trainer's bookkeeping around it (pass_us, step_us).
 struct RunClock {
   double hook_start = 0.0, model_start = 0.0;
-  double iteration_model = 0.0;
 };
 RunClock run_clock;
+double ComputeSeconds(const trainbus::IterationEndEvent& e) { return e.compute_seconds; }
+template <typename Event>
+double ComputeSeconds(const Event&) {
+  return 0.0;
+}
 class RunClockHead : public trainbus::Plugin {
  public:
 #define TRAINBUS_HEAD_(name, event, when)                                       \
-  void On##name(const trainbus::event&, trainbus::Control&) override {         \
+  void On##name(const trainbus::event& ev, trainbus::Control&) override {      \
     run_clock.hook_start = Now();                                              \
     if (trainbus::kHookIndex##name == trainbus::kHookIndexTrainBegin) {        \
       last_run.begin += run_clock.hook_start;                                  \
     }                                                                          \
     if (trainbus::kHookIndex##name == trainbus::kHookIndexAfterBackward ||     \
         trainbus::kHookIndex##name == trainbus::kHookIndexIterationEnd) {      \
-      last_run.model += run_clock.hook_start - run_clock.model_start;          \
-      run_clock.iteration_model += run_clock.hook_start - run_clock.model_start; \
       (trainbus::kHookIndex##name == trainbus::kHookIndexAfterBackward         \
            ? last_run.pass_us                                                  \
            : last_run.step_us)                                                 \
           .push_back((run_clock.hook_start - run_clock.model_start) * 1e6);    \
     }                                                                          \
     if (trainbus::kHookIndex##name == trainbus::kHookIndexIterationEnd) {      \
-      last_run.model_us.push_back(run_clock.iteration_model * 1e6);           \
-      run_clock.iteration_model = 0.0;                                         \
+      const double compute = ComputeSeconds(ev);                               \
+      last_run.model += compute;                                               \
+      last_run.model_us.push_back(compute * 1e6);                              \
     }                                                                          \
   }
   TRAINBUS_LIFECYCLE_HOOKS(TRAINBUS_HEAD_)

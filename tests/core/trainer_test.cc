@@ -1,4 +1,5 @@
 // The LibTorch side: the trainer loop, datasets and models.
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -6,6 +7,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -528,6 +530,40 @@ TEST(TrainerTest, GradientAccumulationIsOneStepOverKPasses) {
   ASSERT_TRUE(bad.ok());
   EXPECT_THAT(Msg(FinalizeRunConfig(&*bad, "test")),
               HasSubstr("trainer.accumulate_batches must be between 1 and 65536, got 0"));
+}
+
+// compute_seconds is the model's own work only: hooks that take 10 ms each
+// (every micro-batch's AfterBackward, the BeforeOptimizerStep) count in
+// duration_seconds and not in it.
+class SlowGradientHooks : public Plugin {
+ public:
+  void OnAfterBackward(const AfterBackwardEvent&, Control&) override { Nap(); }
+  void OnBeforeOptimizerStep(const BeforeOptimizerStepEvent&, Control&) override { Nap(); }
+  void OnIterationEnd(const IterationEndEvent& e, Control&) override {
+    compute.push_back(e.compute_seconds);
+    duration.push_back(e.duration_seconds);
+  }
+  static void Nap() { std::this_thread::sleep_for(std::chrono::milliseconds(10)); }
+  std::vector<double> compute, duration;
+};
+
+TEST(TrainerTest, ComputeSecondsIsTheModelsWorkWithoutTheHooks) {
+  auto session = std::make_unique<Session>(HookErrorPolicy::kStopRun);
+  session->bus().set_log_sink([](absl::string_view) {});
+  auto hooks = MakePlugin<SlowGradientHooks>();
+  SlowGradientHooks* raw = hooks.get();
+  ASSERT_TRUE(session->AddPlugin(std::move(hooks), "slow").ok());
+  auto trainer = Trainer::Create(
+      TinyConfig(R"({"trainer": {"epochs": 1, "max_iterations": 3, "accumulate_batches": 2}})"),
+      std::move(session));
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  ASSERT_TRUE((*trainer)->Run().ok());
+  ASSERT_EQ(raw->compute.size(), 3u);
+  for (size_t i = 0; i < raw->compute.size(); ++i) {
+    EXPECT_GT(raw->compute[i], 0.0) << "iteration " << i;
+    // Three naps an iteration: two passes' AfterBackward, one BeforeOptimizerStep.
+    EXPECT_GE(raw->duration[i] - raw->compute[i], 0.030) << "iteration " << i;
+  }
 }
 
 // grad_clip through the trainer: it logs the norm before clipping, and the

@@ -152,7 +152,15 @@ struct IterationEndEvent {
   double loss = 0.0;
   // Learning rate of each optimizer param group, as used by this iteration's step.
   absl::Span<const double> learning_rates;
-  double duration_seconds = 0.0;  // wall time of forward+backward+step
+  // Wall time of the iteration, from the start of its work (after the
+  // IterationBegin hooks) to this event, hooks and bookkeeping included.
+  double duration_seconds = 0.0;
+  // The part of it that was the model's own work, when the host times it (the
+  // trainer does; 0 otherwise): zero_grad, each micro-batch's forward, loss,
+  // backward and reading of the loss, and the optimizer step. The rest of
+  // duration_seconds is the trainer's and the plugins' (and, in a
+  // distributed run, the gradients' exchange).
+  double compute_seconds = 0.0;
   // Extra per-iteration metrics (e.g. "train/accuracy"); may be empty.
   absl::Span<const Metric> metrics;
   // The batch and the model's output, when the host provides them (the

@@ -10,7 +10,7 @@
 #include <torch/version.h>  // tiny: only the TORCH_VERSION_* macros
 
 #define TRAINBUS_VERSION_STRING "0.1.0"
-#define TRAINBUS_PLUGIN_API_VERSION 5u  // 5: PluginState in the core; 4: descriptor extras
+#define TRAINBUS_PLUGIN_API_VERSION 6u  // 6: IterationEndEvent::compute_seconds; 5: PluginState in the core
 
 #define TRAINBUS_STRINGIZE_(x) #x
 #define TRAINBUS_STRINGIZE(x) TRAINBUS_STRINGIZE_(x)

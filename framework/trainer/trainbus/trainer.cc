@@ -139,6 +139,7 @@ struct Trainer::Impl {
   struct Pass {
     double loss = 0.0, accuracy = 0.0;
     at::Tensor logits;
+    double compute_seconds = 0.0;  // zero_grad through each pass's loss.item()
   };
 
   // Trainer::Create, step by step.
@@ -162,10 +163,13 @@ struct Trainer::Impl {
   // Runs epoch `epoch` from `offset`; false when the run stopped inside it.
   bool RunEpoch();
   void RunIteration(int64_t epoch, const at::Tensor& order, int64_t batch_size);
-  Pass ForwardBackward(const at::Tensor& x, const at::Tensor& y, int64_t epoch);
+  // The passes of one iteration; `start` is when its zero_grad began.
+  Pass ForwardBackward(const at::Tensor& x, const at::Tensor& y, int64_t epoch,
+                       Clock::time_point start);
   void AverageAcrossRanks(Pass* pass, int64_t local_n, int64_t batch_size);
   // BeforeOptimizerStep, then the step unless skipped; true when it ran.
-  bool OptimizerStep(int64_t epoch, int64_t batch_size, double loss);
+  // Adds the step's own time to *compute_seconds.
+  bool OptimizerStep(int64_t epoch, int64_t batch_size, double loss, double* compute_seconds);
   void ValidateNow(int64_t epoch);
   void Check(const absl::Status& s);
   void AgreeOnStop();
@@ -547,7 +551,7 @@ void Trainer::Impl::ValidateNow(int64_t e) {
 }
 
 Trainer::Impl::Pass Trainer::Impl::ForwardBackward(const at::Tensor& x, const at::Tensor& y,
-                                                   int64_t e) {
+                                                   int64_t e, Clock::time_point start) {
   // Gradient accumulation: this rank's chunk runs in `passes` micro-batches;
   // scaling each loss by its share of the chunk makes the summed gradient the
   // chunk's mean, as one pass would give (for models without batch
@@ -559,6 +563,7 @@ Trainer::Impl::Pass Trainer::Impl::ForwardBackward(const at::Tensor& x, const at
   Pass out;
   int64_t correct = 0;
   for (int64_t pass = 0; pass < passes && local_n > 0; ++pass) {
+    if (pass > 0) start = Clock::now();
     const int64_t p_lo = local_n * pass / passes, p_hi = local_n * (pass + 1) / passes;
     const at::Tensor px = passes == 1 ? x : x.slice(0, p_lo, p_hi);
     const at::Tensor py = passes == 1 ? y : y.slice(0, p_lo, p_hi);
@@ -567,6 +572,7 @@ Trainer::Impl::Pass Trainer::Impl::ForwardBackward(const at::Tensor& x, const at
     const double share = static_cast<double>(p_hi - p_lo) / static_cast<double>(local_n);
     (passes == 1 ? loss : loss * share).backward();
     const double pass_loss = loss.item<double>();
+    out.compute_seconds += Since(start);
     out.loss += pass_loss * share;
     correct += CountCorrect(logits, py);
     // variable_data(): the same storage without autograd history, as
@@ -607,7 +613,7 @@ void Trainer::Impl::AverageAcrossRanks(Pass* pass, int64_t local_n, int64_t bs) 
   pass->accuracy = sums[1];
 }
 
-bool Trainer::Impl::OptimizerStep(int64_t e, int64_t bs, double loss) {
+bool Trainer::Impl::OptimizerStep(int64_t e, int64_t bs, double loss, double* compute_seconds) {
   BeforeOptimizerStepEvent before;
   before.step = step;
   before.epoch = e;
@@ -628,7 +634,11 @@ bool Trainer::Impl::OptimizerStep(int64_t e, int64_t bs, double loss) {
   // Read after the hook: an lr set there applies to this step.
   lrs.clear();
   for (auto& g : optimizer->param_groups()) lrs.push_back(g.options().get_lr());
-  if (take_step) optimizer->step();
+  if (take_step) {
+    const auto step_start = Clock::now();
+    optimizer->step();
+    *compute_seconds += Since(step_start);
+  }
   return take_step;
 }
 
@@ -645,9 +655,9 @@ void Trainer::Impl::RunIteration(int64_t e, const at::Tensor& order, int64_t bs)
   session->BeginIteration(bs);
   const auto it_start = Clock::now();
   optimizer->zero_grad();
-  Pass pass = ForwardBackward(x, y, e);
+  Pass pass = ForwardBackward(x, y, e, it_start);
   if (dist) AverageAcrossRanks(&pass, my_hi - my_lo, bs);
-  OptimizerStep(e, bs, pass.loss);
+  OptimizerStep(e, bs, pass.loss, &pass.compute_seconds);
   metrics_storage.assign({{"train/accuracy", pass.accuracy}});
   offset = lo + bs;
   IterationEndEvent ev;
@@ -658,6 +668,7 @@ void Trainer::Impl::RunIteration(int64_t e, const at::Tensor& order, int64_t bs)
   ev.loss = pass.loss;
   ev.learning_rates = lrs;
   ev.duration_seconds = Since(it_start);
+  ev.compute_seconds = pass.compute_seconds;
   ev.metrics = metrics_storage;
   ev.inputs = &x;
   ev.targets = &y;
