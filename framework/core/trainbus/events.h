@@ -152,8 +152,10 @@ struct IterationEndEvent {
   double loss = 0.0;
   // Learning rate of each optimizer param group, as used by this iteration's step.
   absl::Span<const double> learning_rates;
-  // Wall time of the iteration, from the start of its work (after the
-  // IterationBegin hooks) to this event, hooks and bookkeeping included.
+  // Wall time of the iteration, hooks and bookkeeping included, as the host
+  // measures it: the trainer from the start of the iteration's work (after
+  // its IterationBegin hooks); Session::EndIteration(loss, ...) from
+  // Session::BeginIteration (or the previous EndIteration).
   double duration_seconds = 0.0;
   // The part of it that was the model's own work, when the host times it (the
   // trainer does; 0 otherwise): zero_grad, each micro-batch's forward, loss,

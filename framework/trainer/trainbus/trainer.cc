@@ -589,6 +589,7 @@ Trainer::Impl::Pass Trainer::Impl::ForwardBackward(const at::Tensor& x, const at
     ab.loss = pass_loss;
     session->AfterBackward(ab);
   }
+  if (local_n == 0) out.compute_seconds = Since(start);  // zero_grad alone (no pass ran)
   out.accuracy = local_n > 0 ? static_cast<double>(correct) / static_cast<double>(local_n) : 0.0;
   out.logits = local_n == 0   ? at::empty({0, data.train.num_classes}, x.options().dtype(at::kFloat))
                : passes == 1 ? pass_logits.front()
