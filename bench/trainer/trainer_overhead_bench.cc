@@ -358,10 +358,11 @@ struct RunClock {
   double hook_start = 0.0, model_start = 0.0;
 };
 RunClock run_clock;
-// Only BM_PairedTrainerClocked runs them: a delivery to each at every hook
-// and a clock read in each cost the run 1.2-1.4 ms with the four plugins
-// (0.15-0.45 without), which the other trainer variants would count as the
-// trainer's.
+// Only BM_PairedTrainerClocked runs them, so that the other trainer
+// variants count no bench instrument as the trainer's. (What they cost is
+// within the noise: in one interleaved run, 23:13 UTC 12-06, the trainer
+// added +1.24 % without them and +1.27 % with them; two sequential probes
+// before it had read 1.2-1.4 ms a run.)
 class RunClockHead : public trainbus::Plugin {
  public:
 #define TRAINBUS_HEAD_(name, event, when)                                       \
