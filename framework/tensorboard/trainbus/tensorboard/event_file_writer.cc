@@ -59,7 +59,7 @@ constexpr auto kNap = std::chrono::milliseconds(2);
 // The file's blocks are reserved this far ahead of the writes (ReserveAhead)...
 constexpr uint64_t kReserveAhead = 1 << 20;
 // ...once this many bytes have been written since the last flush: giving a
-// reserve back costs ~70 us (ext4 frees the blocks), repaid by ~4 ns a
+// reserve back costs 61-75 us (ext4 frees the blocks), repaid by ~4 ns a
 // scalar, so only some 20,000 records (~1 MiB) between two flushes pay for it.
 constexpr uint64_t kReserveAfter = 1 << 20;
 
