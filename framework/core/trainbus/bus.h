@@ -134,6 +134,9 @@ class Bus {
   std::vector<std::string> plugin_names() const;
   size_t size() const { return entries_.size(); }
   HookErrorPolicy policy() const { return policy_; }
+  // Whether any plugin implements the hook (kHookIndex<Name>): a host may
+  // skip building an event no one receives.
+  bool Listens(int hook_index) const { return !subscribers_[hook_index].empty(); }
 
   // Learning rates of the bound optimizer's param groups (empty if none).
   std::vector<double> LearningRates() const;

@@ -400,6 +400,9 @@ void Session::BeginIteration(int64_t batch_size) {
   bus_.clear_optimizer_step_skipped();
   IterationBeginEvent e{next_step_, std::max<int64_t>(epoch_, 0), batch_index_, batch_size};
   bus_.set_position(next_step_, e.epoch);
+  // The three hooks inside an iteration have no listener among the default
+  // plugins: skipping the delivery spares its cold cache lines (~0.2 us each).
+  if (!bus_.Listens(kHookIndexIterationBegin)) return;
   Dispatch([&] { bus_.IterationBegin(e); });
 }
 
@@ -414,6 +417,7 @@ void Session::AfterBackward(double loss) {
 
 void Session::AfterBackward(const AfterBackwardEvent& e) {
   bus_.set_position(e.step, e.epoch);
+  if (!bus_.Listens(kHookIndexAfterBackward)) return;
   Dispatch([&] { bus_.AfterBackward(e); });
 }
 
@@ -430,6 +434,7 @@ bool Session::BeforeOptimizerStep(double loss) {
 bool Session::BeforeOptimizerStep(const BeforeOptimizerStepEvent& e) {
   bus_.set_position(e.step, e.epoch);
   bus_.clear_optimizer_step_skipped();  // a decision is for this step only
+  if (!bus_.Listens(kHookIndexBeforeOptimizerStep)) return true;
   const bool healthy = bus_.status().ok();
   Dispatch([&] { bus_.BeforeOptimizerStep(e); });
   // A hook that failed here under the stop policy may have left the

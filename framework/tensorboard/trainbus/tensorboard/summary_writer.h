@@ -288,8 +288,10 @@ class SummaryWriter {
   bool add_graph(const proto::GraphDef& graph);
   // The graph of one forward pass on `sample_input` (RecordModelGraph), run
   // off the calling thread: a Sequential is copied here (CopyModelForGraph:
-  // its parameters and the input, not a forward pass) and recorded on the
-  // writer thread, so training goes on meanwhile. A Sequential that cannot
+  // its parameters and the input's first sample, not a forward pass) and
+  // recorded on the writer thread, on that sample repeated to the input's
+  // batch size (the graph shows the input's shapes), so training goes on
+  // meanwhile. A Sequential that cannot
   // be copied is recorded here; another model gives its module tree. A
   // forward pass that throws gives the module tree too, and a warning with
   // the reason on stderr. The model, its modes and the run's random numbers
