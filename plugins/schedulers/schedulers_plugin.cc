@@ -159,6 +159,8 @@ void SchedulersPlugin::OnTrainBegin(const TrainBeginEvent& e, Control& control) 
     u.scheduler = std::move(s).value();
   }
   published_.assign(n, std::numeric_limits<double>::quiet_NaN());
+  reads_metrics_ = false;
+  for (const Unit& u : units_) reads_metrics_ |= u.scheduler->needs_metric();
   begun_ = true;
   if (pending_state_) {
     absl::Status s = LoadInto(*pending_state_);
@@ -230,6 +232,10 @@ void SchedulersPlugin::StepUnit(Unit& u, std::optional<double> metric, Control& 
 
 void SchedulersPlugin::Observe(Source source, absl::string_view name, double value,
                                Control& control) {
+  // Every metric of every iteration comes here: without a ReduceLROnPlateau
+  // there is nothing to do, and the look at each unit (cold after the
+  // training step) would be for nothing.
+  if (!reads_metrics_) return;
   // The names seen serve only OnTrainEnd's warning about a monitor that never
   // appeared, so they are noted only while one has not: a set look-up per
   // metric per iteration, cold after each training step, for nothing.

@@ -79,6 +79,9 @@ class SchedulersPlugin : public Plugin {
   int64_t total_iterations_ = 0;
   std::vector<double> published_;  // last published lr per group (NaN: none)
   bool in_own_publish_ = false;
+  // Some unit is a ReduceLROnPlateau, which reads metrics: otherwise the
+  // metrics and scalar records need no look (set at OnTrainBegin).
+  bool reads_metrics_ = false;
   int num_configured_groups_ = 0;  // length of 'groups' (0: 'schedule')
   SeenNames seen_;                 // metric names seen (for that warning)
   bool validated_ = false;         // OnValidationEnd ran in this session

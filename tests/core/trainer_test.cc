@@ -150,6 +150,17 @@ TEST(AccuracyTest, CountCorrectMatchesArgmaxIncludingTiesAndNaN) {
       ASSERT_EQ(CountCorrect(row, target), reference(row, target)) << "row " << i << ", label " << label;
     }
   }
+  // Every prefix of the rows, against every label: the fast path counts four
+  // rows at a time, and a row it got wrong shows at the prefix that ends
+  // with it, for the label it should have predicted.
+  for (int64_t label = 0; label < 5; ++label) {
+    const at::Tensor all = at::full({200}, label, at::TensorOptions().dtype(at::kLong));
+    for (int64_t k = 1; k <= logits.size(0); ++k) {
+      ASSERT_EQ(CountCorrect(logits.slice(0, 0, k), all.slice(0, 0, k)),
+                reference(logits.slice(0, 0, k), all.slice(0, 0, k)))
+          << "rows [0, " << k << "), label " << label;
+    }
+  }
   // Rows set up to be right: the NaN's column is the prediction.
   at::Tensor y2 = y.clone();
   y2.index_put_({3}, 2);

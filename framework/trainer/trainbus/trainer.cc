@@ -664,7 +664,9 @@ void Trainer::Impl::RunIteration(int64_t e, const at::Tensor& order, int64_t bs)
   Pass pass = ForwardBackward(x, y, e, it_start);
   if (dist) AverageAcrossRanks(&pass, my_hi - my_lo, bs);
   OptimizerStep(e, bs, pass.loss, &pass.compute_seconds);
-  metrics_storage.assign({{"train/accuracy", pass.accuracy}});
+  // Named once; each iteration sets the value (no string built).
+  if (metrics_storage.size() != 1) metrics_storage.assign({{"train/accuracy", 0.0}});
+  metrics_storage[0].value = pass.accuracy;
   offset = lo + bs;
   IterationEndEvent ev;
   ev.step = step;
