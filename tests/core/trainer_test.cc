@@ -173,6 +173,10 @@ TEST(AccuracyTest, CountCorrectMatchesArgmaxIncludingTiesAndNaN) {
   EXPECT_EQ(CountCorrect(logits.to(at::kDouble), y), reference(logits, y));
   EXPECT_EQ(CountCorrect(logits, y.to(at::kInt)), reference(logits, y));
   EXPECT_EQ(CountCorrect(at::empty({0, 5}), at::empty({0}, at::kLong)), 0);
+  // One class: every row predicts it (seven rows: a block of four and a tail).
+  const at::Tensor one_class = at::randn({7, 1});
+  const at::Tensor labels = at::tensor({0, 1, 0, 0, 1, 0, 0}, at::TensorOptions().dtype(at::kLong));
+  EXPECT_EQ(CountCorrect(one_class, labels), 5);
 }
 
 TEST(TrainerTest, RunsThePlannedIterations) {

@@ -753,6 +753,24 @@ TEST(RecordGraph, AForwardPassThatThrowsGivesTheModuleTreeAndAWarning) {
   EXPECT_THAT(Msg(w2->last_rejection()), HasSubstr("record_graph: the sample input is an undefined tensor"));
 }
 
+// Only a strided input is cut to one sample: a sparse one is copied whole,
+// and whatever its forward pass does, the event file stays healthy.
+TEST(RecordGraph, ASparseInputIsCopiedWholeAndTheFileStaysHealthy) {
+  nn::Sequential model(nn::Linear(3, 2));
+  TempDir dir;
+  auto w = MakeWriter(dir.path());
+  ::testing::internal::CaptureStderr();
+  ASSERT_TRUE(w->record_graph(*model, at::rand({4, 3}).to_sparse()));
+  ASSERT_TRUE(w->add_scalar("after", 1.0, 0));
+  const absl::Status closed = w->close();
+  (void)::testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(closed.ok()) << closed;
+  OnlyGraph(dir.path());
+  int scalars = 0;
+  for (const Event& e : ReadRun(dir.path())) scalars += e.has_summary() ? 1 : 0;
+  EXPECT_EQ(scalars, 1);
+}
+
 // ---- images from a list, inspect -------------------------------------------
 
 TEST(Images, AListOfImagesIsTheGridOfTheirStack) {

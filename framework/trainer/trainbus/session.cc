@@ -400,8 +400,9 @@ void Session::BeginIteration(int64_t batch_size) {
   bus_.clear_optimizer_step_skipped();
   IterationBeginEvent e{next_step_, std::max<int64_t>(epoch_, 0), batch_index_, batch_size};
   bus_.set_position(next_step_, e.epoch);
-  // The three hooks inside an iteration have no listener among the default
-  // plugins: skipping the delivery spares its cold cache lines (~0.2 us each).
+  // A hook inside the iteration that no plugin implements is not delivered:
+  // that spares the delivery's cold cache lines (~0.2 us each in the trainer
+  // bench, whose four plugins implement none of the three).
   if (!bus_.Listens(kHookIndexIterationBegin)) return;
   Dispatch([&] { bus_.IterationBegin(e); });
 }

@@ -569,13 +569,14 @@ Trainer::Impl::Pass Trainer::Impl::ForwardBackward(const at::Tensor& x, const at
     const at::Tensor py = passes == 1 ? y : y.slice(0, p_lo, p_hi);
     at::Tensor logits = model->forward(px);
     at::Tensor loss = torch::nn::functional::cross_entropy(logits, py);
-    // The trainer's own reads of the logits, made while the forward pass has
-    // left them in cache (after the backward pass they are cold: ~1.1 us
-    // more an iteration in the trainer bench), and kept out of
-    // compute_seconds. variable_data(): the same storage without autograd
-    // history, as detach() gives, without detach()'s dispatch and view
-    // bookkeeping. The backward pass reads the logits' storage and never
-    // writes it, so no version counter needs sharing.
+    // The trainer's own reads of the logits, kept out of compute_seconds.
+    // (Here or after the backward pass they cost the same, about 1 us
+    // together in the trainer bench: see docs/BENCHMARKS.md, 2026-12-07.)
+    // variable_data(): the same storage without autograd history, as
+    // detach() gives, without detach()'s dispatch and view bookkeeping (a
+    // third of detach()'s time when measured side by side, 12-04). The
+    // backward pass reads the logits' storage and never writes it, so no
+    // version counter needs sharing.
     out.compute_seconds += Since(start);
     correct += CountCorrect(logits, py);
     pass_logits.push_back(logits.variable_data());

@@ -172,12 +172,21 @@ bool SummaryWriter::record_graph(torch::nn::Module& model, const at::Tensor& sam
   // The graph needs the input's shape, not every sample: one is copied here
   // (the whole batch of the trainer bench, 200 KB in fresh pages, took
   // 17-130 us) and repeated to the batch's size on the writer thread.
-  const bool batched = sample_input.dim() > 0 && sample_input.size(0) > 1;
-  at::Tensor first = batched ? sample_input.detach().slice(0, 0, 1).clone()
-                             : sample_input.detach().clone();
-  return EnqueueGraph([model = *std::move(copy), first = std::move(first),
-                       sizes = sample_input.sizes().vec()] {
-    return GraphOrModuleTree(*model, first.expand(sizes).contiguous());
+  // (Strided tensors only: a sparse or MKL-DNN input is copied whole, as
+  // slicing and expanding it may throw, which on the writer thread would
+  // fail the event file.)
+  const bool one_sample = sample_input.layout() == at::kStrided && sample_input.dim() > 0 &&
+                          sample_input.size(0) > 1;
+  if (!one_sample) {
+    return EnqueueGraph([model = *std::move(copy), input = sample_input.detach().clone()] {
+      return GraphOrModuleTree(*model, input);
+    }, kGraphBytes);
+  }
+  return EnqueueGraph([model = *std::move(copy),
+                       first = sample_input.detach().slice(0, 0, 1).clone(),
+                       sizes = sample_input.sizes().vec(),
+                       format = sample_input.suggest_memory_format()] {
+    return GraphOrModuleTree(*model, first.expand(sizes).contiguous(format));
   }, kGraphBytes);
 }
 
