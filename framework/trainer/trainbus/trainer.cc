@@ -132,7 +132,8 @@ struct Trainer::Impl {
   // The loop's position and what it reports (trainer.cc: Run()).
   int64_t step = 0;
   TrainResult result;
-  Metrics metrics_storage;   // behind IterationEndEvent::metrics
+  // Behind IterationEndEvent::metrics: named here, each iteration sets the value.
+  Metrics metrics_storage{{"train/accuracy", 0.0}};
   std::vector<double> lrs;   // behind IterationEndEvent::learning_rates
 
   // One iteration's forward and backward passes.
@@ -665,8 +666,6 @@ void Trainer::Impl::RunIteration(int64_t e, const at::Tensor& order, int64_t bs)
   Pass pass = ForwardBackward(x, y, e, it_start);
   if (dist) AverageAcrossRanks(&pass, my_hi - my_lo, bs);
   OptimizerStep(e, bs, pass.loss, &pass.compute_seconds);
-  // Named once; each iteration sets the value (no string built).
-  if (metrics_storage.size() != 1) metrics_storage.assign({{"train/accuracy", 0.0}});
   metrics_storage[0].value = pass.accuracy;
   offset = lo + bs;
   IterationEndEvent ev;
