@@ -17,7 +17,10 @@
 // Variants (manual time: only the training loop / Trainer::Run() is timed;
 // building the trainer, loading plugins and generating data are not):
 //   BM_BareLoop              forward, cross_entropy, backward, step, loss.item()
-//   BM_Trainer               trainbus::Trainer + the four plugins
+//   BM_Trainer               trainbus::Trainer + the four plugins, as configured
+//                            by default: with one LibTorch thread on a machine of
+//                            two or more cores, each next batch is gathered on the
+//                            trainer's prefetch thread (trainbus/data/batch_prefetcher.h)
 //   BM_BareLoopWithAccuracy  the bare loop plus a per-iteration train/accuracy
 //                            written with tensor ops, as a user would
 //   BM_TrainerNoPlugins      trainbus::Trainer, no plugins
@@ -25,6 +28,11 @@
 //                            every iteration; counter `ratio` (see Paired());
 //                            BM_PairedBareLoop pairs the bare loop with itself:
 //                            the noise floor of `ratio`.
+//   BM_PairedTrainerInlineBatches  the trainer + 4 plugins with
+//                            trainer.prefetch_batches off: every batch gathered
+//                            on the training thread, as the bare loop does, so
+//                            that the time added outside the model's work is
+//                            the trainer's and the plugins' bookkeeping alone
 //   BM_PairedTrainerClocked  the trainer + 4 plugins with two clock plugins
 //                            around theirs: where its extra time went, inside
 //                            the real run (the plugins' time per hook, the
@@ -110,7 +118,10 @@ const char* OnlyPlugin() {
   return only;
 }
 
-trainbus::config::RunConfig MakeConfig(const std::string& log_root, bool with_plugins) {
+// `prefetch`: trainer.prefetch_batches; unset, the trainer's default (on
+// here: one LibTorch thread leaves a core free).
+trainbus::config::RunConfig MakeConfig(const std::string& log_root, bool with_plugins,
+                                       std::optional<bool> prefetch = std::nullopt) {
   const std::string text = absl::StrReplaceAll(
       kConfigTemplate, {{"$LOG_ROOT", log_root},
                         {"$EPOCHS", absl::StrCat(kEpochs)},
@@ -124,6 +135,7 @@ trainbus::config::RunConfig MakeConfig(const std::string& log_root, bool with_pl
   auto config = trainbus::ParseRunConfig(text, "json", "trainer_overhead_bench");
   if (!config.ok()) Die(std::string(config.status().message()));
   if (!with_plugins) config->clear_plugins();
+  if (prefetch) config->mutable_trainer()->set_prefetch_batches(*prefetch);
   if (const char* only = OnlyPlugin(); only != nullptr && with_plugins) {
     auto* plugins = config->mutable_plugins();
     for (int i = plugins->size() - 1; i >= 0; --i) {
@@ -398,9 +410,13 @@ class RunClockTail : public trainbus::Plugin {
 #undef TRAINBUS_TAIL_
 };
 
-double RunTrainer(bool with_plugins, bool with_clocks, std::vector<double>* losses) {
+// Batches the last RunTrainer took from its prefetch thread.
+double last_prefetched = 0;
+
+double RunTrainer(bool with_plugins, bool with_clocks, std::vector<double>* losses,
+                  std::optional<bool> prefetch = std::nullopt) {
   TempDir dir;
-  const trainbus::config::RunConfig config = MakeConfig(dir.path(), with_plugins);
+  const trainbus::config::RunConfig config = MakeConfig(dir.path(), with_plugins, prefetch);
   // The trainer loads the config's plugins into the session it is given.
   trainbus::config::RunConfig session_config = config;
   session_config.clear_plugins();
@@ -448,6 +464,13 @@ double RunTrainer(bool with_plugins, bool with_clocks, std::vector<double>* loss
     Die(absl::StrCat("the trainer stopped after ", result->iterations_run, " of ",
                      (*trainer)->plan().total_iterations, " iterations: ", result->stop_reason));
   }
+  // Asked for: all but each epoch's first batch came from the prefetch thread.
+  if (prefetch.value_or(false) && result->prefetched_batches != result->iterations_run - kEpochs) {
+    Die(absl::StrCat("the trainer took ", result->prefetched_batches, " of ",
+                     result->iterations_run, " batches from its prefetch thread, not ",
+                     result->iterations_run - kEpochs));
+  }
+  last_prefetched = static_cast<double>(result->prefetched_batches);
   return seconds;
 }
 
@@ -479,6 +502,9 @@ void Finish(benchmark::State& state, double us_sum) {
 
 // The variants, as functions of the same shape.
 double TrainerWithPlugins(std::vector<double>* losses) { return RunTrainer(true, false, losses); }
+double TrainerWithInlineBatches(std::vector<double>* losses) {
+  return RunTrainer(true, false, losses, /*prefetch=*/false);
+}
 double TrainerWithPluginsAndClocks(std::vector<double>* losses) {
   return RunTrainer(true, true, losses);
 }
@@ -525,7 +551,12 @@ void Single(benchmark::State& state, double (*variant)(std::vector<double>*), co
 //                     the training thread's page faults and context switches
 //                     per run (getrusage): kernel time and time off the CPU
 //   added_ms          the variant's time outside the model's work minus the
-//                     bare loop's: what the variant added
+//                     bare loop's: what the variant added (with prefetched
+//                     batches, less the gathers it took off the training
+//                     thread; what reading a batch gathered on the other
+//                     core costs the model's work is in model_ratio)
+//   prefetched_batches the batches a trainer variant took from its prefetch
+//                     thread, per run
 //   plugins_ms        the part of added_ms inside the plugins' hooks, and
 //   plugins_<Hook>_ms that part hook by hook (trainer variants; without
 //                     plugins they show the two clock plugins' own floor)
@@ -535,7 +566,7 @@ void Single(benchmark::State& state, double (*variant)(std::vector<double>*), co
 void Paired(benchmark::State& state, double (*other)(std::vector<double>*), const char* name,
             bool same_losses) {
   std::vector<double> bare_losses, other_losses;
-  double bare = 0.0, variant = 0.0, bare_cpu = 0.0, variant_cpu = 0.0;
+  double bare = 0.0, variant = 0.0, bare_cpu = 0.0, variant_cpu = 0.0, variant_prefetched = 0.0;
   RunTimes bare_times, variant_times;
   KernelCounts bare_kernel, variant_kernel;
   auto add = [&](RunTimes* sum) {
@@ -553,6 +584,7 @@ void Paired(benchmark::State& state, double (*other)(std::vector<double>*), cons
   bool variant_first = false;
   for (auto _ : state) {
     double b, v, b_cpu, v_cpu;
+    last_prefetched = 0;  // set by a trainer variant
     if (variant_first) {
       v = other(&other_losses);
       v_cpu = last_thread_cpu;
@@ -570,6 +602,7 @@ void Paired(benchmark::State& state, double (*other)(std::vector<double>*), cons
     }
     bare_cpu += b_cpu;
     variant_cpu += v_cpu;
+    variant_prefetched += last_prefetched;
     variant_first = !variant_first;
     bare += b;
     variant += v;
@@ -611,6 +644,7 @@ void Paired(benchmark::State& state, double (*other)(std::vector<double>*), cons
   state.counters["bare_switches"] = per_run(bare_kernel.switches);
   state.counters["variant_switches"] = per_run(variant_kernel.switches);
   state.counters["added_ms"] = per_run_ms((variant - variant_times.model) - (bare - bare_times.model));
+  if (variant_prefetched > 0) state.counters["prefetched_batches"] = per_run(variant_prefetched);
   double plugins = 0.0;
   for (int h = 0; h < trainbus::kNumHooks; ++h) {
     plugins += variant_times.hooks[h];
@@ -641,6 +675,9 @@ void BM_TrainerNoPlugins(benchmark::State& state) {
 
 void BM_PairedTrainer(benchmark::State& state) {
   Paired(state, TrainerWithPlugins, "BM_PairedTrainer", true);
+}
+void BM_PairedTrainerInlineBatches(benchmark::State& state) {
+  Paired(state, TrainerWithInlineBatches, "BM_PairedTrainerInlineBatches", true);
 }
 void BM_PairedTrainerNoPlugins(benchmark::State& state) {
   Paired(state, TrainerWithoutPlugins, "BM_PairedTrainerNoPlugins", false);
@@ -836,6 +873,7 @@ TRAINBUS_OVERHEAD_BENCH(BM_TrainerNoPlugins);
 #define TRAINBUS_PAIRED_BENCH(fn) \
   BENCHMARK(fn)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(FromEnv("TRAINBUS_OVERHEAD_PAIRS", 6))
 TRAINBUS_PAIRED_BENCH(BM_PairedTrainer);
+TRAINBUS_PAIRED_BENCH(BM_PairedTrainerInlineBatches);
 TRAINBUS_PAIRED_BENCH(BM_PairedTrainerNoPlugins);
 TRAINBUS_PAIRED_BENCH(BM_PairedTrainerClocked);
 TRAINBUS_PAIRED_BENCH(BM_PairedBareLoopWithAccuracy);

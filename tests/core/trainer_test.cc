@@ -26,6 +26,7 @@
 #include "trainbus/batch_schedule.h"
 #include "trainbus/checkpoint.h"
 #include "trainbus/config.h"
+#include "trainbus/data/batch_prefetcher.h"
 #include "trainbus/data/datasets.h"
 #include "trainbus/plugin.h"
 #include "trainbus/session.h"
@@ -232,6 +233,136 @@ TEST(TrainerTest, SameSeedSameLossesOtherSeedOtherLosses) {
   ASSERT_TRUE(a.trainer->Run().ok() && b.trainer->Run().ok() && c.trainer->Run().ok());
   EXPECT_EQ(a.watcher->losses, b.watcher->losses);
   EXPECT_NE(a.watcher->losses, c.watcher->losses);
+}
+
+// Gathering the next batch on the prefetch thread changes nothing but where
+// the gather runs: every run below trains on the same batches, bit for bit,
+// with trainer.prefetch_batches on and off. Each epoch's first batch is
+// gathered in line; so is one whose size a plugin changed mid-epoch.
+TEST(TrainerTest, PrefetchedBatchesAreTheBatchesGatheredInLine) {
+  struct Case {
+    const char* json;
+    int64_t stop_at;
+    int64_t prefetched;  // -1: some, fewer than iterations - epochs
+  };
+  const Case cases[] = {
+      {R"({})", -1, 24 - 3},
+      {R"({"trainer": {"drop_last": true}})", -1, 21 - 3},
+      {R"({"trainer": {"max_iterations": 11}})", -1, 11 - 2},
+      {R"({})", 5, 5},  // the batch of step 6 was gathered, never taken
+      {R"({"plugins": [{"name": "batch_size_schedule", "options": {"schedule":
+           {"interval": "iteration", "mode": "linear", "start": 0, "end": 6,
+            "final_size": 64, "round_to": 8}}}]})", -1, -1},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.json);
+    config::RunConfig on_config = TinyConfig(c.json);
+    config::RunConfig off_config = on_config;
+    on_config.mutable_trainer()->set_prefetch_batches(true);
+    off_config.mutable_trainer()->set_prefetch_batches(false);
+    auto on = MakeTrainer(on_config);
+    auto off = MakeTrainer(off_config);
+    on.watcher->stop_at = off.watcher->stop_at = c.stop_at;
+    auto r_on = on.trainer->Run();
+    auto r_off = off.trainer->Run();
+    ASSERT_TRUE(r_on.ok()) << r_on.status();
+    ASSERT_TRUE(r_off.ok()) << r_off.status();
+    EXPECT_EQ(on.watcher->losses, off.watcher->losses);
+    EXPECT_EQ(on.watcher->batch_sizes, off.watcher->batch_sizes);
+    EXPECT_EQ(r_off->prefetched_batches, 0);
+    const int64_t epochs = static_cast<int64_t>(on.watcher->epoch_sizes.size());
+    if (c.prefetched >= 0) {
+      EXPECT_EQ(r_on->prefetched_batches, c.prefetched);
+    } else {
+      EXPECT_GT(r_on->prefetched_batches, 0);
+      EXPECT_LT(r_on->prefetched_batches, r_on->iterations_run - epochs);
+    }
+  }
+}
+
+// Unset, prefetch_batches is on when a core is left over for its thread:
+// not when LibTorch's threads take every core.
+TEST(TrainerTest, BatchesArePrefetchedByDefaultOnlyWhenACoreIsFree) {
+  const int cpus = static_cast<int>(std::thread::hardware_concurrency());
+  auto all_cores = MakeTrainer(TinyConfig(absl::StrCat(R"({"trainer": {"num_threads": )", cpus, "}}")));
+  auto r = all_cores.trainer->Run();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->prefetched_batches, 0);
+  if (cpus < 2) GTEST_SKIP() << "one CPU: no core is ever free";
+  auto one_thread = MakeTrainer(TinyConfig());  // num_threads 1
+  r = one_thread.trainer->Run();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->prefetched_batches, 24 - 3);
+}
+
+// Rows 0..9 of a [10, 4] dataset: row i holds 4i..4i+3, its target 10i.
+struct TinyRows {
+  at::Tensor inputs = at::arange(40, at::kFloat).view({10, 4});
+  at::Tensor targets = at::arange(10, at::kLong) * 10;
+  at::Tensor order = at::tensor(std::vector<int64_t>{3, 7, 0, 9, 1, 4, 8, 2, 6, 5});
+};
+
+void ExpectBatch(const BatchPrefetcher::Batch& b, const at::Tensor& order, int64_t lo, int64_t hi) {
+  const TinyRows rows;
+  const at::Tensor picked = order.slice(0, lo, hi);
+  ASSERT_TRUE(b.inputs.defined() && b.targets.defined());
+  EXPECT_TRUE(b.inputs.equal(rows.inputs.index_select(0, picked))) << "rows " << lo << ".." << hi;
+  EXPECT_TRUE(b.targets.equal(rows.targets.index_select(0, picked))) << "rows " << lo << ".." << hi;
+}
+
+TEST(BatchPrefetcherTest, ServesAPrefetchedBatchOnlyForTheRowsAskedFor) {
+  TinyRows d;
+  BatchPrefetcher p(d.inputs, d.targets);
+  p.Prefetch(0, d.order, 2, 5);
+  ExpectBatch(p.Take(0, d.order, 2, 5), d.order, 2, 5);
+  EXPECT_EQ(p.prefetched(), 1);
+  // Other rows, another key, another order under the same key: gathered now.
+  p.Prefetch(0, d.order, 5, 8);
+  ExpectBatch(p.Take(0, d.order, 5, 7), d.order, 5, 7);
+  p.Prefetch(1, d.order, 0, 3);
+  ExpectBatch(p.Take(2, d.order, 0, 3), d.order, 0, 3);
+  const at::Tensor reversed = d.order.flip(0);
+  p.Prefetch(3, d.order, 0, 3);
+  ExpectBatch(p.Take(3, reversed, 0, 3), reversed, 0, 3);
+  EXPECT_EQ(p.prefetched(), 1);
+  // A second request replaces the first; nothing requested: gathered now.
+  p.Prefetch(0, d.order, 0, 2);
+  p.Prefetch(0, d.order, 2, 4);
+  ExpectBatch(p.Take(0, d.order, 2, 4), d.order, 2, 4);
+  ExpectBatch(p.Take(0, d.order, 0, 2), d.order, 0, 2);
+  EXPECT_EQ(p.prefetched(), 2);
+  ExpectBatch(p.Gather(d.order, 8, 10), d.order, 8, 10);
+}
+
+TEST(BatchPrefetcherTest, AGatherThatFailedInTheBackgroundThrowsOnTheCaller) {
+  TinyRows d;
+  BatchPrefetcher p(d.inputs, d.targets);
+  const at::Tensor bad = at::tensor(std::vector<int64_t>{1, 99, 2});
+  p.Prefetch(0, bad, 0, 3);
+  try {
+    p.Take(0, bad, 0, 3);
+    ADD_FAILURE() << "a batch with row 99 of 10 was returned";
+  } catch (const c10::Error& e) {
+    EXPECT_THAT(e.what_without_backtrace(), HasSubstr("out of range"));
+  }
+  EXPECT_EQ(p.prefetched(), 0);
+  p.Prefetch(1, d.order, 0, 3);  // the thread goes on
+  ExpectBatch(p.Take(1, d.order, 0, 3), d.order, 0, 3);
+  EXPECT_EQ(p.prefetched(), 1);
+}
+
+TEST(BatchPrefetcherTest, StopDropsTheRequestAndPrefetchStartsTheThreadAgain) {
+  TinyRows d;
+  BatchPrefetcher p(d.inputs, d.targets);
+  p.Prefetch(0, d.order, 0, 4);
+  p.Stop();
+  p.Stop();  // a second Stop() is a no-op
+  ExpectBatch(p.Take(0, d.order, 0, 4), d.order, 0, 4);
+  EXPECT_EQ(p.prefetched(), 0);
+  p.Prefetch(0, d.order, 4, 8);
+  ExpectBatch(p.Take(0, d.order, 4, 8), d.order, 4, 8);
+  EXPECT_EQ(p.prefetched(), 1);
+  p.Prefetch(0, d.order, 8, 10);  // left untaken: the destructor stops the thread
 }
 
 TEST(TrainerTest, ATinyModelLearnsATinyProblem) {

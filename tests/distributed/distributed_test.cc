@@ -211,10 +211,12 @@ TEST(DistributedTest, TwoRanksMatchOneProcessWithTheDoubledBatch) {
 
 // 241 samples, global batch 40: the last batch has 1 sample, so rank 0's
 // chunk is empty; the chunk-size weighting still gives one process's values.
-// (--set reaches the ranks through --nproc.)
+// (--set reaches the ranks through --nproc.) Each rank gathers its next chunk
+// on its prefetch thread (off by default here: two ranks take both cores).
 TEST(DistributedTest, AnUnevenLastBatchWithAnEmptyChunkStillMatches) {
   TempDir dir;
-  const std::string samples = "--set dataset.train_samples=241";
+  const std::string samples =
+      "--set dataset.train_samples=241 --set trainer.prefetch_batches=true";
   CommandResult two = RunTrainbus(
       absl::StrCat("train --nproc 2 --config ", Config(dir, "two", 20, 2), " ", samples));
   ASSERT_EQ(two.exit_code, 0) << two.output;

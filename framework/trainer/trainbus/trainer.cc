@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <map>
 #include <new>
+#include <thread>
 
 #include <c10/util/Exception.h>
 
@@ -23,6 +24,7 @@
 #include "absl/strings/str_join.h"
 #include "trainbus/accuracy.h"
 #include "trainbus/config.h"
+#include "trainbus/data/batch_prefetcher.h"
 #include "trainbus/data/datasets.h"
 #include "trainbus/distributed.h"
 #include "trainbus/models/models.h"
@@ -121,6 +123,11 @@ struct Trainer::Impl {
   // Set in a distributed run (WORLD_SIZE > 1): the global batch is split into
   // world_size contiguous chunks, rank r trains on the r-th.
   std::unique_ptr<Distributed> dist;
+  // Gathers each iteration's batch; when `prefetch` (PrefetchBatches()) the
+  // next one on its own thread during this one. Run() makes it, after the
+  // data's normalisation, and stops its thread at the end.
+  std::unique_ptr<BatchPrefetcher> batches;
+  bool prefetch = false;
 
   // Position: where the next iteration starts, and its batch size.
   int64_t epoch = 0;
@@ -164,6 +171,9 @@ struct Trainer::Impl {
   // Runs epoch `epoch` from `offset`; false when the run stopped inside it.
   bool RunEpoch();
   void RunIteration(int64_t epoch, const at::Tensor& order, int64_t batch_size);
+  // Starts gathering the iteration after this one, which begins at sample
+  // `next` of epoch `epoch`'s order, as the plan stands now.
+  void PrefetchNext(int64_t epoch, const at::Tensor& order, int64_t next);
   // The passes of one iteration; `start` is when its zero_grad began.
   Pass ForwardBackward(const at::Tensor& x, const at::Tensor& y, int64_t epoch,
                        Clock::time_point start);
@@ -224,6 +234,15 @@ absl::Status Guarded(const std::string& what, const std::string& fix, Step&& ste
   }
 }
 
+// trainer.prefetch_batches, or when unset: a core is free for the prefetch
+// thread. (The ranks of a distributed run may be on other machines; counting
+// them all here errs towards gathering in line.)
+bool PrefetchBatches(const config::TrainerConfig& t, int ranks) {
+  if (t.has_prefetch_batches()) return t.prefetch_batches();
+  const int64_t busy = static_cast<int64_t>(at::get_num_threads()) * ranks;
+  return busy < static_cast<int64_t>(std::thread::hardware_concurrency());
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::CreateImpl(const config::RunConfig& config,
@@ -241,6 +260,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::CreateImpl(const config::RunCo
     return s;
   }
   if (absl::Status s = impl->JoinRanksAndSizeTheBatch(); !s.ok()) return s;
+  impl->prefetch = PrefetchBatches(config.trainer(), impl->dist ? impl->dist->world_size() : 1);
   const std::string model = absl::StrCat(
       "model (", config.model().type().empty() ? "the default" : config.model().type(),
       ", hidden [", absl::StrJoin(config.model().hidden(), ", "), "])");
@@ -657,9 +677,10 @@ void Trainer::Impl::RunIteration(int64_t e, const at::Tensor& order, int64_t bs)
   const int rank = dist ? dist->rank() : 0;
   const int64_t lo = offset;
   const int64_t my_lo = lo + bs * rank / world, my_hi = lo + bs * (rank + 1) / world;
-  const at::Tensor idx = order.slice(0, my_lo, my_hi);
-  const at::Tensor x = data.train.inputs.index_select(0, idx);
-  const at::Tensor y = data.train.targets.index_select(0, idx);
+  const BatchPrefetcher::Batch batch_data = batches->Take(e, order, my_lo, my_hi);
+  PrefetchNext(e, order, lo + bs);
+  const at::Tensor& x = batch_data.inputs;
+  const at::Tensor& y = batch_data.targets;
   session->BeginIteration(bs);
   const auto it_start = Clock::now();
   optimizer->zero_grad();
@@ -691,6 +712,18 @@ void Trainer::Impl::RunIteration(int64_t e, const at::Tensor& order, int64_t bs)
     batch = pending_batch;
     pending_batch = 0;
   }
+}
+
+void Trainer::Impl::PrefetchNext(int64_t e, const at::Tensor& order, int64_t next) {
+  // A plugin that changes the batch size in this iteration, or stops the
+  // run, leaves this batch untaken: Take() then gathers the right one.
+  const int64_t n = data.train.size();
+  if (!prefetch || next >= n || step + 1 >= plan.total_iterations) return;
+  const int64_t bs = std::min(batch, n - next);
+  if (config.trainer().drop_last() && bs < batch) return;
+  const int world = dist ? dist->world_size() : 1;
+  const int rank = dist ? dist->rank() : 0;
+  batches->Prefetch(e, order, next + bs * rank / world, next + bs * (rank + 1) / world);
 }
 
 bool Trainer::Impl::RunEpoch() {
@@ -743,6 +776,15 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   const auto start = Clock::now();
   m.result = TrainResult();
   m.step = m.run.start_step;
+  if (m.batches == nullptr) {
+    m.batches = std::make_unique<BatchPrefetcher>(m.data.train.inputs, m.data.train.targets);
+  }
+  const int64_t prefetched_before = m.batches->prefetched();
+  // The thread stops however Run() returns.
+  struct StopPrefetching {
+    BatchPrefetcher* batches;
+    ~StopPrefetching() { batches->Stop(); }
+  } stop_prefetching{m.batches.get()};
   session.Begin(m.run);
   m.PublishNormalization();
   try {
@@ -758,6 +800,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   }
   absl::Status end = session.End();
   TrainResult result = m.result;
+  result.prefetched_batches = m.batches->prefetched() - prefetched_before;
   result.seconds = Since(start);
   result.stop_reason = session.stop_reason();
   if (!end.ok()) return end;

@@ -51,6 +51,10 @@ struct TrainResult {
   double last_loss = 0.0;       // train loss of the last iteration run (memory does not grow per iteration)
   Metrics final_metrics;        // last validation metrics
   double seconds = 0.0;
+  // Iterations whose batch was gathered in the background while the one
+  // before trained (trainer.prefetch_batches); the others (each epoch's
+  // first, one after a plugin changed the batch size) were gathered in line.
+  int64_t prefetched_batches = 0;
 };
 
 class Trainer {
