@@ -17,10 +17,10 @@
 // Variants (manual time: only the training loop / Trainer::Run() is timed;
 // building the trainer, loading plugins and generating data are not):
 //   BM_BareLoop              forward, cross_entropy, backward, step, loss.item()
-//   BM_Trainer               trainbus::Trainer + the four plugins, as configured
-//                            by default: with one LibTorch thread on a machine of
-//                            two or more cores, each next batch is gathered on the
-//                            trainer's prefetch thread (trainbus/data/batch_prefetcher.h)
+//   BM_Trainer               trainbus::Trainer + the four plugins, each next batch
+//                            gathered on the trainer's prefetch thread
+//                            (trainbus/data/batch_prefetcher.h; the default with
+//                            one LibTorch thread on two or more CPUs)
 //   BM_BareLoopWithAccuracy  the bare loop plus a per-iteration train/accuracy
 //                            written with tensor ops, as a user would
 //   BM_TrainerNoPlugins      trainbus::Trainer, no plugins
@@ -501,15 +501,21 @@ void Finish(benchmark::State& state, double us_sum) {
 }
 
 // The variants, as functions of the same shape.
-double TrainerWithPlugins(std::vector<double>* losses) { return RunTrainer(true, false, losses); }
+// The trainer variants prefetch batches, as they do by default on the
+// reference machine (one LibTorch thread plus the prefetch thread on two
+// CPUs); set explicitly, so that a machine where the default is off fails
+// the run's check instead of measuring something else.
+double TrainerWithPlugins(std::vector<double>* losses) { return RunTrainer(true, false, losses, true); }
 double TrainerWithInlineBatches(std::vector<double>* losses) {
   return RunTrainer(true, false, losses, /*prefetch=*/false);
 }
 double TrainerWithPluginsAndClocks(std::vector<double>* losses) {
-  return RunTrainer(true, true, losses);
+  return RunTrainer(true, true, losses, true);
 }
 double Bare(std::vector<double>* losses) { return RunBareLoop(false, losses); }
-double TrainerWithoutPlugins(std::vector<double>* losses) { return RunTrainer(false, false, losses); }
+double TrainerWithoutPlugins(std::vector<double>* losses) {
+  return RunTrainer(false, false, losses, true);
+}
 double BareWithAccuracy(std::vector<double>* losses) { return RunBareLoop(true, losses); }
 
 // One variant alone: its manual time and microseconds per iteration.

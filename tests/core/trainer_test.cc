@@ -26,7 +26,6 @@
 #include "trainbus/batch_schedule.h"
 #include "trainbus/checkpoint.h"
 #include "trainbus/config.h"
-#include "trainbus/data/batch_prefetcher.h"
 #include "trainbus/data/datasets.h"
 #include "trainbus/plugin.h"
 #include "trainbus/session.h"
@@ -293,76 +292,6 @@ TEST(TrainerTest, BatchesArePrefetchedByDefaultOnlyWhenACoreIsFree) {
   r = one_thread.trainer->Run();
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->prefetched_batches, 24 - 3);
-}
-
-// Rows 0..9 of a [10, 4] dataset: row i holds 4i..4i+3, its target 10i.
-struct TinyRows {
-  at::Tensor inputs = at::arange(40, at::kFloat).view({10, 4});
-  at::Tensor targets = at::arange(10, at::kLong) * 10;
-  at::Tensor order = at::tensor(std::vector<int64_t>{3, 7, 0, 9, 1, 4, 8, 2, 6, 5});
-};
-
-void ExpectBatch(const BatchPrefetcher::Batch& b, const at::Tensor& order, int64_t lo, int64_t hi) {
-  const TinyRows rows;
-  const at::Tensor picked = order.slice(0, lo, hi);
-  ASSERT_TRUE(b.inputs.defined() && b.targets.defined());
-  EXPECT_TRUE(b.inputs.equal(rows.inputs.index_select(0, picked))) << "rows " << lo << ".." << hi;
-  EXPECT_TRUE(b.targets.equal(rows.targets.index_select(0, picked))) << "rows " << lo << ".." << hi;
-}
-
-TEST(BatchPrefetcherTest, ServesAPrefetchedBatchOnlyForTheRowsAskedFor) {
-  TinyRows d;
-  BatchPrefetcher p(d.inputs, d.targets);
-  p.Prefetch(0, d.order, 2, 5);
-  ExpectBatch(p.Take(0, d.order, 2, 5), d.order, 2, 5);
-  EXPECT_EQ(p.prefetched(), 1);
-  // Other rows, another key, another order under the same key: gathered now.
-  p.Prefetch(0, d.order, 5, 8);
-  ExpectBatch(p.Take(0, d.order, 5, 7), d.order, 5, 7);
-  p.Prefetch(1, d.order, 0, 3);
-  ExpectBatch(p.Take(2, d.order, 0, 3), d.order, 0, 3);
-  const at::Tensor reversed = d.order.flip(0);
-  p.Prefetch(3, d.order, 0, 3);
-  ExpectBatch(p.Take(3, reversed, 0, 3), reversed, 0, 3);
-  EXPECT_EQ(p.prefetched(), 1);
-  // A second request replaces the first; nothing requested: gathered now.
-  p.Prefetch(0, d.order, 0, 2);
-  p.Prefetch(0, d.order, 2, 4);
-  ExpectBatch(p.Take(0, d.order, 2, 4), d.order, 2, 4);
-  ExpectBatch(p.Take(0, d.order, 0, 2), d.order, 0, 2);
-  EXPECT_EQ(p.prefetched(), 2);
-  ExpectBatch(p.Gather(d.order, 8, 10), d.order, 8, 10);
-}
-
-TEST(BatchPrefetcherTest, AGatherThatFailedInTheBackgroundThrowsOnTheCaller) {
-  TinyRows d;
-  BatchPrefetcher p(d.inputs, d.targets);
-  const at::Tensor bad = at::tensor(std::vector<int64_t>{1, 99, 2});
-  p.Prefetch(0, bad, 0, 3);
-  try {
-    p.Take(0, bad, 0, 3);
-    ADD_FAILURE() << "a batch with row 99 of 10 was returned";
-  } catch (const c10::Error& e) {
-    EXPECT_THAT(e.what_without_backtrace(), HasSubstr("out of range"));
-  }
-  EXPECT_EQ(p.prefetched(), 0);
-  p.Prefetch(1, d.order, 0, 3);  // the thread goes on
-  ExpectBatch(p.Take(1, d.order, 0, 3), d.order, 0, 3);
-  EXPECT_EQ(p.prefetched(), 1);
-}
-
-TEST(BatchPrefetcherTest, StopDropsTheRequestAndPrefetchStartsTheThreadAgain) {
-  TinyRows d;
-  BatchPrefetcher p(d.inputs, d.targets);
-  p.Prefetch(0, d.order, 0, 4);
-  p.Stop();
-  p.Stop();  // a second Stop() is a no-op
-  ExpectBatch(p.Take(0, d.order, 0, 4), d.order, 0, 4);
-  EXPECT_EQ(p.prefetched(), 0);
-  p.Prefetch(0, d.order, 4, 8);
-  ExpectBatch(p.Take(0, d.order, 4, 8), d.order, 4, 8);
-  EXPECT_EQ(p.prefetched(), 1);
-  p.Prefetch(0, d.order, 8, 10);  // left untaken: the destructor stops the thread
 }
 
 TEST(TrainerTest, ATinyModelLearnsATinyProblem) {

@@ -212,7 +212,8 @@ TEST(DistributedTest, TwoRanksMatchOneProcessWithTheDoubledBatch) {
 // 241 samples, global batch 40: the last batch has 1 sample, so rank 0's
 // chunk is empty; the chunk-size weighting still gives one process's values.
 // (--set reaches the ranks through --nproc.) Each rank gathers its next chunk
-// on its prefetch thread (off by default here: two ranks take both cores).
+// on its prefetch thread, set on: unset, it is on only where each rank's
+// threads and its prefetch thread fit on the machine's CPUs.
 TEST(DistributedTest, AnUnevenLastBatchWithAnEmptyChunkStillMatches) {
   TempDir dir;
   const std::string samples =

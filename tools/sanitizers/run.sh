@@ -2,14 +2,16 @@
 # Builds the test suites with sanitizers and runs them.
 #
 #   tools/sanitizers/run.sh asan   # AddressSanitizer + UndefinedBehaviorSanitizer, every suite
-#   tools/sanitizers/run.sh tsan   # ThreadSanitizer, the TensorBoard writer's concurrency tests
+#   tools/sanitizers/run.sh tsan   # ThreadSanitizer, the suites of code with threads of its own
 #
 # asan: build-asan/, -O1, no benchmarks or examples; every C++ suite.
-# tsan: build-tsan/, only the TensorBoard library's suites: tensorboard_test
-#       (the writer's thread, its queue, concurrent add_* from 8 threads,
-#       flush/close races, faults) and dashboards_test (record_graph runs a
-#       forward pass on the writer thread while the caller trains). The
-#       framework (checkpoint writer thread) is not built with TSan.
+# tsan: build-tsan/, the suites of code with threads of its own:
+#       tensorboard_test (the writer's thread, its queue, concurrent add_*
+#       from 8 threads, flush/close races, faults), dashboards_test
+#       (record_graph runs a forward pass on the writer thread while the
+#       caller trains) and batch_prefetcher_test (the trainer's prefetch
+#       thread, built from its source alone). The rest of the framework
+#       (checkpoint writer thread) is not built with TSan.
 # Build folders are reused when present (BUILD_DIR overrides the folder);
 # CMAKE_ARGS, extra configure arguments, configure the folder again.
 # Each suite's binary runs once with all its tests (CTEST=1: one ctest
@@ -37,8 +39,8 @@ case "$mode" in
   tsan)
     build_dir="${BUILD_DIR:-build-tsan}"
     sanitize="thread"
-    targets=(--target tensorboard_test dashboards_test)
-    ctest_filter=(-L tensorboard)
+    targets=(--target tensorboard_test dashboards_test batch_prefetcher_test)
+    ctest_filter=(-L "tensorboard|threads")
     ;;
   *)
     echo "usage: $0 asan|tsan [ctest arguments...]" >&2
@@ -79,7 +81,8 @@ else
   # as ctest (gtest_discover_tests registers each binary's tests), without
   # paying LibTorch's start-up under ASan ~170 times; JOBS at a time (default: nproc).
   if [ "$mode" = tsan ]; then
-    binaries=("$build_dir/tests/tensorboard/tensorboard_test" "$build_dir/tests/tensorboard/dashboards_test")
+    binaries=("$build_dir/tests/tensorboard/tensorboard_test" "$build_dir/tests/tensorboard/dashboards_test"
+              "$build_dir/tests/core/batch_prefetcher_test")
   else
     mapfile -t binaries < <(find "$build_dir/tests" -mindepth 2 -maxdepth 2 -type f -executable -name '*_test' | sort)
   fi

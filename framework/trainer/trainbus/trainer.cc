@@ -1,5 +1,7 @@
 #include "trainbus/trainer.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <chrono>
 #include <exception>
@@ -8,6 +10,7 @@
 #include <map>
 #include <new>
 #include <thread>
+#include <utility>
 
 #include <c10/util/Exception.h>
 
@@ -174,6 +177,9 @@ struct Trainer::Impl {
   // Starts gathering the iteration after this one, which begins at sample
   // `next` of epoch `epoch`'s order, as the plan stands now.
   void PrefetchNext(int64_t epoch, const at::Tensor& order, int64_t next);
+  // This rank's part [first, last) of the global batch [lo, lo + bs): the
+  // rank-th of world_size contiguous chunks (the whole batch in one process).
+  std::pair<int64_t, int64_t> MyChunk(int64_t lo, int64_t bs) const;
   // The passes of one iteration; `start` is when its zero_grad began.
   Pass ForwardBackward(const at::Tensor& x, const at::Tensor& y, int64_t epoch,
                        Clock::time_point start);
@@ -234,13 +240,17 @@ absl::Status Guarded(const std::string& what, const std::string& fix, Step&& ste
   }
 }
 
-// trainer.prefetch_batches, or when unset: a core is free for the prefetch
-// thread. (The ranks of a distributed run may be on other machines; counting
-// them all here errs towards gathering in line.)
+// trainer.prefetch_batches, or when unset: each rank's LibTorch threads and
+// its prefetch thread fit on the CPUs this process may run on (its affinity
+// mask: a container's or taskset's share, not the machine's). The ranks of a
+// distributed run may be on other machines; counting them all here errs
+// towards gathering in line.
 bool PrefetchBatches(const config::TrainerConfig& t, int ranks) {
   if (t.has_prefetch_batches()) return t.prefetch_batches();
-  const int64_t busy = static_cast<int64_t>(at::get_num_threads()) * ranks;
-  return busy < static_cast<int64_t>(std::thread::hardware_concurrency());
+  int64_t cpus = std::thread::hardware_concurrency();
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0) cpus = CPU_COUNT(&allowed);
+  return (static_cast<int64_t>(at::get_num_threads()) + 1) * ranks <= cpus;
 }
 
 }  // namespace
@@ -673,10 +683,8 @@ bool Trainer::Impl::OptimizerStep(int64_t e, int64_t bs, double loss, double* co
 void Trainer::Impl::RunIteration(int64_t e, const at::Tensor& order, int64_t bs) {
   // Distributed: rank r takes the r-th of world contiguous chunks of the
   // global batch [offset, offset + bs).
-  const int world = dist ? dist->world_size() : 1;
-  const int rank = dist ? dist->rank() : 0;
   const int64_t lo = offset;
-  const int64_t my_lo = lo + bs * rank / world, my_hi = lo + bs * (rank + 1) / world;
+  const auto [my_lo, my_hi] = MyChunk(lo, bs);
   const BatchPrefetcher::Batch batch_data = batches->Take(e, order, my_lo, my_hi);
   PrefetchNext(e, order, lo + bs);
   const at::Tensor& x = batch_data.inputs;
@@ -721,9 +729,14 @@ void Trainer::Impl::PrefetchNext(int64_t e, const at::Tensor& order, int64_t nex
   if (!prefetch || next >= n || step + 1 >= plan.total_iterations) return;
   const int64_t bs = std::min(batch, n - next);
   if (config.trainer().drop_last() && bs < batch) return;
+  const auto [my_lo, my_hi] = MyChunk(next, bs);
+  batches->Prefetch(e, order, my_lo, my_hi);
+}
+
+std::pair<int64_t, int64_t> Trainer::Impl::MyChunk(int64_t lo, int64_t bs) const {
   const int world = dist ? dist->world_size() : 1;
   const int rank = dist ? dist->rank() : 0;
-  batches->Prefetch(e, order, next + bs * rank / world, next + bs * (rank + 1) / world);
+  return {lo + bs * rank / world, lo + bs * (rank + 1) / world};
 }
 
 bool Trainer::Impl::RunEpoch() {

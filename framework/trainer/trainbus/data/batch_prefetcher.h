@@ -45,7 +45,9 @@ class BatchPrefetcher {
   BatchPrefetcher(const BatchPrefetcher&) = delete;
   BatchPrefetcher& operator=(const BatchPrefetcher&) = delete;
 
-  // Rows order[lo, hi) of the dataset, gathered on the calling thread.
+  // Rows order[lo, hi) of the dataset, gathered on the calling thread
+  // (index_select, which may use LibTorch's intra-op threads). The prefetch
+  // thread copies the same bytes row by row, on itself alone.
   Batch Gather(const at::Tensor& order, int64_t lo, int64_t hi) const;
 
   // Starts gathering rows order[lo, hi) in the background. Replaces a
@@ -68,12 +70,14 @@ class BatchPrefetcher {
   struct Request {
     int64_t key = -1, lo = 0, hi = 0;
     at::Tensor order;
+    Batch room;  // allocated by the caller, filled by the thread
   };
 
   void Loop();
 
   const at::Tensor inputs_, targets_;
   int64_t prefetched_ = 0;  // the caller's thread only
+  bool no_thread_ = false;  // the caller's thread only: the thread could not be started
 
   std::mutex mu_;
   std::condition_variable requested_;  // the thread waits for a request
