@@ -3,10 +3,12 @@
 //
 // A batch is rows `order[lo, hi)` of an in-memory dataset: two index_select
 // calls that read scattered rows of a tensor of many megabytes. On the
-// trainer bench's small model that gather took 25-32 us of a 1 ms iteration
+// trainer bench's small model that gather took 25-33 us of a 1 ms iteration
 // (2026-12-07), all of it memory latency the training thread waited out.
 // Gathered one iteration ahead on another core, it costs the training
-// thread a hand-off instead.
+// thread the batch's allocation, a hand-off, and reading rows another core
+// wrote (on that bench the model's work took about 1 % longer: the net is
+// about half the gather).
 //
 //   BatchPrefetcher prefetcher(data.inputs, data.targets);
 //   Batch b = prefetcher.Take(key, order, lo, hi);   // waits for it, or gathers now
