@@ -15,6 +15,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -282,7 +283,10 @@ TEST(TrainerTest, PrefetchedBatchesAreTheBatchesGatheredInLine) {
 // Unset, prefetch_batches is on when a core is left over for its thread:
 // not when LibTorch's threads take every core.
 TEST(TrainerTest, BatchesArePrefetchedByDefaultOnlyWhenACoreIsFree) {
-  const int cpus = static_cast<int>(std::thread::hardware_concurrency());
+  // The CPUs this process may use, as the trainer counts them.
+  cpu_set_t allowed;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+  const int cpus = CPU_COUNT(&allowed);
   auto all_cores = MakeTrainer(TinyConfig(absl::StrCat(R"({"trainer": {"num_threads": )", cpus, "}}")));
   auto r = all_cores.trainer->Run();
   ASSERT_TRUE(r.ok()) << r.status();

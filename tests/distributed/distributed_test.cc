@@ -213,7 +213,7 @@ TEST(DistributedTest, TwoRanksMatchOneProcessWithTheDoubledBatch) {
 // chunk is empty; the chunk-size weighting still gives one process's values.
 // (--set reaches the ranks through --nproc.) Each rank gathers its next chunk
 // on its prefetch thread, set on: unset, it is on only where each rank's
-// threads and its prefetch thread fit on the machine's CPUs.
+// threads and its prefetch thread fit on the process's CPUs (its affinity).
 TEST(DistributedTest, AnUnevenLastBatchWithAnEmptyChunkStillMatches) {
   TempDir dir;
   const std::string samples =

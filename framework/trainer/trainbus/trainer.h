@@ -52,8 +52,9 @@ struct TrainResult {
   Metrics final_metrics;        // last validation metrics
   double seconds = 0.0;
   // Iterations whose batch was gathered in the background while the one
-  // before trained (trainer.prefetch_batches); the others (each epoch's
-  // first, one after a plugin changed the batch size) were gathered in line.
+  // before trained (trainer.prefetch_batches); the others (the first of each
+  // epoch and of each Run(), one after a plugin changed the batch size, one
+  // whose background gather threw) were gathered in line.
   int64_t prefetched_batches = 0;
 };
 

@@ -69,11 +69,11 @@ BatchPrefetcher::Batch BatchPrefetcher::Gather(const at::Tensor& order, int64_t 
 
 void BatchPrefetcher::Prefetch(int64_t key, const at::Tensor& order, int64_t lo, int64_t hi) {
   if (no_thread_) return;
-  // The batch's memory comes from this thread, as an index_select here would
-  // take it: freed here after its iteration, it is reused here. (Allocated on
-  // the prefetch thread and freed on this one, glibc's arena of that thread
-  // gave its pages back and took them again for every batch: the gather took
-  // 51-101 us there instead of 25-32 here, in a probe, 12-07.)
+  // The batch's memory comes from this thread's malloc arena, as an
+  // index_select here would take it, and returns to it when the batch is
+  // freed here after its iteration: the memory an in-line gather would reuse.
+  // (Allocated on the prefetch thread, every batch came from that thread's
+  // arena and was freed into it from this one.)
   Batch room{RoomForRows(inputs_, hi - lo), RoomForRows(targets_, hi - lo)};
   Batch untaken;  // released after the lock: freeing it is the caller's time, not the thread's
   {

@@ -15,11 +15,11 @@
 //   prefetcher.Prefetch(key, order, hi, hi + bs);    // the next one, in the background
 //
 // Take() returns exactly what a gather on the calling thread returns: the
-// prefetched batch only when the request was for the same key and rows,
-// otherwise (a batch size that changed, the first batch of an epoch) it
-// gathers on the calling thread. A gather that threw in the background is
-// done again on the calling thread, where its error surfaces. `key` names the
-// `order` tensor (the trainer passes the epoch): a new order needs a new key.
+// prefetched batch only when the request was for the same key, rows and
+// order tensor; otherwise (a batch size that changed, the first batch of an
+// epoch) it gathers on the calling thread. A gather that threw in the
+// background is done again on the calling thread, where its error surfaces.
+// `key` names the `order` tensor (the trainer passes the epoch).
 //
 // One caller thread; the dataset's tensors must not change while a prefetch
 // may run. The thread starts with the first Prefetch() and stops in Stop()
@@ -49,7 +49,8 @@ class BatchPrefetcher {
 
   // Rows order[lo, hi) of the dataset, gathered on the calling thread
   // (index_select, which may use LibTorch's intra-op threads). The prefetch
-  // thread copies the same bytes row by row, on itself alone.
+  // thread copies the same bytes row by row, on itself alone, for a
+  // contiguous CPU tensor and int64 rows; anything else it index_selects.
   Batch Gather(const at::Tensor& order, int64_t lo, int64_t hi) const;
 
   // Starts gathering rows order[lo, hi) in the background. Replaces a
