@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -370,6 +371,28 @@ TEST(LauncherTest, SigtermToTheLauncherStopsEveryRankGracefully) {
   EXPECT_EQ(WaitFor(launcher, 60), 128 + SIGTERM) << ReadFile(out);
   for (pid_t r : ranks) EXPECT_TRUE(GoneWithin(r, 5)) << "rank pid " << r << " outlived the launcher";
   EXPECT_NE(ReadFile(out).find("interrupted by SIGTERM"), std::string::npos) << ReadFile(out);
+}
+
+// A signal that reached one rank only (the launcher's forwarding reaches the
+// ranks one after another) ends every rank as interrupted: rank 0, which saw
+// no signal of its own, says so instead of blaming another rank for a stop.
+TEST(LauncherTest, ASignalToOneRankEndsEveryRankAsInterrupted) {
+  TempDir dir;
+  const std::string config = Config(dir, "one_signal", 20, 100000, "", 20);
+  const std::string out = dir.path() + "/out.txt";
+  const pid_t launcher = StartLauncher(config, out);
+  std::vector<pid_t> ranks = WaitForRanks(launcher, out);
+  ASSERT_EQ(ranks.size(), 2u) << ReadFile(out);
+  std::sort(ranks.begin(), ranks.end());  // rank 1 was started second
+  ASSERT_EQ(kill(ranks[1], SIGTERM), 0);
+  WaitFor(launcher, 60);
+  for (pid_t r : ranks) EXPECT_TRUE(GoneWithin(r, 5)) << "rank pid " << r << " outlived the launcher";
+  const std::string text = ReadFile(out);
+  EXPECT_NE(text.find("rank 1: finished"), std::string::npos) << text;
+  EXPECT_NE(text.find("interrupted: trainbus: interrupted by SIGTERM (on another rank)"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("another rank stopped the run"), std::string::npos) << text;
 }
 
 TEST(LauncherTest, RanksDieWithAKilledLauncher) {

@@ -485,16 +485,27 @@ void Session::EndIteration(const IterationEndEvent& e) {
   iteration_time_ = Clock::now();
 }
 
+namespace {
+std::string SignalName(int sig) {
+  return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : absl::StrCat("signal ", sig);
+}
+}  // namespace
+
 bool Session::CheckInterrupt() {
   if (const int sig = InterruptSignal(); sig != 0 && interrupt_signal_ == 0) {
     interrupt_signal_ = sig;
-    const std::string name = sig == SIGINT    ? "SIGINT"
-                             : sig == SIGTERM ? "SIGTERM"
-                                              : absl::StrCat("signal ", sig);
-    interrupt_reason_ = absl::StrCat("trainbus: interrupted by ", name);
-    bus_.RequestStop("trainbus", absl::StrCat("interrupted by ", name));
+    interrupt_reason_ = absl::StrCat("trainbus: interrupted by ", SignalName(sig));
+    bus_.RequestStop("trainbus", absl::StrCat("interrupted by ", SignalName(sig)));
   }
   return interrupt_signal_ != 0;
+}
+
+void Session::InterruptedElsewhere(int signal, absl::string_view where) {
+  if (CheckInterrupt() || signal == 0) return;
+  interrupt_signal_ = signal;
+  const std::string why = absl::StrCat("interrupted by ", SignalName(signal), " (", where, ")");
+  interrupt_reason_ = absl::StrCat("trainbus: ", why);
+  bus_.RequestStop("trainbus", why);
 }
 
 void Session::BeginValidation() {

@@ -171,6 +171,11 @@ class Session {
   // again before it blames another rank for a stop (the launcher signals
   // every rank, and this rank's signal may arrive a moment later).
   bool CheckInterrupt();
+  // Ends this run as interrupted by `signal` that another process received
+  // (a distributed host: the rank that saw the launcher's signal first stops
+  // the others, which may see their own a moment later, after the run ended).
+  // No-op once this run is interrupted.
+  void InterruptedElsewhere(int signal, absl::string_view where);
   void RequestStop(absl::string_view reason) { bus_.RequestStop("user", reason); }
   // When a run ends other than completed (a stop request, Ctrl-C), End()
   // prints why on standard error: "[trainbus] run 'x' stopped after step 41:

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <exception>
 #include <stdexcept>
 #include <filesystem>
@@ -539,11 +540,18 @@ void Trainer::Impl::Check(const absl::Status& s) {
 
 void Trainer::Impl::AgreeOnStop() {
   // Distributed: every rank stops at the same point. A stop requested on any
-  // rank (by a plugin, a failing hook) is requested on all of them.
+  // rank (by a plugin, a failing hook, a signal) is requested on all of them,
+  // and a signal names the end on every rank: the launcher signals them all,
+  // and the ranks that see theirs late must not blame another rank.
   if (!dist) return;
-  auto any = dist->AnyTrue(session->ShouldStop());
-  Check(any.status());
-  if (*any && !session->ShouldStop() && !session->CheckInterrupt()) {
+  const int sig = session->interrupt_signal();
+  std::vector<double> counts{session->ShouldStop() ? 1.0 : 0.0, sig == SIGINT ? 1.0 : 0.0,
+                             sig == SIGTERM ? 1.0 : 0.0};
+  Check(dist->AllReduceSum(counts));
+  if (counts[0] < 0.5 || session->ShouldStop() || session->CheckInterrupt()) return;
+  if (counts[1] > 0.5 || counts[2] > 0.5) {
+    session->InterruptedElsewhere(counts[1] > 0.5 ? SIGINT : SIGTERM, "on another rank");
+  } else {
     session->RequestStop("another rank stopped the run");
   }
 }
